@@ -1,0 +1,294 @@
+"""Every tunable of the detector core, in one frozen object.
+
+Each field documents its unit, its range and where its default comes from. The
+core never reads the environment: the shell (``stream.settings``) builds a
+:class:`DetectorConfig` and passes it in, so replay, tests and the Faust worker
+run identical code on identical settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "page_view",
+        "click",
+        "scroll",
+        "form_focus",
+        "form_input",
+        "form_error",
+        "form_submit",
+        "search",
+        "add_to_cart",
+        "remove_from_cart",
+        "checkout_step",
+        "purchase",
+        "error",
+        "visibility",
+        "exit",
+        "custom",
+    }
+)
+
+PAGE_TYPES: tuple[str, ...] = (
+    "home",
+    "landing",
+    "content",
+    "category",
+    "search",
+    "product",
+    "compare",
+    "reviews",
+    "pricing",
+    "faq",
+    "shipping",
+    "returns",
+    "cart",
+    "checkout",
+    "confirmation",
+    "support",
+    "account",
+)
+
+#: Journey stages in their nominal forward order. ``support`` sits outside the
+#: order: a visit there is neither progress nor regression.
+STAGE_ORDER: tuple[str, ...] = ("discover", "consider", "evaluate", "decide", "convert")
+
+DEFAULT_STAGE_MAP: dict[str, str] = {
+    "home": "discover",
+    "landing": "discover",
+    "content": "discover",
+    "category": "consider",
+    "search": "consider",
+    "product": "consider",
+    "compare": "evaluate",
+    "reviews": "evaluate",
+    "pricing": "evaluate",
+    "faq": "evaluate",
+    "shipping": "evaluate",
+    "returns": "evaluate",
+    "cart": "decide",
+    "checkout": "decide",
+    "confirmation": "convert",
+    "support": "support",
+    "account": "support",
+}
+
+#: Ordered (regex, page_type) pairs tried against the path of ``page`` when an
+#: event has no ``page_type``. First match wins; matching is case-insensitive
+#: and uses ``re.search`` on the path only (scheme, host and query removed).
+DEFAULT_PAGE_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"^/?$", "home"),
+    (r"^/(index(\.html?)?|home)/?$", "home"),
+    (r"/(order-)?(confirmation|thank-?you|success)\b", "confirmation"),
+    (r"/checkout\b", "checkout"),
+    (r"/(cart|basket|bag)\b", "cart"),
+    (r"/compare\b", "compare"),
+    (r"/reviews?\b", "reviews"),
+    (r"/(pricing|plans|prices)\b", "pricing"),
+    (r"/(faq|help/faq|questions)\b", "faq"),
+    (r"/(shipping|delivery)\b", "shipping"),
+    (r"/(returns?|refunds?|exchanges?)\b", "returns"),
+    (r"/(support|help|contact)\b", "support"),
+    (r"/(account|login|signin|sign-in|register|profile)\b", "account"),
+    (r"/(search|s)\b", "search"),
+    (r"/(products?|p|item|dp)/", "product"),
+    (r"/(category|categories|c|collections?|shop)\b", "category"),
+    (r"/(lp|landing|promo|campaign)\b", "landing"),
+    (r"/(blog|articles?|guides?|news|content)\b", "content"),
+)
+
+#: Playbook: (kind, stage) -> suggested action. ``*`` is the fallback stage.
+DEFAULT_PLAYBOOK: dict[str, str] = {
+    "hesitation/evaluate": "offer a comparison guide",
+    "hesitation/decide": "show delivery, returns and payment reassurance next to the basket",
+    "hesitation/consider": "surface top-rated alternatives and a short buying guide",
+    "hesitation/*": "offer help through chat",
+    "trust_loss/evaluate": "show reviews and the returns policy in context",
+    "trust_loss/decide": "open chat with a checkout specialist",
+    "trust_loss/consider": "offer an FAQ and a comparison of similar products",
+    "trust_loss/*": "offer help through chat",
+    "friction_hotspot/*": "page owners: check the page for broken elements, errors or slow loads",
+}
+
+#: Click targets on which fast repeated clicks are normal: steppers, date
+#: pickers, carousels, pagination and text (triple-click selects a paragraph).
+#: These are the published complaints about naive rage-click rules (PostHog,
+#: FullStory and Microsoft Clarity forums), so matching targets never count.
+DEFAULT_RAGE_IGNORE_TARGETS: tuple[str, ...] = (
+    r"(^|[^a-z])(qty|quantity|stepper|increment|decrement|plus|minus|spin)([^a-z]|$)",
+    r"(date|calendar|day|month|year)[-_ ]?(picker|cell|nav|prev|next)?",
+    r"(carousel|slider|gallery|swiper|thumb)",
+    r"(^|[^a-z])(next|prev|previous|page-\d+|pagination)([^a-z]|$)",
+    r"^(p|span|h[1-6]|li|td|text|label|article)(\b|[.#])",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """Settings of the detector core.
+
+    All durations are milliseconds of *event time* unless the name says
+    otherwise. Defaults carry their source in the attribute docs below.
+    """
+
+    # --- input ---------------------------------------------------------------
+    max_message_bytes: int = 65536
+    """Size cap of one raw event in bytes (64 KiB). Larger input is rejected
+    with reason ``too_large`` before JSON decoding."""
+    goal_event: str = "purchase"
+    """The event type that marks a conversion (``form_submit`` for lead gen)."""
+    user_salt: str = "disengage-default-salt"
+    """Salt for HMAC-SHA256 of ``user_id``. Set a secret in production."""
+    page_patterns: tuple[tuple[str, str], ...] = DEFAULT_PAGE_PATTERNS
+    """(regex, page_type) pairs used when ``page_type`` is absent."""
+    stage_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STAGE_MAP))
+    """page_type -> stage. Unknown page types fall back to ``consider``."""
+
+    # --- session lifecycle ---------------------------------------------------
+    session_timeout_ms: int = 30 * 60 * 1000
+    """Inactivity after which a session closes (30 min, the Google Analytics
+    session default). Up to several days is supported for long journeys."""
+    allowed_lateness_ms: int = 30_000
+    """Events older than the session's newest event minus this are late and are
+    not applied (30 s covers client batching on flaky mobile links)."""
+    dedup_capacity: int = 64
+    """Event ids remembered per session for de-duplication (see
+    :class:`detectors.session.SessionState`)."""
+    snapshot_capacity: int = 6
+    """Feature snapshots kept per session for delayed-label learning."""
+
+    # --- friction signals ----------------------------------------------------
+    rage_min_clicks: int = 3
+    """Clicks in a burst for a rage click (PostHog, Datadog RUM, Mixpanel: 3)."""
+    rage_max_gap_ms: int = 1000
+    """Max gap between consecutive clicks of a burst (same sources: 1 s)."""
+    rage_max_distance_px: float = 30.0
+    """Max distance between consecutive clicks of a burst (same sources: 30 px)."""
+    rage_ignore_targets: tuple[str, ...] = DEFAULT_RAGE_IGNORE_TARGETS
+    """Regexes of click targets where fast repeated clicks are normal."""
+    error_click_window_ms: int = 1000
+    """A click followed by an ``error`` event within this is an error click."""
+    uturn_max_dwell_ms: int = 5000
+    """Leaving a page within this, back to the previous page, is a u-turn
+    (5 s; Google's "short click" / pogo-sticking studies use 5-10 s)."""
+    loop_min_visits: int = 3
+    """Visits to the same page that make a loop."""
+    loop_window_ms: int = 10 * 60 * 1000
+    """Window in which the loop visits must fall (10 min)."""
+    thrash_min_reversals: int = 3
+    """Scroll-direction reversals that make scroll thrash."""
+    thrash_window_ms: int = 2000
+    """Window for the reversals (2 s)."""
+    form_refocus_min: int = 3
+    """Focuses of the same field that count as form friction."""
+    stall_ms: int = 120_000
+    """No forward progress for this long, while active in evaluate or decide,
+    is a stall (2 min: about twice the median product-page dwell reported by
+    Contentsquare's Digital Experience Benchmark)."""
+    active_gap_ms: int = 60_000
+    """A session counts as active when its previous event is at most this old."""
+    slow_page_ms: int = 3000
+    """``load_ms`` above this is a slow page (Google: 53% of mobile visits are
+    abandoned when a page takes longer than 3 s)."""
+
+    # --- models --------------------------------------------------------------
+    seed: int = 42
+    """Seed of every randomised model."""
+    hesitation_quantile: float = 0.97
+    """Adaptive hesitation threshold: this quantile of the anomaly scores seen
+    at evaluate/decide checkpoints. A hesitation alert needs a stall (the
+    transparent rule) *and* a score above this quantile, i.e. a stall that is
+    also among the 3% most unusual moments of its stage."""
+    hesitation_warmup: int = 500
+    """Checkpoints a stage model must see before its scores may alert."""
+    hesitation_trees: int = 10
+    hesitation_height: int = 8
+    hesitation_window: int = 250
+    trust_min_closed: int = 200
+    """Closed sessions before the trust model may alert; until then trust-loss
+    alerts use the transparent friction rule only."""
+    trust_min_auc: float = 0.75
+    """The model-based trust-loss rules alert only while the model's own
+    rolling ROC-AUC on closed sessions is at least this: a score that does not
+    predict outcomes must not page anyone (0.75 is the usual "acceptable
+    discrimination" bound of Hosmer and Lemeshow)."""
+    trust_strikes: int = 2
+    """Consecutive scoring points the trust rule must hold before alerting."""
+    trust_drop_quantile: float = 0.98
+    """The fall from the peak (absolute probability) must also exceed this
+    rolling quantile of the falls seen at evaluate/decide scoring points, so
+    the model rule flags only the sharpest 2% of moments, whatever the traffic."""
+    trust_drop: float = 0.5
+    """Relative fall from the session's peak trust that counts as trust loss."""
+    trust_min_peak_lift: float = 1.5
+    """The peak must have reached this multiple of the base conversion rate:
+    a visitor who never showed intent cannot lose confidence."""
+    trust_floor_ratio: float = 0.25
+    """Trust loss also fires when a session that reached the basket falls below
+    this fraction of the base conversion rate."""
+    trust_recover: float = 0.75
+    """Hysteresis: the trust-loss episode ends when the score climbs back above
+    this fraction of the peak."""
+    friction_alert_score: float = 4.0
+    """Weighted friction in the recent window that raises a trust-loss alert
+    (weights in :data:`detectors.signals.SIGNAL_WEIGHTS`: e.g. two rage-click
+    bursts, or a rage click and two form errors)."""
+    friction_window_ms: int = 120_000
+    """Window of the friction pile-up rule (2 min)."""
+    hotspot_delta: float = 0.002
+    """ADWIN confidence (its default)."""
+    hotspot_min_rate_increase: float = 0.15
+    """A drift is a hotspot when the problem rate rose by at least this
+    (absolute, 0-1) over its level before the change."""
+    hotspot_min_visits: int = 30
+    """Page visits a key must see before it can raise a hotspot."""
+    hotspot_max_keys: int = 512
+    """Bound on the (page type, step) keys tracked for hotspots."""
+
+    # --- alert policy --------------------------------------------------------
+    cooldown_ms: int = 5 * 60 * 1000
+    """Minimum time between two alerts of the same kind for one session."""
+    max_alerts_per_session: int = 1
+    """Cap of session alerts (hesitation + trust_loss) per session: one nudge
+    per visit, the usual frequency cap of on-site personalisation, so a
+    visitor is never pestered and ops see each session once."""
+    hotspot_cooldown_ms: int = 15 * 60 * 1000
+    """Minimum time between two hotspot alerts of the same key."""
+    playbook: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PLAYBOOK))
+    """Suggested actions by ``kind/stage`` with ``kind/*`` as fallback."""
+    source: str = "urn:disengage:detector"
+    """CloudEvents ``source`` attribute of the alerts."""
+
+    def with_overrides(self, **overrides: Any) -> DetectorConfig:
+        """Return a copy with the given fields replaced; unknown names raise.
+
+        >>> DetectorConfig().with_overrides(stall_ms=1000).stall_ms
+        1000
+        """
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown detector setting(s): {', '.join(unknown)}")
+        return replace(self, **overrides)
+
+    def validate(self) -> DetectorConfig:
+        """Check ranges; raise ``ValueError`` naming the bad setting."""
+        if self.goal_event not in EVENT_TYPES:
+            raise ValueError(f"goal_event {self.goal_event!r} is not an event type")
+        for name in ("hesitation_quantile", "trust_drop_quantile"):
+            if not 0.5 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0.5, 1)")
+        if not 0.0 < self.trust_drop < 1.0:
+            raise ValueError("trust_drop must be in (0, 1)")
+        if self.session_timeout_ms <= 0 or self.session_timeout_ms > 30 * 86_400_000:
+            raise ValueError("session_timeout_ms must be in (0, 30 days]")
+        for name in ("rage_min_clicks", "loop_min_visits", "thrash_min_reversals"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be at least 2")
+        for page_type, stage in self.stage_map.items():
+            if stage not in (*STAGE_ORDER, "support"):
+                raise ValueError(f"stage_map[{page_type!r}] = {stage!r} is not a stage")
+        return self

@@ -1,0 +1,214 @@
+"""Per-session state: an explicit dataclass with a compact serialisation.
+
+The state is everything the detector knows about one live session. It is
+small (well under 2 KB serialised for a typical session), bounded (every list
+has a cap) and survives a byte round trip exactly, so a Redis-backed worker and
+the in-memory replay behave the same.
+
+De-duplication is exact within a bounded window: ``dedup`` maps the 48-bit
+hashes of the last ``dedup_capacity`` accepted events to their times. When
+an entry is evicted (oldest arrival first), ``dedup_floor`` rises to its time,
+so every accepted event newer than the floor is still in the ring; events at
+or below the floor are refused as late. Repeated deliveries therefore never
+change the state twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+import zlib
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+#: Serialisation format version, first element of every encoded state.
+STATE_VERSION = 1
+
+STAGE_INDEX: dict[str, int] = {
+    "discover": 0,
+    "consider": 1,
+    "evaluate": 2,
+    "decide": 3,
+    "convert": 4,
+    "support": 5,
+}
+STAGES: tuple[str, ...] = tuple(STAGE_INDEX)
+
+#: Friction and hesitation signal names, in the order of ``signal_counts``.
+SIGNALS: tuple[str, ...] = (
+    "rage_click",
+    "dead_click",
+    "error_click",
+    "u_turn",
+    "page_loop",
+    "scroll_thrash",
+    "form_error",
+    "form_refocus",
+    "form_abandon",
+    "stall",
+    "slow_page",
+    "trust_touchpoint",
+)
+SIGNAL_INDEX: dict[str, int] = {name: i for i, name in enumerate(SIGNALS)}
+
+_RING = struct.Struct("<IHI")  # ts offset (ms, 32 bit), 48-bit hash as 16+32 bit
+
+
+def id_hash48(event_id: str) -> int:
+    """48-bit hash of an event id (collision odds ~1e-12 within a 64-slot ring)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=6).digest(), "little")
+
+
+def page_key(page: str | None, page_type: str | None) -> int:
+    """32-bit key of a page (its path without query), for loop and revisit counts."""
+    text = (page or page_type or "?").split("?", 1)[0].split("#", 1)[0].rstrip("/") or "/"
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "little")
+
+
+@dataclass(slots=True)
+class SessionState:
+    """Everything known about one session. Times are epoch ms of event time.
+
+    Counters only grow; lists are bounded by the config caps or by the
+    constants named next to them.
+    """
+
+    sid: str
+    user_hash: str | None = None
+    start_ts: int = 0
+    last_ts: int = 0
+    n_events: int = 0
+    n_late: int = 0
+    outcome: str | None = None  # None while open; "converted" | "exit" | "timeout"
+    closed_ts: int = 0
+    # exact de-duplication window, see module docstring
+    dedup: dict[int, int] = field(default_factory=dict)  # hash48 -> ts, arrival order
+    dedup_floor: int = 0
+    # journey
+    stage: str = "discover"
+    furthest: int = -1  # index in STAGE_ORDER, -1 before the first page
+    stage_since: int = 0
+    last_progress: int = 0
+    regressions: int = 0
+    skipped: int = 0
+    revisits: int = 0
+    stage_pages: list[int] = field(default_factory=lambda: [0] * 6)
+    stage_ms: list[int] = field(default_factory=lambda: [0] * 6)
+    n_pages: int = 0
+    page: str | None = None
+    page_type: str | None = None
+    page_key: int = 0
+    page_enter: int = 0
+    prev_key: int = 0
+    prev_enter: int = 0
+    page_history: list[tuple[int, int]] = field(default_factory=list)  # (key, ts), cap 24
+    # commerce
+    carts: int = 0
+    cart_removes: int = 0
+    checkout_steps: int = 0
+    searches: int = 0
+    errors: int = 0
+    # per-page activity, reset on every page view
+    page_events: int = 0
+    page_max_gap: int = 0
+    page_reversals: int = 0
+    page_max_scroll: float = 0.0
+    page_friction: bool = False
+    page_step: str | None = None
+    # signal machinery
+    click_burst: list[tuple[int, float, float, str]] = field(default_factory=list)
+    rage_fired: bool = False
+    last_click_ts: int = 0
+    last_click_errored: bool = False
+    scroll_pct: float = -1.0
+    scroll_dir: int = 0
+    reversal_ts: list[int] = field(default_factory=list)
+    field_focus: dict[str, int] = field(default_factory=dict)  # cap 8 fields
+    form_open: bool = False
+    stall_fired: bool = False
+    signal_counts: list[int] = field(default_factory=lambda: [0] * len(SIGNALS))
+    friction_recent: list[tuple[int, float]] = field(default_factory=list)  # (ts, weight), cap 16
+    # scores and alert policy
+    trust: float = -1.0  # last trust score, -1 before the first
+    trust_ts: int = 0  # event time of the last trust scoring
+    trust_peak: float = 0.0
+    trust_low: bool = False
+    friction_high: bool = False
+    trust_strikes: int = 0
+    hes_high: bool = False
+    hes_checked: int = 0
+    episodes: list[int] = field(default_factory=lambda: [0, 0])  # hesitation, trust_loss
+    last_alert: list[int] = field(default_factory=lambda: [0, 0])
+    n_alerts: int = 0
+    snapshots: list[tuple[int, list[float]]] = field(default_factory=list)
+    snap_seen: int = 0  # trust scoring points so far
+    snap_stride: int = 1  # every snap_stride-th scoring point is kept
+
+    _FIELD_NAMES: ClassVar[tuple[str, ...]]
+
+    # ------------------------------------------------------------------ dedup
+    def seen(self, id_hash: int) -> bool:
+        """True when an event with this :func:`id_hash48` was accepted."""
+        return id_hash in self.dedup
+
+    def remember(self, id_hash: int, ts: int, capacity: int) -> None:
+        """Record an accepted event; evict the oldest arrival beyond
+        ``capacity`` and raise the floor to its time."""
+        self.dedup[id_hash] = ts
+        if len(self.dedup) > capacity:
+            evicted = next(iter(self.dedup))
+            self.dedup_floor = max(self.dedup_floor, self.dedup.pop(evicted))
+
+    # ---------------------------------------------------------- serialisation
+    def to_bytes(self) -> bytes:
+        """Compact, versioned encoding: zlib-compressed positional JSON.
+
+        >>> s = SessionState("abc", start_ts=1, last_ts=2)
+        >>> SessionState.from_bytes(s.to_bytes()) == s
+        True
+        """
+        values: list[Any] = [STATE_VERSION]
+        for name in self._FIELD_NAMES:
+            value = getattr(self, name)
+            if name == "dedup":
+                value = self._pack_ring(value)
+            values.append(value)
+        raw = json.dumps(values, separators=(",", ":")).encode()
+        return zlib.compress(raw, 6)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SessionState:
+        """Inverse of :meth:`to_bytes`; raises ``ValueError`` on a foreign blob."""
+        try:
+            values = json.loads(zlib.decompress(data))
+        except (zlib.error, ValueError) as exc:
+            raise ValueError(f"not a session state: {exc}") from None
+        if not isinstance(values, list) or not values or values[0] != STATE_VERSION:
+            raise ValueError("unsupported session state version")
+        names = cls._FIELD_NAMES
+        if len(values) != len(names) + 1:
+            raise ValueError("session state has the wrong number of fields")
+        kwargs: dict[str, Any] = dict(zip(names, values[1:], strict=True))
+        kwargs["dedup"] = cls._unpack_ring(kwargs["dedup"], kwargs["start_ts"])
+        for name in ("page_history", "friction_recent"):
+            kwargs[name] = [tuple(item) for item in kwargs[name]]
+        kwargs["click_burst"] = [tuple(item) for item in kwargs["click_burst"]]
+        kwargs["snapshots"] = [(int(ts), list(vec)) for ts, vec in kwargs["snapshots"]]
+        return cls(**kwargs)
+
+    def _pack_ring(self, ring: dict[int, int]) -> str:
+        buf = bytearray()
+        for h, ts in ring.items():
+            offset = min(max(ts - self.start_ts, 0), 0xFFFFFFFF)
+            buf += _RING.pack(offset, h & 0xFFFF, h >> 16)
+        return base64.b64encode(bytes(buf)).decode()
+
+    @staticmethod
+    def _unpack_ring(text: str, start_ts: int) -> dict[int, int]:
+        data = base64.b64decode(text)
+        return {lo | (hi << 16): start_ts + off for off, lo, hi in _RING.iter_unpack(data)}
+
+
+SessionState._FIELD_NAMES = tuple(f.name for f in fields(SessionState))
