@@ -157,8 +157,10 @@ class DetectorConfig:
     dedup_capacity: int = 64
     """Event ids remembered per session for de-duplication (see
     :class:`detectors.session.SessionState`)."""
-    snapshot_capacity: int = 6
-    """Feature snapshots kept per session for delayed-label learning."""
+    snapshot_capacity: int = 8
+    """Feature snapshots kept per session for delayed-label learning, spread
+    evenly over the session's events (8 beat 4 and 16 in the prequential
+    comparison recorded in ``benchmarks/bench_core.py``'s notes)."""
 
     # --- friction signals ----------------------------------------------------
     rage_min_clicks: int = 3

@@ -15,9 +15,9 @@ from __future__ import annotations
 import math
 import pickle
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from typing import Any
 
-import river
 from river import stats
 
 from detectors.alerts import Alert, Reason, severity_for, suggested_action
@@ -53,6 +53,7 @@ from detectors.signals import (
 from detectors.trust import TRUST_WORDS, TrustModel
 
 MODEL_FORMAT = 1
+RIVER_VERSION = version("river")
 MODEL_NAME = "trust-lr.v1+hst.v1+adwin.v1"
 
 #: A live session in evaluate/decide is re-scored for hesitation at most
@@ -106,7 +107,7 @@ class DetectorModels:
 
     def dumps(self) -> bytes:
         """Pickle with a header recording the format and River version."""
-        header = {"format": MODEL_FORMAT, "river": river.__version__, "name": MODEL_NAME}
+        header = {"format": MODEL_FORMAT, "river": RIVER_VERSION, "name": MODEL_NAME}
         return pickle.dumps((header, self), protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
@@ -116,9 +117,9 @@ class DetectorModels:
         header, models = pickle.loads(blob)
         if header.get("format") != MODEL_FORMAT or header.get("name") != MODEL_NAME:
             raise ValueError(f"incompatible model checkpoint {header!r}")
-        if header.get("river") != river.__version__:
+        if header.get("river") != RIVER_VERSION:
             raise ValueError(
-                f"checkpoint made with River {header.get('river')}, running {river.__version__}"
+                f"checkpoint made with River {header.get('river')}, running {RIVER_VERSION}"
             )
         if not isinstance(models, DetectorModels):
             raise ValueError("checkpoint does not hold DetectorModels")
@@ -222,9 +223,19 @@ class Detector:
             result.alerts += self.close(state, "converted", ts)
             result.closed = True
             return result
-        scored = etype in _SCORE_TRIGGERS or bool(hits) or ts - state.trust_ts >= TRUST_RESCORE_MS
+        # Snapshots for delayed-label learning are taken every stride-th event
+        # (systematic sampling: when the buffer is full, keep every other one
+        # and double the stride), so they cover the session evenly in events,
+        # the unit in which the score is used and evaluated.
+        snapshot = (state.n_events - 1) % state.snap_stride == 0
+        scored = (
+            snapshot
+            or etype in _SCORE_TRIGGERS
+            or bool(hits)
+            or ts - state.trust_ts >= TRUST_RESCORE_MS
+        )
         if scored:
-            self._score_trust(state, ts, snapshot=etype == "page_view" or not hits)
+            self._score_trust(state, ts, snapshot)
         self._evaluate(state, event, result, scored)
         if etype == "exit":
             result.alerts += self.close(state, "exit", ts)
@@ -268,16 +279,10 @@ class Detector:
         state.trust_ts = ts
         state.trust_peak = max(state.trust_peak, p)
         if snapshot:
-            # Systematic sampling: keep every stride-th scoring point; when the
-            # buffer is full, keep every other one and double the stride. The
-            # kept snapshots then cover the session evenly, so the model learns
-            # from the same mix of early and late moments that it scores.
-            if state.snap_seen % state.snap_stride == 0:
-                state.snapshots.append((ts, snapshot_vector(x)))
-                if len(state.snapshots) > self.config.snapshot_capacity:
-                    state.snapshots = state.snapshots[::2]
-                    state.snap_stride *= 2
-            state.snap_seen += 1
+            state.snapshots.append((ts, snapshot_vector(x)))
+            if len(state.snapshots) > self.config.snapshot_capacity:
+                state.snapshots = state.snapshots[::2]
+                state.snap_stride *= 2
 
     def _evaluate(
         self, state: SessionState, event: Event, result: StepResult, scored: bool
@@ -427,8 +432,14 @@ class Detector:
         reasons.sort(key=lambda r: r.value * r.weight, reverse=True)
         threshold = self.config.friction_alert_score
         return self._base(
-            "trust_loss", state, event, friction, threshold, friction / threshold,
-            reasons, "friction_pileup",
+            "trust_loss",
+            state,
+            event,
+            friction,
+            threshold,
+            friction / threshold,
+            reasons,
+            "friction_pileup",
         )
 
     def _trust_alert(self, state: SessionState, event: Event, floor: bool) -> Alert:

@@ -143,7 +143,9 @@ class Evaluation:
             ),
             "lead_time_s_median": _median(self.lead_times_s),
             "lead_time_events_median": _median([float(x) for x in self.lead_times_events]),
-            "by_kind": {k: self.stats.alerts.get(k, 0) for k in (*SESSION_KINDS, "friction_hotspot")},
+            "by_kind": {
+                k: self.stats.alerts.get(k, 0) for k in (*SESSION_KINDS, "friction_hotspot")
+            },
             "closed_by_outcome": dict(self.stats.closed),
             "trust_model": {
                 "rolling_auc": round(self.model_metrics["trust_auc"], 4),
@@ -182,7 +184,8 @@ class Evaluation:
         incidents = []
         for incident in self.truth["incidents"]:
             hits = [
-                a for a in self.hotspots
+                a
+                for a in self.hotspots
                 if a.subject == f"hotspot/{incident['key']}"
                 and incident["start_ts"] <= a.event_time <= incident["end_ts"]
             ]
@@ -192,13 +195,15 @@ class Evaluation:
                     "detected": bool(hits),
                     "delay_s": (
                         round((min(a.event_time for a in hits) - incident["start_ts"]) / 1000, 1)
-                        if hits else None
+                        if hits
+                        else None
                     ),
                 }
             )
         result["incidents"] = incidents
         outside = [
-            a for a in self.hotspots
+            a
+            for a in self.hotspots
             if not any(
                 a.subject == f"hotspot/{i['key']}" and i["start_ts"] <= a.event_time <= i["end_ts"]
                 for i in self.truth["incidents"]
@@ -206,7 +211,10 @@ class Evaluation:
         ]
         # When arrivals stop at the end of a simulated span, only closes remain
         # and every page's abandonment rate rises: count those separately.
-        last_arrival = max((r["start_ts"] for r in self.truth["sessions"].values()), default=0)
+        span = self.truth.get("simulation") or {}
+        last_arrival = span.get("arrivals_end_ts") or max(
+            (r["start_ts"] for r in self.truth["sessions"].values()), default=0
+        )
         result["hotspot_alerts_outside_incidents"] = len(outside)
         result["hotspot_alerts_outside_incidents_steady_traffic"] = sum(
             1 for a in outside if a.event_time <= last_arrival
@@ -289,15 +297,18 @@ def read_truth(lines: Iterable[str]) -> dict[str, Any]:
 
     sessions: dict[str, Any] = {}
     incidents: list[dict[str, Any]] = []
+    simulation: dict[str, Any] = {}
     for line in lines:
         if not line.strip():
             continue
         record = json.loads(line)
         if record.get("record") == "incident":
             incidents.append(record)
+        elif record.get("record") == "simulation":
+            simulation = record
         else:
             sessions[record["session_id"]] = record
-    return {"sessions": sessions, "incidents": incidents}
+    return {"sessions": sessions, "incidents": incidents, "simulation": simulation}
 
 
 def read_labels(lines: Iterable[str]) -> dict[str, bool]:

@@ -226,10 +226,7 @@ class EventParser:
         if isinstance(raw, dict):
             obj: Any = raw
         else:
-            if isinstance(raw, str):
-                data = raw.encode("utf-8", "surrogatepass")
-            else:
-                data = bytes(raw)
+            data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else bytes(raw)
             if len(data) > self.config.max_message_bytes:
                 raise InvalidEvent(
                     "too_large", f"{len(data)} bytes > cap {self.config.max_message_bytes}"
@@ -252,9 +249,13 @@ class EventParser:
                 raise InvalidEvent("missing_field", f"{name} is required")
         session_id = obj["session_id"]
         if not isinstance(session_id, str):
-            raise InvalidEvent("bad_session_id", f"session_id must be a string, not {_tname(session_id)}")
+            raise InvalidEvent(
+                "bad_session_id", f"session_id must be a string, not {_tname(session_id)}"
+            )
         if not session_id or len(session_id) > MAX_SESSION_ID_CHARS:
-            raise InvalidEvent("bad_session_id", f"session_id must have 1..{MAX_SESSION_ID_CHARS} chars")
+            raise InvalidEvent(
+                "bad_session_id", f"session_id must have 1..{MAX_SESSION_ID_CHARS} chars"
+            )
         ts = parse_ts(obj["ts"])
         etype = obj["type"]
         if not isinstance(etype, str):
@@ -270,7 +271,9 @@ class EventParser:
             raise InvalidEvent("bad_field_type", "event_id must be a non-empty string")
         page = obj.get("page")
         if page is not None and (not isinstance(page, str) or len(page) > MAX_PAGE_CHARS):
-            raise InvalidEvent("bad_field_type", f"page must be a string of at most {MAX_PAGE_CHARS} chars")
+            raise InvalidEvent(
+                "bad_field_type", f"page must be a string of at most {MAX_PAGE_CHARS} chars"
+            )
         page_type = obj.get("page_type")
         if page_type is not None:
             if not isinstance(page_type, str):

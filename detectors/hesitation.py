@@ -110,7 +110,8 @@ class HesitationModel:
         score = float(model.hst.score_one(x))
         threshold: float | None = None
         if model.n >= self.warmup:
-            threshold = float(model.quantile.get())
+            current = model.quantile.get()
+            threshold = None if current is None else float(current)
         hesitant = any(x[name] > model.mean[name] + model.std(name) for name in _HESITANT)
         model.hst.learn_one(x)
         model.quantile.update(score)

@@ -55,12 +55,12 @@ class _KeyState:
         "adwin",
         "armed_until",
         "episode",
-        "since_n",
-        "since_sum",
         "fast",
         "incident",
         "last_alert",
         "level_before",
+        "since_n",
+        "since_sum",
         "visits",
     )
 

@@ -96,7 +96,7 @@ class JourneyTracker:
         state.page_reversals = 0
         state.page_max_scroll = 0.0
         state.page_friction = False
-        state.page_step = None
+        state.page_step = event.prop_str("step")
         state.form_open = False
         state.field_focus.clear()
         state.scroll_pct, state.scroll_dir = -1.0, 0

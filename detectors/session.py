@@ -143,8 +143,7 @@ class SessionState:
     last_alert: list[int] = field(default_factory=lambda: [0, 0])
     n_alerts: int = 0
     snapshots: list[tuple[int, list[float]]] = field(default_factory=list)
-    snap_seen: int = 0  # trust scoring points so far
-    snap_stride: int = 1  # every snap_stride-th scoring point is kept
+    snap_stride: int = 1  # a snapshot is taken every snap_stride-th event
 
     _FIELD_NAMES: ClassVar[tuple[str, ...]]
 

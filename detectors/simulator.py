@@ -163,6 +163,7 @@ class _Session:
         reading: float = 1.0,
         hesitant: bool = False,
         load_ms: float | None = None,
+        step: int | None = None,
     ) -> None:
         """A page view followed by interactions spread over ``dwell_s``."""
         rng = self.rng
@@ -171,7 +172,10 @@ class _Session:
             load_ms = self.lognormal(900, 0.45)
             if rng.random() < 0.01:  # the odd slow page, for everyone
                 load_ms = rng.uniform(3200, 4500)
-        self.emit("page_view", {"load_ms": int(load_ms)})
+        props: dict[str, Any] = {"load_ms": int(load_ms)}
+        if step is not None:
+            props["step"] = step
+        self.emit("page_view", props)
         end = self.t + int(dwell_s * 1000)
         pct = 0.0
         steps = max(1, int(dwell_s / (6.0 if not hesitant else 4.0) * reading))
@@ -256,10 +260,14 @@ class _Session:
         for _ in range(pages):
             roll = rng.random()
             if roll < 0.25:
-                self.visit("category", f"/category/{rng.choice(CATEGORIES)}", self.lognormal(dwell * 0.6))
+                self.visit(
+                    "category", f"/category/{rng.choice(CATEGORIES)}", self.lognormal(dwell * 0.6)
+                )
             elif roll < 0.4:
                 self.emit("search", {"query_len": rng.randint(4, 20)})
-                self.visit("search", f"/search?q={rng.choice(SEARCH_TERMS)}", self.lognormal(dwell * 0.5))
+                self.visit(
+                    "search", f"/search?q={rng.choice(SEARCH_TERMS)}", self.lognormal(dwell * 0.5)
+                )
             else:
                 self.product = rng.randint(1, 400)
                 if self.doubtful(0.15):  # not what they wanted: straight back
@@ -271,7 +279,9 @@ class _Session:
     def evaluate(self, pages: int, dwell: float = 35.0) -> None:
         rng = self.rng
         for _ in range(pages):
-            kind = rng.choice(("compare", "reviews", "reviews", "pricing", "shipping", "returns", "faq"))
+            kind = rng.choice(
+                ("compare", "reviews", "reviews", "pricing", "shipping", "returns", "faq")
+            )
             path = {
                 "compare": f"/compare?ids={self.product},{rng.randint(1, 400)}",
                 "reviews": f"/products/{self.product}/reviews",
@@ -310,10 +320,14 @@ class _Session:
             if self.doubtful(0.25):
                 self.emit("remove_from_cart", {"sku": f"sku-{self.product}"})
             self.visit("cart", "/cart", self.lognormal(15))
-        for step, fields in ((1, ("email", "address", "zip")), (2, ("card_number", "expiry", "cvc")), (3, ())):
+        for step, fields in (
+            (1, ("email", "address", "zip")),
+            (2, ("card_number", "expiry", "cvc")),
+            (3, ()),
+        ):
             if not finish and rng.random() < 0.45:
                 return False  # ordinary abandonment, no friction involved
-            self.visit("checkout", f"/checkout/step-{step}", self.lognormal(8))
+            self.visit("checkout", f"/checkout/step-{step}", self.lognormal(8), step=step)
             incident = self.sim.incident_active(self.t) and step == 2
             if broken_step == step or incident:
                 recovered = self.friction_episode(step, incident)
@@ -335,12 +349,27 @@ class _Session:
         """A broken checkout step; returns True when the visitor got through."""
         rng = self.rng
         start = self.t
-        reason = "payment button does nothing" if incident else rng.choice(
-            ("payment button does nothing", "card form keeps rejecting input", "script error on submit")
+        reason = (
+            "payment button does nothing"
+            if incident
+            else rng.choice(
+                (
+                    "payment button does nothing",
+                    "card form keeps rejecting input",
+                    "script error on submit",
+                )
+            )
         )
         self.truth.episodes.append(
-            {"kind": "friction", "start_ts": start, "page": self.path, "page_type": "checkout",
-             "step": step, "reason": reason, "incident": incident}
+            {
+                "kind": "friction",
+                "start_ts": start,
+                "page": self.path,
+                "page_type": "checkout",
+                "step": step,
+                "reason": reason,
+                "incident": incident,
+            }
         )
         x, y = 880, 640
         rounds = rng.randint(2, 4)
@@ -359,21 +388,32 @@ class _Session:
                 self.emit("error", {"error": "TypeError in checkout.js"})
             else:
                 for _ in range(rng.randint(3, 5)):  # rage at a dead button
-                    self.emit("click", {"x": x + rng.randint(-6, 6), "y": y + rng.randint(-6, 6),
-                                        "target": "button#pay", "dead": True})
+                    self.emit(
+                        "click",
+                        {
+                            "x": x + rng.randint(-6, 6),
+                            "y": y + rng.randint(-6, 6),
+                            "target": "button#pay",
+                            "dead": True,
+                        },
+                    )
                     self.wait(rng.uniform(0.15, 0.45))
             self.wait(self.lognormal(6, 0.5))
         if rng.random() < 0.35:  # looks for help
             self.visit("faq", "/faq", self.lognormal(25))
-            self.visit("checkout", f"/checkout/step-{step}", self.lognormal(8))
+            self.visit("checkout", f"/checkout/step-{step}", self.lognormal(8), step=step)
         return rng.random() < 0.15
 
     def hesitate(self) -> None:
         """A long, lingering stretch in the evaluate stage."""
         rng = self.rng
         self.truth.episodes.append(
-            {"kind": "hesitation", "start_ts": self.t, "page_type": "evaluate",
-             "reason": "lingers on policy and comparison pages"}
+            {
+                "kind": "hesitation",
+                "start_ts": self.t,
+                "page_type": "evaluate",
+                "reason": "lingers on policy and comparison pages",
+            }
         )
         for _ in range(rng.randint(2, 4)):
             kind = rng.choice(("faq", "shipping", "returns", "compare", "reviews"))
@@ -401,9 +441,10 @@ class Simulator:
     True
     """
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, keep_truth: bool = True) -> None:
         self.config = config
         self.rng = random.Random(config.seed)
+        self.keep_truth = keep_truth  # off for endless live traffic
         self.truth: dict[str, SessionTruth] = {}
         span_ms = config.sessions / config.arrival_rate * 1000.0
         lo, hi = config.incident_window
@@ -421,42 +462,73 @@ class Simulator:
         """Ground truth of the hotspot incident (empty when switched off)."""
         if not self.config.incident:
             return []
-        return [{"record": "incident", "key": "checkout/2", "start_ts": self.incident_start,
-                 "end_ts": self.incident_end, "reason": "payment button broken for everyone"}]
+        return [
+            {
+                "record": "incident",
+                "key": "checkout/2",
+                "start_ts": self.incident_start,
+                "end_ts": self.incident_end,
+                "reason": "payment button broken for everyone",
+            }
+        ]
+
+    def span(self) -> dict[str, Any]:
+        """The simulated span: new arrivals stop at ``arrivals_end_ts``
+        (returning visits may start later)."""
+        c = self.config
+        return {
+            "record": "simulation",
+            "seed": c.seed,
+            "sessions": c.sessions,
+            "start_ts": c.start_ts,
+            "arrivals_end_ts": c.start_ts + int(c.sessions / c.arrival_rate * 1000.0),
+        }
 
     def events(self) -> Iterator[dict[str, Any]]:
-        """All events of all sessions, merged in event-time order."""
+        """All events of all sessions, merged in event-time order.
+
+        Arrivals are drawn lazily, so memory holds only the sessions in
+        flight, whatever ``sessions`` is.
+        """
         cfg = self.config
         rng = self.rng
-        starts: list[tuple[int, int, str, str | None, int]] = []  # (ts, seq, persona, user, visit)
-        t = float(cfg.start_ts)
-        seq = 0
-        for _ in range(cfg.sessions):
-            t += rng.expovariate(cfg.arrival_rate) * 1000.0
-            persona = rng.choices(self._names, self._weights)[0]
-            starts.append((int(t), seq, persona, None, 0))
-            seq += 1
-        heapq.heapify(starts)
+        revisits: list[tuple[int, int, str | None, int]] = []  # (ts, seq, user, visit)
         pending: list[tuple[int, int, dict[str, Any]]] = []
+        arrivals = 0
+        next_arrival = float(cfg.start_ts) + rng.expovariate(cfg.arrival_rate) * 1000.0
+        seq = 0
         eseq = 0
-        while starts or pending:
-            if starts and (not pending or starts[0][0] <= pending[0][0]):
-                start, _, persona, user, visit = heapq.heappop(starts)
-                session = self._session(start, persona, user, visit, seq)
-                seq += 1
-                for ts, event in session.events:
-                    heapq.heappush(pending, (ts, eseq, event))
-                    eseq += 1
-                if persona == "researcher" and visit < 3 and not session.truth.converted:
-                    if session.rng.random() < 0.6:  # comes back after a break
-                        gap = session.rng.uniform(35, 120) * 60_000
-                        heapq.heappush(
-                            starts,
-                            (session.t + int(gap), seq, persona, session.user_id, visit + 1),
-                        )
-                        seq += 1
-            else:
+        while True:
+            candidates = []
+            if arrivals < cfg.sessions:
+                candidates.append(int(next_arrival))
+            if revisits:
+                candidates.append(revisits[0][0])
+            if not candidates and not pending:
+                return
+            start = min(candidates) if candidates else None
+            if pending and (start is None or pending[0][0] < start):
                 yield heapq.heappop(pending)[2]
+                continue
+            assert start is not None
+            if revisits and revisits[0][0] == start:
+                _, _, user, visit = heapq.heappop(revisits)
+                persona = "researcher"
+            else:
+                persona = rng.choices(self._names, self._weights)[0]
+                user, visit = None, 0
+                arrivals += 1
+                next_arrival += rng.expovariate(cfg.arrival_rate) * 1000.0
+            session = self._session(start, persona, user, visit, seq)
+            seq += 1
+            for ts, event in session.events:
+                heapq.heappush(pending, (ts, eseq, event))
+                eseq += 1
+            comes_back = persona == "researcher" and visit < 3 and not session.truth.converted
+            if comes_back and session.rng.random() < 0.6:  # returns after a break
+                gap = int(session.rng.uniform(35, 120) * 60_000)
+                heapq.heappush(revisits, (session.t + gap, seq, session.user_id, visit + 1))
+                seq += 1
 
     def _session(
         self, start: int, persona: str, user: str | None, visit: int, seq: int
@@ -474,7 +546,8 @@ class Simulator:
         if not bought:
             s.leave()
         truth.end_ts = s.t
-        self.truth[sid] = truth
+        if self.keep_truth:
+            self.truth[sid] = truth
         return s
 
     # ---------------------------------------------------------------- personas
@@ -529,16 +602,35 @@ class Simulator:
         if rng.random() < 0.25:  # the add-to-cart button is the broken part
             start = s.t
             s.truth.episodes.append(
-                {"kind": "friction", "start_ts": start, "page": s.path, "page_type": "product",
-                 "step": None, "reason": "add-to-cart button does nothing", "incident": False}
+                {
+                    "kind": "friction",
+                    "start_ts": start,
+                    "page": s.path,
+                    "page_type": "product",
+                    "step": None,
+                    "reason": "add-to-cart button does nothing",
+                    "incident": False,
+                }
             )
             for _ in range(rng.randint(2, 3)):
                 for _ in range(rng.randint(3, 5)):
-                    s.emit("click", {"x": 900 + rng.randint(-5, 5), "y": 420 + rng.randint(-5, 5),
-                                     "target": "button.add-to-cart", "dead": True})
+                    s.emit(
+                        "click",
+                        {
+                            "x": 900 + rng.randint(-5, 5),
+                            "y": 420 + rng.randint(-5, 5),
+                            "target": "button.add-to-cart",
+                            "dead": True,
+                        },
+                    )
                     s.wait(rng.uniform(0.15, 0.4))
                 s.wait(s.lognormal(5))
-            s.visit("product", f"/products/{s.product}", s.lognormal(10), load_ms=rng.uniform(4000, 9000))
+            s.visit(
+                "product",
+                f"/products/{s.product}",
+                s.lognormal(10),
+                load_ms=rng.uniform(4000, 9000),
+            )
             if not convert:
                 s.visit("support", "/support", s.lognormal(30))
                 return False
@@ -583,6 +675,7 @@ def write_jsonl(path: str, sim: Simulator) -> int:
         if buf:
             out.write("\n".join(buf) + "\n")
     with open(truth_path(path), "w", encoding="utf-8") as out:
+        out.write(dumps(sim.span()) + "\n")
         for record in sim.incidents():
             out.write(dumps(record) + "\n")
         for truth in sim.truth.values():

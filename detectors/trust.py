@@ -65,12 +65,15 @@ TRUST_WORDS: dict[str, str] = {
 def make_trust_model() -> compose.Pipeline:
     """The production learner: standard scaling, then logistic regression.
 
-    SGD with learning rate 0.02 and a light L2 (1e-4) keeps the weights stable
-    on the correlated count features; all deterministic (no random init).
+    AdaGrad (learning rate 0.1) adapts the step per feature, which matters
+    for the rare friction counts; a light L2 (1e-4) keeps the weights stable
+    on the correlated count features. In the prequential comparison on
+    simulated sessions it beat SGD(0.02), SGD(0.1) and Adam(0.01) at every
+    prefix. Deterministic (no random init).
     """
     return compose.Pipeline(
         preprocessing.StandardScaler(),
-        linear_model.LogisticRegression(optimizer=optim.SGD(0.02), l2=1e-4),
+        linear_model.LogisticRegression(optimizer=optim.AdaGrad(0.1), l2=1e-4),
     )
 
 
@@ -132,7 +135,8 @@ class TrustModel:
         """Record a fall from a session's peak (absolute probability) and
         return the adaptive threshold in force before it, ``None`` until 100
         falls were seen."""
-        threshold = float(self.drops.get()) if self.drops_seen >= 100 else None
+        current = self.drops.get()
+        threshold = float(current) if self.drops_seen >= 100 and current is not None else None
         self.drops.update(drop)
         self.drops_seen += 1
         return threshold

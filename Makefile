@@ -1,0 +1,49 @@
+# disengage: build helpers. `make demo` and `make test` do all set-up themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+ARGS   ?=
+
+.PHONY: demo test lint typecheck unit integration bench bench-uci infra-up infra-down clean
+
+# The virtualenv, with the package in editable mode and every extra the tests use.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,plot,bench]'
+	touch $(STAMP)
+
+## Live demo: simulator -> detector in-process, no Kafka, Redis or Docker.
+demo: $(STAMP)
+	$(BIN)/disengage demo $(ARGS)
+
+## Whole test suite: lint, types, unit + doctests, then integration tests on a
+## real Kafka broker and Redis server started (and always stopped) by infra.py.
+test: $(STAMP) lint typecheck
+	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Pure-core tests only (no infrastructure).
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration" $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_core.py $(ARGS)
+
+bench-uci: $(STAMP)
+	$(BIN)/python benchmarks/uci_trust_models.py $(ARGS)
+
+infra-up:
+	@$(PYTHON) deploy/local/infra.py start
+
+infra-down:
+	@$(PYTHON) deploy/local/infra.py stop --all
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info

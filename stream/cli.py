@@ -1,0 +1,320 @@
+"""The ``disengage`` command line.
+
+Subcommands that need no infrastructure:
+
+* ``demo``: simulator -> detector in-process, with a live terminal view;
+* ``simulate``: write simulated events and their ground truth to JSONL;
+* ``replay``: run the detector over a JSONL file, alerts to JSONL;
+* ``evaluate``: prequential evaluation against outcomes;
+* ``convert otto``: turn the OTTO sample into contract events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+from detectors.config import DetectorConfig
+from detectors.events import EventParser
+from detectors.runner import OfflineRunner, RunStats, parse_lines, reorder
+from stream.settings import Settings, SettingsError
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[IO[str]]:
+    """stdout for None or '-', else the file (closed afterwards)."""
+    if path in (None, "-"):
+        yield sys.stdout
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as out:
+            yield out
+    except OSError as exc:
+        raise SystemExit(f"disengage: cannot write {path}: {exc.strerror}") from None
+
+
+def _open_text(path: str) -> IO[str]:
+    if path == "-":
+        return sys.stdin
+    try:
+        return open(path, encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise SystemExit(f"disengage: cannot read {path}: {exc.strerror}") from None
+
+
+def _progress(lines: IO[str], path: str, label: str) -> Iterator[str]:
+    """Yield lines; draw a progress bar on stderr when it is a terminal."""
+    if path == "-" or not sys.stderr.isatty():
+        yield from lines
+        return
+    total = max(os.path.getsize(path), 1)
+    done = 0
+    step = max(total // 200, 1)
+    mark = 0
+    for line in lines:
+        done += len(line)
+        if done >= mark:
+            mark = done + step
+            frac = min(done / total, 1.0)
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\r{label} [{bar:<30}] {frac:6.1%}")
+            sys.stderr.flush()
+        yield line
+    sys.stderr.write(f"\r{label} [{'#' * 30}] 100.0%\n")
+
+
+def _detector_config(args: argparse.Namespace) -> DetectorConfig:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise SystemExit(f"disengage: {exc}") from None
+    config = settings.detector
+    if getattr(args, "goal", None):
+        config = config.with_overrides(goal_event=args.goal)
+    try:
+        return config.validate()
+    except ValueError as exc:
+        raise SystemExit(f"disengage: {exc}") from None
+
+
+# ------------------------------------------------------------------ simulate
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from detectors.simulator import SimConfig, Simulator, truth_path, write_jsonl
+
+    config = SimConfig(
+        sessions=args.sessions,
+        seed=args.seed,
+        arrival_rate=args.arrival_rate,
+        incident=not args.no_incident,
+    )
+    if not args.output:
+        raise SystemExit("disengage simulate: -o/--output is required")
+    n = write_jsonl(args.output, Simulator(config))
+    print(f"wrote {n} events of {args.sessions} sessions to {args.output}", file=sys.stderr)
+    print(f"ground truth in {truth_path(args.output)}", file=sys.stderr)
+    return 0
+
+
+# -------------------------------------------------------------------- replay
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Alerts as CloudEvents JSONL. The end of the file is not a session
+    timeout, so sessions still open at the end are left open (no closes)."""
+    from detectors.detector import Detector
+
+    config = _detector_config(args)
+    parser = EventParser(config)
+    runner = OfflineRunner(Detector(config))
+    stats = runner.stats
+    source = config.source
+    with _open_text(args.events) as lines, _output(args.output) as out:
+        events = reorder(
+            parse_lines(_progress(lines, args.events, "replay"), parser, stats),
+            config.allowed_lateness_ms,
+        )
+        for event in events:
+            for alert in runner.feed(event):
+                out.write(json.dumps(alert.to_cloudevent(source), separators=(",", ":")) + "\n")
+    summary = {
+        "events": stats.events,
+        "applied": stats.applied,
+        "invalid": dict(stats.invalid),
+        "statuses": dict(stats.statuses),
+        "alerts": dict(stats.alerts),
+        "sessions_closed": dict(stats.closed),
+    }
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------ evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from detectors.evaluation import evaluate, read_labels, read_truth
+    from detectors.simulator import truth_path
+
+    config = _detector_config(args)
+    labels = None
+    if args.labels:
+        with _open_text(args.labels) as f:
+            try:
+                labels = read_labels(f)
+            except ValueError as exc:
+                raise SystemExit(f"disengage evaluate: {exc}") from None
+    truth = None
+    truth_file = args.truth
+    if truth_file is None and args.events != "-" and os.path.exists(truth_path(args.events)):
+        truth_file = truth_path(args.events)
+    if truth_file:
+        with _open_text(truth_file) as f:
+            truth = read_truth(f)
+    parser = EventParser(config)
+    stats = RunStats()
+    with _open_text(args.events) as lines:
+        events = reorder(
+            parse_lines(_progress(lines, args.events, "evaluate"), parser, stats),
+            config.allowed_lateness_ms,
+        )
+        result = evaluate(events, config, labels=labels, truth=truth, stats=stats)
+    summary = result.summary()
+    if args.plot:
+        from stream.plots import plot_report
+
+        plot_report(result, args.plot)
+        summary["plot"] = args.plot
+    if args.json:
+        print(json.dumps(summary, indent=None, sort_keys=True))
+    else:
+        print(format_report(summary))
+    return 0
+
+
+def format_report(s: dict[str, Any]) -> str:
+    """The human-readable evaluation report."""
+
+    def fmt(value: Any) -> str:
+        return "n/a" if value is None else f"{value}"
+
+    auc = s["prefix_auc"]
+    lines = [
+        f"sessions            {s['sessions']}  (converters {s['converters']}, "
+        f"events {s['events']}, {s['events_per_s']} events/s)",
+        f"trust prefix AUC    25%: {fmt(auc['0.25'])}   50%: {fmt(auc['0.5'])}   "
+        f"75%: {fmt(auc['0.75'])}   (over {s['prefix_sessions']} sessions with >= 3 events)",
+        f"trust model         rolling AUC {s['trust_model']['rolling_auc']}, "
+        f"log-loss {s['trust_model']['rolling_log_loss']}",
+        f"alerts/1000 sess.   {s['alerts_per_1000_sessions']}   (alerted sessions "
+        f"{s['alerted_sessions']})",
+        f"alert precision     {fmt(s['alert_precision'])}   (share of alerted sessions "
+        "that did not convert)",
+        f"lead time (median)  {fmt(s['lead_time_s_median'])} s, "
+        f"{fmt(s['lead_time_events_median'])} events before the end",
+        "alerts by kind      " + ", ".join(f"{k} {v}" for k, v in s["by_kind"].items()),
+    ]
+    truth = s.get("truth")
+    if truth:
+        lines += [
+            f"friction recall     {fmt(truth['friction_recall'])} of "
+            f"{truth['friction_episodes']} episodes, median delay "
+            f"{fmt(truth['friction_delay_s_median'])} s",
+            f"hesitation recall   {fmt(truth['hesitation_recall'])} of "
+            f"{truth['hesitation_episodes']} episodes",
+        ]
+        for incident in truth["incidents"]:
+            lines.append(
+                f"hotspot incident    {incident['key']}: "
+                + (
+                    f"detected after {incident['delay_s']} s"
+                    if incident["detected"]
+                    else "NOT detected"
+                )
+            )
+        lines.append(
+            f"hotspot alerts outside incidents: {truth['hotspot_alerts_outside_incidents']} "
+            f"({truth['hotspot_alerts_outside_incidents_steady_traffic']} during steady traffic)"
+        )
+    if s["invalid_events"]:
+        lines.append(f"invalid input       {s['invalid_events']}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------- convert
+def cmd_convert(args: argparse.Namespace) -> int:
+    from detectors.datasets import otto_to_events
+
+    with _open_text(args.input) as f:
+        try:
+            events = sorted(otto_to_events(f), key=lambda e: (e["ts"], e["event_id"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"disengage convert: {args.input} is not OTTO JSONL: {exc}") from None
+    with _output(args.output) as out:
+        for event in events:
+            out.write(json.dumps(event, separators=(",", ":")) + "\n")
+    print(f"wrote {len(events)} events", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    config = _detector_config(args)
+    return run_demo(
+        config,
+        duration_s=args.duration,
+        speed=args.speed,
+        seed=args.seed,
+        plain=args.plain or not sys.stdout.isatty(),
+    )
+
+
+# -------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="disengage",
+        description="Streaming, real-time disengagement detector.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="live demo: simulator -> detector, in-process, no Kafka")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument(
+        "--speed", type=float, default=60.0, help="simulated seconds per real second (default 60)"
+    )
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--plain", action="store_true", help="plain lines instead of the live view")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="write simulated events and their ground truth")
+    p.add_argument("--sessions", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--arrival-rate",
+        type=float,
+        default=2.0,
+        help="new sessions per simulated second (default 2)",
+    )
+    p.add_argument("--no-incident", action="store_true", help="no hotspot incident")
+    p.add_argument("-o", "--output", help="events JSONL path")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("replay", help="run the detector over a JSONL file in event order")
+    p.add_argument("events", help="events JSONL ('-' for stdin)")
+    p.add_argument("-o", "--output", help="alerts JSONL (default stdout)")
+    p.add_argument("--goal", help="goal event type (default purchase)")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("evaluate", help="prequential evaluation against outcomes")
+    p.add_argument("events", help="events JSONL ('-' for stdin)")
+    p.add_argument("--goal", help="goal event type (default purchase)")
+    p.add_argument("--labels", help="CSV session_id,converted with outcomes from elsewhere")
+    p.add_argument("--truth", help="simulator ground truth (default: <events>.truth.jsonl)")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--plot", help="write ROC, lead-time and calibration plots to this PNG")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("convert", help="convert a public dataset to contract events")
+    p.add_argument("dataset", choices=["otto"])
+    p.add_argument("input", help="dataset file")
+    p.add_argument("-o", "--output", help="events JSONL (default stdout)")
+    p.set_defaults(func=cmd_convert)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
