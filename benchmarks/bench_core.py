@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import time
 from typing import Any
@@ -242,9 +241,8 @@ def _print(f: dict[str, Any]) -> None:
     )
     print(f"  alerts/1000 sessions  {q['alerts_per_1000_sessions']}   by kind {q['by_kind']}")
     print(f"  alert precision       {q['alert_precision']}")
-    print(
-        f"  lead time (median)    {q['lead_time_s_median']} s, {q['lead_time_events_median']} events"
-    )
+    lead_s, lead_n = q["lead_time_s_median"], q["lead_time_events_median"]
+    print(f"  lead time (median)    {lead_s} s, {lead_n} events")
     t = q["truth"]
     print(
         f"  friction recall       {t['friction_recall']} of {t['friction_episodes']} "

@@ -19,7 +19,9 @@ def _alerts(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_golden_replay_matches_expected_alerts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_golden_replay_matches_expected_alerts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "alerts.jsonl"
     assert main(["replay", str(GOLDEN / "session_mix.jsonl"), "-o", str(out)]) == 0
     assert _alerts(out) == _alerts(GOLDEN / "session_mix.alerts.jsonl")
@@ -48,8 +50,16 @@ def test_simulate_then_evaluate_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     plot = tmp_path / "report.png"
     assert main(["evaluate", str(events), "--json", "--plot", str(plot)]) == 0
     report = json.loads(capsys.readouterr().out)
-    for key in ("sessions", "converters", "prefix_auc", "alerts_per_1000_sessions",
-                "alert_precision", "lead_time_s_median", "lead_time_events_median", "by_kind"):
+    for key in (
+        "sessions",
+        "converters",
+        "prefix_auc",
+        "alerts_per_1000_sessions",
+        "alert_precision",
+        "lead_time_s_median",
+        "lead_time_events_median",
+        "by_kind",
+    ):
         assert key in report
     assert set(report["prefix_auc"]) == {"0.25", "0.5", "0.75"}
     assert report["sessions"] > 600  # researchers come back for more visits
@@ -58,11 +68,15 @@ def test_simulate_then_evaluate_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert plot.stat().st_size > 10_000 and plot.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_evaluate_labels_override_outcomes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_labels_override_outcomes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("session_id,converted\ngolden-harmless,1\ngolden-buyer,0\n")
-    assert main(["evaluate", str(GOLDEN / "session_mix.jsonl"), "--labels", str(labels),
-                 "--json"]) == 0
+    assert (
+        main(["evaluate", str(GOLDEN / "session_mix.jsonl"), "--labels", str(labels), "--json"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     # the goal event says golden-buyer converted; the CRM labels say otherwise
     assert report["converters"] == 1
@@ -91,7 +105,8 @@ def test_otto_sample_real_data_smoke(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert report["events"] == n_events
     assert report["invalid_events"] == {}
     ordering_visits = {
-        e["session_id"] for e in map(json.loads, events.read_text().splitlines())
+        e["session_id"]
+        for e in map(json.loads, events.read_text().splitlines())
         if e["type"] == "purchase"
     }
     assert report["converters"] == len(ordering_visits) > 0
@@ -101,7 +116,9 @@ def test_otto_sample_real_data_smoke(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_demo_plain_runs_for_its_duration() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "stream", "demo", "--duration", "4", "--speed", "600"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
