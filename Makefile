@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: demo test lint typecheck unit integration bench bench-uci infra-up infra-down clean
+.PHONY: demo test lint typecheck unit integration bench bench-uci infra-up infra-down clean docs
 
 # The virtualenv, with the package in editable mode and every extra the tests use.
 $(STAMP): pyproject.toml
@@ -47,3 +47,7 @@ infra-down:
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis build *.egg-info
+
+## Regenerate the README's configuration table from stream/settings.py.
+docs: $(STAMP)
+	$(BIN)/python -c "import re,pathlib; from stream.settings import markdown_table as t; p=pathlib.Path('README.md'); s=p.read_text(); p.write_text(re.sub(r'(<!-- config:start -->\n).*?(\n<!-- config:end -->)', lambda m: m.group(1)+t()+m.group(2), s, flags=re.S))"

@@ -119,10 +119,10 @@ DEFAULT_PLAYBOOK: dict[str, str] = {
 #: FullStory and Microsoft Clarity forums), so matching targets never count.
 DEFAULT_RAGE_IGNORE_TARGETS: tuple[str, ...] = (
     r"(^|[^a-z])(qty|quantity|stepper|increment|decrement|plus|minus|spin)([^a-z]|$)",
-    r"(date|calendar|day|month|year)[-_ ]?(picker|cell|nav|prev|next)?",
-    r"(carousel|slider|gallery|swiper|thumb)",
-    r"(^|[^a-z])(next|prev|previous|page-\d+|pagination)([^a-z]|$)",
-    r"^(p|span|h[1-6]|li|td|text|label|article)(\b|[.#])",
+    r"(^|[^a-z])(datepicker|date-picker|calendar|day|month|year)([^a-z]|$)",
+    r"(^|[^a-z])(carousel|slider|gallery|swiper|thumbnails?)([^a-z]|$)",
+    r"(^|[^a-z])(pagination|pager|page-\d+)([^a-z]|$)",
+    r"^(p|span|h[1-6]|li|td|label|article)([.#][\w-]+)*$",
 )
 
 
@@ -251,6 +251,12 @@ class DetectorConfig:
     """Bound on the (page type, step) keys tracked for hotspots."""
 
     # --- alert policy --------------------------------------------------------
+    alert_budget_per_1000: float = 50.0
+    """Alert budget of marketing ops, in session alerts per 1000 sessions. A
+    token bucket earns this many tokens per 1000 new sessions (capacity: the
+    same number). Friction pile-up alerts always go out and spend a token;
+    hesitation and model-based trust-loss alerts go out only while a token is
+    left. 0 disables the budget."""
     cooldown_ms: int = 5 * 60 * 1000
     """Minimum time between two alerts of the same kind for one session."""
     max_alerts_per_session: int = 1

@@ -32,7 +32,7 @@ from detectors.features import (
 )
 from detectors.hesitation import HESITATION_STAGES, HESITATION_WORDS, HesitationModel
 from detectors.hotspots import HotspotFinding, HotspotMonitor
-from detectors.journey import JourneyTracker
+from detectors.journey import JourneyTracker, step_label
 from detectors.session import SIGNAL_INDEX, SIGNALS, SessionState, id_hash48
 from detectors.signals import (
     SIGNAL_WEIGHTS,
@@ -98,6 +98,8 @@ class DetectorModels:
         self.trust = TrustModel(config.trust_drop_quantile)
         self.hotspots = HotspotMonitor(config)
         self.signal_means = [stats.Mean() for _ in SIGNALS]
+        self.budget_tokens = config.alert_budget_per_1000 / 10.0
+        self.suppressed_by_budget = 0
 
     @property
     def version(self) -> str:
@@ -162,6 +164,7 @@ class Detector:
         cfg = self.config
         ts = event.ts
         if state is None:
+            self._earn_budget()
             state = SessionState(
                 event.session_id,
                 user_hash=event.user_hash,
@@ -173,7 +176,9 @@ class Detector:
         if state.seen(id_hash):
             return StepResult(state, "duplicate")
         if state.outcome is not None:
-            return StepResult(state, "after_close")
+            if state.outcome == "converted" or ts <= state.closed_ts:
+                return StepResult(state, "after_close")
+            state = self._reopen(state, event)
         if state.n_events and (
             ts <= state.dedup_floor or ts < state.last_ts - cfg.allowed_lateness_ms
         ):
@@ -242,6 +247,24 @@ class Detector:
             result.closed = True
         return result
 
+    @staticmethod
+    def _reopen(closed: SessionState, event: Event) -> SessionState:
+        """A session id seen again after a timeout or exit: a new visit. It
+        starts a fresh journey but keeps the de-duplication window and the
+        alert episode counters, so alert ids stay unique per session id."""
+        fresh = SessionState(
+            closed.sid,
+            user_hash=closed.user_hash or event.user_hash,
+            start_ts=event.ts,
+            last_ts=event.ts,
+            last_progress=event.ts,
+        )
+        fresh.dedup = closed.dedup
+        fresh.dedup_floor = closed.dedup_floor
+        fresh.episodes = list(closed.episodes)
+        fresh.outbox = closed.outbox
+        return fresh
+
     def _page_view(
         self, state: SessionState, event: Event, hits: list[SignalHit], result: StepResult
     ) -> bool:
@@ -262,7 +285,7 @@ class Detector:
     @staticmethod
     def _checkout_step(state: SessionState, event: Event) -> bool:
         step = event.prop_float("step")
-        state.page_step = event.prop_str("step")
+        state.page_step = step_label(event)
         if step is not None and 0 < step < 100:
             if int(step) > state.checkout_steps:
                 state.checkout_steps = int(step)
@@ -337,19 +360,32 @@ class Detector:
                 assert hes.threshold is not None
                 candidates.append(self._hesitation_alert(state, event, x, hes.score, hes.threshold))
         for alert in candidates:
-            admitted = self._admit(state, alert.kind, ts)
+            admitted = self._admit(state, alert.kind, ts, always=alert.rule == "friction_pileup")
             if admitted:
                 result.alerts.append(admitted_alert(alert, admitted))
 
-    def _admit(self, state: SessionState, kind: str, ts: int) -> int:
-        """Alert policy: no alerts after close, a per-session cap and a
-        cooldown per kind. Returns the new episode number, or 0 to suppress."""
+    def _earn_budget(self) -> None:
+        budget = self.config.alert_budget_per_1000
+        if budget > 0:
+            models = self.models
+            models.budget_tokens = min(models.budget_tokens + budget / 1000.0, budget)
+
+    def _admit(self, state: SessionState, kind: str, ts: int, always: bool) -> int:
+        """Alert policy: no alerts after close, a per-session cap, a cooldown
+        per kind and the alert budget (which ``always`` rules bypass).
+        Returns the new episode number, or 0 to suppress."""
         if state.outcome is not None or state.n_alerts >= self.config.max_alerts_per_session:
             return 0
         k = 0 if kind == "hesitation" else 1
         last = state.last_alert[k]
         if last and ts - last < self.config.cooldown_ms:
             return 0
+        models = self.models
+        if self.config.alert_budget_per_1000 > 0:
+            if models.budget_tokens < 1.0 and not always:
+                models.suppressed_by_budget += 1
+                return 0
+            models.budget_tokens -= 1.0
         state.episodes[k] += 1
         state.last_alert[k] = ts
         state.n_alerts += 1
@@ -537,6 +573,7 @@ class Detector:
             "snapshots_learned": trust.learned,
             "base_rate": trust.base_rate,
             "open_hotspots": self.models.hotspots.open_incidents(),
+            "suppressed_by_budget": self.models.suppressed_by_budget,
             "model_version": self.models.version,
         }
 

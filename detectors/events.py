@@ -190,6 +190,15 @@ def _parse_rfc3339(text: str) -> int:
     return round(moment.timestamp() * 1000)
 
 
+def _check_text(name: str, value: str) -> None:
+    """Strings must be valid Unicode: JSON can smuggle lone surrogates
+    (``"\\ud800"``) that no UTF-8 consumer downstream could encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidEvent("bad_field_type", f"{name} contains a lone surrogate") from None
+
+
 def _tname(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
@@ -252,6 +261,7 @@ class EventParser:
             raise InvalidEvent(
                 "bad_session_id", f"session_id must be a string, not {_tname(session_id)}"
             )
+        _check_text("session_id", session_id)
         if not session_id or len(session_id) > MAX_SESSION_ID_CHARS:
             raise InvalidEvent(
                 "bad_session_id", f"session_id must have 1..{MAX_SESSION_ID_CHARS} chars"
@@ -269,7 +279,10 @@ class EventParser:
             event_id = str(event_id)
         elif not isinstance(event_id, str) or not event_id or len(event_id) > MAX_EVENT_ID_CHARS:
             raise InvalidEvent("bad_field_type", "event_id must be a non-empty string")
+        _check_text("event_id", event_id)
         page = obj.get("page")
+        if isinstance(page, str):
+            _check_text("page", page)
         if page is not None and (not isinstance(page, str) or len(page) > MAX_PAGE_CHARS):
             raise InvalidEvent(
                 "bad_field_type", f"page must be a string of at most {MAX_PAGE_CHARS} chars"
@@ -289,6 +302,7 @@ class EventParser:
                 user_id = str(user_id)
             if not isinstance(user_id, str):
                 raise InvalidEvent("bad_field_type", "user_id must be a string")
+            _check_text("user_id", user_id)
             user_hash = hash_user(user_id, self.config.user_salt)
         props = obj.get("props")
         if props is None:

@@ -66,8 +66,16 @@ _LOG_1_H = math.log1p(3600.0)
 _LOG_200 = math.log1p(200.0)
 
 
+_LOG1P_TABLE: tuple[float, ...] = tuple(math.log1p(i) for i in range(1024))
+
+
 def _l(x: float) -> float:
     return math.log1p(x) if x > 0 else 0.0
+
+
+def _li(n: int) -> float:
+    """log1p of a non-negative count, from a table for the common small ones."""
+    return _LOG1P_TABLE[n] if 0 <= n < 1024 else _l(n)
 
 
 def trust_features(state: SessionState, now: int) -> dict[str, float]:
@@ -83,39 +91,39 @@ def trust_features(state: SessionState, now: int) -> dict[str, float]:
     if state.page_enter and state.stage in ("evaluate", "decide"):
         stage_ms[2 if state.stage == "evaluate" else 3] += max(0, now - state.stage_since)
     return {
-        "pages": _l(state.n_pages),
+        "pages": _li(state.n_pages),
         "minutes": _l((now - state.start_ts) / 60_000.0),
         "furthest_stage": max(state.furthest, 0) / 4.0,
         "in_decide": 1.0 if state.stage == "decide" else 0.0,
-        "discover_pages": _l(state.stage_pages[0]),
-        "consider_pages": _l(state.stage_pages[1]),
-        "evaluate_pages": _l(state.stage_pages[2]),
-        "decide_pages": _l(state.stage_pages[3]),
-        "support_pages": _l(state.stage_pages[5]),
+        "discover_pages": _li(state.stage_pages[0]),
+        "consider_pages": _li(state.stage_pages[1]),
+        "evaluate_pages": _li(state.stage_pages[2]),
+        "decide_pages": _li(state.stage_pages[3]),
+        "support_pages": _li(state.stage_pages[5]),
         "evaluate_minutes": _l(stage_ms[2] / 60_000.0),
         "decide_minutes": _l(stage_ms[3] / 60_000.0),
-        "regressions": _l(state.regressions),
-        "revisits": _l(state.revisits),
-        "skipped": _l(state.skipped),
-        "carts": _l(state.carts),
-        "cart_removes": _l(state.cart_removes),
-        "checkout_steps": _l(state.checkout_steps),
-        "searches": _l(state.searches),
+        "regressions": _li(state.regressions),
+        "revisits": _li(state.revisits),
+        "skipped": _li(state.skipped),
+        "carts": _li(state.carts),
+        "cart_removes": _li(state.cart_removes),
+        "checkout_steps": _li(state.checkout_steps),
+        "searches": _li(state.searches),
         "minutes_since_progress": _l((now - state.last_progress) / 60_000.0),
-        "rage_click": _l(c[SIGNAL_INDEX["rage_click"]]),
-        "dead_or_error_click": _l(c[SIGNAL_INDEX["dead_click"]] + c[SIGNAL_INDEX["error_click"]]),
-        "u_turn": _l(c[SIGNAL_INDEX["u_turn"]]),
-        "page_loop": _l(c[SIGNAL_INDEX["page_loop"]]),
-        "scroll_thrash": _l(c[SIGNAL_INDEX["scroll_thrash"]]),
-        "form_trouble": _l(
+        "rage_click": _li(c[SIGNAL_INDEX["rage_click"]]),
+        "dead_or_error_click": _li(c[SIGNAL_INDEX["dead_click"]] + c[SIGNAL_INDEX["error_click"]]),
+        "u_turn": _li(c[SIGNAL_INDEX["u_turn"]]),
+        "page_loop": _li(c[SIGNAL_INDEX["page_loop"]]),
+        "scroll_thrash": _li(c[SIGNAL_INDEX["scroll_thrash"]]),
+        "form_trouble": _li(
             c[SIGNAL_INDEX["form_error"]]
             + c[SIGNAL_INDEX["form_refocus"]]
             + c[SIGNAL_INDEX["form_abandon"]]
         ),
-        "slow_page": _l(c[SIGNAL_INDEX["slow_page"]]),
-        "stall": _l(c[SIGNAL_INDEX["stall"]]),
-        "trust_touchpoint": _l(c[SIGNAL_INDEX["trust_touchpoint"]]),
-        "errors": _l(state.errors),
+        "slow_page": _li(c[SIGNAL_INDEX["slow_page"]]),
+        "stall": _li(c[SIGNAL_INDEX["stall"]]),
+        "trust_touchpoint": _li(c[SIGNAL_INDEX["trust_touchpoint"]]),
+        "errors": _li(state.errors),
     }
 
 

@@ -11,6 +11,7 @@ nor regression.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from detectors.config import STAGE_ORDER, DetectorConfig
@@ -19,6 +20,22 @@ from detectors.session import STAGE_INDEX, SessionState, page_key
 
 #: Page views remembered for loop and revisit detection.
 PAGE_HISTORY_CAP = 24
+
+_STEP_NAME = re.compile(r"^[A-Za-z0-9_-]{1,24}$")
+
+
+def step_label(event: Event) -> str | None:
+    """``props.step`` as a short, bounded label: whole numbers as digits
+    (2 and 2.0 are the same step), other values only when they are short
+    word-like names, else ``None``. It becomes part of a metric label."""
+    value = event.props.get("step")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return str(int(value)) if float(value).is_integer() and 0 <= value < 1000 else None
+    if isinstance(value, str) and _STEP_NAME.match(value):
+        return str(int(value)) if value.isdigit() else value
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +92,8 @@ class JourneyTracker:
         ts = event.ts
         stage = self.stage_of(event.page_type)
         if state.page_enter:
-            old_idx = STAGE_INDEX[state.stage]
-            state.stage_ms[old_idx] += max(0, ts - state.stage_since)
+            # time since the previous page view belongs to the stage it was in
+            state.stage_ms[STAGE_INDEX[state.stage]] += max(0, ts - state.stage_since)
         key = page_key(event.page, event.page_type)
         if any(k == key for k, _ in state.page_history):
             state.revisits += 1
@@ -96,15 +113,14 @@ class JourneyTracker:
         state.page_reversals = 0
         state.page_max_scroll = 0.0
         state.page_friction = False
-        state.page_step = event.prop_str("step")
+        state.page_step = step_label(event)
         state.form_open = False
         state.field_focus.clear()
         state.scroll_pct, state.scroll_dir = -1.0, 0
         state.reversal_ts.clear()
         state.stage_pages[STAGE_INDEX[stage]] += 1
         progressed = False
-        if stage != state.stage:
-            state.stage_since = ts
+        state.stage_since = ts
         if stage in STAGE_ORDER:
             idx = STAGE_ORDER.index(stage)
             if idx > state.furthest:

@@ -79,8 +79,7 @@ class OfflineRunner:
         self.stats.statuses[result.status] += 1
         if result.status == "applied":
             self.stats.applied += 1
-            if state is None:
-                self.sessions[event.session_id] = result.state
+            self.sessions[event.session_id] = result.state  # new, or reopened
             due = result.state.last_ts + self.config.session_timeout_ms
             heapq.heappush(self._expiry, (due, event.session_id))
             if result.closed:

@@ -16,6 +16,7 @@ change the state twice.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import struct
@@ -54,6 +55,7 @@ SIGNALS: tuple[str, ...] = (
 SIGNAL_INDEX: dict[str, int] = {name: i for i, name in enumerate(SIGNALS)}
 
 _RING = struct.Struct("<IHI")  # ts offset (ms, 32 bit), 48-bit hash as 16+32 bit
+_BASE = struct.Struct("<q")  # base time of the ring (epoch ms)
 
 
 def id_hash48(event_id: str) -> int:
@@ -80,7 +82,6 @@ class SessionState:
     start_ts: int = 0
     last_ts: int = 0
     n_events: int = 0
-    n_late: int = 0
     outcome: str | None = None  # None while open; "converted" | "exit" | "timeout"
     closed_ts: int = 0
     # exact de-duplication window, see module docstring
@@ -143,6 +144,11 @@ class SessionState:
     last_alert: list[int] = field(default_factory=lambda: [0, 0])
     n_alerts: int = 0
     snapshots: list[tuple[int, list[float]]] = field(default_factory=list)
+    # delivery outbox of the streaming shell: alerts (CloudEvents JSON) that
+    # were decided but not yet confirmed on the alerts topic; written in the
+    # same atomic write as the state, so a crash can neither lose nor
+    # re-derive them (the core itself never reads it)
+    outbox: list[str] = field(default_factory=list)
     snap_stride: int = 1  # a snapshot is taken every snap_stride-th event
 
     _FIELD_NAMES: ClassVar[tuple[str, ...]]
@@ -189,25 +195,36 @@ class SessionState:
         names = cls._FIELD_NAMES
         if len(values) != len(names) + 1:
             raise ValueError("session state has the wrong number of fields")
-        kwargs: dict[str, Any] = dict(zip(names, values[1:], strict=True))
-        kwargs["dedup"] = cls._unpack_ring(kwargs["dedup"], kwargs["start_ts"])
-        for name in ("page_history", "friction_recent"):
-            kwargs[name] = [tuple(item) for item in kwargs[name]]
-        kwargs["click_burst"] = [tuple(item) for item in kwargs["click_burst"]]
-        kwargs["snapshots"] = [(int(ts), list(vec)) for ts, vec in kwargs["snapshots"]]
-        return cls(**kwargs)
+        try:
+            kwargs: dict[str, Any] = dict(zip(names, values[1:], strict=True))
+            kwargs["dedup"] = cls._unpack_ring(kwargs["dedup"])
+            for name in ("page_history", "friction_recent", "click_burst"):
+                kwargs[name] = [tuple(item) for item in kwargs[name]]
+            kwargs["snapshots"] = [(int(ts), list(vec)) for ts, vec in kwargs["snapshots"]]
+            return cls(**kwargs)
+        except (TypeError, ValueError, KeyError, struct.error, binascii.Error) as exc:
+            raise ValueError(f"malformed session state: {exc}") from None
 
-    def _pack_ring(self, ring: dict[int, int]) -> str:
-        buf = bytearray()
+    @staticmethod
+    def _pack_ring(ring: dict[int, int]) -> str:
+        """Base time (8 bytes) then, per entry, a 32-bit ms offset from it and
+        the 48-bit hash, base64: 10 bytes an entry instead of ~30 as JSON."""
+        if not ring:
+            return ""
+        base = min(ring.values())
+        buf = bytearray(_BASE.pack(base))
         for h, ts in ring.items():
-            offset = min(max(ts - self.start_ts, 0), 0xFFFFFFFF)
-            buf += _RING.pack(offset, h & 0xFFFF, h >> 16)
+            buf += _RING.pack(min(ts - base, 0xFFFFFFFF), h & 0xFFFF, h >> 16)
         return base64.b64encode(bytes(buf)).decode()
 
     @staticmethod
-    def _unpack_ring(text: str, start_ts: int) -> dict[int, int]:
-        data = base64.b64decode(text)
-        return {lo | (hi << 16): start_ts + off for off, lo, hi in _RING.iter_unpack(data)}
+    def _unpack_ring(text: str) -> dict[int, int]:
+        if not text:
+            return {}
+        data = base64.b64decode(text, validate=True)
+        (base,) = _BASE.unpack_from(data)
+        entries = _RING.iter_unpack(data[_BASE.size :])
+        return {lo | (hi << 16): base + off for off, lo, hi in entries}
 
 
 SessionState._FIELD_NAMES = tuple(f.name for f in fields(SessionState))

@@ -112,10 +112,45 @@ class TrustModel:
         self.converted = 0
         self.learned = 0
         self._auc = 0.5
+        self._terms: tuple[tuple[str, float, float], ...] = ()
+        self._bias = 0.0
+        self._compiled_at = -1
 
     def predict(self, x: dict[str, float]) -> float:
-        """P(goal | features), in [0, 1]."""
+        """P(goal | features), in [0, 1].
+
+        Equal to the River pipeline's ``predict_proba_one`` (a test holds them
+        to 1e-9), but computed from scaler and weights folded into one term per
+        feature, refreshed only when the model learns: scoring is the hot path,
+        learning happens once per closed session.
+        """
+        if self._compiled_at != self.learned:
+            self._compile()
+        z = self._bias
+        for name, mean, k in self._terms:
+            z += k * (x[name] - mean)
+        if z < -30.0:
+            return 0.0
+        if z > 30.0:
+            return 1.0
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def predict_river(self, x: dict[str, float]) -> float:
+        """The same probability through River's own pipeline (reference)."""
         return float(self.model.predict_proba_one(x).get(True, 0.0))
+
+    def _compile(self) -> None:
+        scaler = self.model.steps["StandardScaler"]
+        lr = self.model.steps["LogisticRegression"]
+        terms = []
+        for name in TRUST_FEATURES:
+            var = float(scaler.vars.get(name, 0.0))
+            weight = float(lr.weights.get(name, 0.0))
+            if var > 0.0 and weight != 0.0:
+                terms.append((name, float(scaler.means.get(name, 0.0)), weight / var**0.5))
+        self._terms = tuple(terms)
+        self._bias = float(lr.intercept)
+        self._compiled_at = self.learned
 
     def learn_session(self, snapshots: list[dict[str, float]], converted: bool) -> None:
         """Learn a closed session's snapshots with its outcome; predict each
@@ -123,7 +158,7 @@ class TrustModel:
         self.closed += 1
         self.converted += int(converted)
         for x in snapshots:
-            p = self.predict(x)
+            p = self.predict_river(x)
             self.auc_metric.update(converted, p)
             self._add_loss(-math.log(max(p if converted else 1.0 - p, 1e-15)))
             self.model.learn_one(x, converted)

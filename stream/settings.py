@@ -177,3 +177,15 @@ def _attribute_docs(source: str) -> dict[str, str]:
         ):
             docs[node.target.id] = nxt.value.value
     return docs
+
+
+def markdown_table() -> str:
+    """The configuration reference as a Markdown table (README)."""
+    out = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, default, doc in reference():
+        out.append(f"| `{name}` | `{default}` | {doc.replace('|', '/')} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,128 @@
+"""Session storage behind one interface, chosen by URL.
+
+:class:`SessionStore` is what the streaming worker uses. ``memory://`` is
+:class:`MemorySessionStore` here (replay, tests, the demo); ``redis://`` and
+``rediss://`` are ``stream.redis_store.RedisSessionStore``. One contract test
+suite runs against both.
+
+Besides session states the store keeps, per Kafka partition, the last-seen
+event time of every open session (for the expiry sweep) and the set of
+sessions whose delivery outbox is not empty, plus named binary blobs for model
+checkpoints. Expiry of stored states is wall-clock TTL, so the memory store
+takes an injected clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from detectors.session import SessionState
+
+
+class SessionStore(Protocol):
+    """Async storage of session states. All methods are safe to retry."""
+
+    async def load(self, sids: Sequence[str]) -> dict[str, SessionState]:
+        """States of the given sessions that exist (missing ids are absent)."""
+        ...
+
+    async def save(self, partition: int, states: Sequence[SessionState]) -> None:
+        """Write states with a TTL; track open ones by last-seen time and
+        sessions with a non-empty outbox, both per ``partition``."""
+        ...
+
+    async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
+        """Open sessions of ``partition`` last seen at or before ``before_ts``
+        (event-time ms), oldest first, at most ``limit``."""
+        ...
+
+    async def pending(self, partition: int) -> list[str]:
+        """Sessions of ``partition`` whose outbox is not empty."""
+        ...
+
+    async def save_blob(self, name: str, blob: bytes) -> None:
+        """Store a named blob (model checkpoints), no TTL."""
+        ...
+
+    async def load_blob(self, name: str) -> bytes | None:
+        """The named blob, or ``None``."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot be reached."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class MemorySessionStore:
+    """In-process :class:`SessionStore`; states are kept serialised, exactly
+    as Redis would hold them, so both stores behave the same.
+
+    >>> import asyncio
+    >>> store = MemorySessionStore(ttl_s=60, clock=lambda: 0.0)
+    >>> s = SessionState("a", last_ts=5)
+    >>> asyncio.run(store.save(0, [s]))
+    >>> asyncio.run(store.load(["a", "b"]))["a"] == s, asyncio.run(store.due(0, 5, 10))
+    (True, ['a'])
+    """
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._states: dict[str, tuple[float, bytes]] = {}
+        self._last_seen: dict[int, dict[str, int]] = {}
+        self._pending: dict[int, set[str]] = {}
+        self._blobs: dict[str, bytes] = {}
+
+    async def load(self, sids: Sequence[str]) -> dict[str, SessionState]:
+        now = self.clock()
+        out: dict[str, SessionState] = {}
+        for sid in sids:
+            item = self._states.get(sid)
+            if item is None:
+                continue
+            if item[0] <= now:
+                del self._states[sid]
+                continue
+            out[sid] = SessionState.from_bytes(item[1])
+        return out
+
+    async def save(self, partition: int, states: Sequence[SessionState]) -> None:
+        deadline = self.clock() + self.ttl_s
+        seen = self._last_seen.setdefault(partition, {})
+        pending = self._pending.setdefault(partition, set())
+        for state in states:
+            self._states[state.sid] = (deadline, state.to_bytes())
+            if state.outcome is None:
+                seen[state.sid] = state.last_ts
+            else:
+                seen.pop(state.sid, None)
+            if state.outbox:
+                pending.add(state.sid)
+            else:
+                pending.discard(state.sid)
+
+    async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
+        seen = self._last_seen.get(partition, {})
+        ready = sorted((ts, sid) for sid, ts in seen.items() if ts <= before_ts)
+        return [sid for _, sid in ready[:limit]]
+
+    async def pending(self, partition: int) -> list[str]:
+        return sorted(self._pending.get(partition, set()))
+
+    async def save_blob(self, name: str, blob: bytes) -> None:
+        self._blobs[name] = bytes(blob)
+
+    async def load_blob(self, name: str) -> bytes | None:
+        return self._blobs.get(name)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,137 @@
+"""Kafka plumbing shared by the worker, the CLI and the benchmarks (aiokafka).
+
+* :func:`client_options` turns settings into aiokafka security options;
+* :func:`ensure_topics` creates missing topics with the configured partitions;
+* :class:`KafkaSink` produces alerts and dead letters and waits for the acks,
+  and can list the alert ids already on the alerts topic (outbox recovery).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream.pipeline import Record
+from stream.settings import Settings
+
+log = logging.getLogger("disengage.kafka")
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Bootstrap and security options for any aiokafka client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = settings.kafka_sasl_password
+    return options
+
+
+async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
+    """Create the interactions, alerts and dead-letter topics (and ``extra``)
+    when absent; return the names created."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [settings.topic_interactions, settings.topic_alerts, settings.topic_dlq, *extra]
+        missing = [t for t in dict.fromkeys(wanted) if t not in existing]
+        if missing:
+            # another worker may win the race to create them
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(t, settings.topic_partitions, 1) for t in missing]
+                )
+            log.info("created topics %s", ", ".join(missing))
+        return missing
+    finally:
+        await admin.close()
+
+
+def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """An idempotent producer (acks=all), so retries never duplicate."""
+    options = client_options(settings)
+    options.update(
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        compression_type=None,
+    )
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+class KafkaSink:
+    """Alerts and dead letters to Kafka; each ``send_*`` returns after acks."""
+
+    def __init__(self, producer: AIOKafkaProducer, settings: Settings) -> None:
+        self.producer = producer
+        self.settings = settings
+
+    async def _send(self, topic: str, records: Sequence[Record]) -> None:
+        futures = [
+            await self.producer.send(topic, r.value, key=r.key, headers=r.headers) for r in records
+        ]
+        await asyncio.gather(*futures)
+
+    async def send_alerts(self, records: Sequence[Record]) -> None:
+        await self._send(self.settings.topic_alerts, records)
+
+    async def send_dead_letters(self, records: Sequence[Record]) -> None:
+        await self._send(self.settings.topic_dlq, records)
+
+    async def alert_ids_since(self, since_ms: int) -> set[str]:
+        """Read the alerts topic from ``since_ms`` (by timestamp) to its end."""
+        consumer = AIOKafkaConsumer(
+            **client_options(self.settings), enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        ids: set[str] = set()
+        try:
+            parts = consumer.partitions_for_topic(self.settings.topic_alerts) or set()
+            tps = [TopicPartition(self.settings.topic_alerts, p) for p in parts]
+            if not tps:
+                return ids
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.offsets_for_times({tp: max(since_ms, 0) for tp in tps})
+            remaining = {}
+            for tp in tps:
+                found = starts.get(tp)
+                start = found.offset if found is not None else ends[tp]
+                if start < ends[tp]:
+                    consumer.seek(tp, start)
+                    remaining[tp] = ends[tp]
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=1000)
+                for tp, messages in batch.items():
+                    for message in messages:
+                        try:
+                            ids.add(json.loads(message.value)["id"])
+                        except (ValueError, KeyError, TypeError):
+                            continue
+                        if message.offset + 1 >= remaining.get(tp, 0):
+                            remaining.pop(tp, None)
+                if not batch:
+                    for tp in list(remaining):
+                        if await consumer.position(tp) >= remaining[tp]:
+                            remaining.pop(tp)
+        finally:
+            await consumer.stop()
+        return ids

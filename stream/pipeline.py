@@ -1,0 +1,424 @@
+"""The worker's batch step, independent of Faust.
+
+``BatchProcessor.process(messages)`` takes one batch of raw Kafka messages
+and, in this order:
+
+1. parses each with the core's parser; invalid input becomes a dead letter
+   (original bytes plus reason headers), never an exception;
+2. loads the states of the batch's sessions from the store (one round trip);
+3. runs the detector of the message's partition over the events in order;
+   session alerts go into the session's delivery *outbox* in its state;
+4. saves the touched states (one round trip; each state write is atomic);
+5. produces dead letters and alerts and waits for the broker's acks;
+6. clears the delivered outboxes (one round trip).
+
+Only then may the caller commit the batch's offsets. A crash before step 4
+redelivers the batch and repeats nothing; after step 4 the redelivered events
+are duplicates to the state, and the outbox still holds the alerts, which
+:meth:`BatchProcessor.recover` delivers, skipping any id already on the
+alerts topic. So no alert is lost and none is produced twice.
+
+Models are per input partition (the unit a worker owns), checkpointed to the
+store and warm-started on assignment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from detectors.alerts import Alert
+from detectors.config import DetectorConfig
+from detectors.detector import Detector, DetectorModels
+from detectors.events import Event, EventParser, InvalidEvent
+from detectors.session import SessionState
+from detectors.store import SessionStore
+from stream.metrics import Metrics
+
+log = logging.getLogger("disengage.pipeline")
+
+Headers = list[tuple[str, bytes]]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One consumed Kafka record."""
+
+    value: bytes
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to produce."""
+
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=list)
+
+
+class Sink(Protocol):
+    """Where alerts and dead letters go; ``send_*`` return after the acks."""
+
+    async def send_alerts(self, records: Sequence[Record]) -> None: ...
+
+    async def send_dead_letters(self, records: Sequence[Record]) -> None: ...
+
+    async def alert_ids_since(self, since_ms: int) -> set[str]:
+        """Ids of alerts on the alerts topic with a timestamp >= ``since_ms``."""
+        ...
+
+
+@dataclass
+class PartitionState:
+    """What a worker keeps per owned input partition."""
+
+    detector: Detector
+    watermark: int = 0  # newest event time seen (ms)
+    wall_at_watermark: float = field(default_factory=time.time)
+    checkpointed_at: float = field(default_factory=time.time)
+
+
+def dead_letter(message: Message, reason: str, detail: str, now: float) -> Record:
+    """The original bytes with headers saying why and where from."""
+    headers: Headers = [
+        ("dlq.reason", reason.encode()),
+        ("dlq.detail", detail[:200].encode("utf-8", "replace")),
+        ("dlq.source.topic", message.topic.encode()),
+        ("dlq.source.partition", str(message.partition).encode()),
+        ("dlq.source.offset", str(message.offset).encode()),
+        ("dlq.time", f"{now:.3f}".encode()),
+    ]
+    return Record(message.key, message.value, headers)
+
+
+def alert_record(alert: Alert, source: str, produced_at: str) -> Record:
+    event = alert.to_cloudevent(source)
+    event["producedat"] = produced_at
+    key = (alert.session_id or alert.subject).encode()
+    headers: Headers = [
+        ("ce_id", event["id"].encode()),
+        ("ce_type", event["type"].encode()),
+        ("content-type", b"application/cloudevents+json"),
+    ]
+    return Record(key, json.dumps(event, separators=(",", ":")).encode(), headers)
+
+
+def checkpoint_name(partition: int) -> str:
+    return f"models-p{partition}"
+
+
+async def retry(
+    op: str,
+    fn: Callable[..., Awaitable[T]],
+    *args: Any,
+    metrics: Metrics,
+    stopping: Callable[[], bool] = lambda: False,
+) -> T:
+    """``await fn(*args)`` until it succeeds, backing off 0.1 s .. 5 s.
+
+    A batch must not be skipped (that would lose events), so a Redis outage
+    stalls the partition instead of crashing the worker or dropping data.
+    Failures are counted per operation.
+    """
+    delay = 0.1
+    while True:
+        try:
+            return await fn(*args)
+        except Exception as exc:  # any client error: the store is unavailable
+            if stopping():
+                raise
+            metrics.redis_errors.labels(op).inc()
+            log.warning("store %s failed (%s); retrying in %.1fs", op, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class BatchProcessor:
+    """Batches in, state and alerts out. One instance per worker."""
+
+    def __init__(
+        self,
+        config: DetectorConfig,
+        store: SessionStore,
+        sink: Sink,
+        metrics: Metrics,
+        idle_grace_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.parser = EventParser(config)
+        self.store = store
+        self.sink = sink
+        self.metrics = metrics
+        self.idle_grace_s = idle_grace_s
+        self.clock = clock
+        self.partitions: dict[int, PartitionState] = {}
+        self.stopping = False
+
+    async def _call(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return await retry(op, fn, *args, metrics=self.metrics, stopping=self._stopping)
+
+    # ------------------------------------------------------------ ownership
+    async def assign(self, partitions: Iterable[int]) -> None:
+        """Take ownership: warm-start models from checkpoints, then deliver
+        any outbox left behind by a previous owner."""
+        new = [p for p in partitions if p not in self.partitions]
+        for p in new:
+            self.partitions[p] = PartitionState(Detector(self.config, await self._models(p)))
+        if new:
+            await self.recover(new)
+
+    async def _models(self, partition: int) -> DetectorModels | None:
+        blob = await self._call("load_blob", self.store.load_blob, checkpoint_name(partition))
+        if not isinstance(blob, bytes):
+            return None
+        try:
+            models = DetectorModels.loads(blob)
+        except Exception as exc:  # incompatible or corrupt: start fresh, say so
+            log.warning("partition %d: ignoring model checkpoint (%s)", partition, exc)
+            return None
+        log.info("partition %d: warm start from %s", partition, models.version)
+        return models
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Give up partitions: checkpoint their models first."""
+        for p in list(partitions):
+            if p in self.partitions:
+                await self.checkpoint([p])
+                del self.partitions[p]
+
+    async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
+        """Save the models of the given (default: all owned) partitions."""
+        for p in list(self.partitions if partitions is None else partitions):
+            part = self.partitions.get(p)
+            if part is None:
+                continue
+            blob = part.detector.models.dumps()
+            await self._call("save_blob", self.store.save_blob, checkpoint_name(p), blob)
+            part.checkpointed_at = self.clock()
+
+    # ------------------------------------------------------------- the batch
+    async def process(self, messages: Sequence[Message]) -> None:
+        started = time.perf_counter()
+        now = self.clock()
+        metrics = self.metrics
+        metrics.batch_size.observe(len(messages))
+        dead: list[Record] = []
+        events: list[tuple[int, Event, Message]] = []
+        for message in messages:
+            try:
+                event = self.parser.parse(message.value)
+            except InvalidEvent as exc:
+                metrics.invalid.labels(exc.reason).inc()
+                metrics.dlq.labels(exc.reason).inc()
+                dead.append(dead_letter(message, exc.reason, exc.detail, now))
+                continue
+            metrics.events.labels(event.type).inc()
+            events.append((message.partition, event, message))
+        sids = list(dict.fromkeys(e.session_id for _, e, _ in events))
+        states = await self._call("load", self.store.load, sids)
+        touched: dict[str, tuple[int, SessionState]] = {}
+        hotspot_alerts: list[Alert] = []
+        for partition, event, message in events:
+            part = self.partitions.get(partition)
+            if part is None:  # consumed before the assignment callback ran
+                await self.assign([partition])
+                part = self.partitions[partition]
+            detector = part.detector
+            if event.ts > part.watermark:
+                part.watermark, part.wall_at_watermark = event.ts, now
+            result = detector.process(states.get(event.session_id), event)
+            metrics.event_status.labels(result.status).inc()
+            if result.status == "late":
+                lateness = self.config.allowed_lateness_ms
+                detail = f"older than the session's newest event by more than {lateness} ms"
+                metrics.invalid.labels("late_event").inc()
+                metrics.dlq.labels("late_event").inc()
+                dead.append(dead_letter(message, "late_event", detail, now))
+                continue
+            if result.status != "applied":
+                continue
+            state = result.state
+            states[event.session_id] = state
+            touched[event.session_id] = (partition, state)
+            if state.trust >= 0 and state.trust_ts == event.ts:
+                metrics.trust_score.observe(state.trust)
+            if result.closed and state.outcome:
+                metrics.sessions_closed.labels(state.outcome).inc()
+            self._take_alerts(result.alerts, state, hotspot_alerts)
+        await self._save(touched.values())
+        if dead:
+            await self.sink.send_dead_letters(dead)
+        await self._deliver(list(touched.values()), hotspot_alerts)
+        self._update_model_gauges()
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _take_alerts(self, alerts: list[Alert], state: SessionState, hotspots: list[Alert]) -> None:
+        produced_at = _rfc3339_now(self.clock())
+        for alert in alerts:
+            if alert.kind == "friction_hotspot":
+                hotspots.append(alert)
+            else:
+                record = alert_record(alert, self.config.source, produced_at)
+                state.outbox.append(record.value.decode())
+
+    def _stopping(self) -> bool:
+        return self.stopping
+
+    async def _save(self, items: Iterable[tuple[int, SessionState]]) -> None:
+        by_partition: dict[int, list[SessionState]] = {}
+        for partition, state in items:
+            by_partition.setdefault(partition, []).append(state)
+        for partition, group in by_partition.items():
+            await self._call("save", self.store.save, partition, group)
+
+    async def _deliver(
+        self,
+        states: Sequence[tuple[int, SessionState]],
+        hotspots: Sequence[Alert],
+        skip_ids: set[str] | None = None,
+    ) -> int:
+        """Produce outbox and hotspot alerts, await the acks, then clear the
+        outboxes. Returns the number of records produced."""
+        records: list[Record] = []
+        kinds: list[tuple[str, str, int]] = []
+        with_outbox = [(p, s) for p, s in states if s.outbox]
+        for _, state in with_outbox:
+            for text in state.outbox:
+                event = json.loads(text)
+                if skip_ids and event["id"] in skip_ids:
+                    continue
+                records.append(_record_from_json(event, text))
+                data = event["data"]
+                kinds.append((data["kind"], data["severity"], _event_time_ms(data["event_time"])))
+        produced_at = _rfc3339_now(self.clock())
+        for alert in hotspots:
+            records.append(alert_record(alert, self.config.source, produced_at))
+            kinds.append((alert.kind, alert.severity, alert.event_time))
+        if records:
+            await self.sink.send_alerts(records)
+            acked = self.clock()
+            for kind, severity, event_ms in kinds:
+                self.metrics.alerts.labels(kind, severity).inc()
+                self.metrics.event_to_alert.labels(kind).observe(max(0.0, acked - event_ms / 1000))
+        if with_outbox:
+            for _, state in with_outbox:
+                state.outbox = []
+            await self._save(with_outbox)
+        return len(records)
+
+    # ---------------------------------------------------------- maintenance
+    async def recover(self, partitions: Iterable[int]) -> int:
+        """Deliver outboxes left pending in ``partitions`` by a crash, skipping
+        ids the alerts topic already has. Returns the number delivered."""
+        delivered = 0
+        for p in partitions:
+            pending = await self._call("pending", self.store.pending, p)
+            if not pending:
+                continue
+            loaded = await self._call("load", self.store.load, pending)
+            states = [(p, s) for s in loaded.values() if s.outbox]
+            oldest = min(
+                (_event_time_ms(json.loads(t)["producedat"]) for _, s in states for t in s.outbox),
+                default=None,
+            )
+            skip = set() if oldest is None else await self.sink.alert_ids_since(oldest - 5000)
+            sent = await self._deliver(states, [], skip_ids=skip)
+            delivered += sent
+            log.info("partition %d: delivered %d pending alert(s) after a restart", p, sent)
+        return delivered
+
+    async def sweep(self, limit: int = 1000) -> int:
+        """Close sessions idle for longer than the timeout in every owned
+        partition. Event time drives it; a partition with no traffic lets its
+        watermark advance with the wall clock after ``idle_grace_s``."""
+        closed = 0
+        now = self.clock()
+        timeout = self.config.session_timeout_ms
+        for p, part in list(self.partitions.items()):
+            idle_s = now - part.wall_at_watermark
+            watermark = part.watermark
+            if part.watermark and idle_s > self.idle_grace_s:
+                watermark += int((idle_s - self.idle_grace_s) * 1000)
+            if not watermark:
+                continue
+            due = await self._call("due", self.store.due, p, watermark - timeout, limit)
+            if not due:
+                continue
+            loaded = await self._call("load", self.store.load, due)
+            hotspots: list[Alert] = []
+            to_save: list[tuple[int, SessionState]] = []
+            for sid in due:
+                state = loaded.get(sid)
+                if state is None or state.outcome is not None:
+                    continue
+                if state.last_ts + timeout > watermark:
+                    continue  # touched since it was indexed
+                hotspots += part.detector.close(state, "timeout", state.last_ts + timeout)
+                self.metrics.sessions_closed.labels("timeout").inc()
+                to_save.append((p, state))
+                closed += 1
+            # expired states that vanished (TTL) or closed elsewhere: untrack them
+            stale = [SessionState(sid, outcome="timeout") for sid in due if sid not in loaded]
+            await self._save(to_save + [(p, s) for s in stale])
+            if hotspots:
+                await self._deliver([], hotspots)
+        self._update_model_gauges()
+        return closed
+
+    def _update_model_gauges(self) -> None:
+        if not self.partitions:
+            return
+        m = self.metrics
+        detectors = [part.detector for part in self.partitions.values()]
+        learned = [d.models.trust for d in detectors]
+        total = sum(t.learned for t in learned)
+        if total:
+            m.trust_auc.set(sum(t.auc * t.learned for t in learned) / total)
+            m.trust_log_loss.set(sum(t.log_loss * t.learned for t in learned) / total)
+        m.trust_learned.set(sum(t.closed for t in learned))
+        open_keys = 0
+        for d in detectors:
+            for key in d.models.hotspots.keys:
+                rate = d.models.hotspots.rate(key)
+                if rate is not None:
+                    m.hotspot_rate.labels(key).set(rate)
+            open_keys += len(d.models.hotspots.open_incidents())
+        m.hotspots_open.set(open_keys)
+        oldest = min(part.checkpointed_at for part in self.partitions.values())
+        m.checkpoint_age.set(max(0.0, self.clock() - oldest))
+
+
+def _record_from_json(event: dict[str, object], text: str) -> Record:
+    data = event["data"]
+    assert isinstance(data, dict)
+    key = str(data.get("session_id") or event["subject"]).encode()
+    headers: Headers = [
+        ("ce_id", str(event["id"]).encode()),
+        ("ce_type", str(event["type"]).encode()),
+        ("content-type", b"application/cloudevents+json"),
+    ]
+    return Record(key, text.encode(), headers)
+
+
+def _rfc3339_now(now: float) -> str:
+    from detectors.alerts import rfc3339
+
+    return rfc3339(int(now * 1000))
+
+
+def _event_time_ms(text: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)

@@ -1,0 +1,169 @@
+"""Redis implementation of :class:`detectors.store.SessionStore`.
+
+Keys (the ``{...}`` parts are Redis Cluster hash tags):
+
+* ``dg:s:{<session_id>}``: the session state (compact zlib JSON), TTL = the
+  session timeout plus a margin;
+* ``dg:seen:{p<partition>}``: sorted set of open sessions by last-seen event
+  time, swept for expiry;
+* ``dg:outbox:{p<partition>}``: set of sessions with undelivered alerts;
+* ``dg:blob:{<name>}``: model checkpoints.
+
+Each batch is one pipelined round trip per direction. Every state write is a
+single-key SET, atomic on its own; the per-partition sets only index it, and
+both the sweep and the outbox recovery re-check the state they point to.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import redis.asyncio as aioredis
+
+from detectors.session import SessionState
+from detectors.store import MemorySessionStore, SessionStore
+
+OpObserver = Callable[[str, float], None]
+
+
+def state_key(sid: str) -> str:
+    return f"dg:s:{{{sid}}}"
+
+
+def seen_key(partition: int) -> str:
+    return f"dg:seen:{{p{partition}}}"
+
+
+def outbox_key(partition: int) -> str:
+    return f"dg:outbox:{{p{partition}}}"
+
+
+def blob_key(name: str) -> str:
+    return f"dg:blob:{{{name}}}"
+
+
+class RedisSessionStore:
+    """Session states in Redis, pipelined. ``observe(op, seconds)`` receives
+    the latency of every round trip (for metrics)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        ttl_s: float,
+        observe: OpObserver | None = None,
+    ) -> None:
+        self.client = client
+        self.ttl_ms = int(ttl_s * 1000)
+        self.observe = observe
+
+    def _timed(self, op: str, started: float) -> None:
+        if self.observe is not None:
+            self.observe(op, time.perf_counter() - started)
+
+    async def load(self, sids: Sequence[str]) -> dict[str, SessionState]:
+        if not sids:
+            return {}
+        started = time.perf_counter()
+        blobs = await self.client.mget([state_key(sid) for sid in sids])
+        self._timed("load", started)
+        out: dict[str, SessionState] = {}
+        for sid, blob in zip(sids, blobs, strict=True):
+            if blob is not None:
+                out[sid] = SessionState.from_bytes(_as_bytes(blob))
+        return out
+
+    async def save(self, partition: int, states: Sequence[SessionState]) -> None:
+        if not states:
+            return
+        started = time.perf_counter()
+        pipe = self.client.pipeline(transaction=False)
+        seen: dict[str, int] = {}
+        closed: list[str] = []
+        with_outbox: list[str] = []
+        without_outbox: list[str] = []
+        for state in states:
+            pipe.set(state_key(state.sid), state.to_bytes(), px=self.ttl_ms)
+            if state.outcome is None:
+                seen[state.sid] = state.last_ts
+            else:
+                closed.append(state.sid)
+            (with_outbox if state.outbox else without_outbox).append(state.sid)
+        if seen:
+            pipe.zadd(seen_key(partition), seen)
+        if closed:
+            pipe.zrem(seen_key(partition), *closed)
+        if with_outbox:
+            pipe.sadd(outbox_key(partition), *with_outbox)
+        if without_outbox:
+            pipe.srem(outbox_key(partition), *without_outbox)
+        await pipe.execute()
+        self._timed("save", started)
+
+    async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
+        started = time.perf_counter()
+        sids = await self.client.zrangebyscore(
+            seen_key(partition), "-inf", before_ts, start=0, num=limit
+        )
+        self._timed("due", started)
+        return [_as_str(s) for s in sids]
+
+    async def pending(self, partition: int) -> list[str]:
+        started = time.perf_counter()
+        sids = await self.client.smembers(outbox_key(partition))
+        self._timed("pending", started)
+        return sorted(_as_str(s) for s in sids)
+
+    async def save_blob(self, name: str, blob: bytes) -> None:
+        started = time.perf_counter()
+        await self.client.set(blob_key(name), blob)
+        self._timed("save_blob", started)
+
+    async def load_blob(self, name: str) -> bytes | None:
+        started = time.perf_counter()
+        blob = await self.client.get(blob_key(name))
+        self._timed("load_blob", started)
+        return None if blob is None else _as_bytes(blob)
+
+    async def ping(self) -> None:
+        started = time.perf_counter()
+        await self.client.ping()
+        self._timed("ping", started)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    raise TypeError(f"unexpected Redis reply {type(value).__name__}")
+
+
+def _as_str(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode()
+    return str(value)
+
+
+def open_store(
+    url: str,
+    ttl_s: float,
+    password: str = "",
+    tls: bool = False,
+    observe: OpObserver | None = None,
+) -> SessionStore:
+    """A store for ``memory://``, ``redis://`` or ``rediss://`` URLs."""
+    if url.startswith("memory://"):
+        return MemorySessionStore(ttl_s)
+    if url.startswith(("redis://", "rediss://")):
+        kwargs: dict[str, object] = {}
+        if password:
+            kwargs["password"] = password
+        if tls and url.startswith("redis://"):
+            url = "rediss://" + url[len("redis://") :]
+        client = aioredis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]
+        return RedisSessionStore(client, ttl_s, observe)
+    raise ValueError(f"unsupported store URL {url.split('://', 1)[0]}:// (memory, redis, rediss)")

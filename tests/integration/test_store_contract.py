@@ -1,0 +1,119 @@
+"""One contract, two stores: the in-memory store of the core and Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from detectors.session import SessionState
+from detectors.store import MemorySessionStore, SessionStore
+from stream.redis_store import RedisSessionStore, open_store, state_key
+
+from .conftest import redis_db_url
+
+CONTRACT_DB = 3
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    if request.param == "memory":
+        yield MemorySessionStore(ttl_s=3600)
+        return
+    url = redis_db_url(request.getfixturevalue("redis_url"), CONTRACT_DB)
+    client = aioredis.Redis.from_url(url)
+    await client.flushdb()
+    redis_store = RedisSessionStore(client, ttl_s=3600)
+    yield redis_store
+    await client.flushdb()
+    await redis_store.close()
+
+
+def _state(sid: str, last_ts: int, **kw: object) -> SessionState:
+    state = SessionState(sid, start_ts=last_ts - 1000, last_ts=last_ts, last_progress=last_ts)
+    for name, value in kw.items():
+        setattr(state, name, value)
+    return state
+
+
+async def test_round_trip_and_missing(store: SessionStore) -> None:
+    a = _state("a", 5_000, n_events=3, stage="evaluate", dedup={123: 4_000})
+    await store.save(0, [a])
+    loaded = await store.load(["a", "missing"])
+    assert set(loaded) == {"a"}
+    assert loaded["a"] == a
+    assert await store.load([]) == {}
+
+
+async def test_due_orders_by_last_seen_and_respects_limit(store: SessionStore) -> None:
+    await store.save(1, [_state("x", 3_000), _state("y", 1_000), _state("z", 9_000)])
+    assert await store.due(1, before_ts=5_000, limit=10) == ["y", "x"]
+    assert await store.due(1, before_ts=5_000, limit=1) == ["y"]
+    assert await store.due(2, before_ts=5_000, limit=10) == []  # another partition
+
+
+async def test_saving_again_moves_last_seen_and_closing_untracks(store: SessionStore) -> None:
+    await store.save(0, [_state("s", 1_000)])
+    await store.save(0, [_state("s", 8_000)])
+    assert await store.due(0, before_ts=5_000, limit=10) == []
+    closed = _state("s", 8_000, outcome="timeout")
+    await store.save(0, [closed])
+    assert await store.due(0, before_ts=10_000, limit=10) == []
+    assert (await store.load(["s"]))["s"].outcome == "timeout"  # tombstone kept
+
+
+async def test_outbox_tracking(store: SessionStore) -> None:
+    await store.save(4, [_state("p", 1_000, outbox=['{"id":"1"}']), _state("q", 1_000)])
+    assert await store.pending(4) == ["p"]
+    await store.save(4, [_state("p", 1_000)])
+    assert await store.pending(4) == []
+
+
+async def test_blobs(store: SessionStore) -> None:
+    assert await store.load_blob("models") is None
+    await store.save_blob("models", b"\x00\x01binary")
+    assert await store.load_blob("models") == b"\x00\x01binary"
+    await store.ping()
+
+
+async def test_memory_store_expires_by_injected_clock() -> None:
+    clock = FakeClock()
+    store = MemorySessionStore(ttl_s=10, clock=clock)
+    await store.save(0, [_state("t", 1_000)])
+    clock.now += 9.9
+    assert "t" in await store.load(["t"])
+    clock.now += 0.2
+    assert await store.load(["t"]) == {}
+
+
+async def test_redis_store_sets_ttl_and_hash_tagged_keys(redis_url: str) -> None:
+    url = redis_db_url(redis_url, CONTRACT_DB + 1)
+    client = aioredis.Redis.from_url(url)
+    await client.flushdb()
+    try:
+        store = RedisSessionStore(client, ttl_s=1900)
+        await store.save(0, [_state("tagged", 1_000)])
+        ttl_ms = await client.pttl(state_key("tagged"))
+        assert 1_890_000 < ttl_ms <= 1_900_000
+        keys = sorted(k.decode() if isinstance(k, bytes) else k for k in await client.keys("*"))
+        assert keys == ["dg:s:{tagged}", "dg:seen:{p0}"]
+        # compact: a fresh state is a few hundred bytes at most
+        assert await client.strlen(state_key("tagged")) < 400
+    finally:
+        await client.flushdb()
+        await client.aclose()
+
+
+def test_open_store_by_url() -> None:
+    assert isinstance(open_store("memory://", 60), MemorySessionStore)
+    with pytest.raises(ValueError, match="unsupported store URL"):
+        open_store("postgres://x", 60)
