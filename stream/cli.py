@@ -68,12 +68,15 @@ def _progress(lines: IO[str], path: str, label: str) -> Iterator[str]:
     sys.stderr.write(f"\r{label} [{'#' * 30}] 100.0%\n")
 
 
-def _detector_config(args: argparse.Namespace) -> DetectorConfig:
+def _settings() -> Settings:
     try:
-        settings = Settings.from_env()
+        return Settings.from_env()
     except SettingsError as exc:
         raise SystemExit(f"disengage: {exc}") from None
-    config = settings.detector
+
+
+def _detector_config(args: argparse.Namespace) -> DetectorConfig:
+    config = _settings().detector
     if getattr(args, "goal", None):
         config = config.with_overrides(goal_event=args.goal)
     try:
@@ -86,16 +89,33 @@ def _detector_config(args: argparse.Namespace) -> DetectorConfig:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from detectors.simulator import SimConfig, Simulator, truth_path, write_jsonl
 
+    if args.kafka:
+        import asyncio
+
+        from stream.live import produce_simulation
+
+        asyncio.run(
+            produce_simulation(
+                _settings(),
+                rate=args.rate,
+                sessions=args.sessions,  # None: endless
+                duration_s=args.duration,
+                seed=args.seed,
+                incident=not args.no_incident,
+            )
+        )
+        return 0
+    if not args.output:
+        raise SystemExit("disengage simulate: -o/--output is required (or --kafka)")
+    sessions = args.sessions if args.sessions is not None else 10_000
     config = SimConfig(
-        sessions=args.sessions,
+        sessions=sessions,
         seed=args.seed,
         arrival_rate=args.arrival_rate,
         incident=not args.no_incident,
     )
-    if not args.output:
-        raise SystemExit("disengage simulate: -o/--output is required")
     n = write_jsonl(args.output, Simulator(config))
-    print(f"wrote {n} events of {args.sessions} sessions to {args.output}", file=sys.stderr)
+    print(f"wrote {n} events of {sessions} sessions to {args.output}", file=sys.stderr)
     print(f"ground truth in {truth_path(args.output)}", file=sys.stderr)
     return 0
 
@@ -237,6 +257,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------- alerts
+def cmd_alerts_tail(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from stream.live import tail_alerts
+
+    asyncio.run(
+        tail_alerts(
+            _settings(),
+            kinds=set(args.kind),
+            page=args.page,
+            from_beginning=args.from_beginning,
+            as_json=args.json,
+            limit=args.limit,
+            idle_timeout_s=args.idle_timeout,
+        )
+    )
+    return 0
+
+
 # ---------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from stream.demo import run_demo
@@ -268,8 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true", help="plain lines instead of the live view")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("simulate", help="write simulated events and their ground truth")
-    p.add_argument("--sessions", type=int, default=10_000)
+    p = sub.add_parser(
+        "simulate", help="write simulated events and their ground truth, or produce them live"
+    )
+    p.add_argument(
+        "--sessions",
+        type=int,
+        default=None,
+        help="sessions to simulate (default 10000 to a file, endless with --kafka)",
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument(
         "--arrival-rate",
@@ -279,7 +326,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-incident", action="store_true", help="no hotspot incident")
     p.add_argument("-o", "--output", help="events JSONL path")
+    p.add_argument(
+        "--kafka",
+        action="store_true",
+        help="produce to the interactions topic (DISENGAGE_* settings) instead",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=500.0,
+        help="events/s with --kafka; event time tracks real time (default 500)",
+    )
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds (--kafka)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("alerts", help="the alerts topic")
+    alerts = p.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    t = alerts.add_parser("tail", help="watch alerts live")
+    t.add_argument(
+        "--kind",
+        action="append",
+        default=[],
+        choices=["hesitation", "trust_loss", "friction_hotspot"],
+        help="only this kind (repeatable)",
+    )
+    t.add_argument("--page", help="only alerts whose page or hotspot key contains this")
+    t.add_argument("--from-beginning", action="store_true", help="start at the oldest alert")
+    t.add_argument("--json", action="store_true", help="print the CloudEvents JSON")
+    t.add_argument("-n", "--limit", type=int, default=None, help="stop after N alerts")
+    t.add_argument(
+        "--idle-timeout", type=float, default=None, help="stop after S seconds without alerts"
+    )
+    t.set_defaults(func=cmd_alerts_tail)
 
     p = sub.add_parser("replay", help="run the detector over a JSONL file in event order")
     p.add_argument("events", help="events JSONL ('-' for stdin)")
