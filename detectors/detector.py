@@ -28,6 +28,7 @@ from detectors.features import (
     hesitation_raw,
     snapshot_vector,
     trust_features,
+    trust_vector,
     vector_to_features,
 )
 from detectors.hesitation import HESITATION_STAGES, HESITATION_WORDS, HesitationModel
@@ -296,8 +297,8 @@ class Detector:
 
     # ---------------------------------------------------------------- scores
     def _score_trust(self, state: SessionState, ts: int, snapshot: bool) -> None:
-        x = trust_features(state, ts)
-        p = self.models.trust.predict(x)
+        x = trust_vector(state, ts)
+        p = self.models.trust.predict_vector(x)
         state.trust = p
         state.trust_ts = ts
         state.trust_peak = max(state.trust_peak, p)
@@ -313,8 +314,12 @@ class Detector:
         cfg = self.config
         ts = event.ts
         candidates: list[Alert] = []
-        # trust loss: friction piling up (transparent rule, always on)
-        friction = friction_score(state, ts, cfg.friction_window_ms)
+        # trust loss: friction piling up (transparent rule, always on). The
+        # score only rises when a signal fires, so it is computed then, and
+        # while the rule waits to re-arm.
+        friction = 0.0
+        if result.hits or state.friction_high:
+            friction = friction_score(state, ts, cfg.friction_window_ms)
         trust = self.models.trust
         model_ready = trust.closed >= cfg.trust_min_closed and trust.auc >= cfg.trust_min_auc
         drop_rule = False

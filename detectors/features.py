@@ -14,6 +14,8 @@ Two views of the same state:
 from __future__ import annotations
 
 import math
+from array import array
+from collections.abc import Sequence
 
 from detectors.session import SIGNAL_INDEX, SessionState
 
@@ -66,6 +68,19 @@ _LOG_1_H = math.log1p(3600.0)
 _LOG_200 = math.log1p(200.0)
 
 
+_RAGE = SIGNAL_INDEX["rage_click"]
+_DEAD = SIGNAL_INDEX["dead_click"]
+_ERROR_CLICK = SIGNAL_INDEX["error_click"]
+_UTURN = SIGNAL_INDEX["u_turn"]
+_LOOP = SIGNAL_INDEX["page_loop"]
+_THRASH = SIGNAL_INDEX["scroll_thrash"]
+_FORM_ERROR = SIGNAL_INDEX["form_error"]
+_FORM_REFOCUS = SIGNAL_INDEX["form_refocus"]
+_FORM_ABANDON = SIGNAL_INDEX["form_abandon"]
+_SLOW = SIGNAL_INDEX["slow_page"]
+_STALL = SIGNAL_INDEX["stall"]
+_TOUCH = SIGNAL_INDEX["trust_touchpoint"]
+
 _LOG1P_TABLE: tuple[float, ...] = tuple(math.log1p(i) for i in range(1024))
 
 
@@ -73,58 +88,64 @@ def _l(x: float) -> float:
     return math.log1p(x) if x > 0 else 0.0
 
 
-def _li(n: int) -> float:
-    """log1p of a non-negative count, from a table for the common small ones."""
-    return _LOG1P_TABLE[n] if 0 <= n < 1024 else _l(n)
+_CAP = len(_LOG1P_TABLE) - 1
+
+
+def trust_vector(state: SessionState, now: int) -> list[float]:
+    """Features of the session up to ``now`` (epoch ms), as a list in
+    :data:`TRUST_FEATURES` order (the scoring hot path builds no dict)."""
+    c = state.signal_counts
+    stage_ms = state.stage_ms
+    evaluate_ms, decide_ms = stage_ms[2], stage_ms[3]
+    if state.page_enter:
+        if state.stage == "evaluate":
+            evaluate_ms += max(0, now - state.stage_since)
+        elif state.stage == "decide":
+            decide_ms += max(0, now - state.stage_since)
+    pages = state.stage_pages
+    t = _LOG1P_TABLE  # counts saturate at 1023: log1p(1023) = 6.93
+    return [
+        t[min(state.n_pages, _CAP)],
+        _l((now - state.start_ts) / 60_000.0),
+        max(state.furthest, 0) / 4.0,
+        1.0 if state.stage == "decide" else 0.0,
+        t[min(pages[0], _CAP)],
+        t[min(pages[1], _CAP)],
+        t[min(pages[2], _CAP)],
+        t[min(pages[3], _CAP)],
+        t[min(pages[5], _CAP)],
+        _l(evaluate_ms / 60_000.0),
+        _l(decide_ms / 60_000.0),
+        t[min(state.regressions, _CAP)],
+        t[min(state.revisits, _CAP)],
+        t[min(state.skipped, _CAP)],
+        t[min(state.carts, _CAP)],
+        t[min(state.cart_removes, _CAP)],
+        t[min(state.checkout_steps, _CAP)],
+        t[min(state.searches, _CAP)],
+        _l((now - state.last_progress) / 60_000.0),
+        t[min(c[_RAGE], _CAP)],
+        t[min(c[_DEAD] + c[_ERROR_CLICK], _CAP)],
+        t[min(c[_UTURN], _CAP)],
+        t[min(c[_LOOP], _CAP)],
+        t[min(c[_THRASH], _CAP)],
+        t[min(c[_FORM_ERROR] + c[_FORM_REFOCUS] + c[_FORM_ABANDON], _CAP)],
+        t[min(c[_SLOW], _CAP)],
+        t[min(c[_STALL], _CAP)],
+        t[min(c[_TOUCH], _CAP)],
+        t[min(state.errors, _CAP)],
+    ]
 
 
 def trust_features(state: SessionState, now: int) -> dict[str, float]:
-    """Features of the session up to ``now`` (epoch ms).
+    """:func:`trust_vector` as a dict keyed by :data:`TRUST_FEATURES`.
 
     >>> s = SessionState("s", start_ts=0, last_progress=0)
     >>> f = trust_features(s, 60_000)
     >>> sorted(f) == sorted(TRUST_FEATURES), round(f["minutes"], 3)
     (True, 0.693)
     """
-    c = state.signal_counts
-    stage_ms = list(state.stage_ms)
-    if state.page_enter and state.stage in ("evaluate", "decide"):
-        stage_ms[2 if state.stage == "evaluate" else 3] += max(0, now - state.stage_since)
-    return {
-        "pages": _li(state.n_pages),
-        "minutes": _l((now - state.start_ts) / 60_000.0),
-        "furthest_stage": max(state.furthest, 0) / 4.0,
-        "in_decide": 1.0 if state.stage == "decide" else 0.0,
-        "discover_pages": _li(state.stage_pages[0]),
-        "consider_pages": _li(state.stage_pages[1]),
-        "evaluate_pages": _li(state.stage_pages[2]),
-        "decide_pages": _li(state.stage_pages[3]),
-        "support_pages": _li(state.stage_pages[5]),
-        "evaluate_minutes": _l(stage_ms[2] / 60_000.0),
-        "decide_minutes": _l(stage_ms[3] / 60_000.0),
-        "regressions": _li(state.regressions),
-        "revisits": _li(state.revisits),
-        "skipped": _li(state.skipped),
-        "carts": _li(state.carts),
-        "cart_removes": _li(state.cart_removes),
-        "checkout_steps": _li(state.checkout_steps),
-        "searches": _li(state.searches),
-        "minutes_since_progress": _l((now - state.last_progress) / 60_000.0),
-        "rage_click": _li(c[SIGNAL_INDEX["rage_click"]]),
-        "dead_or_error_click": _li(c[SIGNAL_INDEX["dead_click"]] + c[SIGNAL_INDEX["error_click"]]),
-        "u_turn": _li(c[SIGNAL_INDEX["u_turn"]]),
-        "page_loop": _li(c[SIGNAL_INDEX["page_loop"]]),
-        "scroll_thrash": _li(c[SIGNAL_INDEX["scroll_thrash"]]),
-        "form_trouble": _li(
-            c[SIGNAL_INDEX["form_error"]]
-            + c[SIGNAL_INDEX["form_refocus"]]
-            + c[SIGNAL_INDEX["form_abandon"]]
-        ),
-        "slow_page": _li(c[SIGNAL_INDEX["slow_page"]]),
-        "stall": _li(c[SIGNAL_INDEX["stall"]]),
-        "trust_touchpoint": _li(c[SIGNAL_INDEX["trust_touchpoint"]]),
-        "errors": _li(state.errors),
-    }
+    return dict(zip(TRUST_FEATURES, trust_vector(state, now), strict=True))
 
 
 def hesitation_features(state: SessionState, now: int) -> dict[str, float]:
@@ -150,14 +171,14 @@ def hesitation_features(state: SessionState, now: int) -> dict[str, float]:
     }
 
 
-def snapshot_vector(features: dict[str, float]) -> list[float]:
-    """Trust features as a compact list in :data:`TRUST_FEATURES` order,
-    rounded to 4 decimals so snapshots stay small in the session state."""
-    return [round(features[name], 4) for name in TRUST_FEATURES]
+def snapshot_vector(vector: list[float]) -> array[float]:
+    """A trust vector as float32: compact in the state (4 bytes a feature),
+    exact through serialisation, and converted in C."""
+    return array("f", vector)
 
 
-def vector_to_features(vector: list[float]) -> dict[str, float]:
-    """Inverse of :func:`snapshot_vector`."""
+def vector_to_features(vector: Sequence[float]) -> dict[str, float]:
+    """A snapshot as the feature dict the learner takes."""
     return dict(zip(TRUST_FEATURES, vector, strict=True))
 
 

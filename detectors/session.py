@@ -21,6 +21,7 @@ import hashlib
 import json
 import struct
 import zlib
+from array import array
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -143,7 +144,7 @@ class SessionState:
     episodes: list[int] = field(default_factory=lambda: [0, 0])  # hesitation, trust_loss
     last_alert: list[int] = field(default_factory=lambda: [0, 0])
     n_alerts: int = 0
-    snapshots: list[tuple[int, list[float]]] = field(default_factory=list)
+    snapshots: list[tuple[int, array[float]]] = field(default_factory=list)  # float32
     # delivery outbox of the streaming shell: alerts (CloudEvents JSON) that
     # were decided but not yet confirmed on the alerts topic; written in the
     # same atomic write as the state, so a crash can neither lose nor
@@ -179,6 +180,8 @@ class SessionState:
             value = getattr(self, name)
             if name == "dedup":
                 value = self._pack_ring(value)
+            elif name == "snapshots":
+                value = [[ts, base64.b64encode(vec.tobytes()).decode()] for ts, vec in value]
             values.append(value)
         raw = json.dumps(values, separators=(",", ":")).encode()
         return zlib.compress(raw, 6)
@@ -200,7 +203,10 @@ class SessionState:
             kwargs["dedup"] = cls._unpack_ring(kwargs["dedup"])
             for name in ("page_history", "friction_recent", "click_burst"):
                 kwargs[name] = [tuple(item) for item in kwargs[name]]
-            kwargs["snapshots"] = [(int(ts), list(vec)) for ts, vec in kwargs["snapshots"]]
+            kwargs["snapshots"] = [
+                (int(ts), array("f", base64.b64decode(vec, validate=True)))
+                for ts, vec in kwargs["snapshots"]
+            ]
             return cls(**kwargs)
         except (TypeError, ValueError, KeyError, struct.error, binascii.Error) as exc:
             raise ValueError(f"malformed session state: {exc}") from None
