@@ -42,6 +42,10 @@ class SessionStore(Protocol):
         """Sessions of ``partition`` whose outbox is not empty."""
         ...
 
+    async def open_sessions(self, partition: int) -> int:
+        """Number of open sessions tracked for ``partition``."""
+        ...
+
     async def save_blob(self, name: str, blob: bytes) -> None:
         """Store a named blob (model checkpoints), no TTL."""
         ...
@@ -114,6 +118,9 @@ class MemorySessionStore:
 
     async def pending(self, partition: int) -> list[str]:
         return sorted(self._pending.get(partition, set()))
+
+    async def open_sessions(self, partition: int) -> int:
+        return len(self._last_seen.get(partition, {}))
 
     async def save_blob(self, name: str, blob: bytes) -> None:
         self._blobs[name] = bytes(blob)

@@ -257,6 +257,29 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------- worker
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from stream.app import run_worker
+    from stream.kafka_io import ensure_topics
+
+    settings = _settings()
+    level = (args.loglevel or settings.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except Exception as exc:  # broker unreachable or refused: say so, exit non-zero
+        raise SystemExit(
+            f"disengage worker: cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}"
+        ) from None
+    if created:
+        logging.getLogger("disengage.worker").info("created topics %s", ", ".join(created))
+    run_worker(settings, loglevel=level.lower())
+    return 0
+
+
 # -------------------------------------------------------------------- alerts
 def cmd_alerts_tail(args: argparse.Namespace) -> int:
     import asyncio
@@ -339,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds (--kafka)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("worker", help="run the streaming worker (Kafka -> Redis -> alerts)")
+    p.add_argument("--loglevel", help="log level (default DISENGAGE_LOG_LEVEL or INFO)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("alerts", help="the alerts topic")
     alerts = p.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")

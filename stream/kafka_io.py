@@ -80,11 +80,12 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
 class KafkaSink:
     """Alerts and dead letters to Kafka; each ``send_*`` returns after acks."""
 
-    def __init__(self, producer: AIOKafkaProducer, settings: Settings) -> None:
+    def __init__(self, producer: AIOKafkaProducer | None, settings: Settings) -> None:
         self.producer = producer
         self.settings = settings
 
     async def _send(self, topic: str, records: Sequence[Record]) -> None:
+        assert self.producer is not None, "KafkaSink needs a started producer"
         futures = [
             await self.producer.send(topic, r.value, key=r.key, headers=r.headers) for r in records
         ]

@@ -17,6 +17,8 @@ from stream.settings import Settings
 #: Mean events per simulated session (measured over 10,000 sessions, seed 7).
 #: Used to turn a target event rate into a session arrival rate.
 EVENTS_PER_SESSION = 51.5
+#: How far back the simulated site was already running when production starts.
+WARM_START_S = 600
 
 
 async def produce_simulation(
@@ -29,16 +31,19 @@ async def produce_simulation(
     out: TextIO = sys.stderr,
 ) -> int:
     """Produce simulated events to the interactions topic at about ``rate``
-    events/s. Event time starts now and each event is sent when the wall
-    clock reaches its timestamp, so event time tracks real time. Returns
-    the number of events produced."""
+    events/s. Each event is sent when the wall clock reaches its timestamp,
+    so event time tracks real time. The simulation starts ``WARM_START_S``
+    in the past and what happened before now is not sent: traffic starts at
+    full rate, with sessions joined midway, as a worker starting on a live
+    site would see them. Returns the number of events produced."""
     if rate <= 0:
         raise ValueError("rate must be positive")
     await ensure_topics(settings)
+    now_ms = int(time.time() * 1000)
     config = SimConfig(
         sessions=sessions if sessions is not None else 10**9,
         seed=seed,
-        start_ts=int(time.time() * 1000),
+        start_ts=now_ms - WARM_START_S * 1000,
         arrival_rate=rate / EVENTS_PER_SESSION,
         incident=incident,
     )
@@ -51,6 +56,8 @@ async def produce_simulation(
     encode = json.JSONEncoder(separators=(",", ":")).encode
     try:
         for event in simulator.events():
+            if event["ts"] < now_ms:
+                continue  # before the live part of the simulation
             now = time.time()
             if duration_s is not None and now - started >= duration_s:
                 break

@@ -114,6 +114,12 @@ class RedisSessionStore:
         self._timed("pending", started)
         return sorted(_as_str(s) for s in sids)
 
+    async def open_sessions(self, partition: int) -> int:
+        started = time.perf_counter()
+        count = await self.client.zcard(seen_key(partition))
+        self._timed("due", started)
+        return int(count)
+
     async def save_blob(self, name: str, blob: bytes) -> None:
         started = time.perf_counter()
         await self.client.set(blob_key(name), blob)

@@ -69,8 +69,13 @@ class Settings:
     """Model checkpoint period (seconds)."""
     sweep_interval_s: float = 5.0
     """Session-expiry sweep period (seconds)."""
+    idle_grace_s: float = 60.0
+    """Expiry runs on event time; a partition without events for this long
+    lets its event-time watermark advance with the wall clock (seconds)."""
     metrics_port: int = 9464
     """Port of /metrics, /healthz and /readyz."""
+    metrics_bind: str = "0.0.0.0"
+    """Address the metrics and health server binds to."""
     log_level: str = "INFO"
     """Python log level."""
     detector: DetectorConfig = field(default_factory=DetectorConfig)

@@ -56,6 +56,8 @@ async def test_round_trip_and_missing(store: SessionStore) -> None:
 
 async def test_due_orders_by_last_seen_and_respects_limit(store: SessionStore) -> None:
     await store.save(1, [_state("x", 3_000), _state("y", 1_000), _state("z", 9_000)])
+    assert await store.open_sessions(1) == 3
+    assert await store.open_sessions(2) == 0
     assert await store.due(1, before_ts=5_000, limit=10) == ["y", "x"]
     assert await store.due(1, before_ts=5_000, limit=1) == ["y"]
     assert await store.due(2, before_ts=5_000, limit=10) == []  # another partition

@@ -1,0 +1,316 @@
+"""The Faust app: Kafka in, Redis state, alerts out, metrics on /metrics.
+
+``create_app(settings)`` is the composition root of the streaming worker: it
+builds the metrics, the session store, the batch processor and the Faust app
+with its agent, timers, rebalance hooks and web pages. Nothing connects at
+import time. ``disengage worker`` runs it; ``faust -A stream.app worker``
+works too (the module attribute ``app`` is built from the environment on
+first access).
+
+Delivery is at least once with idempotent effects: the agent takes raw bytes
+in batches (``stream.take_events``), and a batch's offsets are acked, and
+later committed by Faust, only after :meth:`BatchProcessor.process` returned,
+that is after the state was written and the alerts were acknowledged by the
+broker. A failing batch is retried in place and never raised out of the
+loop: Faust would ack it on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from typing import Any
+
+import faust
+from faust.types import TP
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stream.kafka_io import KafkaSink
+from stream.metrics import Metrics
+from stream.pipeline import BatchProcessor, Message
+from stream.redis_store import open_store
+from stream.settings import Settings
+
+log = logging.getLogger("disengage.worker")
+
+GAUGE_INTERVAL_S = 5.0
+
+
+class FaustSink(KafkaSink):
+    """Produces through the Faust app's own producer (acks=all)."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        super().__init__(producer=None, settings=settings)
+        self.app = app
+
+    async def _send(self, topic: str, records: Any) -> None:
+        producer = self.app.producer
+        futures = [
+            await producer.send(topic, r.key, r.value, None, None, r.headers) for r in records
+        ]
+        await asyncio.gather(*futures)
+
+
+class Runtime:
+    """Everything the app's callbacks share; one per worker process."""
+
+    def __init__(self, settings: Settings, app: faust.App) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.metrics.info.info(
+            {"consumer_group": settings.consumer_group, "topic": settings.topic_interactions}
+        )
+        ttl_s = settings.detector.session_timeout_ms / 1000 + settings.session_ttl_margin_s
+        self.store = open_store(
+            settings.redis_url,
+            ttl_s,
+            password=settings.redis_password,
+            tls=settings.redis_tls,
+            observe=self.metrics.observe_redis,
+        )
+        self.sink = FaustSink(app, settings)
+        self.processor = BatchProcessor(
+            settings.detector,
+            self.store,
+            self.sink,
+            self.metrics,
+            idle_grace_s=settings.idle_grace_s,
+        )
+        self.lock = asyncio.Lock()  # batches, sweeps and rebalances never interleave
+        self.started_at = time.time()
+        self.last_batch_at = 0.0
+        self.healthy = True
+
+    def owned(self, tps: Any) -> list[int]:
+        topic = self.settings.topic_interactions
+        return sorted(tp.partition for tp in tps if tp.topic == topic)
+
+
+def _credentials(settings: Settings) -> Any:
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = (
+        ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+        if protocol.endswith("SSL")
+        else None
+    )
+    if protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """Build the worker app (no network activity until it starts)."""
+    brokers = ";".join(f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(","))
+    app = faust.App(
+        settings.consumer_group,
+        broker=brokers,
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        web_enabled=True,
+        web_port=settings.metrics_port,
+        web_bind=settings.metrics_bind,
+        # commit acked offsets every second; only acked (= fully processed)
+        # messages are ever committed
+        broker_commit_interval=1.0,
+        broker_commit_every=10_000,
+        stream_wait_empty=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        topic_disable_leader=True,
+        producer_acks=-1,
+        logging_config=None,
+    )
+    runtime = Runtime(settings, app)
+    app.disengage = runtime  # type: ignore[attr-defined]
+    interactions = app.topic(
+        settings.topic_interactions,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+        internal=True,
+    )
+    alerts_topic = app.topic(
+        settings.topic_alerts,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+        internal=True,
+    )
+    dlq_topic = app.topic(
+        settings.topic_dlq,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+        internal=True,
+    )
+
+    @app.agent(interactions)
+    async def detect(stream: Any) -> None:
+        async for events in stream.take_events(
+            settings.batch_size, within=settings.batch_timeout_s
+        ):
+            messages = [
+                Message(
+                    value=b"" if ev.value is None else bytes(ev.value),
+                    key=None if ev.key is None else bytes(ev.key),
+                    topic=ev.message.topic,
+                    partition=ev.message.partition,
+                    offset=ev.message.offset,
+                    timestamp_ms=int(ev.message.timestamp * 1000),
+                )
+                for ev in events
+            ]
+            delay = 0.5
+            while True:
+                try:
+                    async with runtime.lock:
+                        await runtime.processor.process(messages)
+                    runtime.healthy = True
+                    runtime.last_batch_at = time.time()
+                    break
+                except Exception:
+                    # Never raise out of the loop: take_events would ack the
+                    # batch on the way out. Processing is idempotent, so the
+                    # same batch is simply tried again.
+                    runtime.healthy = False
+                    log.exception("batch of %d failed; retrying in %.1fs", len(messages), delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+
+    @app.task
+    async def declare_topics() -> None:
+        for topic in (alerts_topic, dlq_topic):
+            await topic.maybe_declare()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
+        parts = runtime.owned(revoked)
+        if parts:
+            async with runtime.lock:
+                await runtime.processor.revoke(parts)
+            for p in parts:
+                with contextlib.suppress(KeyError):
+                    runtime.metrics.consumer_lag.remove(str(p))
+            log.info("revoked partitions %s (models checkpointed)", parts)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
+        parts = runtime.owned(assigned)
+        if parts:
+            async with runtime.lock:
+                await runtime.processor.assign(parts)
+            log.info("assigned partitions %s", parts)
+
+    @app.timer(interval=settings.sweep_interval_s)
+    async def sweep() -> None:
+        try:
+            async with runtime.lock:
+                closed = await runtime.processor.sweep()
+            if closed:
+                log.info("closed %d idle session(s)", closed)
+        except Exception:
+            log.exception("expiry sweep failed (will retry)")
+
+    @app.timer(interval=settings.checkpoint_interval_s)
+    async def checkpoint() -> None:
+        try:
+            async with runtime.lock:
+                await runtime.processor.checkpoint()
+        except Exception:
+            log.exception("model checkpoint failed (will retry)")
+
+    @app.timer(interval=GAUGE_INTERVAL_S)
+    async def gauges() -> None:
+        try:
+            await _update_gauges(app, runtime)
+        except Exception:
+            log.warning("gauge update failed", exc_info=True)
+
+    @app.page("/metrics")
+    async def metrics_page(self: View, request: Request) -> Response:
+        body = generate_latest(runtime.metrics.registry)
+        return self.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/healthz")
+    async def healthz(self: View, request: Request) -> Response:
+        return self.json({"status": "ok", "uptime_s": round(time.time() - runtime.started_at)})
+
+    @app.page("/readyz")
+    async def readyz(self: View, request: Request) -> Response:
+        parts = sorted(runtime.processor.partitions)
+        store_ok = True
+        try:
+            await asyncio.wait_for(runtime.store.ping(), timeout=1.0)
+        except Exception:
+            store_ok = False
+        ready = store_ok and runtime.healthy and not app.rebalancing and bool(parts)
+        body = {
+            "ready": ready,
+            "partitions": parts,
+            "store": store_ok,
+            "rebalancing": bool(app.rebalancing),
+            "batches_ok": runtime.healthy,
+        }
+        return self.json(body, status=200 if ready else 503)
+
+    return app
+
+
+async def _update_gauges(app: faust.App, runtime: Runtime) -> None:
+    """Consumer lag per owned partition and open sessions."""
+    if app.rebalancing:
+        return
+    consumer = app.consumer
+    topic = runtime.settings.topic_interactions
+    tps = sorted(tp for tp in consumer.assignment() if tp.topic == topic)
+    if tps:
+        highwaters = await consumer.highwaters(*tps)
+        for tp in tps:
+            high = highwaters.get(tp)
+            # Faust's own record of the last committed offset (next to read)
+            committed = getattr(consumer, "_committed_offset", {}).get(tp)
+            if high is not None:
+                runtime.metrics.consumer_lag.labels(str(tp.partition)).set(
+                    max(0, high - (committed or 0))
+                )
+    runtime.metrics.active_sessions.set(
+        sum([await runtime.store.open_sessions(p) for p in runtime.processor.partitions])
+    )
+    # the checkpoint age keeps growing between checkpoints
+    parts = runtime.processor.partitions.values()
+    if parts:
+        oldest = min(part.checkpointed_at for part in parts)
+        runtime.metrics.checkpoint_age.set(max(0.0, time.time() - oldest))
+
+
+def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
+    """Run until SIGTERM/SIGINT; Faust stops the agent after its in-flight
+    batch, the revoke hook checkpoints the models, then the process exits."""
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    # with a quiet worker Faust installs a DEBUG spinner on the root logger,
+    # which makes every debug record of faust/aiokafka cost time
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
+def __getattr__(name: str) -> Any:
+    """``faust -A stream.app worker``: build ``app`` from the environment."""
+    if name == "app":
+        built = create_app(Settings.from_env())
+        globals()["app"] = built
+        return built
+    raise AttributeError(name)
