@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: demo test lint typecheck unit integration bench bench-uci infra-up infra-down clean docs
+.PHONY: system-deps demo test lint typecheck unit integration bench bench-uci infra-up infra-down clean docs
 
 # The virtualenv, with the package in editable mode and every extra the tests use.
 $(STAMP): pyproject.toml
@@ -20,8 +20,12 @@ demo: $(STAMP)
 
 ## Whole test suite: lint, types, unit + doctests, then integration tests on a
 ## real Kafka broker and Redis server started (and always stopped) by infra.py.
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck system-deps
 	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python -m pytest $(ARGS)
+
+## Debian packages the tests need (redis-server, kcat), when missing.
+system-deps:
+	bash deploy/local/system_deps.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

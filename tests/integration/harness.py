@@ -1,0 +1,290 @@
+"""Running real workers against the real broker and Redis, for the tests.
+
+Every test gets its own topics, consumer group and Redis database, so tests
+never see each other's data. Workers are real ``disengage worker``
+subprocesses: they can be stopped with SIGTERM or killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from detectors.config import DetectorConfig
+from detectors.detector import Detector
+from detectors.events import EventParser
+from detectors.runner import OfflineRunner
+from detectors.session import SessionState
+from stream.redis_store import state_key
+
+from .conftest import redis_db_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Env:
+    """Names and settings of one test's pipeline."""
+
+    bootstrap: str
+    redis_url: str
+    db: int
+    partitions: int = 4
+    extra: dict[str, str] = field(default_factory=dict)
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def interactions(self) -> str:
+        return f"interactions-{self.tag}"
+
+    @property
+    def alerts(self) -> str:
+        return f"alerts-{self.tag}"
+
+    @property
+    def dlq(self) -> str:
+        return f"dlq-{self.tag}"
+
+    @property
+    def redis_db_url(self) -> str:
+        return redis_db_url(self.redis_url, self.db)
+
+    def worker_env(self, port: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "DISENGAGE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                "DISENGAGE_REDIS_URL": self.redis_db_url,
+                "DISENGAGE_TOPIC_INTERACTIONS": self.interactions,
+                "DISENGAGE_TOPIC_ALERTS": self.alerts,
+                "DISENGAGE_TOPIC_DLQ": self.dlq,
+                "DISENGAGE_TOPIC_PARTITIONS": str(self.partitions),
+                "DISENGAGE_CONSUMER_GROUP": f"group-{self.tag}",
+                "DISENGAGE_METRICS_PORT": str(port),
+                "DISENGAGE_METRICS_BIND": "127.0.0.1",
+                "DISENGAGE_SWEEP_INTERVAL_S": "1",
+                "DISENGAGE_CHECKPOINT_INTERVAL_S": "2",
+                "DISENGAGE_LOG_LEVEL": "INFO",
+            }
+        )
+        env.update(self.extra)
+        return env
+
+
+class Worker:
+    """A ``disengage worker`` subprocess."""
+
+    def __init__(self, env: Env, name: str = "w") -> None:
+        self.env = env
+        self.port = free_port()
+        self.log_path = ROOT / ".cache" / "test-logs" / f"{env.tag}-{name}-{self.port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", "worker"],
+            env=self.env.worker_env(self.port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=3) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def wait_ready(self, timeout: float = 60.0, partitions: int | None = None) -> dict[str, Any]:
+        deadline = time.time() + timeout
+        last = ""
+        while time.time() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                status, body = self.get("/readyz")
+                last = body
+                info = json.loads(body)
+                if status == 200 and (partitions is None or len(info["partitions"]) == partitions):
+                    return dict(info)
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout}s ({last}):\n{self.tail()}")
+
+    def metrics(self) -> dict[str, float]:
+        """Samples as ``name{label=value,...}`` -> value (labels sorted)."""
+        status, body = self.get("/metrics")
+        assert status == 200
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}"] = sample.value
+        return out
+
+    def stop(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(
+                    f"worker ignored SIGTERM for {timeout}s:\n{self.tail()}"
+                ) from None
+        return int(self.proc.returncode)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for key, value in samples.items():
+        if not key.startswith(name + "{"):
+            continue
+        body = key[len(name) + 1 : -1]
+        have = dict(part.split("=", 1) for part in body.split(",") if part)
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += value
+    return total
+
+
+# ------------------------------------------------------------------- kafka
+async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks="all")
+    await producer.start()
+    n = 0
+    try:
+        futures = []
+        for key, value in records:
+            futures.append(await producer.send(topic, value, key=key))
+            n += 1
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return n
+
+
+def event_records(events: Iterable[dict[str, Any]]) -> list[tuple[bytes | None, bytes]]:
+    return [
+        (e["session_id"].encode(), json.dumps(e, separators=(",", ":")).encode()) for e in events
+    ]
+
+
+async def consume(
+    bootstrap: str,
+    topic: str,
+    until: Any = None,
+    timeout: float = 60.0,
+    idle: float | None = None,
+) -> list[Any]:
+    """Read ``topic`` from the beginning until ``until(messages)`` is true,
+    the topic has been idle for ``idle`` seconds, or ``timeout``."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for part in batch.values():
+                messages.extend(part)
+            if batch:
+                last = time.monotonic()
+            if until is not None and until(messages):
+                break
+            if idle is not None and time.monotonic() - last > idle and messages:
+                break
+    finally:
+        await consumer.stop()
+    return messages
+
+
+# ------------------------------------------------------------------- redis
+async def load_states(env: Env, sids: Iterable[str]) -> dict[str, SessionState]:
+    client = aioredis.Redis.from_url(env.redis_db_url)
+    try:
+        out = {}
+        for sid in sids:
+            blob = await client.get(state_key(sid))
+            if isinstance(blob, bytes):
+                out[sid] = SessionState.from_bytes(blob)
+        return out
+    finally:
+        await client.aclose()
+
+
+async def flush(env: Env) -> None:
+    client = aioredis.Redis.from_url(env.redis_db_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+# ------------------------------------------------------------------ oracle
+def offline_alert_ids(
+    events: list[dict[str, Any]], rule: str | None = None, **overrides: Any
+) -> set[str]:
+    """Alert ids the offline detector raises for the same events, optionally
+    only those of one rule (the transparent rules do not depend on how the
+    models were partitioned)."""
+    config = DetectorConfig().with_overrides(**overrides)
+    parser = EventParser(config)
+    runner = OfflineRunner(Detector(config))
+    ids = set()
+    for raw in sorted(events, key=lambda e: e["ts"]):
+        for alert in runner.feed(parser.parse(raw)):
+            if rule is None or alert.rule == rule:
+                ids.add(alert.id)
+    return ids
