@@ -71,6 +71,7 @@ class Runtime:
             password=settings.redis_password,
             tls=settings.redis_tls,
             observe=self.metrics.observe_redis,
+            namespace=settings.topic_interactions,
         )
         self.sink = FaustSink(app, settings)
         self.processor = BatchProcessor(

@@ -4,10 +4,13 @@ Keys (the ``{...}`` parts are Redis Cluster hash tags):
 
 * ``dg:s:{<session_id>}``: the session state (compact zlib JSON), TTL = the
   session timeout plus a margin;
-* ``dg:seen:{p<partition>}``: sorted set of open sessions by last-seen event
-  time, swept for expiry;
-* ``dg:outbox:{p<partition>}``: set of sessions with undelivered alerts;
-* ``dg:blob:{<name>}``: model checkpoints.
+* ``dg:seen:{<ns>/p<partition>}``: sorted set of open sessions by last-seen
+  event time, swept for expiry;
+* ``dg:outbox:{<ns>/p<partition>}``: set of sessions with undelivered alerts;
+* ``dg:blob:{<ns>/<name>}``: model checkpoints.
+
+``<ns>`` is the namespace, the input topic's name: partition-scoped keys of
+two pipelines sharing one Redis never collide.
 
 Each batch is one pipelined round trip per direction. Every state write is a
 single-key SET, atomic on its own; the per-partition sets only index it, and
@@ -31,16 +34,16 @@ def state_key(sid: str) -> str:
     return f"dg:s:{{{sid}}}"
 
 
-def seen_key(partition: int) -> str:
-    return f"dg:seen:{{p{partition}}}"
+def seen_key(partition: int, ns: str = "") -> str:
+    return f"dg:seen:{{{ns}/p{partition}}}"
 
 
-def outbox_key(partition: int) -> str:
-    return f"dg:outbox:{{p{partition}}}"
+def outbox_key(partition: int, ns: str = "") -> str:
+    return f"dg:outbox:{{{ns}/p{partition}}}"
 
 
-def blob_key(name: str) -> str:
-    return f"dg:blob:{{{name}}}"
+def blob_key(name: str, ns: str = "") -> str:
+    return f"dg:blob:{{{ns}/{name}}}"
 
 
 class RedisSessionStore:
@@ -52,10 +55,12 @@ class RedisSessionStore:
         client: aioredis.Redis,
         ttl_s: float,
         observe: OpObserver | None = None,
+        namespace: str = "",
     ) -> None:
         self.client = client
         self.ttl_ms = int(ttl_s * 1000)
         self.observe = observe
+        self.ns = namespace
 
     def _timed(self, op: str, started: float) -> None:
         if self.observe is not None:
@@ -90,44 +95,44 @@ class RedisSessionStore:
                 closed.append(state.sid)
             (with_outbox if state.outbox else without_outbox).append(state.sid)
         if seen:
-            pipe.zadd(seen_key(partition), seen)
+            pipe.zadd(seen_key(partition, self.ns), seen)
         if closed:
-            pipe.zrem(seen_key(partition), *closed)
+            pipe.zrem(seen_key(partition, self.ns), *closed)
         if with_outbox:
-            pipe.sadd(outbox_key(partition), *with_outbox)
+            pipe.sadd(outbox_key(partition, self.ns), *with_outbox)
         if without_outbox:
-            pipe.srem(outbox_key(partition), *without_outbox)
+            pipe.srem(outbox_key(partition, self.ns), *without_outbox)
         await pipe.execute()
         self._timed("save", started)
 
     async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
         started = time.perf_counter()
         sids = await self.client.zrangebyscore(
-            seen_key(partition), "-inf", before_ts, start=0, num=limit
+            seen_key(partition, self.ns), "-inf", before_ts, start=0, num=limit
         )
         self._timed("due", started)
         return [_as_str(s) for s in sids]
 
     async def pending(self, partition: int) -> list[str]:
         started = time.perf_counter()
-        sids = await self.client.smembers(outbox_key(partition))
+        sids = await self.client.smembers(outbox_key(partition, self.ns))
         self._timed("pending", started)
         return sorted(_as_str(s) for s in sids)
 
     async def open_sessions(self, partition: int) -> int:
         started = time.perf_counter()
-        count = await self.client.zcard(seen_key(partition))
+        count = await self.client.zcard(seen_key(partition, self.ns))
         self._timed("due", started)
         return int(count)
 
     async def save_blob(self, name: str, blob: bytes) -> None:
         started = time.perf_counter()
-        await self.client.set(blob_key(name), blob)
+        await self.client.set(blob_key(name, self.ns), blob)
         self._timed("save_blob", started)
 
     async def load_blob(self, name: str) -> bytes | None:
         started = time.perf_counter()
-        blob = await self.client.get(blob_key(name))
+        blob = await self.client.get(blob_key(name, self.ns))
         self._timed("load_blob", started)
         return None if blob is None else _as_bytes(blob)
 
@@ -160,6 +165,7 @@ def open_store(
     password: str = "",
     tls: bool = False,
     observe: OpObserver | None = None,
+    namespace: str = "",
 ) -> SessionStore:
     """A store for ``memory://``, ``redis://`` or ``rediss://`` URLs."""
     if url.startswith("memory://"):
@@ -171,5 +177,5 @@ def open_store(
         if tls and url.startswith("redis://"):
             url = "rediss://" + url[len("redis://") :]
         client = aioredis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]
-        return RedisSessionStore(client, ttl_s, observe)
+        return RedisSessionStore(client, ttl_s, observe, namespace)
     raise ValueError(f"unsupported store URL {url.split('://', 1)[0]}:// (memory, redis, rediss)")

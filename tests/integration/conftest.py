@@ -38,3 +38,11 @@ def redis_db_url(url: str, db: int) -> str:
     """The same server, another logical database."""
     parts = urllib.parse.urlsplit(url)
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test() -> object:
+    from .harness import reap_workers
+
+    yield None
+    reap_workers()

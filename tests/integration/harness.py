@@ -93,6 +93,20 @@ class Env:
         return env
 
 
+#: Every worker started in this test process, so a failing test can never
+#: leave one running (see :func:`reap_workers`).
+STARTED: list[Worker] = []
+
+
+def reap_workers() -> None:
+    """Kill whatever workers are still running."""
+    while STARTED:
+        worker = STARTED.pop()
+        if worker.proc is not None and worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait()
+
+
 class Worker:
     """A ``disengage worker`` subprocess."""
 
@@ -112,6 +126,7 @@ class Worker:
             stderr=subprocess.STDOUT,
             cwd=ROOT,
         )
+        STARTED.append(self)
         return self
 
     def url(self, path: str) -> str:
@@ -262,6 +277,16 @@ async def load_states(env: Env, sids: Iterable[str]) -> dict[str, SessionState]:
         return out
     finally:
         await client.aclose()
+
+
+async def create_topics(env: Env) -> None:
+    """Create the test's topics with its partition count (a produce before
+    any worker ran would otherwise auto-create them with one partition)."""
+    from stream.kafka_io import ensure_topics
+    from stream.settings import Settings
+
+    env_vars = env.worker_env(0)
+    await ensure_topics(Settings.from_env(env_vars))
 
 
 async def flush(env: Env) -> None:

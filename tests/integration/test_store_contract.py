@@ -107,7 +107,7 @@ async def test_redis_store_sets_ttl_and_hash_tagged_keys(redis_url: str) -> None
         ttl_ms = await client.pttl(state_key("tagged"))
         assert 1_890_000 < ttl_ms <= 1_900_000
         keys = sorted(k.decode() if isinstance(k, bytes) else k for k in await client.keys("*"))
-        assert keys == ["dg:s:{tagged}", "dg:seen:{p0}"]
+        assert keys == ["dg:s:{tagged}", "dg:seen:{/p0}"]
         # compact: a fresh state is a few hundred bytes at most
         assert await client.strlen(state_key("tagged")) < 400
     finally:

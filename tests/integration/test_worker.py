@@ -28,6 +28,7 @@ from .harness import (
     Env,
     Worker,
     consume,
+    create_topics,
     event_records,
     flush,
     load_states,
@@ -70,6 +71,7 @@ def env(kafka_bootstrap: str, redis_url: str) -> Iterator[Env]:
 
     e = Env(kafka_bootstrap, redis_url, db=next(_db), extra=dict(RULES_ONLY))
     asyncio.run(flush(e))
+    asyncio.run(create_topics(e))
     yield e
     asyncio.run(flush(e))
 

@@ -1,0 +1,187 @@
+"""Crash, scale-out and expiry of real workers on the real broker and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from detectors.detector import DetectorModels
+from stream.pipeline import checkpoint_name
+from stream.redis_store import blob_key
+
+from .harness import (
+    Env,
+    Worker,
+    consume,
+    create_topics,
+    event_records,
+    flush,
+    load_states,
+    metric_sum,
+    produce,
+)
+from .test_worker import RULES_ONLY, friction_oracle, simulated
+
+pytestmark = pytest.mark.integration
+
+_db = iter(range(12, 16))
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, redis_url: str) -> Iterator[Env]:
+    e = Env(kafka_bootstrap, redis_url, db=next(_db), extra=dict(RULES_ONLY))
+    asyncio.run(flush(e))
+    asyncio.run(create_topics(e))
+    yield e
+    asyncio.run(flush(e))
+
+
+def expected_counts(events: list[dict[str, Any]], sim: Any) -> dict[str, int]:
+    """Events each session's state must have applied: all of them, except
+    what comes after a purchase (refused after close)."""
+    counts: Counter[str] = Counter()
+    closed: set[str] = set()
+    for e in sorted(events, key=lambda e: e["ts"]):
+        sid = e["session_id"]
+        if sid in closed:
+            continue
+        counts[sid] += 1
+        if e["type"] == "purchase":
+            closed.add(sid)
+    return dict(counts)
+
+
+async def wait_applied(env: Env, counts: dict[str, int], timeout: float) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    states: dict[str, Any] = {}
+    while time.time() < deadline:
+        states = await load_states(env, counts)
+        if len(states) == len(counts) and all(states[s].n_events == n for s, n in counts.items()):
+            return states
+        await asyncio.sleep(0.5)
+    wrong = {
+        s: (states[s].n_events if s in states else None, n)
+        for s, n in counts.items()
+        if s not in states or states[s].n_events != n
+    }
+    raise AssertionError(f"{len(wrong)} sessions not as expected, e.g. {list(wrong.items())[:5]}")
+
+
+async def all_alert_ids(env: Env) -> list[str]:
+    messages = await consume(env.bootstrap, env.alerts, timeout=30, idle=4)
+    return [json.loads(m.value)["id"] for m in messages]
+
+
+async def test_kill_9_mid_stream_loses_nothing_and_repeats_nothing(env: Env) -> None:
+    events, sim = simulated(500, seed=31)
+    counts = expected_counts(events, sim)
+    expected = friction_oracle(events)
+    assert expected
+    await produce(env.bootstrap, env.interactions, event_records(events))
+    first = Worker(env, "first").start()
+    first.wait_ready(partitions=env.partitions)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        done = metric_sum(first.metrics(), "disengage_events_total")
+        if done >= len(events) // 3:
+            break
+        time.sleep(0.05)
+    assert 0 < done < len(events), "the crash must happen mid-stream"
+    first.kill9()
+    second = Worker(env, "second").start()
+    try:
+        second.wait_ready(partitions=env.partitions)
+        states = await wait_applied(env, counts, timeout=120)
+        assert all(not s.outbox for s in states.values())
+        ids = await all_alert_ids(env)
+        assert len(ids) == len(set(ids)), "an alert id was produced twice"
+        assert set(ids) == expected, "an alert was lost or invented"
+    finally:
+        assert second.stop() == 0, second.tail()
+
+
+async def test_two_workers_share_partitions_and_take_over_from_redis(env: Env) -> None:
+    events, sim = simulated(400, seed=41)
+    counts = expected_counts(events, sim)
+    expected = friction_oracle(events)
+    a = Worker(env, "a").start()
+    b = Worker(env, "b").start()
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            pa = json.loads(a.get("/readyz")[1])["partitions"]
+            pb = json.loads(b.get("/readyz")[1])["partitions"]
+            if pa and pb and sorted(pa + pb) == list(range(env.partitions)):
+                break
+            time.sleep(0.5)
+        assert pa and pb and not set(pa) & set(pb), (pa, pb)
+        half = len(events) // 2
+        await produce(env.bootstrap, env.interactions, event_records(events[:half]))
+        first_counts = expected_counts(events[:half], sim)
+        await wait_applied(env, first_counts, timeout=90)
+        assert a.stop() == 0, a.tail()  # graceful: its models are checkpointed
+        client = aioredis.Redis.from_url(env.redis_db_url)
+        try:
+            for p in pa:
+                blob = await client.get(blob_key(checkpoint_name(p), env.interactions))
+                assert isinstance(blob, bytes)
+                assert DetectorModels.loads(blob).trust.closed >= 0  # loads: versioned, intact
+        finally:
+            await client.aclose()
+        info = b.wait_ready(partitions=env.partitions, timeout=60)
+        assert info["partitions"] == list(range(env.partitions))
+        await produce(env.bootstrap, env.interactions, event_records(events[half:]))
+        await wait_applied(env, counts, timeout=120)
+        ids = await all_alert_ids(env)
+        assert len(ids) == len(set(ids))
+        assert set(ids) == expected
+    finally:
+        a.stop()
+        assert b.stop() == 0, b.tail()
+
+
+async def test_idle_session_times_out_and_the_model_learns(env: Env) -> None:
+    env.extra.update(
+        {
+            "DISENGAGE_SESSION_TIMEOUT_MS": "3000",
+            "DISENGAGE_IDLE_GRACE_S": "1",
+            "DISENGAGE_TRUST_MIN_CLOSED": "200",
+        }
+    )
+    worker = Worker(env).start()
+    try:
+        worker.wait_ready(partitions=env.partitions)
+        now = int(time.time() * 1000)
+        events = [
+            {"session_id": "idle-1", "ts": now, "type": "page_view", "page": "/products/1"},
+            {
+                "session_id": "idle-1",
+                "ts": now + 500,
+                "type": "scroll",
+                "props": {"scroll_pct": 30},
+            },
+            {"session_id": "idle-1", "ts": now + 900, "type": "page_view", "page": "/cart"},
+        ]
+        await produce(env.bootstrap, env.interactions, event_records(events))
+        deadline = time.time() + 45
+        samples: dict[str, float] = {}
+        while time.time() < deadline:
+            samples = worker.metrics()
+            if metric_sum(samples, "disengage_trust_sessions_learned") >= 1:
+                break
+            time.sleep(0.5)
+        assert metric_sum(samples, "disengage_sessions_closed_total", outcome="timeout") == 1
+        assert metric_sum(samples, "disengage_trust_sessions_learned") == 1
+        state = (await load_states(env, ["idle-1"]))["idle-1"]
+        assert state.outcome == "timeout" and state.n_events == 3
+    finally:
+        assert worker.stop() == 0, worker.tail()
