@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
+import operator
 import struct
 import zlib
 from array import array
@@ -175,16 +177,13 @@ class SessionState:
         >>> SessionState.from_bytes(s.to_bytes()) == s
         True
         """
-        values: list[Any] = [STATE_VERSION]
-        for name in self._FIELD_NAMES:
-            value = getattr(self, name)
-            if name == "dedup":
-                value = self._pack_ring(value)
-            elif name == "snapshots":
-                value = [[ts, base64.b64encode(vec.tobytes()).decode()] for ts, vec in value]
-            values.append(value)
+        values: list[Any] = [STATE_VERSION, *_FIELDS_GETTER(self)]
+        values[_DEDUP_AT] = self._pack_ring(self.dedup)
+        values[_SNAPSHOTS_AT] = [
+            [ts, base64.b64encode(vec.tobytes()).decode()] for ts, vec in self.snapshots
+        ]
         raw = json.dumps(values, separators=(",", ":")).encode()
-        return zlib.compress(raw, 6)
+        return zlib.compress(raw, 1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SessionState:
@@ -214,14 +213,15 @@ class SessionState:
     @staticmethod
     def _pack_ring(ring: dict[int, int]) -> str:
         """Base time (8 bytes) then, per entry, a 32-bit ms offset from it and
-        the 48-bit hash, base64: 10 bytes an entry instead of ~30 as JSON."""
+        the 48-bit hash as 16 + 32 bits, base64: 10 bytes an entry instead of
+        ~30 as JSON, packed in one C call."""
         if not ring:
             return ""
         base = min(ring.values())
-        buf = bytearray(_BASE.pack(base))
-        for h, ts in ring.items():
-            buf += _RING.pack(min(ts - base, 0xFFFFFFFF), h & 0xFFFF, h >> 16)
-        return base64.b64encode(bytes(buf)).decode()
+        flat = [
+            x for h, ts in ring.items() for x in (min(ts - base, 0xFFFFFFFF), h & 0xFFFF, h >> 16)
+        ]
+        return base64.b64encode(_BASE.pack(base) + _ring_struct(len(ring)).pack(*flat)).decode()
 
     @staticmethod
     def _unpack_ring(text: str) -> dict[int, int]:
@@ -229,8 +229,17 @@ class SessionState:
             return {}
         data = base64.b64decode(text, validate=True)
         (base,) = _BASE.unpack_from(data)
-        entries = _RING.iter_unpack(data[_BASE.size :])
-        return {lo | (hi << 16): base + off for off, lo, hi in entries}
+        n = (len(data) - _BASE.size) // _RING.size
+        flat = _ring_struct(n).unpack_from(data, _BASE.size)
+        return {flat[i + 1] | (flat[i + 2] << 16): base + flat[i] for i in range(0, 3 * n, 3)}
+
+
+@functools.lru_cache(maxsize=256)
+def _ring_struct(n: int) -> struct.Struct:
+    return struct.Struct("<" + "IHI" * n)
 
 
 SessionState._FIELD_NAMES = tuple(f.name for f in fields(SessionState))
+_FIELDS_GETTER = operator.attrgetter(*SessionState._FIELD_NAMES)
+_DEDUP_AT = 1 + SessionState._FIELD_NAMES.index("dedup")
+_SNAPSHOTS_AT = 1 + SessionState._FIELD_NAMES.index("snapshots")

@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -80,6 +82,7 @@ class Runtime:
             self.sink,
             self.metrics,
             idle_grace_s=settings.idle_grace_s,
+            cache_sessions=settings.state_cache_sessions,
         )
         self.lock = asyncio.Lock()  # batches, sweeps and rebalances never interleave
         self.started_at = time.time()
@@ -112,12 +115,17 @@ def _credentials(settings: Settings) -> Any:
 
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app (no network activity until it starts)."""
+    datadir = Path(tempfile.gettempdir()) / "disengage-faust"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     brokers = ";".join(f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(","))
     app = faust.App(
         settings.consumer_group,
         broker=brokers,
         broker_credentials=_credentials(settings),
         store="memory://",
+        # Faust writes <id>-data/ even with the memory store: keep it out of
+        # the working directory
+        datadir=str(datadir / settings.consumer_group),
         topic_partitions=settings.topic_partitions,
         web_enabled=True,
         web_port=settings.metrics_port,

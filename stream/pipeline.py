@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -155,6 +156,7 @@ class BatchProcessor:
         metrics: Metrics,
         idle_grace_s: float = 60.0,
         clock: Callable[[], float] = time.time,
+        cache_sessions: int = 20_000,
     ) -> None:
         self.config = config
         self.parser = EventParser(config)
@@ -165,6 +167,11 @@ class BatchProcessor:
         self.clock = clock
         self.partitions: dict[int, PartitionState] = {}
         self.stopping = False
+        # Write-through cache of the states of owned partitions: every change
+        # is saved to the store in the same batch, so the cache only saves
+        # the read and the decoding. Dropped for partitions given up.
+        self.cache: OrderedDict[str, tuple[int, SessionState]] = OrderedDict()
+        self.cache_sessions = cache_sessions
 
     async def _call(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         return await retry(op, fn, *args, metrics=self.metrics, stopping=self._stopping)
@@ -192,11 +199,15 @@ class BatchProcessor:
         return models
 
     async def revoke(self, partitions: Iterable[int]) -> None:
-        """Give up partitions: checkpoint their models first."""
-        for p in list(partitions):
+        """Give up partitions: checkpoint their models first, and forget their
+        cached states (the next owner may change them)."""
+        revoked = set(partitions)
+        for p in revoked:
             if p in self.partitions:
                 await self.checkpoint([p])
                 del self.partitions[p]
+        for sid in [sid for sid, (p, _) in self.cache.items() if p in revoked]:
+            del self.cache[sid]
 
     async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
         """Save the models of the given (default: all owned) partitions."""
@@ -227,7 +238,7 @@ class BatchProcessor:
             metrics.events.labels(event.type).inc()
             events.append((message.partition, event, message))
         sids = list(dict.fromkeys(e.session_id for _, e, _ in events))
-        states = await self._call("load", self.store.load, sids)
+        states = await self._load(sids)
         touched: dict[str, tuple[int, SessionState]] = {}
         hotspot_alerts: list[Alert] = []
         for partition, event, message in events:
@@ -276,10 +287,34 @@ class BatchProcessor:
     def _stopping(self) -> bool:
         return self.stopping
 
+    async def _load(self, sids: Sequence[str]) -> dict[str, SessionState]:
+        """States from the cache, the rest from the store (one round trip)."""
+        states: dict[str, SessionState] = {}
+        missing = []
+        for sid in sids:
+            hit = self.cache.get(sid)
+            if hit is None:
+                missing.append(sid)
+            else:
+                states[sid] = hit[1]
+                self.cache.move_to_end(sid)
+        if missing:
+            states.update(await self._call("load", self.store.load, missing))
+        return states
+
+    def _remember(self, partition: int, state: SessionState) -> None:
+        if self.cache_sessions <= 0:
+            return
+        self.cache[state.sid] = (partition, state)
+        self.cache.move_to_end(state.sid)
+        while len(self.cache) > self.cache_sessions:
+            self.cache.popitem(last=False)
+
     async def _save(self, items: Iterable[tuple[int, SessionState]]) -> None:
         by_partition: dict[int, list[SessionState]] = {}
         for partition, state in items:
             by_partition.setdefault(partition, []).append(state)
+            self._remember(partition, state)
         for partition, group in by_partition.items():
             await self._call("save", self.store.save, partition, group)
 
@@ -356,7 +391,7 @@ class BatchProcessor:
             due = await self._call("due", self.store.due, p, watermark - timeout, limit)
             if not due:
                 continue
-            loaded = await self._call("load", self.store.load, due)
+            loaded = await self._load(due)
             hotspots: list[Alert] = []
             to_save: list[tuple[int, SessionState]] = []
             for sid in due:

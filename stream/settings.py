@@ -69,6 +69,9 @@ class Settings:
     """Model checkpoint period (seconds)."""
     sweep_interval_s: float = 5.0
     """Session-expiry sweep period (seconds)."""
+    state_cache_sessions: int = 20_000
+    """Session states of owned partitions cached in the worker (write-through;
+    0 disables). Bounds the worker's memory: about 5 KB a session."""
     idle_grace_s: float = 60.0
     """Expiry runs on event time; a partition without events for this long
     lets its event-time watermark advance with the wall clock (seconds)."""

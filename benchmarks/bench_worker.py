@@ -1,0 +1,269 @@
+"""Benchmark of the streaming worker on the real broker and Redis.
+
+Run it under the local infrastructure (or point the variables at yours):
+
+    python deploy/local/infra.py run -- python benchmarks/bench_worker.py
+    python deploy/local/infra.py run -- python benchmarks/bench_worker.py --events 1000000
+
+It prints, all measured in the same run:
+
+* **baseline**: a raw aiokafka loop on the same broker that consumes,
+  parses (``json.loads``) and produces every event, committing per batch;
+* **throughput**: one ``disengage worker`` draining a backlog of simulated
+  events (events/s from its first to its last processed event), and the
+  ratio to the baseline;
+* **latency**: with simulated traffic offered at half the measured maximum
+  and event time tracking the wall clock, p50/p99 from an alert's triggering
+  event time to the alert's produce time (``producedat``);
+* **memory**: Redis bytes per stored session (``MEMORY USAGE`` of the state
+  keys, plus the expiry index), and the worker's RSS sampled during the
+  backlog run, to show whether it grows after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from detectors.simulator import SimConfig, Simulator  # noqa: E402
+from tests.integration.harness import (  # noqa: E402
+    Env,
+    Worker,
+    consume,
+    create_topics,
+    flush,
+    metric_sum,
+    produce,
+    reap_workers,
+)
+
+EVENTS_PER_SESSION = 51.5
+
+
+def simulated(n_events: int, seed: int, start_ms: int) -> list[tuple[bytes, bytes]]:
+    sessions = int(n_events / EVENTS_PER_SESSION * 1.1) + 10
+    sim = Simulator(
+        SimConfig(sessions=sessions, seed=seed, start_ts=start_ms, incident=False), keep_truth=False
+    )
+    out = []
+    for event in sim.events():
+        out.append((event["session_id"].encode(), json.dumps(event).encode()))
+        if len(out) >= n_events:
+            break
+    return out
+
+
+async def raw_baseline(bootstrap: str, topic_in: str, topic_out: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(
+        topic_in,
+        bootstrap_servers=bootstrap,
+        group_id=f"baseline-{topic_in}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=500,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    seen = 0
+    started = None
+    try:
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=500)
+            if not batch:
+                continue
+            if started is None:
+                started = time.perf_counter()
+            futures = []
+            for messages in batch.values():
+                for m in messages:
+                    json.loads(m.value)
+                    futures.append(await producer.send(topic_out, m.value, key=m.key))
+                    seen += 1
+            await asyncio.gather(*futures)
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    assert started is not None
+    return n / (time.perf_counter() - started)
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def throughput_run(env: Env, n: int) -> dict[str, Any]:
+    worker = Worker(env, "bench").start()
+    worker.wait_ready(timeout=90)
+    assert worker.proc is not None
+    pid = worker.proc.pid
+    samples: list[tuple[float, float]] = []
+    first_t = None
+    last_count = 0.0
+    deadline = time.time() + max(600.0, n / 500)
+    while time.time() < deadline:
+        count = metric_sum(worker.metrics(), "disengage_events_total")
+        now = time.perf_counter()
+        if count > 0 and first_t is None:
+            first_t = now
+            first_count = count
+        if count != last_count:
+            samples.append((count, rss_mb(pid)))
+            last_count = count
+        if count >= n:
+            break
+        time.sleep(0.5)
+    assert first_t is not None, worker.tail()
+    seconds = time.perf_counter() - first_t
+    rate = (last_count - first_count) / seconds if seconds > 0 else 0.0
+    return {"worker": worker, "events_per_s": rate, "rss": samples, "processed": last_count}
+
+
+async def latency_run(env: Env, worker: Worker, rate: float, seconds: float) -> dict[str, Any]:
+    """Offer ``rate`` events/s of live simulated traffic; measure alerts."""
+    from stream.live import produce_simulation
+    from stream.settings import Settings
+
+    settings = Settings.from_env(env.worker_env(worker.port))
+    before = time.time()
+    with open(os.devnull, "w") as quiet:
+        await produce_simulation(settings, rate=rate, duration_s=seconds, seed=99, out=quiet)
+    await asyncio.sleep(3)
+    messages = await consume(env.bootstrap, env.alerts, timeout=30, idle=3)
+    lat = []
+    for m in messages:
+        alert = json.loads(m.value)
+        event_ms = _ms(alert["data"]["event_time"])
+        if event_ms / 1000 < before:
+            continue  # triggered by the backlog run's (old) events
+        lat.append((_ms(alert["producedat"]) - event_ms) / 1000.0)
+    lat.sort()
+    out: dict[str, Any] = {"offered_events_per_s": round(rate), "alerts": len(lat)}
+    if lat:
+        out["p50_s"] = round(lat[len(lat) // 2], 4)
+        out["p99_s"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 4)
+    return out
+
+
+def _ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+async def redis_bytes(env: Env, sample: int = 500) -> dict[str, float]:
+    client = aioredis.Redis.from_url(env.redis_db_url)
+    try:
+        keys = []
+        async for key in client.scan_iter(match="dg:s:*", count=1000):
+            keys.append(key)
+            if len(keys) >= sample:
+                break
+        usage = [await client.memory_usage(k) or 0 for k in keys]
+        total_states = await client.dbsize()
+        seen_keys = [k async for k in client.scan_iter(match="dg:seen:*")]
+        zset_bytes = sum([await client.memory_usage(k) or 0 for k in seen_keys])
+        members = sum([await client.zcard(k) for k in seen_keys]) or 1
+        return {
+            "state_bytes_mean": round(statistics.mean(usage), 1) if usage else 0.0,
+            "state_bytes_p99": sorted(usage)[int(len(usage) * 0.99)] if usage else 0,
+            "expiry_index_bytes_per_open_session": round(zset_bytes / members, 1),
+            "keys": total_states,
+        }
+    finally:
+        await client.aclose()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    redis_url = os.environ.get("REDIS_URL")
+    if not bootstrap or not redis_url:
+        raise SystemExit(
+            "run under `python deploy/local/infra.py run -- ...` "
+            "(KAFKA_BOOTSTRAP_SERVERS and REDIS_URL are needed)"
+        )
+    env = Env(bootstrap, redis_url, db=2, partitions=args.partitions)
+    await flush(env)
+    await create_topics(env)
+    start_ms = int(time.time() * 1000) - 3 * 3600 * 1000
+    print(f"simulating {args.events:,} events ...", file=sys.stderr)
+    records = simulated(args.events, seed=7, start_ms=start_ms)
+    # baseline on its own topics, same broker, same data
+    base_in, base_out = f"base-in-{env.tag}", f"base-out-{env.tag}"
+    base_n = min(args.events, args.baseline_events)
+    await produce(bootstrap, base_in, records[:base_n])
+    print("raw aiokafka baseline ...", file=sys.stderr)
+    baseline = await raw_baseline(bootstrap, base_in, base_out, base_n)
+    print("worker backlog run ...", file=sys.stderr)
+    await produce(bootstrap, env.interactions, records)
+    run = throughput_run(env, len(records))
+    worker: Worker = run["worker"]
+    try:
+        redis_mem = await redis_bytes(env)
+        rss = run["rss"]
+        warm = [r for c, r in rss if c >= len(records) * 0.2]
+        print("latency at half load ...", file=sys.stderr)
+        latency = await latency_run(
+            env, worker, rate=run["events_per_s"] / 2, seconds=args.latency_seconds
+        )
+        hist = worker.metrics()
+    finally:
+        worker.stop()
+        reap_workers()
+    return {
+        "events": len(records),
+        "partitions": args.partitions,
+        "baseline_events_per_s": round(baseline),
+        "worker_events_per_s": round(run["events_per_s"]),
+        "ratio_to_baseline": round(run["events_per_s"] / baseline, 3),
+        "latency_at_half_load": latency,
+        "worker_histogram_event_to_alert_count": metric_sum(
+            hist, "disengage_event_to_alert_seconds_count"
+        ),
+        "redis": redis_mem,
+        "rss_mb": {
+            "after_20pct": round(warm[0], 1) if warm else None,
+            "end": round(rss[-1][1], 1) if rss else None,
+            "max": round(max(r for _, r in rss), 1) if rss else None,
+            "growth_after_warmup_mb": round(rss[-1][1] - warm[0], 1) if warm else None,
+        },
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--baseline-events", type=int, default=200_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--latency-seconds", type=float, default=60.0)
+    ap.add_argument(
+        "--floor",
+        type=float,
+        default=1000.0,
+        help="fail when the worker is slower than this many events/s",
+    )
+    args = ap.parse_args()
+    figures = asyncio.run(main_async(args))
+    print(json.dumps(figures, indent=1))
+    return 0 if figures["worker_events_per_s"] >= args.floor else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
