@@ -54,4 +54,4 @@ clean:
 
 ## Regenerate the README's configuration table from stream/settings.py.
 docs: $(STAMP)
-	$(BIN)/python -c "import re,pathlib; from stream.settings import markdown_table as t; p=pathlib.Path('README.md'); s=p.read_text(); p.write_text(re.sub(r'(<!-- config:start -->\n).*?(\n<!-- config:end -->)', lambda m: m.group(1)+t()+m.group(2), s, flags=re.S))"
+	$(BIN)/python -c "import re,pathlib; from stream.settings import markdown_table as c; from stream.metrics import markdown_table as m; p=pathlib.Path('README.md'); s=p.read_text(); s=re.sub(r'(<!-- config:start -->\n).*?(\n<!-- config:end -->)', lambda x: x.group(1)+c()+x.group(2), s, flags=re.S); s=re.sub(r'(<!-- metrics:start -->\n).*?(\n<!-- metrics:end -->)', lambda x: x.group(1)+m()+x.group(2), s, flags=re.S); p.write_text(s)"

@@ -156,3 +156,20 @@ class Metrics:
 
     def observe_redis(self, op: str, seconds: float) -> None:
         self.redis_seconds.labels(op).observe(seconds)
+
+
+def markdown_table() -> str:
+    """The metrics reference as a Markdown table (README)."""
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for family in Metrics().registry.collect():
+        labels = sorted({k for s in family.samples for k in s.labels if k != "le"})
+        name = family.name + ("_total" if family.type == "counter" else "")
+        if family.type == "info":
+            name = family.name + "_info"
+        shown = ", ".join(f"`{label}`" for label in labels) or "-"
+        rows.append(f"| `{name}` | {family.type} | {shown} | {family.documentation} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

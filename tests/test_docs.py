@@ -43,3 +43,9 @@ def test_alert_example_is_the_golden_alert_and_valid() -> None:
     jsonschema.Draft202012Validator(ALERT_JSON_SCHEMA).validate(alert)
     golden = ROOT / "tests" / "golden" / "session_mix.alerts.jsonl"
     assert alert == json.loads(golden.read_text().splitlines()[0])
+
+
+def test_metrics_table_is_generated_from_the_registry() -> None:
+    from stream.metrics import markdown_table as metrics_table
+
+    assert _block("metrics") == metrics_table(), "run: make docs"

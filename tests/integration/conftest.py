@@ -7,8 +7,12 @@ tests fail with a message saying how to run them; they never skip.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import urllib.parse
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -46,3 +50,26 @@ def _no_worker_outlives_its_test() -> object:
 
     yield None
     reap_workers()
+
+
+#: The model-based alert rules out of reach (see test_worker.py): the
+#: pipeline can then be checked exactly against the offline detector.
+RULES_ONLY = {
+    "DISENGAGE_TRUST_MIN_CLOSED": "100000000",
+    "DISENGAGE_HESITATION_WARMUP": "100000000",
+    "DISENGAGE_ALERT_BUDGET_PER_1000": "0",
+}
+# Redis databases 0-4 are left to the contract tests and the benchmarks.
+_databases = itertools.cycle(range(5, 16))
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, redis_url: str) -> Iterator[Any]:
+    """A pipeline of the test's own: topics, consumer group, Redis database."""
+    from .harness import Env, create_topics, flush
+
+    e = Env(kafka_bootstrap, redis_url, db=next(_databases), extra=dict(RULES_ONLY))
+    asyncio.run(flush(e))
+    asyncio.run(create_topics(e))
+    yield e
+    asyncio.run(flush(e))

@@ -6,7 +6,6 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,27 +19,14 @@ from .harness import (
     Env,
     Worker,
     consume,
-    create_topics,
     event_records,
-    flush,
     load_states,
     metric_sum,
     produce,
 )
-from .test_worker import RULES_ONLY, friction_oracle, simulated
+from .test_worker import friction_oracle, simulated
 
 pytestmark = pytest.mark.integration
-
-_db = iter(range(12, 16))
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, redis_url: str) -> Iterator[Env]:
-    e = Env(kafka_bootstrap, redis_url, db=next(_db), extra=dict(RULES_ONLY))
-    asyncio.run(flush(e))
-    asyncio.run(create_topics(e))
-    yield e
-    asyncio.run(flush(e))
 
 
 def expected_counts(events: list[dict[str, Any]], sim: Any) -> dict[str, int]:

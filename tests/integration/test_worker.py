@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
@@ -28,9 +27,7 @@ from .harness import (
     Env,
     Worker,
     consume,
-    create_topics,
     event_records,
-    flush,
     load_states,
     metric_sum,
     offline_alert_ids,
@@ -38,13 +35,6 @@ from .harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-RULES_ONLY = {
-    "DISENGAGE_TRUST_MIN_CLOSED": "100000000",
-    "DISENGAGE_HESITATION_WARMUP": "100000000",
-    "DISENGAGE_ALERT_BUDGET_PER_1000": "0",
-}
-_db = iter(range(5, 16))
 
 
 def simulated(sessions: int, seed: int) -> tuple[list[dict[str, Any]], Simulator]:
@@ -63,17 +53,6 @@ def friction_oracle(events: list[dict[str, Any]]) -> set[str]:
         hesitation_warmup=100_000_000,
         alert_budget_per_1000=0.0,
     )
-
-
-@pytest.fixture
-def env(kafka_bootstrap: str, redis_url: str) -> Iterator[Env]:
-    import asyncio
-
-    e = Env(kafka_bootstrap, redis_url, db=next(_db), extra=dict(RULES_ONLY))
-    asyncio.run(flush(e))
-    asyncio.run(create_topics(e))
-    yield e
-    asyncio.run(flush(e))
 
 
 def alert_events(messages: list[Any]) -> list[dict[str, Any]]:
