@@ -10,8 +10,10 @@ log-loss: the system always knows how well its own score predicts outcomes.
 The learner is a standard-scaled logistic regression. It was chosen with
 ``benchmarks/uci_trust_models.py``, which compares River learners under
 progressive validation on the UCI Online Shoppers sessions against a 5-fold
-gradient-boosting baseline; logistic regression on log-compressed counts is
-the most accurate of the fast learners there, and its weights make alert
+gradient-boosting baseline. On log-compressed counts it is the best
+*calibrated* fast learner there (log-loss 0.41 against 0.43 for the prior
+alone) and within 0.02 ROC-AUC of the best-ranking one (Gaussian naive Bayes,
+whose probabilities are worse than the prior's); its weights also make alert
 reasons explainable.
 """
 
