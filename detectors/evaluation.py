@@ -24,7 +24,6 @@ import math
 import statistics
 import time
 from array import array
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -334,8 +333,3 @@ def read_labels(lines: Iterable[str]) -> dict[str, bool]:
         else:
             raise ValueError(f"labels line {number}: converted must be 1/0 or true/false")
     return out
-
-
-def count_kinds(alerts: Iterable[Alert]) -> Counter[str]:
-    """Alerts per kind."""
-    return Counter(a.kind for a in alerts)
