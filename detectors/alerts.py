@@ -4,7 +4,8 @@ An alert's id is derived from (subject, kind, episode), so replaying the same
 events never creates a new id, and a consumer can de-duplicate on it. The
 CloudEvents ``time`` is the event time of the trigger, which keeps replays
 byte-identical; the worker adds the wall-clock produce time as the extension
-attribute ``producedat``.
+attribute ``producedat`` and, for session alerts, the Kafka timestamp of the
+triggering input record as ``recordtime``.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ ALERT_JSON_SCHEMA: dict[str, Any] = {
         "time": {"type": "string"},
         "datacontenttype": {"const": "application/json"},
         "producedat": {"type": "string"},
+        "recordtime": {"type": "string"},
         "data": {
             "type": "object",
             "required": [

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from detectors.alerts import Alert
+from detectors.alerts import Alert, rfc3339
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, DetectorModels
 from detectors.events import Event, EventParser, InvalidEvent
@@ -103,9 +103,16 @@ def dead_letter(message: Message, reason: str, detail: str, now: float) -> Recor
     return Record(message.key, message.value, headers)
 
 
-def alert_record(alert: Alert, source: str, produced_at: str) -> Record:
+def alert_record(
+    alert: Alert, source: str, produced_at: str, record_ms: int | None = None
+) -> Record:
+    """The alert as a Kafka record. ``producedat`` is when the worker decided
+    it; ``recordtime`` the Kafka timestamp of the triggering input record, so
+    ``producedat - recordtime`` is the time spent in the broker and worker."""
     event = alert.to_cloudevent(source)
     event["producedat"] = produced_at
+    if record_ms is not None:
+        event["recordtime"] = rfc3339(record_ms)
     key = (alert.session_id or alert.subject).encode()
     headers: Headers = [
         ("ce_id", event["id"].encode()),
@@ -267,7 +274,7 @@ class BatchProcessor:
                 metrics.trust_score.observe(state.trust)
             if result.closed and state.outcome:
                 metrics.sessions_closed.labels(state.outcome).inc()
-            self._take_alerts(result.alerts, state, hotspot_alerts)
+            self._take_alerts(result.alerts, state, hotspot_alerts, message.timestamp_ms)
         await self._save(touched.values())
         if dead:
             await self.sink.send_dead_letters(dead)
@@ -275,13 +282,19 @@ class BatchProcessor:
         self._update_model_gauges()
         metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    def _take_alerts(self, alerts: list[Alert], state: SessionState, hotspots: list[Alert]) -> None:
+    def _take_alerts(
+        self,
+        alerts: list[Alert],
+        state: SessionState,
+        hotspots: list[Alert],
+        record_ms: int | None,
+    ) -> None:
         produced_at = _rfc3339_now(self.clock())
         for alert in alerts:
             if alert.kind == "friction_hotspot":
                 hotspots.append(alert)
             else:
-                record = alert_record(alert, self.config.source, produced_at)
+                record = alert_record(alert, self.config.source, produced_at, record_ms)
                 state.outbox.append(record.value.decode())
 
     def _stopping(self) -> bool:
