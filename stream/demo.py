@@ -9,6 +9,7 @@ the trust model's self-measured AUC. Without a terminal it prints plain lines.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from collections import Counter, deque
@@ -106,9 +107,11 @@ class _View:
             "",
             f"{_BOLD}latest alerts{_RESET}",
         ]
-        for alert in self.recent:
+        size = shutil.get_terminal_size((120, 30))
+        room = max(size.lines - len(lines) - 1, 1)
+        for alert in list(self.recent)[:room]:
             colour = _KIND_COLOUR.get(alert.kind, "")
-            lines.append(f"{colour}{describe(alert)}{_RESET}"[:400])
+            lines.append(f"{colour}{describe(alert)[: size.columns - 1]}{_RESET}")
         self.out.write("\x1b[H\x1b[2J" + "\n".join(lines) + "\n")
         self.out.flush()
 
