@@ -244,15 +244,18 @@ class BatchProcessor:
                 continue
             metrics.events.labels(event.type).inc()
             events.append((message.partition, event, message))
+        # Own (and recover the outboxes of) every partition of the batch before
+        # loading any state: recovery rewrites states, and a copy loaded before
+        # it would still carry the outbox it delivered.
+        unowned = sorted({p for p, _, _ in events} - set(self.partitions))
+        if unowned:
+            await self.assign(unowned)
         sids = list(dict.fromkeys(e.session_id for _, e, _ in events))
         states = await self._load(sids)
         touched: dict[str, tuple[int, SessionState]] = {}
         hotspot_alerts: list[Alert] = []
         for partition, event, message in events:
-            part = self.partitions.get(partition)
-            if part is None:  # consumed before the assignment callback ran
-                await self.assign([partition])
-                part = self.partitions[partition]
+            part = self.partitions[partition]
             detector = part.detector
             if event.ts > part.watermark:
                 part.watermark, part.wall_at_watermark = event.ts, now

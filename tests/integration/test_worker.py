@@ -52,6 +52,7 @@ def friction_oracle(events: list[dict[str, Any]]) -> set[str]:
         trust_min_closed=100_000_000,
         hesitation_warmup=100_000_000,
         alert_budget_per_1000=0.0,
+        hotspot_min_visits=100_000_000,
     )
 
 
