@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from typing import Any
 
@@ -585,6 +585,4 @@ class Detector:
 
 def admitted_alert(alert: Alert, episode: int) -> Alert:
     """Copy of ``alert`` with its episode set (alerts are immutable)."""
-    from dataclasses import replace
-
     return replace(alert, episode=episode)

@@ -131,7 +131,6 @@ async def retry(
     fn: Callable[..., Awaitable[T]],
     *args: Any,
     metrics: Metrics,
-    stopping: Callable[[], bool] = lambda: False,
 ) -> T:
     """``await fn(*args)`` until it succeeds, backing off 0.1 s .. 5 s.
 
@@ -144,8 +143,6 @@ async def retry(
         try:
             return await fn(*args)
         except Exception as exc:  # any client error: the store is unavailable
-            if stopping():
-                raise
             metrics.redis_errors.labels(op).inc()
             log.warning("store %s failed (%s); retrying in %.1fs", op, exc, delay)
             await asyncio.sleep(delay)
@@ -173,7 +170,6 @@ class BatchProcessor:
         self.idle_grace_s = idle_grace_s
         self.clock = clock
         self.partitions: dict[int, PartitionState] = {}
-        self.stopping = False
         # Write-through cache of the states of owned partitions: every change
         # is saved to the store in the same batch, so the cache only saves
         # the read and the decoding. Dropped for partitions given up.
@@ -181,7 +177,7 @@ class BatchProcessor:
         self.cache_sessions = cache_sessions
 
     async def _call(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return await retry(op, fn, *args, metrics=self.metrics, stopping=self._stopping)
+        return await retry(op, fn, *args, metrics=self.metrics)
 
     # ------------------------------------------------------------ ownership
     async def assign(self, partitions: Iterable[int]) -> None:
@@ -299,9 +295,6 @@ class BatchProcessor:
             else:
                 record = alert_record(alert, self.config.source, produced_at, record_ms)
                 state.outbox.append(record.value.decode())
-
-    def _stopping(self) -> bool:
-        return self.stopping
 
     async def _load(self, sids: Sequence[str]) -> dict[str, SessionState]:
         """States from the cache, the rest from the store (one round trip)."""
@@ -447,8 +440,6 @@ class BatchProcessor:
                     m.hotspot_rate.labels(key).set(rate)
             open_keys += len(d.models.hotspots.open_incidents())
         m.hotspots_open.set(open_keys)
-        oldest = min(part.checkpointed_at for part in self.partitions.values())
-        m.checkpoint_age.set(max(0.0, self.clock() - oldest))
 
 
 def _record_from_json(event: dict[str, object], text: str) -> Record:

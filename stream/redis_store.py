@@ -122,7 +122,7 @@ class RedisSessionStore:
     async def open_sessions(self, partition: int) -> int:
         started = time.perf_counter()
         count = await self.client.zcard(seen_key(partition, self.ns))
-        self._timed("due", started)
+        self._timed("open_sessions", started)
         return int(count)
 
     async def save_blob(self, name: str, blob: bytes) -> None:
