@@ -18,7 +18,6 @@ loop: Faust would ack it on the way out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import tempfile
@@ -189,6 +188,7 @@ def create_app(settings: Settings) -> faust.App:
                         await runtime.processor.process(messages)
                     runtime.healthy = True
                     runtime.last_batch_at = time.time()
+                    runtime.metrics.last_batch.set(runtime.last_batch_at)
                     break
                 except Exception:
                     # Never raise out of the loop: take_events would ack the
@@ -211,8 +211,7 @@ def create_app(settings: Settings) -> faust.App:
             async with runtime.lock:
                 await runtime.processor.revoke(parts)
             for p in parts:
-                with contextlib.suppress(KeyError):
-                    runtime.metrics.consumer_lag.remove(str(p))
+                runtime.metrics.forget_partition(p)
             log.info("revoked partitions %s (models checkpointed)", parts)
 
     @app.on_partitions_assigned.connect
@@ -280,6 +279,8 @@ def create_app(settings: Settings) -> faust.App:
 
 async def _update_gauges(app: faust.App, runtime: Runtime) -> None:
     """Consumer lag per owned partition and open sessions."""
+    ready = runtime.healthy and bool(runtime.processor.partitions) and not app.rebalancing
+    runtime.metrics.ready.set(1.0 if ready else 0.0)
     if app.rebalancing:
         return
     consumer = app.consumer

@@ -9,7 +9,14 @@ user id or a raw page path.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+)
 
 from detectors.alerts import ALERT_KINDS, SEVERITIES
 from detectors.config import EVENT_TYPES
@@ -114,8 +121,9 @@ class Metrics:
         )
         self.hotspot_rate = Gauge(
             "disengage_hotspot_problem_rate",
-            "Share of recent visits with friction or abandonment, per page type/step.",
-            ["key"],
+            "Share of recent visits with friction or abandonment (0-1), per page type and "
+            "step, as seen by one input partition's model.",
+            ["page_type", "step", "partition"],
             registry=r,
         )
         self.hotspots_open = Gauge(
@@ -132,7 +140,19 @@ class Metrics:
             "Alerts suppressed by the alert budget.",
             registry=r,
         )
+        self.ready = Gauge(
+            "disengage_worker_ready",
+            "1 while the worker owns partitions, reaches Redis and its batches succeed.",
+            registry=r,
+        )
+        self.last_batch = Gauge(
+            "disengage_last_batch_timestamp_seconds",
+            "Unix time of the last successfully processed batch (0 = none yet).",
+            registry=r,
+        )
         self.info = Info("disengage_worker", "Worker build and model information.", registry=r)
+        # process_* (CPU, RSS, open fds) for the worker-health panel
+        ProcessCollector(registry=r)
         self._prime()
 
     def _prime(self) -> None:
@@ -154,6 +174,16 @@ class Metrics:
             self.redis_seconds.labels(op)
             self.redis_errors.labels(op)
 
+    def forget_partition(self, partition: int) -> None:
+        """Drop the per-partition series of a partition this worker no longer owns."""
+        label = str(partition)
+        for labels in list(self.consumer_lag._metrics):
+            if labels == (label,):
+                self.consumer_lag.remove(*labels)
+        for labels in list(self.hotspot_rate._metrics):
+            if labels[2] == label:
+                self.hotspot_rate.remove(*labels)
+
     def observe_redis(self, op: str, seconds: float) -> None:
         self.redis_seconds.labels(op).observe(seconds)
 
@@ -161,14 +191,90 @@ class Metrics:
 def markdown_table() -> str:
     """The metrics reference as a Markdown table (README)."""
     rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
-    for family in Metrics().registry.collect():
-        labels = sorted({k for s in family.samples for k in s.labels if k != "le"})
+    metrics = Metrics()
+    forwarder = ForwarderMetrics()  # disengage alerts forward
+    declared = {
+        m._name: m._labelnames
+        for m in [*vars(metrics).values(), *vars(forwarder).values()]
+        if hasattr(m, "_labelnames")
+    }
+    for family in [*metrics.registry.collect(), *forwarder.registry.collect()]:
+        if family.name.startswith("process_"):
+            continue  # prometheus_client's standard process metrics
+        labels = sorted(declared.get(family.name, ()))
         name = family.name + ("_total" if family.type == "counter" else "")
         if family.type == "info":
             name = family.name + "_info"
         shown = ", ".join(f"`{label}`" for label in labels) or "-"
         rows.append(f"| `{name}` | {family.type} | {shown} | {family.documentation} |")
     return "\n".join(rows)
+
+
+#: What happened to an alert the forwarder read; each alert counts once.
+FORWARD_RESULTS: tuple[str, ...] = (
+    "sent",  # the webhook accepted it (2xx)
+    "filtered",  # excluded by --kind/--severity/--min-severity/--page-type
+    "duplicate",  # its id was already delivered (in-memory LRU or Redis)
+    "rate_limited",  # held back by the rate limit, summarised in a digest post
+    "dead_lettered",  # the webhook refused it for good (4xx): forward DLQ
+    "invalid",  # not JSON or not a disengage alert CloudEvent: forward DLQ
+)
+#: Why a webhook post was retried.
+FORWARD_RETRY_CAUSES: tuple[str, ...] = (
+    "connection",
+    "timeout",
+    "http_408",
+    "http_429",
+    "http_5xx",
+)
+POST_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ForwarderMetrics:
+    """Metrics of ``disengage alerts forward`` (``--metrics-port``), on a
+    registry of their own; pass ``registry`` to isolate (tests). Labels are
+    closed sets: :data:`FORWARD_RESULTS` and :data:`FORWARD_RETRY_CAUSES`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.alerts = Counter(
+            "disengage_forward_alerts_total",
+            "Alerts read by the forwarder, by what happened to them: sent, filtered, "
+            "duplicate, rate_limited, dead_lettered or invalid.",
+            ["result"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "disengage_forward_retries_total",
+            "Webhook posts retried, by cause.",
+            ["cause"],
+            registry=r,
+        )
+        self.post_seconds = Histogram(
+            "disengage_forward_post_seconds",
+            "Duration of one webhook POST attempt, answered or not (seconds).",
+            buckets=POST_BUCKETS,
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "disengage_forward_last_success_timestamp_seconds",
+            "Unix time of the last post the webhook accepted (0 = none yet).",
+            registry=r,
+        )
+        self.digests = Counter(
+            "disengage_forward_digests_total",
+            "Rate-limit digests the webhook accepted.",
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "disengage_forward_redis_errors_total",
+            "Failed Redis de-duplication reads or writes (forwarding goes on without them).",
+            registry=r,
+        )
+        for result in FORWARD_RESULTS:
+            self.alerts.labels(result)
+        for cause in FORWARD_RETRY_CAUSES:
+            self.retries.labels(cause)
 
 
 if __name__ == "__main__":

@@ -433,12 +433,14 @@ class BatchProcessor:
             m.trust_log_loss.set(sum(t.log_loss * t.learned for t in learned) / total)
         m.trust_learned.set(sum(t.closed for t in learned))
         open_keys = 0
-        for d in detectors:
-            for key in d.models.hotspots.keys:
-                rate = d.models.hotspots.rate(key)
+        for number, part in self.partitions.items():
+            hotspots = part.detector.models.hotspots
+            for key in hotspots.keys:
+                rate = hotspots.rate(key)
                 if rate is not None:
-                    m.hotspot_rate.labels(key).set(rate)
-            open_keys += len(d.models.hotspots.open_incidents())
+                    page_type, _, step = key.partition("/")
+                    m.hotspot_rate.labels(page_type, step, str(number)).set(rate)
+            open_keys += len(hotspots.open_incidents())
         m.hotspots_open.set(open_keys)
 
 

@@ -81,6 +81,9 @@ class Settings:
     """Address the metrics and health server binds to."""
     log_level: str = "INFO"
     """Python log level."""
+    webhook_url: str = ""
+    """Webhook of ``disengage alerts forward`` when ``--webhook`` is not given. A
+    secret for Slack: only its scheme and host are ever logged."""
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     """Thresholds of the detector core (DISENGAGE_<FIELD>)."""
 
@@ -117,7 +120,7 @@ class Settings:
     def redacted(self) -> dict[str, Any]:
         """Settings for logs, with secrets masked."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "detector"}
-        for name in ("kafka_sasl_password", "redis_password"):
+        for name in ("kafka_sasl_password", "redis_password", "webhook_url"):
             if out[name]:
                 out[name] = "***"
         if "@" in out["redis_url"]:
