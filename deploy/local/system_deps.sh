@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses, installed only when missing:
-# redis-server (the real Redis), kcat (a third-party Kafka client).
+# redis-server (the real Redis), kcat (a third-party Kafka client), prometheus
+# (the Prometheus server and promtool, for the rules and dashboard tests).
 set -euo pipefail
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v kcat >/dev/null 2>&1 || command -v kafkacat >/dev/null 2>&1 || missing+=(kcat)
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
