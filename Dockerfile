@@ -1,0 +1,79 @@
+# The disengage image. ENTRYPOINT is the CLI and the default command is the streaming worker;
+# the same image runs every other subcommand:
+#
+#   docker build -t disengage:0.1.0 .
+#   docker run --rm -e DISENGAGE_KAFKA_BOOTSTRAP_SERVERS=broker:9092 \
+#              -e DISENGAGE_REDIS_URL=redis://redis:6379/0 disengage:0.1.0          # worker
+#   docker run --rm ... disengage:0.1.0 simulate --kafka --rate 200
+#
+# docker-compose.yml (repository root) runs the whole stack with this image.
+#
+# Reproducible: the runtime dependencies are installed from deploy/docker/requirements.lock,
+# exact versions with the sha256 of every file (`pip --require-hashes`, binary wheels only, so
+# nothing is compiled), the build backend from deploy/docker/build-requirements.lock.
+# Regenerate both with deploy/docker/lock.sh after changing pyproject.toml's dependencies.
+# The lock is resolved for linux x86_64 (build with --platform linux/amd64 elsewhere).
+
+ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+
+# ---------------------------------------------------------------------------- builder
+# Builds the project's wheel with a hash-pinned setuptools, without network build isolation.
+FROM ${PYTHON_IMAGE} AS builder
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+COPY deploy/docker/build-requirements.lock /tmp/build-requirements.lock
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps --only-binary=:all: \
+        -r /tmp/build-requirements.lock
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY detectors ./detectors
+COPY stream ./stream
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
+
+# ---------------------------------------------------------------------------- runtime
+FROM ${PYTHON_IMAGE} AS runtime
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
+
+RUN groupadd --system --gid 10001 disengage \
+ && useradd --system --uid 10001 --gid disengage --no-log-init \
+        --create-home --home-dir /home/disengage --shell /usr/sbin/nologin disengage
+
+# Dependencies first: this layer is rebuilt only when the lock changes, not on code changes.
+COPY deploy/docker/requirements.lock /tmp/requirements.lock
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --require-hashes --no-deps --only-binary=:all: \
+        -r /tmp/requirements.lock \
+ && rm /tmp/requirements.lock
+
+# The project itself, without dependencies (all of them came from the lock); `pip check`
+# fails the build if the lock misses one.
+COPY --from=builder /wheels/ /tmp/wheels/
+RUN /opt/venv/bin/pip install --no-deps --no-index /tmp/wheels/disengage-*.whl \
+ && /opt/venv/bin/pip check \
+ && rm -rf /tmp/wheels
+
+USER disengage
+WORKDIR /home/disengage
+
+# /metrics, /healthz and /readyz of the worker (DISENGAGE_METRICS_PORT, default 9464).
+EXPOSE 9464
+
+# Liveness, not readiness: /healthz answers while the process runs; /readyz is 503 until the
+# replica owns partitions (and on a replica left without any), which is no reason to restart.
+# The port follows DISENGAGE_METRICS_PORT through the settings module (no curl in slim).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; from stream.settings import Settings; urllib.request.urlopen(f'http://127.0.0.1:{Settings.from_env().metrics_port}/healthz', timeout=4)"]
+
+ENTRYPOINT ["disengage"]
+CMD ["worker"]
