@@ -278,10 +278,27 @@ def create_app(settings: Settings) -> faust.App:
 
 
 async def _update_gauges(app: faust.App, runtime: Runtime) -> None:
-    """Consumer lag per owned partition and open sessions."""
-    ready = runtime.healthy and bool(runtime.processor.partitions) and not app.rebalancing
+    """Checkpoint age, readiness (as /readyz), consumer lag per owned
+    partition and open sessions. The first two never wait on Kafka or Redis
+    calls that may hang, so they stay true during an outage."""
+    # the checkpoint age keeps growing between checkpoints
+    parts = runtime.processor.partitions.values()
+    if parts:
+        oldest = min(part.checkpointed_at for part in parts)
+        runtime.metrics.checkpoint_age.set(max(0.0, time.time() - oldest))
+    try:
+        await asyncio.wait_for(runtime.store.ping(), timeout=1.0)
+        store_ok = True
+    except Exception:
+        store_ok = False
+    ready = (
+        store_ok
+        and runtime.healthy
+        and bool(runtime.processor.partitions)
+        and not app.rebalancing
+    )
     runtime.metrics.ready.set(1.0 if ready else 0.0)
-    if app.rebalancing:
+    if app.rebalancing or not store_ok:
         return
     consumer = app.consumer
     topic = runtime.settings.topic_interactions
@@ -299,11 +316,6 @@ async def _update_gauges(app: faust.App, runtime: Runtime) -> None:
     runtime.metrics.active_sessions.set(
         sum([await runtime.store.open_sessions(p) for p in runtime.processor.partitions])
     )
-    # the checkpoint age keeps growing between checkpoints
-    parts = runtime.processor.partitions.values()
-    if parts:
-        oldest = min(part.checkpointed_at for part in parts)
-        runtime.metrics.checkpoint_age.set(max(0.0, time.time() - oldest))
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:

@@ -195,7 +195,17 @@ def published_ports(name: str) -> list[tuple[int, int]]:
 
 def image_services() -> list[str]:
     """Services running the project's own image (built from ./Dockerfile)."""
-    return [name for name, s in SERVICES.items() if "build" in s]
+    built = {s.get("image") for s in SERVICES.values() if "build" in s}
+    return [name for name, s in SERVICES.items() if "build" in s or s.get("image") in built]
+
+
+def test_one_service_builds_the_image_and_the_others_never_pull_it() -> None:
+    builders = [name for name, s in SERVICES.items() if "build" in s]
+    assert builders == ["worker"], "one builder: parallel bake exports of one tag fail"
+    for name in image_services():
+        if name != "worker":
+            assert SERVICES[name].get("pull_policy") == "never", name
+            assert "worker" in depends_on(name), f"{name} must start after the image is built"
 
 
 def one_shot_services() -> set[str]:

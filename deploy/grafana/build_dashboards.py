@@ -92,7 +92,10 @@ def timeseries(
     bars: bool = False,
     thresholds: list[tuple[float, str]] | None = None,
     minimum: float | None = 0,
+    right: dict[str, str] | None = None,
 ) -> Panel:
+    """A time series panel; ``right`` maps query refIds to a unit drawn on a
+    right-hand axis (a second quantity in the same panel)."""
     custom: dict[str, Any] = {
         "drawStyle": "bars" if bars else "line",
         "lineWidth": 1,
@@ -114,7 +117,19 @@ def timeseries(
         "description": description,
         "datasource": DATASOURCE,
         "targets": queries,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "fieldConfig": {
+            "defaults": defaults,
+            "overrides": [
+                {
+                    "matcher": {"id": "byFrameRefID", "options": ref},
+                    "properties": [
+                        {"id": "unit", "value": ref_unit},
+                        {"id": "custom.axisPlacement", "value": "right"},
+                    ],
+                }
+                for ref, ref_unit in (right or {}).items()
+            ],
+        },
         "options": {
             "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
             "tooltip": {"mode": "multi", "sort": "desc"},
@@ -366,6 +381,7 @@ def pipeline() -> dict[str, Any]:
                     ),
                 ],
                 unit="s",
+                right={"C": "short"},
             ),
             12,
             8,
@@ -411,6 +427,7 @@ def pipeline() -> dict[str, Any]:
                     ),
                 ),
                 unit="s",
+                right={"B": "ops"},
             ),
             8,
             8,
@@ -428,21 +445,8 @@ def pipeline() -> dict[str, Any]:
                     ),
                 ],
                 unit="bytes",
-            )
-            | {
-                "fieldConfig": {
-                    "defaults": {"unit": "bytes", "min": 0, "custom": {"showPoints": "never"}},
-                    "overrides": [
-                        {
-                            "matcher": {"id": "byFrameRefID", "options": "B"},
-                            "properties": [
-                                {"id": "unit", "value": "short"},
-                                {"id": "custom.axisPlacement", "value": "right"},
-                            ],
-                        }
-                    ],
-                }
-            },
+                right={"B": "short"},
+            ),
             8,
             8,
         )
