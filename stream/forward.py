@@ -47,6 +47,13 @@ most N alert posts plus one digest per window. Digests spend no token. In
 ``json`` the digest is a CloudEvent of type ``disengage.forward.digest`` whose
 data lists the counts and (up to 100) held-back alert ids.
 
+Held-back messages are kept in memory (their bytes are what a refused digest
+dead-letters) but at most ``HELD_MAX`` (10,000, some 20 MB): when that many
+are held, the forwarder stops reading, waits for the window to end and sends
+the digest, then goes on. Their offsets stay uncommitted meanwhile anyway.
+The ids of an accepted digest are recorded for de-duplication like posted
+alerts, so a restart before the commit does not post them one by one.
+
 Delivery
 --------
 * Each post has the alert id in its payload and as the ``Idempotency-Key``
@@ -59,13 +66,24 @@ Delivery
   ``<alerts topic>.forward.dlq``) with headers ``dlq.reason`` = ``http_<status>``,
   ``dlq.detail`` (the start of the answer), ``dlq.alert.id`` and the source
   headers of the worker's DLQ. Input that is not JSON or not a disengage alert
-  goes there too (``not_json``, ``not_cloudevent``, ``not_an_alert``).
+  goes there too (``not_json``, ``not_cloudevent``, ``not_an_alert``), and so
+  does an alert whose payload cannot be built (``not_an_alert``, the detail
+  names the error): one odd message never stops the forwarder. Dead-letter
+  writes are retried while Kafka fails, except when Kafka refuses the record
+  itself (e.g. too large): that is logged as an error with its position and
+  skipped.
 * Offsets are committed per partition up to the last message fully handled:
   accepted by the webhook (2xx), dead-lettered, filtered, a duplicate, or held
   back *and* summarised in a digest the webhook accepted. Posts go one at a
   time, in partition order, so a failing webhook holds everything: nothing is
   committed until it answers. Commits happen at most every
-  ``--commit-interval`` seconds, on partition revocation and on exit.
+  ``--commit-interval`` seconds, on partition revocation and on exit (the
+  last commit waits at most 10 s, so a stop during a Kafka outage exits).
+* Rebalances: a revocation commits what was handled and drops the held-back
+  alerts of the revoked partitions. The rest of a batch fetched before a
+  rebalance is abandoned, not handled: aiokafka resumes a (re)assigned
+  partition from its committed offset, so those messages, and the dropped
+  held-back ones, are read again and never committed past unseen.
 * De-duplication on the alert id: ids already delivered are skipped, using a
   bounded in-memory LRU and a Redis record ``dg:fwd:{<group>}:<id>`` (TTL 7
   days) written after the webhook accepted. A restart after "posted but not yet
@@ -93,6 +111,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import signal
@@ -140,6 +159,19 @@ DEDUPE_TTL_S = 7 * 24 * 3600
 RETRY_AFTER_MAX_S = 600.0
 #: Held-back alert ids listed in a JSON digest.
 DIGEST_MAX_IDS = 100
+#: Held-back messages kept in memory at most; when reached, the forwarder
+#: reads nothing more until the window's digest went out.
+HELD_MAX = 10_000
+#: Longest wait for the last commit on exit (seconds).
+FINAL_COMMIT_TIMEOUT_S = 10.0
+#: aiokafka errors of a dead-letter write that no retry can fix (the record
+#: itself is refused): logged and skipped. Every other error is retried.
+PERMANENT_DLQ_ERRORS: tuple[str, ...] = (
+    "MessageSizeTooLargeError",
+    "RecordTooLargeError",
+    "RecordListTooLargeError",
+    "CorruptRecordException",
+)
 
 _ALERT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _RATE = re.compile(r"^\s*(\d+)\s*(?:/\s*(s|sec|second|m|min|minute|h|hr|hour))?\s*$", re.I)
@@ -281,7 +313,16 @@ class AlertView:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    """``value`` as a finite float; ``None`` for anything else (including
+    NaN, Infinity and integers too large for a float, all of which
+    ``json.loads`` accepts)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _text(value: Any, limit: int) -> str | None:
@@ -294,10 +335,13 @@ def _text(value: Any, limit: int) -> str | None:
 def view_of(alert: Mapping[str, Any], page_type: str | None, include_session: bool) -> AlertView:
     """The readable parts of ``alert`` (never its ``user_hash``). Long values
     are clipped: pages to 300 characters, reasons to 300, the action to 500."""
-    data = alert.get("data") or {}
+    data = alert.get("data")
+    if not isinstance(data, Mapping):
+        data = {}
+    raw_reasons = data.get("reasons")
     reasons = tuple(
         t
-        for r in (data.get("reasons") or [])[:3]
+        for r in (raw_reasons[:3] if isinstance(raw_reasons, list) else [])
         if isinstance(r, dict) and (t := _text(r.get("text"), 300))
     )
     kind = str(data.get("kind"))
@@ -424,7 +468,9 @@ def _section(text: str) -> dict[str, Any]:
 def json_payload(alert: Mapping[str, Any], v: AlertView, include_session: bool) -> dict[str, Any]:
     """The CloudEvent with ``user_hash`` null (and the session left out
     unless ``include_session``), plus a one-line ``summary``."""
-    out: dict[str, Any] = json.loads(json.dumps(alert))  # a deep copy
+    # a deep copy, NaN and infinite numbers (not JSON, but json.loads takes
+    # them on the topic) made null
+    out: dict[str, Any] = json.loads(json.dumps(alert), parse_constant=lambda _: None)
     data = out["data"]
     data["user_hash"] = None
     if not include_session and data.get("session_id") is not None:
@@ -448,7 +494,8 @@ def build_payload(
 
 
 def encode(payload: Mapping[str, Any]) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    """Strict JSON (``ValueError`` on NaN or infinite numbers)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 # ================================================================ rate limit
@@ -551,6 +598,12 @@ class HoldBack(Generic[T]):
     def due(self) -> bool:
         """True once the window of the first held-back alert has passed."""
         return self.started is not None and self.clock() - self.started >= self.window_s
+
+    def remaining(self) -> float:
+        """Seconds until :meth:`due` (0 when due or when nothing is held)."""
+        if self.started is None:
+            return 0.0
+        return max(0.0, self.window_s - (self.clock() - self.started))
 
     def take(self) -> tuple[Digest, list[T]]:
         """The digest of the window and its tokens; opens a new window."""
@@ -1078,8 +1131,13 @@ class Forwarder:
         self.held: HoldBack[_Held] = HoldBack(
             options.rate_limit.window_s if options.rate_limit.count else 60.0
         )
+        self.max_held = HELD_MAX
+        self.pause_step_s = 1.0
         self.tracker: OffsetTracker[Any] = OffsetTracker()
         self.committed: dict[Any, int] = {}
+        #: incremented by every revocation and assignment: a batch fetched in
+        #: an older generation is stale
+        self.generation = 0
         self.last_commit = 0.0
         self.commit_lock = asyncio.Lock()
         self.consumer: Any = None
@@ -1136,8 +1194,10 @@ class Forwarder:
             )
             await self._loop(stop)
         finally:
-            with contextlib.suppress(Exception):
-                await self._commit(force=True)
+            try:
+                await asyncio.wait_for(self._commit(force=True), FINAL_COMMIT_TIMEOUT_S)
+            except Exception as exc:  # a Kafka outage must not keep us from exiting
+                log.warning("last commit failed (%s: %s)", type(exc).__name__, exc)
             for closer in (
                 self.consumer.stop,
                 self.producer.stop,
@@ -1154,20 +1214,48 @@ class Forwarder:
         consumer = self.consumer
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=500, max_records=100)
+            generation = self.generation
             for part, messages in batch.items():
                 for message in messages:
-                    if stop.is_set() or part not in consumer.assignment():
+                    if stop.is_set() or self.generation != generation:
                         break
-                    await self._handle(part, message, stop)
+                    if part not in consumer.assignment():
+                        break
+                    await self._handle(part, message, stop, generation)
                     await self._maybe_digest(stop)
+                    await self._wait_for_room(stop)
                     await self._commit()
+                if stop.is_set() or self.generation != generation:
+                    if self.generation != generation:
+                        log.info("rebalanced: the rest of the batch is read again")
+                    break
             await self._maybe_digest(stop)
             await self._commit()
         if len(self.held):
             await self._send_digest(stop)  # stop is set: one attempt
 
+    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+        """With ``max_held`` alerts held back, read nothing more until the
+        digest of the window went out (or a revocation dropped them)."""
+        if len(self.held) < self.max_held:
+            return
+        log.warning(
+            "%d alerts held back by the rate limit: pausing until the digest in %.0fs",
+            len(self.held),
+            self.held.remaining(),
+        )
+        while len(self.held) >= self.max_held and not stop.is_set() and not self.held.due():
+            delay = max(0.0, min(self.pause_step_s, self.held.remaining()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        await self._maybe_digest(stop)
+
     # --------------------------------------------------------------- handling
-    async def _handle(self, part: Any, message: Any, stop: asyncio.Event) -> None:
+    async def _handle(
+        self, part: Any, message: Any, stop: asyncio.Event, generation: int | None = None
+    ) -> None:
+        if generation is None:
+            generation = self.generation
         self.tracker.start(part, message.offset)
         try:
             alert = parse_alert(message.value)
@@ -1178,8 +1266,12 @@ class Forwarder:
                 self.tracker.done(part, message.offset)
             return
         alert_id = alert["id"]
-        page_type = page_type_of(alert, self.classify)
-        why = self.options.filters.rejects(alert, page_type)
+        try:
+            page_type = page_type_of(alert, self.classify)
+            why = self.options.filters.rejects(alert, page_type)
+        except Exception as exc:  # odd but parseable: dead-letter, never crash
+            await self._unusable(part, message, alert_id, exc, stop)
+            return
         if why is not None:
             self._count("filtered")
             log.debug("alert %s filtered out by %s", alert_id, why)
@@ -1190,14 +1282,22 @@ class Forwarder:
             log.debug("alert %s already delivered", alert_id)
             self.tracker.done(part, message.offset)
             return
+        if self.generation != generation:
+            return  # rebalanced meanwhile: read again from the committed offset
         data = alert["data"]
         if not self.bucket.try_take():
             self.held.hold(alert_id, data["kind"], data["severity"], _Held(part, message))
             self._count("rate_limited")
             log.debug("alert %s held back by the rate limit", alert_id)
             return  # handled once a digest is accepted
-        payload = build_payload(alert, page_type, self.options.fmt, self.options.include_session)
-        result = await self._deliver(encode(payload), alert_id, stop)
+        try:
+            body = encode(
+                build_payload(alert, page_type, self.options.fmt, self.options.include_session)
+            )
+        except Exception as exc:  # odd but parseable: dead-letter, never crash
+            await self._unusable(part, message, alert_id, exc, stop)
+            return
+        result = await self._deliver(body, alert_id, stop)
         if result.outcome == "accepted":
             await self.seen.remember(alert_id)
             self._accepted()
@@ -1219,6 +1319,16 @@ class Forwarder:
         else:
             log.info("stopping: alert %s left for the next run", alert_id)
 
+    async def _unusable(
+        self, part: Any, message: Any, alert_id: str, exc: Exception, stop: asyncio.Event
+    ) -> None:
+        """An alert no payload could be made of: to the forward DLQ."""
+        detail = f"cannot build the payload: {type(exc).__name__}: {str(exc)[:200]}"
+        if await self._dead_letter([message], "not_an_alert", detail, alert_id, stop):
+            self._count("invalid")
+            log.warning("unusable alert %s at %s: %s", alert_id, _where_in(message), detail)
+            self.tracker.done(part, message.offset)
+
     async def _maybe_digest(self, stop: asyncio.Event) -> None:
         if self.held.due():
             await self._send_digest(stop)
@@ -1234,6 +1344,8 @@ class Forwarder:
             self._accepted()
             self.metrics.digests.inc()
             log.info("sent digest: %s", text)
+            for alert_id in digest.ids:  # never posted one by one after a restart
+                await self.seen.remember(alert_id)
             for item in held:
                 self.tracker.done(item.part, item.message.offset)
         elif result.outcome == "rejected":
@@ -1280,8 +1392,18 @@ class Forwarder:
         stop: asyncio.Event,
     ) -> bool:
         """Write ``messages`` to the forward DLQ, retrying while Kafka fails;
-        False when stopping first (the messages stay unhandled)."""
+        False when stopping first (the messages stay unhandled). A record
+        Kafka refuses for good (``PERMANENT_DLQ_ERRORS``) is logged and
+        counts as handled."""
+        from aiokafka import errors as kafka_errors
+
         from stream.pipeline import Message, Record, dead_letter
+
+        permanent = tuple(
+            getattr(kafka_errors, name)
+            for name in PERMANENT_DLQ_ERRORS
+            if hasattr(kafka_errors, name)
+        )
 
         now = time.time()
         records = []
@@ -1303,6 +1425,16 @@ class Forwarder:
                     for r in records
                 ]
                 await asyncio.gather(*futures)
+                return True
+            except permanent as exc:
+                log.error(
+                    "dead-letter write to %s refused for good (%s: %s); skipped: %s",
+                    self.dlq_topic,
+                    type(exc).__name__,
+                    exc,
+                    ", ".join(_where_in(m) for m in messages[:20])
+                    + (f" and {len(messages) - 20} more" if len(messages) > 20 else ""),
+                )
                 return True
             except Exception as exc:  # broker trouble: retry, never drop
                 if stop.is_set():
@@ -1357,6 +1489,15 @@ class Forwarder:
         for part in gone:
             self.tracker.forget(part)
             self.committed.pop(part, None)
+        self.generation += 1
+
+    async def assigned(self, parts: Iterable[Any]) -> None:
+        """Start afresh on (re)assigned partitions: aiokafka reads them again
+        from their committed offsets."""
+        for part in parts:
+            self.tracker.forget(part)
+            self.committed.pop(part, None)
+        self.generation += 1
 
     # ---------------------------------------------------------------- metrics
     def _count(self, result: str) -> None:
@@ -1402,6 +1543,7 @@ def _rebalance_listener(forwarder: Forwarder) -> Any:
             await forwarder.revoked(revoked)
 
         async def on_partitions_assigned(self, assigned: Iterable[Any]) -> None:
+            await forwarder.assigned(assigned)
             names = ", ".join(f"{p.topic}/{p.partition}" for p in sorted(assigned))
             log.info("assigned %s", names or "no partitions")
 

@@ -377,3 +377,44 @@ def test_filters_and_the_rate_limit_end_to_end(
     assert fwd.count("rate_limited") == len(held)
     assert fwd.count("sent") == len(posted)
     assert fwd.stop() == 0
+
+
+def test_odd_but_parseable_alerts_never_stop_the_forwarder(
+    env: Env, webhook: Webhook, alerts: list[dict[str, Any]]
+) -> None:
+    """Alerts with a reasons object or number, NaN/Infinity/1e400 numbers
+    (``json.loads`` takes them) or deep nesting once crashed the forwarder
+    for good; they are delivered as strict JSON and the next alerts too."""
+    changes: list[dict[str, Any]] = [
+        {"reasons": {"text": "an object, not a list"}},
+        {"reasons": 7},
+        {"visits": "__NaN__", "rate_before": "__Infinity__", "rate_now": "__1e400__"},
+        {"visits": "__1e400__", "page": {"not": "a string"}, "stage": 3},
+        {"deep": "__DEEP__"},
+    ]
+    records: list[tuple[bytes | None, bytes]] = []
+    for alert, change in zip(alerts, changes, strict=False):
+        odd = json.loads(json.dumps(alert))
+        odd["data"].update(change)
+        text = json.dumps(odd).replace('"__DEEP__"', "[" * 400 + "]" * 400)
+        for token in ("NaN", "Infinity", "1e400"):
+            text = text.replace(f'"__{token}__"', token)
+        records.append((alert["subject"].encode(), text.encode()))
+    good = alerts[len(changes) : len(changes) + 3]
+    records += alert_records(good)
+    asyncio.run(produce(env.bootstrap, env.alerts, records))
+    ends = end_offsets(env)
+    fwd = Forwarder(env, webhook.url, "--rate-limit", "0", "--format", "json", *FAST).start()
+
+    wanted = {a["id"] for a in alerts[: len(changes) + 3]}
+    wait_until(lambda: set(webhook.accepted_ids()) == wanted, 30, "every alert", fwd)
+    wait_until(lambda: committed(env) == ends, 15, "offsets committed to the end", fwd)
+
+    def strict(constant: str) -> Any:
+        raise AssertionError(f"{constant} posted: not JSON")
+
+    for request in webhook.accepted():
+        payload = json.loads(request.body, parse_constant=strict)
+        assert payload["id"] == request.key and payload["summary"]
+    assert fwd.count("sent") == len(wanted) and fwd.count("invalid") == 0
+    assert fwd.stop() == 0

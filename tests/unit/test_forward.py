@@ -6,16 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
 import pytest
 
+import stream.forward as forward
 from detectors.alerts import ALERT_JSON_SCHEMA, Alert, Reason
 from stream.forward import (
     AlertFilter,
     Backoff,
     Digest,
+    Forwarder,
+    ForwardOptions,
     HoldBack,
     InvalidAlert,
     LruSet,
@@ -32,6 +37,7 @@ from stream.forward import (
     deliver,
     digest_payload,
     digest_text,
+    encode,
     page_type_of,
     parse_alert,
     parse_rate_limit,
@@ -40,6 +46,7 @@ from stream.forward import (
     retry_cause,
     retry_delay,
     scrub,
+    view_of,
 )
 from stream.metrics import FORWARD_RESULTS, FORWARD_RETRY_CAUSES, ForwarderMetrics
 
@@ -709,3 +716,273 @@ def test_cli_parses_the_forward_options() -> None:
     )
     assert (args.format, args.no_redis, args.no_session_id) == ("json", True, True)
     assert (args.group, args.offset_reset, args.timeout) == ("disengage-forwarder", "earliest", 10)
+
+
+# ------------------------------------------------ odd but parseable alerts
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"reasons": {"text": "a dict, not a list"}},
+        {"reasons": 7},
+        {"reasons": "a string"},
+        {"reasons": [1, None, {"text": 5}]},
+        {"visits": float("nan")},
+        {"visits": float("inf"), "rate_before": float("-inf"), "rate_now": float("nan")},
+        {"visits": 10**400},
+        {"visits": "__1e400__", "rate_now": 1.5},
+        {"page": {"nested": [1, 2]}, "stage": 3, "suggested_action": ["x"]},
+    ],
+)
+@pytest.mark.parametrize("fmt", ["slack", "json"])
+def test_odd_but_parseable_alerts_still_make_a_strict_json_payload(
+    data: dict[str, Any], fmt: str
+) -> None:
+    alert = hotspot_alert()
+    alert["data"].update(data)
+    text = json.dumps(alert).replace('"__1e400__"', "1e400")  # also NaN, Infinity
+    parsed = parse_alert(text.encode())
+    view = view_of(parsed, "checkout", True)
+    for number in (view.rate_before, view.rate_now):
+        assert number is None or number == number
+    body = encode(build_payload(parsed, "checkout", fmt, True))
+    json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} in the payload"))
+
+
+# ---------------------------------------------- the loop, with fakes for I/O
+@dataclass(frozen=True)
+class TP:
+    topic: str
+    partition: int
+
+
+@dataclass
+class Msg:
+    value: bytes | None
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int = 0
+
+
+class FakeConsumer:
+    """One partition; like aiokafka, a re-assignment resumes at the committed
+    offset. ``on_idle`` runs when there is nothing left to read."""
+
+    def __init__(self, values: list[bytes]) -> None:
+        self.tp = TP("alerts", 0)
+        self.messages = [Msg(v, None, "alerts", 0, i) for i, v in enumerate(values)]
+        self.position = 0
+        self.committed: int | None = None
+        self.commits: list[int] = []
+        self.on_commit: Any = None
+        self.on_idle: Any = None
+
+    def assignment(self) -> set[TP]:
+        return {self.tp}
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int = 100) -> dict[TP, list[Msg]]:
+        await asyncio.sleep(0)
+        batch = self.messages[self.position : self.position + max_records]
+        self.position += len(batch)
+        if not batch and self.on_idle is not None:
+            self.on_idle()
+        return {self.tp: batch} if batch else {}
+
+    async def commit(self, offsets: dict[TP, int]) -> None:
+        self.committed = offsets[self.tp]
+        self.commits.append(self.committed)
+        if self.on_commit is not None:
+            self.on_commit(self.committed)
+
+    def reassign(self) -> None:
+        self.position = self.committed or 0
+
+
+@dataclass
+class FakeProducer:
+    sent: list[tuple[str, bytes, dict[str, bytes]]] = field(default_factory=list)
+    fail: Exception | None = None
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+    ) -> asyncio.Future[None]:
+        if self.fail is not None:
+            raise self.fail
+        self.sent.append((topic, value, dict(headers or [])))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class AcceptingPoster:
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+
+    async def post(self, body: bytes, idempotency_key: str) -> PostResult:
+        self.posts.append((idempotency_key, json.loads(body)))
+        return PostResult(200)
+
+    def covered(self) -> set[str]:
+        """Ids posted one by one or listed in a digest."""
+        out = set()
+        for key, payload in self.posts:
+            if key.startswith("digest-"):
+                out |= set(payload["data"]["alert_ids"])
+            else:
+                out.add(key)
+        return out
+
+
+class HookedRedis(FakeRedis):
+    """FakeRedis that runs ``hooks[id]`` (once) when that alert is looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks: dict[str, Any] = {}
+
+    async def exists(self, key: str) -> int:
+        for alert_id in list(self.hooks):
+            if key.endswith(":" + alert_id):
+                await self.hooks.pop(alert_id)()
+        return await super().exists(key)
+
+
+def looped(values: list[bytes], rate: str = "0") -> tuple[Forwarder, FakeConsumer]:
+    options = ForwardOptions(
+        "http://127.0.0.1:9/hook",
+        fmt="json",
+        rate_limit=parse_rate_limit(rate),
+        commit_interval_s=0.0,
+    )
+    fwd = Forwarder(SimpleNamespace(detector=None, topic_alerts="alerts"), options)
+    consumer = FakeConsumer(values)
+    fwd.consumer = consumer
+    fwd.producer = FakeProducer()
+    fwd.poster = AcceptingPoster()
+    fwd.seen = SeenIds("fwd", HookedRedis())
+    clock = FakeClock(36_000.0)
+    fwd.bucket = TokenBucket(options.rate_limit, clock)  # never refills
+    fwd.held = HoldBack(options.rate_limit.window_s, clock)
+    return fwd, consumer
+
+
+def run_loop(fwd: Forwarder, consumer: FakeConsumer) -> None:
+    """The loop until the topic is read, then the exit commit (as ``run``)."""
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        consumer.on_idle = stop.set
+        await fwd._loop(stop)
+        await fwd._commit(force=True)
+
+    asyncio.run(go())
+
+
+def no_commit_past_undelivered(
+    fwd: Forwarder, consumer: FakeConsumer, ids: list[str], before: frozenset[str] = frozenset()
+) -> None:
+    """Fail any commit past an alert neither posted, digested nor delivered
+    ``before``."""
+    poster = fwd.poster
+    assert isinstance(poster, AcceptingPoster)
+
+    def check(offset: int) -> None:
+        missing = [i for i in ids[:offset] if i not in poster.covered() | before]
+        assert not missing, f"committed {offset} before {missing} were delivered"
+
+    consumer.on_commit = check
+
+
+def test_a_rebalance_mid_batch_never_commits_past_dropped_held_back_alerts() -> None:
+    alerts = [session_alert(sid=f"s{i}") for i in range(4)]
+    ids = [a["id"] for a in alerts]
+    fwd, consumer = looped([raw(a) for a in alerts], rate="1/min")
+    # 0 is sent, 1 held back, the partition is revoked and given back while 2
+    # is handled; 3 was delivered by an earlier run, so it is done at once:
+    # the old loop committed 4 there, past the dropped 1 and 2)
+    no_commit_past_undelivered(fwd, consumer, ids, frozenset(ids[3:]))
+
+    async def rebalance() -> None:  # while alert 2 is being handled
+        await fwd.revoked([consumer.tp])  # commits 1, drops the held 1
+        consumer.reassign()
+        await fwd.assigned([consumer.tp])
+
+    redis = fwd.seen.redis
+    assert isinstance(redis, HookedRedis)
+    redis.data[dedupe_key("fwd", ids[3])] = ("1", None)
+    redis.hooks[ids[2]] = rebalance
+    run_loop(fwd, consumer)
+    assert consumer.commits[0] == 1 and consumer.committed == 4
+    poster = fwd.poster
+    assert isinstance(poster, AcceptingPoster)
+    assert poster.posts[0][0] == ids[0]
+    assert poster.covered() == set(ids[:3])
+    digests = [p for k, p in poster.posts if k.startswith("digest-")]
+    assert [d["data"]["alert_ids"] for d in digests] == [ids[1:3]]
+    # the digested ids are recorded: after a crash they are not posted again
+    assert all(dedupe_key("fwd", i) in redis.data for i in ids[1:3])
+    assert all(i in fwd.seen.lru for i in ids)
+
+
+def test_an_alert_no_payload_can_be_made_of_is_dead_lettered_and_the_loop_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    alerts = [session_alert(sid=f"s{i}") for i in range(3)]
+    ids = [a["id"] for a in alerts]
+    odd = raw(alerts[0]).replace(b'"reasons": [', b'"visits": NaN, "reasons": {"x": [')
+    odd = odd.replace(b'"suggested_action"', b'"_": 0}, "suggested_action"', 1)
+    assert parse_alert(odd)["data"]["reasons"]["_"] == 0
+    real_build = forward.build_payload
+
+    def build(alert: Any, *args: Any) -> dict[str, Any]:
+        if alert["id"] == ids[1]:
+            raise TypeError("unsupported operand type(s)")
+        return real_build(alert, *args)
+
+    monkeypatch.setattr(forward, "build_payload", build)
+    fwd, consumer = looped([odd, raw(alerts[1]), raw(alerts[2])])
+    run_loop(fwd, consumer)
+    poster = fwd.poster
+    assert isinstance(poster, AcceptingPoster)
+    assert [k for k, _ in poster.posts] == [ids[0], ids[2]]
+    producer = fwd.producer
+    assert isinstance(producer, FakeProducer)
+    [(topic, value, headers)] = producer.sent
+    assert topic == "alerts.forward.dlq" and value == raw(alerts[1])
+    assert headers["dlq.reason"] == b"not_an_alert"
+    assert b"TypeError: unsupported operand" in headers["dlq.detail"]
+    assert headers["dlq.alert.id"] == ids[1].encode()
+    assert consumer.committed == 3
+
+
+def test_held_back_alerts_are_capped_by_pausing_until_the_digest() -> None:
+    alerts = [session_alert(sid=f"s{i}") for i in range(5)]
+    ids = [a["id"] for a in alerts]
+    fwd, consumer = looped([raw(a) for a in alerts], rate="1/min")
+    no_commit_past_undelivered(fwd, consumer, ids)
+    fwd.max_held = 2
+    fwd.pause_step_s = 0.001
+    ticks = iter(range(10**6))
+    fwd.held.clock = lambda: 36_000.0 + next(ticks)  # time passes while paused
+    run_loop(fwd, consumer)
+    poster = fwd.poster
+    assert isinstance(poster, AcceptingPoster)
+    digests = [p["data"]["alert_ids"] for k, p in poster.posts if k.startswith("digest-")]
+    assert digests == [ids[1:3], ids[3:5]]
+    assert consumer.committed == 5
+
+
+def test_a_dead_letter_kafka_refuses_for_good_is_logged_and_skipped() -> None:
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    good = session_alert()
+    fwd, consumer = looped([b"not json", raw(good)])
+    producer = fwd.producer
+    assert isinstance(producer, FakeProducer)
+    producer.fail = MessageSizeTooLargeError()
+    run_loop(fwd, consumer)
+    poster = fwd.poster
+    assert isinstance(poster, AcceptingPoster)
+    assert [k for k, _ in poster.posts] == [good["id"]]
+    assert consumer.committed == 2
