@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: system-deps demo test lint typecheck unit integration bench bench-uci infra-up infra-down clean docs
+.PHONY: system-deps demo test lint typecheck unit integration bench bench-uci bench-forward infra-up infra-down clean docs
 
 # The virtualenv, with the package in editable mode and every extra the tests use.
 $(STAMP): pyproject.toml
@@ -42,6 +42,10 @@ bench: $(STAMP)
 
 bench-uci: $(STAMP)
 	$(BIN)/python benchmarks/uci_trust_models.py $(ARGS)
+
+## Webhook forwarder: backlog alerts/s vs a bare aiohttp loop, live latency (real Kafka + Redis).
+bench-forward: $(STAMP) system-deps
+	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python benchmarks/bench_forward.py $(ARGS)
 
 infra-up:
 	@$(PYTHON) deploy/local/infra.py start
