@@ -55,6 +55,12 @@ PAGE_TYPES: tuple[str, ...] = (
 #: Journey stages in their nominal forward order. ``support`` sits outside the
 #: order: a visit there is neither progress nor regression.
 STAGE_ORDER: tuple[str, ...] = ("discover", "consider", "evaluate", "decide", "convert")
+#: Every stage and its index in the per-stage arrays of the session state:
+#: the forward order, then ``support``.
+STAGE_INDEX: dict[str, int] = {s: i for i, s in enumerate((*STAGE_ORDER, "support"))}
+#: Stages where a visitor weighs the purchase: stalls, hesitation and the
+#: trust-drop rule are judged only here.
+DELIBERATION_STAGES: frozenset[str] = frozenset({"evaluate", "decide"})
 
 DEFAULT_STAGE_MAP: dict[str, str] = {
     "home": "discover",
@@ -297,6 +303,6 @@ class DetectorConfig:
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be at least 2")
         for page_type, stage in self.stage_map.items():
-            if stage not in (*STAGE_ORDER, "support"):
+            if stage not in STAGE_INDEX:
                 raise ValueError(f"stage_map[{page_type!r}] = {stage!r} is not a stage")
         return self

@@ -21,7 +21,7 @@ from typing import Any
 from river import stats
 
 from detectors.alerts import Alert, Reason, severity_for, suggested_action
-from detectors.config import DetectorConfig
+from detectors.config import DELIBERATION_STAGES, STAGE_INDEX, DetectorConfig
 from detectors.events import Event
 from detectors.features import (
     hesitation_features,
@@ -34,7 +34,7 @@ from detectors.features import (
 from detectors.hesitation import HESITATION_STAGES, HESITATION_WORDS, HesitationModel
 from detectors.hotspots import HotspotFinding, HotspotMonitor
 from detectors.journey import JourneyTracker, step_label
-from detectors.session import SIGNAL_INDEX, SIGNALS, SessionState, id_hash48
+from detectors.session import SIGNAL_INDEX, SIGNALS, SessionState, id_hash48, page_key
 from detectors.signals import (
     SIGNAL_WEIGHTS,
     SIGNAL_WORDS,
@@ -52,6 +52,8 @@ from detectors.signals import (
     friction_score,
 )
 from detectors.trust import TRUST_WORDS, TrustModel
+
+_DECIDE = STAGE_INDEX["decide"]  # furthest >= this: the visitor reached the basket
 
 MODEL_FORMAT = 1
 RIVER_VERSION = version("river")
@@ -269,7 +271,8 @@ class Detector:
     def _page_view(
         self, state: SessionState, event: Event, hits: list[SignalHit], result: StepResult
     ) -> bool:
-        leave = self.journey.leave(state, event)
+        key = page_key(event.page, event.page_type)
+        leave = self.journey.leave(state, event, key)
         if leave is not None:
             hits += self.uturn.on_leave(leave, event.ts)
             hits += self.form.on_leave(leave.had_form, event.ts)
@@ -277,7 +280,7 @@ class Detector:
             finding = self.models.hotspots.observe(self._hotspot_key(state), problem, event.ts)
             if finding is not None:
                 result.alerts.append(self._hotspot_alert(finding, state, event.event_id, event.ts))
-        progressed = self.journey.enter(state, event)
+        progressed = self.journey.enter(state, event, key)
         hits += self.loop.on_enter(state, event.ts)
         hits += self.touch.on_enter(state, event.page_type, event.ts)
         hits += self.slow.update(event)
@@ -324,7 +327,7 @@ class Detector:
         model_ready = trust.closed >= cfg.trust_min_closed and trust.auc >= cfg.trust_min_auc
         drop_rule = False
         floor_rule = False
-        if model_ready and scored and state.stage in ("evaluate", "decide"):
+        if model_ready and scored and state.stage in DELIBERATION_STAGES:
             base = trust.base_rate
             fall = state.trust_peak - state.trust
             fall_threshold = trust.observe_drop(fall)
@@ -335,7 +338,7 @@ class Detector:
                 and state.trust <= state.trust_peak * (1.0 - cfg.trust_drop)
                 and state.trust < base
             )
-            floor = state.furthest >= 3 and state.trust <= cfg.trust_floor_ratio * base
+            floor = state.furthest >= _DECIDE and state.trust <= cfg.trust_floor_ratio * base
             state.trust_strikes = state.trust_strikes + 1 if drop or floor else 0
             if state.trust_strikes >= cfg.trust_strikes:
                 drop_rule, floor_rule = drop, floor and not drop

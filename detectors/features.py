@@ -17,6 +17,7 @@ import math
 from array import array
 from collections.abc import Sequence
 
+from detectors.config import STAGE_INDEX, STAGE_ORDER
 from detectors.session import SIGNAL_INDEX, SessionState
 
 TRUST_FEATURES: tuple[str, ...] = (
@@ -89,6 +90,8 @@ def _l(x: float) -> float:
 
 
 _CAP = len(_LOG1P_TABLE) - 1
+_LAST_STAGE = float(len(STAGE_ORDER) - 1)  # furthest stage, scaled to 0-1
+_SUPPORT = STAGE_INDEX["support"]
 
 
 def trust_vector(state: SessionState, now: int) -> list[float]:
@@ -107,13 +110,13 @@ def trust_vector(state: SessionState, now: int) -> list[float]:
     return [
         t[min(state.n_pages, _CAP)],
         _l((now - state.start_ts) / 60_000.0),
-        max(state.furthest, 0) / 4.0,
+        max(state.furthest, 0) / _LAST_STAGE,
         1.0 if state.stage == "decide" else 0.0,
         t[min(pages[0], _CAP)],
         t[min(pages[1], _CAP)],
         t[min(pages[2], _CAP)],
         t[min(pages[3], _CAP)],
-        t[min(pages[5], _CAP)],
+        t[min(pages[_SUPPORT], _CAP)],
         _l(evaluate_ms / 60_000.0),
         _l(decide_ms / 60_000.0),
         t[min(state.regressions, _CAP)],

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 from river import anomaly, stats
 
-from detectors.config import DetectorConfig
+from detectors.config import DELIBERATION_STAGES, STAGE_ORDER, DetectorConfig
 from detectors.features import HESITATION_FEATURES
 
-HESITATION_STAGES: tuple[str, ...] = ("evaluate", "decide")
+#: One model per deliberation stage, in journey order (their seeds follow it).
+HESITATION_STAGES: tuple[str, ...] = tuple(s for s in STAGE_ORDER if s in DELIBERATION_STAGES)
 
 #: Rolling window of the adaptive threshold (checkpoints per stage).
 THRESHOLD_WINDOW = 5000

@@ -14,9 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from detectors.config import STAGE_ORDER, DetectorConfig
+from detectors.config import STAGE_INDEX, STAGE_ORDER, DetectorConfig
 from detectors.events import Event
-from detectors.session import STAGE_INDEX, SessionState, page_key
+from detectors.session import SessionState, page_key
 
 #: Page views remembered for loop and revisit detection.
 PAGE_HISTORY_CAP = 24
@@ -74,11 +74,14 @@ class JourneyTracker:
             return "consider"
         return self.stage_map.get(page_type, "consider")
 
-    def leave(self, state: SessionState, event: Event) -> PageLeave | None:
-        """Describe the page that ``event`` (a page view) leaves, if any."""
+    def leave(
+        self, state: SessionState, event: Event, key: int | None = None
+    ) -> PageLeave | None:
+        """Describe the page that ``event`` (a page view) leaves, if any;
+        ``key`` is the event's :func:`page_key` when the caller has it."""
         if state.page_enter == 0:
             return None
-        new_key = page_key(event.page, event.page_type)
+        new_key = page_key(event.page, event.page_type) if key is None else key
         return PageLeave(
             page=state.page,
             page_type=state.page_type,
@@ -87,14 +90,15 @@ class JourneyTracker:
             had_form=state.form_open,
         )
 
-    def enter(self, state: SessionState, event: Event) -> bool:
+    def enter(self, state: SessionState, event: Event, key: int | None = None) -> bool:
         """Apply a page view; return True when it is forward progress."""
         ts = event.ts
         stage = self.stage_of(event.page_type)
         if state.page_enter:
             # time since the previous page view belongs to the stage it was in
             state.stage_ms[STAGE_INDEX[state.stage]] += max(0, ts - state.stage_since)
-        key = page_key(event.page, event.page_type)
+        if key is None:
+            key = page_key(event.page, event.page_type)
         if any(k == key for k, _ in state.page_history):
             state.revisits += 1
         state.page_history.append((key, ts))
@@ -122,13 +126,13 @@ class JourneyTracker:
         progressed = False
         state.stage_since = ts
         if stage in STAGE_ORDER:
-            idx = STAGE_ORDER.index(stage)
+            idx = STAGE_INDEX[stage]
             if idx > state.furthest:
                 if state.furthest >= 0 and idx > state.furthest + 1:
                     state.skipped += idx - state.furthest - 1
                 state.furthest = idx
                 progressed = True
-            elif state.stage in STAGE_ORDER and idx < STAGE_ORDER.index(state.stage):
+            elif state.stage in STAGE_ORDER and idx < STAGE_INDEX[state.stage]:
                 state.regressions += 1
         state.stage = stage
         return progressed

@@ -14,8 +14,10 @@ import heapq
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from detectors.alerts import Alert
+from detectors.config import DetectorConfig
 from detectors.detector import Detector, StepResult
 from detectors.events import Event, EventParser, InvalidEvent
 from detectors.session import SessionState
@@ -168,3 +170,16 @@ def parse_lines(
         except InvalidEvent as exc:
             if stats is not None:
                 stats.invalid[exc.reason] += 1
+
+
+def replay_alerts(events: Iterable[dict[str, Any]], config: DetectorConfig) -> list[Alert]:
+    """The alerts a fresh detector raises over ``events`` (raw event objects,
+    fed in the given order). Raises :class:`InvalidEvent` on bad input.
+
+    >>> cfg = DetectorConfig()
+    >>> replay_alerts([{"session_id": "a", "ts": 1700000000000, "type": "page_view"}], cfg)
+    []
+    """
+    parser = EventParser(config)
+    runner = OfflineRunner(Detector(config))
+    return [alert for raw in events for alert in runner.feed(parser.parse(raw))]

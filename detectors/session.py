@@ -27,18 +27,11 @@ from array import array
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from detectors.config import STAGE_INDEX
+
 #: Serialisation format version, first element of every encoded state.
 STATE_VERSION = 1
 
-STAGE_INDEX: dict[str, int] = {
-    "discover": 0,
-    "consider": 1,
-    "evaluate": 2,
-    "decide": 3,
-    "convert": 4,
-    "support": 5,
-}
-STAGES: tuple[str, ...] = tuple(STAGE_INDEX)
 
 #: Friction and hesitation signal names, in the order of ``signal_counts``.
 SIGNALS: tuple[str, ...] = (
@@ -98,8 +91,8 @@ class SessionState:
     regressions: int = 0
     skipped: int = 0
     revisits: int = 0
-    stage_pages: list[int] = field(default_factory=lambda: [0] * 6)
-    stage_ms: list[int] = field(default_factory=lambda: [0] * 6)
+    stage_pages: list[int] = field(default_factory=lambda: [0] * len(STAGE_INDEX))
+    stage_ms: list[int] = field(default_factory=lambda: [0] * len(STAGE_INDEX))
     n_pages: int = 0
     page: str | None = None
     page_type: str | None = None

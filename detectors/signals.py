@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from detectors.config import DetectorConfig
+from detectors.config import DELIBERATION_STAGES, STAGE_INDEX, DetectorConfig
 from detectors.events import Event
 from detectors.journey import PageLeave
 from detectors.session import SIGNAL_INDEX, SessionState
@@ -288,7 +288,7 @@ class Stall:
     stage. Fires once per progress period.
     """
 
-    STAGES = frozenset({"evaluate", "decide"})
+    STAGES = DELIBERATION_STAGES
 
     def __init__(self, config: DetectorConfig) -> None:
         self.stall_ms = config.stall_ms
@@ -325,9 +325,10 @@ class TrustTouchpoint:
     """
 
     PAGES = frozenset({"returns", "shipping", "reviews", "pricing"})
+    DECIDE = STAGE_INDEX["decide"]  # "after reaching the basket"
 
     def on_enter(self, state: SessionState, page_type: str | None, ts: int) -> list[SignalHit]:
-        if page_type in self.PAGES and state.furthest >= 3:
+        if page_type in self.PAGES and state.furthest >= self.DECIDE:
             return [SignalHit("trust_touchpoint", 1.0, ts)]
         return []
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from detectors.config import DEFAULT_STAGE_MAP, PAGE_TYPES, STAGE_ORDER, DetectorConfig
+from detectors.config import (
+    DEFAULT_STAGE_MAP,
+    PAGE_TYPES,
+    STAGE_INDEX,
+    STAGE_ORDER,
+    DetectorConfig,
+)
 from detectors.events import Event, EventParser
 from detectors.journey import JourneyTracker
-from detectors.session import STAGE_INDEX, SessionState
+from detectors.session import SessionState
 from tests.unit.helpers import T0, Driver
 
 CFG = DetectorConfig()
