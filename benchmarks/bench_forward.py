@@ -35,9 +35,7 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from detectors.config import DetectorConfig
-from detectors.detector import Detector
-from detectors.events import EventParser
-from detectors.runner import OfflineRunner
+from detectors.runner import replay_alerts
 from detectors.simulator import SimConfig, Simulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,13 +79,8 @@ class Receiver:
 
 def real_alerts() -> list[dict[str, Any]]:
     config = DetectorConfig()
-    parser = EventParser(config)
-    runner = OfflineRunner(Detector(config))
-    out = []
-    for event in Simulator(SimConfig(sessions=600, seed=7), keep_truth=False).events():
-        for alert in runner.feed(parser.parse(event)):
-            out.append(alert.to_cloudevent(config.source))
-    return out
+    events = Simulator(SimConfig(sessions=600, seed=7), keep_truth=False).events()
+    return [alert.to_cloudevent(config.source) for alert in replay_alerts(events, config)]
 
 
 def copies(alerts: list[dict[str, Any]], n: int, tag: str) -> list[dict[str, Any]]:

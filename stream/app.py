@@ -143,26 +143,16 @@ def create_app(settings: Settings) -> faust.App:
     )
     runtime = Runtime(settings, app)
     app.disengage = runtime  # type: ignore[attr-defined]
-    interactions = app.topic(
-        settings.topic_interactions,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-        internal=True,
-    )
-    alerts_topic = app.topic(
-        settings.topic_alerts,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-        internal=True,
-    )
-    dlq_topic = app.topic(
-        settings.topic_dlq,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-        internal=True,
+    # raw bytes both ways; declared with the configured partition count
+    interactions, alerts_topic, dlq_topic = (
+        app.topic(
+            name,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+            internal=True,
+        )
+        for name in (settings.topic_interactions, settings.topic_alerts, settings.topic_dlq)
     )
 
     @app.agent(interactions)

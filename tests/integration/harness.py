@@ -20,16 +20,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from detectors.config import DetectorConfig
-from detectors.detector import Detector
-from detectors.events import EventParser
-from detectors.runner import OfflineRunner
+from detectors.runner import replay_alerts
 from detectors.session import SessionState
 from stream.redis_store import state_key
 
@@ -108,19 +106,20 @@ def reap_workers() -> None:
 
 
 class Worker:
-    """A ``disengage worker`` subprocess."""
+    """A ``disengage worker`` subprocess (``args``: another subcommand)."""
 
-    def __init__(self, env: Env, name: str = "w") -> None:
+    def __init__(self, env: Env, name: str = "w", args: tuple[str, ...] = ("worker",)) -> None:
         self.env = env
+        self.args = list(args)
         self.port = free_port()
         self.log_path = ROOT / ".cache" / "test-logs" / f"{env.tag}-{name}-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Worker:
+    def start(self) -> Self:
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", "worker"],
+            [sys.executable, "-m", "stream", *self.args],
             env=self.env.worker_env(self.port),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -305,11 +304,5 @@ def offline_alert_ids(
     only those of one rule (the transparent rules do not depend on how the
     models were partitioned)."""
     config = DetectorConfig().with_overrides(**overrides)
-    parser = EventParser(config)
-    runner = OfflineRunner(Detector(config))
-    ids = set()
-    for raw in sorted(events, key=lambda e: e["ts"]):
-        for alert in runner.feed(parser.parse(raw)):
-            if rule is None or alert.rule == rule:
-                ids.add(alert.id)
-    return ids
+    alerts = replay_alerts(sorted(events, key=lambda e: e["ts"]), config)
+    return {alert.id for alert in alerts if rule is None or alert.rule == rule}

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,12 +23,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from detectors.config import DetectorConfig
-from detectors.detector import Detector
-from detectors.events import EventParser
-from detectors.runner import OfflineRunner
+from detectors.runner import replay_alerts
 from detectors.simulator import SimConfig, Simulator
 
-from .harness import ROOT, STARTED, Env, Worker, consume, metric_sum, produce
+from .harness import Env, Worker, consume, metric_sum, produce
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +40,8 @@ def alerts() -> list[dict[str, Any]]:
     """The detector's alerts over 600 simulated sessions (about 40, of every
     kind and severity), as CloudEvents."""
     config = DetectorConfig()
-    parser = EventParser(config)
-    runner = OfflineRunner(Detector(config))
-    out = []
-    for event in Simulator(SimConfig(sessions=600, seed=7), keep_truth=False).events():
-        for alert in runner.feed(parser.parse(event)):
-            out.append(alert.to_cloudevent(config.source))
+    events = Simulator(SimConfig(sessions=600, seed=7), keep_truth=False).events()
+    out = [alert.to_cloudevent(config.source) for alert in replay_alerts(events, config)]
     kinds = Counter(a["data"]["kind"] for a in out)
     assert len(out) >= 30 and set(kinds) == {"trust_loss", "hesitation", "friction_hotspot"}
     assert {a["data"]["severity"] for a in out} == {"low", "medium", "high"}
@@ -147,20 +139,8 @@ class Forwarder(Worker):
 
     def __init__(self, env: Env, url: str, *args: str, name: str = "fwd") -> None:
         super().__init__(env, name)
-        self.args = ["--webhook", url, "--group", group(env), "--metrics-port", str(self.port)]
-        self.args += list(args)
-
-    def start(self) -> Forwarder:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", "alerts", "forward", *self.args],
-            env=self.env.worker_env(self.port),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-        STARTED.append(self)
-        return self
+        self.args = ["alerts", "forward", "--webhook", url, "--group", group(env)]
+        self.args += ["--metrics-port", str(self.port), *args]
 
     def count(self, result: str) -> float:
         return metric_sum(self.metrics(), "disengage_forward_alerts_total", result=result)
