@@ -35,7 +35,7 @@ from typing import Any
 
 from detectors.config import DetectorConfig
 from detectors.detector import Detector
-from detectors.evaluation import evaluate, roc_auc
+from detectors.evaluation import MIN_PREFIX_EVENTS, PREFIXES, evaluate, roc_auc
 from detectors.events import Event, EventParser
 from detectors.runner import OfflineRunner, RunStats, parse_lines, reorder
 from detectors.simulator import SimConfig, Simulator
@@ -96,12 +96,12 @@ def engagement_baseline(lines: list[str], config: DetectorConfig) -> dict[str, f
     for event in parse_lines(lines, parser):
         per.setdefault(event.session_id, []).append(event)
     out: dict[str, float | None] = {}
-    for frac in (0.25, 0.5, 0.75):
+    for frac in PREFIXES:
         scores, labels = [], []
         for events in per.values():
             goal = next((i for i, e in enumerate(events) if e.type == config.goal_event), -1)
             n = goal if goal >= 0 else len(events)
-            if n < 3:
+            if n < MIN_PREFIX_EVENTS:
                 continue
             prefix = events[: max(1, math.ceil(frac * n))]
             clicks = sum(1 for e in prefix if e.type == "click")
@@ -232,7 +232,7 @@ def _print(f: dict[str, Any]) -> None:
         "  prefix AUC            "
         + "   ".join(
             f"{k}: {q['prefix_auc'][k]} (engagement baseline {base[k]})"
-            for k in ("0.25", "0.5", "0.75")
+            for k in map(str, PREFIXES)
         )
     )
     print(

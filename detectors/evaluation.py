@@ -66,16 +66,22 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float | None:
     return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
 
 
+def _in_incident(alert: Alert, incident: dict[str, Any]) -> bool:
+    """Whether a hotspot alert names the incident's key within its span."""
+    return (
+        alert.subject == f"hotspot/{incident['key']}"
+        and incident["start_ts"] <= alert.event_time <= incident["end_ts"]
+    )
+
+
 @dataclass
 class _Track:
     scores: array[float] = field(default_factory=lambda: array("f"))
-    times: array[int] = field(default_factory=lambda: array("q"))
     goal_index: int = -1
     first_alert_ts: int = 0
     first_alert_index: int = 0
     alerts: int = 0
     alert_times: list[int] = field(default_factory=list)
-    outcome: str | None = None
     end_ts: int = 0
 
 
@@ -182,12 +188,7 @@ class Evaluation:
             result[f"{kind}_delay_s_median"] = _median(delays)
         incidents = []
         for incident in self.truth["incidents"]:
-            hits = [
-                a
-                for a in self.hotspots
-                if a.subject == f"hotspot/{incident['key']}"
-                and incident["start_ts"] <= a.event_time <= incident["end_ts"]
-            ]
+            hits = [a for a in self.hotspots if _in_incident(a, incident)]
             incidents.append(
                 {
                     "key": incident["key"],
@@ -203,10 +204,7 @@ class Evaluation:
         outside = [
             a
             for a in self.hotspots
-            if not any(
-                a.subject == f"hotspot/{i['key']}" and i["start_ts"] <= a.event_time <= i["end_ts"]
-                for i in self.truth["incidents"]
-            )
+            if not any(_in_incident(a, i) for i in self.truth["incidents"])
         ]
         # When arrivals stop at the end of a simulated span, only closes remain
         # and every page's abandonment rate rises: count those separately.
@@ -254,7 +252,6 @@ def evaluate(
     def on_close(state: SessionState) -> None:
         track = tracks.get(state.sid)
         if track is not None:
-            track.outcome = state.outcome
             track.end_ts = state.last_ts
 
     detector = Detector(config)

@@ -112,15 +112,21 @@ class OfflineRunner:
             if state.outcome is None:
                 if state.last_ts + timeout > due:
                     continue  # touched since; a newer entry exists
-                closing = self.detector.close(state, "timeout", state.last_ts + timeout)
-                alerts += closing
-                for alert in closing:
-                    self.stats.alerts[alert.kind] += 1
-                self._closed(state)
+                alerts += self._timeout(state)
                 heapq.heappush(self._expiry, (state.closed_ts + timeout, sid))
             elif state.closed_ts + timeout <= now:
                 del self.sessions[sid]
         return alerts
+
+    def _timeout(self, state: SessionState) -> list[Alert]:
+        """Close an idle session at its timeout; count its alerts and close."""
+        closing = self.detector.close(
+            state, "timeout", state.last_ts + self.config.session_timeout_ms
+        )
+        for alert in closing:
+            self.stats.alerts[alert.kind] += 1
+        self._closed(state)
+        return closing
 
     def _closed(self, state: SessionState) -> None:
         assert state.outcome is not None
@@ -131,14 +137,9 @@ class OfflineRunner:
     def finish(self) -> list[Alert]:
         """End of input: close every open session as timed out."""
         alerts: list[Alert] = []
-        timeout = self.config.session_timeout_ms
         for state in list(self.sessions.values()):
             if state.outcome is None:
-                closing = self.detector.close(state, "timeout", state.last_ts + timeout)
-                alerts += closing
-                for alert in closing:
-                    self.stats.alerts[alert.kind] += 1
-                self._closed(state)
+                alerts += self._timeout(state)
         return alerts
 
 

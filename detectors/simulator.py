@@ -160,7 +160,6 @@ class _Session:
         path: str,
         dwell_s: float,
         *,
-        reading: float = 1.0,
         hesitant: bool = False,
         load_ms: float | None = None,
         step: int | None = None,
@@ -178,7 +177,7 @@ class _Session:
         self.emit("page_view", props)
         end = self.t + int(dwell_s * 1000)
         pct = 0.0
-        steps = max(1, int(dwell_s / (6.0 if not hesitant else 4.0) * reading))
+        steps = max(1, int(dwell_s / (6.0 if not hesitant else 4.0)))
         for _ in range(steps):
             if self.t >= end:
                 break
