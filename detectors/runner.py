@@ -177,8 +177,16 @@ def replay_alerts(events: Iterable[dict[str, Any]], config: DetectorConfig) -> l
     """The alerts a fresh detector raises over ``events`` (raw event objects,
     fed in the given order). Raises :class:`InvalidEvent` on bad input.
 
-    >>> cfg = DetectorConfig()
-    >>> replay_alerts([{"session_id": "a", "ts": 1700000000000, "type": "page_view"}], cfg)
+    >>> t0 = 1700000000000
+    >>> events = [{"session_id": "a", "ts": t0, "type": "page_view", "page": "/products/1"}]
+    >>> events += [
+    ...     {"session_id": "a", "ts": t0 + 1000 + 2000 * i, "type": "click",
+    ...      "props": {"x": 50, "y": 50, "target": "button#buy", "dead": True}}
+    ...     for i in range(4)
+    ... ]
+    >>> [(a.kind, a.rule, a.subject) for a in replay_alerts(events, DetectorConfig())]
+    [('trust_loss', 'friction_pileup', 'a')]
+    >>> replay_alerts(events[:1], DetectorConfig())
     []
     """
     parser = EventParser(config)

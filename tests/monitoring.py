@@ -81,3 +81,21 @@ METRIC_NAME = re.compile(r"(?<![:\w])(disengage_[a-z0-9_]+|process_[a-z_]+)\b")
 def metric_names(expr: str) -> set[str]:
     """Names of the disengage/process metrics an expression reads."""
     return set(METRIC_NAME.findall(expr))
+
+
+def exported_metric_names() -> set[str]:
+    """Every sample name a worker's /metrics can carry."""
+    from stream.metrics import Metrics
+
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        name, kind = family.name, family.type
+        if kind == "counter":
+            names |= {name + "_total", name + "_created"}
+        elif kind == "histogram":
+            names |= {name + suffix for suffix in ("_bucket", "_sum", "_count", "_created")}
+        elif kind == "info":
+            names.add(name + "_info")
+        else:
+            names.add(name)
+    return names

@@ -617,8 +617,10 @@ def test_metrics_port_is_the_one_prometheus_scrapes_and_the_image_exposes() -> N
 
 
 def test_every_scrape_target_is_a_compose_service_serving_that_port() -> None:
+    checked: set[str] = set()
     for job in prometheus_config().get("scrape_configs") or []:
         for host, port in scrape_targets(job["job_name"]):
+            checked.add(job["job_name"])
             if host in {"localhost", "127.0.0.1"}:
                 assert port == 9090, f"job {job['job_name']}: Prometheus itself is on 9090"
                 continue
@@ -627,6 +629,7 @@ def test_every_scrape_target_is_a_compose_service_serving_that_port() -> None:
                 assert port in served_ports(host), (
                     f"job {job['job_name']} scrapes {host}:{port}; it serves {served_ports(host)}"
                 )
+    assert "disengage-worker" in checked, "no scrape target of the worker job was checked"
 
 
 def test_topic_initialiser_creates_the_topics_the_workers_use() -> None:

@@ -11,10 +11,7 @@ import sys
 
 import yaml
 
-from stream.metrics import Metrics
-
-from .monitoring import ROOT, dashboards, grafana_expr, metric_names, panels
-from .test_prometheus_rules import _sample_names
+from .monitoring import ROOT, dashboards, exported_metric_names, grafana_expr, metric_names, panels
 
 GRAFANA = ROOT / "deploy" / "grafana"
 
@@ -69,7 +66,7 @@ def test_panels_do_not_overlap() -> None:
 
 
 def test_panels_read_only_exported_metrics_and_known_variables() -> None:
-    exported = {n for family in Metrics().registry.collect() for n in _sample_names(family)}
+    exported = exported_metric_names()
     for name, board in dashboards().items():
         for panel in panels(board):
             for t in panel["targets"]:

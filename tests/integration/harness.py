@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from detectors.config import DetectorConfig
 from detectors.runner import replay_alerts
 from detectors.session import SessionState
+from detectors.simulator import SimConfig, Simulator
 from stream.redis_store import state_key
 
 from .conftest import redis_db_url
@@ -306,3 +308,38 @@ def offline_alert_ids(
     config = DetectorConfig().with_overrides(**overrides)
     alerts = replay_alerts(sorted(events, key=lambda e: e["ts"]), config)
     return {alert.id for alert in alerts if rule is None or alert.rule == rule}
+
+
+# ------------------------------------------------------------ simulated load
+def simulated(sessions: int, seed: int) -> tuple[list[dict[str, Any]], Simulator]:
+    """Sessions that started 40 minutes ago, in event order."""
+    start = int(time.time() * 1000) - 40 * 60 * 1000
+    sim = Simulator(SimConfig(sessions=sessions, seed=seed, start_ts=start, incident=False))
+    return list(sim.events()), sim
+
+
+def friction_oracle(events: list[dict[str, Any]]) -> set[str]:
+    """Friction alert ids of the offline detector with the same settings."""
+    return offline_alert_ids(
+        events,
+        rule="friction_pileup",
+        trust_min_closed=100_000_000,
+        hesitation_warmup=100_000_000,
+        alert_budget_per_1000=0.0,
+        hotspot_min_visits=100_000_000,
+    )
+
+
+def expected_counts(events: list[dict[str, Any]]) -> dict[str, int]:
+    """Events each session's state must have applied: all of them, except
+    what comes after a purchase (refused after close)."""
+    counts: Counter[str] = Counter()
+    closed: set[str] = set()
+    for e in sorted(events, key=lambda e: e["ts"]):
+        sid = e["session_id"]
+        if sid in closed:
+            continue
+        counts[sid] += 1
+        if e["type"] == "purchase":
+            closed.add(sid)
+    return dict(counts)

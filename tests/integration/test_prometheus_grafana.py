@@ -35,6 +35,7 @@ from ..monitoring import (
     grafana_expr,
     panels,
     recording_rules,
+    rule_groups,
 )
 from .harness import ROOT, Env, Worker, free_port, metric_sum, produce
 
@@ -222,7 +223,7 @@ def test_every_panel_and_recording_rule_returns_data(
     # -- every rule evaluates without error; on this healthy load no critical alert fires
     groups = prom.api("/api/v1/rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == sum(len(g["rules"]) for g in _repo_groups())
+    assert len(rules) == sum(len(g["rules"]) for g in rule_groups())
     broken = [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
     assert not broken, broken
     firing = [
@@ -233,7 +234,3 @@ def test_every_panel_and_recording_rule_returns_data(
         if a["state"] == "firing"
     ]
     assert not [f for f in firing if f[1] == "critical"], firing
-
-
-def _repo_groups() -> list[dict[str, Any]]:
-    return [g for path in RULE_FILES for g in yaml.safe_load(path.read_text())["groups"]]

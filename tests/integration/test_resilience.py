@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import Counter
 from typing import Any
 
 import pytest
@@ -20,28 +19,15 @@ from .harness import (
     Worker,
     consume,
     event_records,
+    expected_counts,
+    friction_oracle,
     load_states,
     metric_sum,
     produce,
+    simulated,
 )
-from .test_worker import friction_oracle, simulated
 
 pytestmark = pytest.mark.integration
-
-
-def expected_counts(events: list[dict[str, Any]], sim: Any) -> dict[str, int]:
-    """Events each session's state must have applied: all of them, except
-    what comes after a purchase (refused after close)."""
-    counts: Counter[str] = Counter()
-    closed: set[str] = set()
-    for e in sorted(events, key=lambda e: e["ts"]):
-        sid = e["session_id"]
-        if sid in closed:
-            continue
-        counts[sid] += 1
-        if e["type"] == "purchase":
-            closed.add(sid)
-    return dict(counts)
 
 
 async def wait_applied(env: Env, counts: dict[str, int], timeout: float) -> dict[str, Any]:
@@ -66,8 +52,8 @@ async def all_alert_ids(env: Env) -> list[str]:
 
 
 async def test_kill_9_mid_stream_loses_nothing_and_repeats_nothing(env: Env) -> None:
-    events, sim = simulated(500, seed=31)
-    counts = expected_counts(events, sim)
+    events, _ = simulated(500, seed=31)
+    counts = expected_counts(events)
     expected = friction_oracle(events)
     assert expected
     await produce(env.bootstrap, env.interactions, event_records(events))
@@ -94,9 +80,10 @@ async def test_kill_9_mid_stream_loses_nothing_and_repeats_nothing(env: Env) -> 
 
 
 async def test_two_workers_share_partitions_and_take_over_from_redis(env: Env) -> None:
-    events, sim = simulated(400, seed=41)
-    counts = expected_counts(events, sim)
+    events, _ = simulated(400, seed=41)
+    counts = expected_counts(events)
     expected = friction_oracle(events)
+    assert expected
     a = Worker(env, "a").start()
     b = Worker(env, "b").start()
     try:
@@ -112,7 +99,7 @@ async def test_two_workers_share_partitions_and_take_over_from_redis(env: Env) -
         assert pa and pb and not set(pa) & set(pb), (pa, pb)
         half = len(events) // 2
         await produce(env.bootstrap, env.interactions, event_records(events[:half]))
-        first_counts = expected_counts(events[:half], sim)
+        first_counts = expected_counts(events[:half])
         await wait_applied(env, first_counts, timeout=90)
         assert a.stop() == 0, a.tail()  # graceful: its models are checkpointed
         client = aioredis.Redis.from_url(env.redis_db_url)

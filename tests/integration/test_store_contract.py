@@ -24,7 +24,7 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     if request.param == "memory":
         yield MemorySessionStore(ttl_s=3600)
@@ -97,6 +97,7 @@ async def test_memory_store_expires_by_injected_clock() -> None:
     assert await store.load(["t"]) == {}
 
 
+@pytest.mark.integration
 async def test_redis_store_sets_ttl_and_hash_tagged_keys(redis_url: str) -> None:
     url = redis_db_url(redis_url, CONTRACT_DB + 1)
     client = aioredis.Redis.from_url(url)

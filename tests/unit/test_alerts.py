@@ -29,7 +29,7 @@ from detectors.detector import Detector
 from detectors.events import Event, EventParser
 from detectors.runner import OfflineRunner
 from detectors.simulator import SimConfig, Simulator
-from tests.unit.helpers import Driver
+from tests.unit.helpers import Driver, event
 
 CFG = DetectorConfig()
 VALIDATOR = Draft202012Validator(ALERT_JSON_SCHEMA)
@@ -276,7 +276,9 @@ def test_alert_carries_session_context() -> None:
     )
     assert alert.page == "/products/1"
     assert alert.reasons[0].signal == "dead_click" and alert.reasons[0].value == 4
-    assert alert.trigger_event_id is not None
+    (raised_at,) = [t for t, r in d.results if r.alerts]
+    trigger = event("click", raised_at, sid="sess-42", x=50, y=50, target="button#buy", dead=True)
+    assert alert.trigger_event_id == trigger.event_id
     assert alert.suggested_action == DEFAULT_PLAYBOOK["trust_loss/consider"]
     assert VALIDATOR.is_valid(alert.to_cloudevent(CFG.source))
 

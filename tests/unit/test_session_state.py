@@ -26,8 +26,9 @@ PARSER = EventParser(CFG)
 
 
 @cache
-def simulated() -> tuple[Event, ...]:
-    return tuple(PARSER.parse(e) for e in Simulator(SimConfig(sessions=30, seed=3)).events())
+def simulated(sessions: int = 30, seed: int = 3) -> tuple[Event, ...]:
+    config = SimConfig(sessions=sessions, seed=seed)
+    return tuple(PARSER.parse(e) for e in Simulator(config).events())
 
 
 def by_session(events: tuple[Event, ...]) -> dict[str, list[Event]]:
@@ -80,7 +81,7 @@ def test_roundtrip_after_realistic_sessions() -> None:
 
 
 def test_roundtrip_at_every_step_and_restored_states_behave_identically() -> None:
-    events = simulated()
+    events = simulated(200, 5)  # enough traffic for alerts to be raised
     det = Detector(CFG)
     states: dict[str, SessionState] = {}
     for e in events:
@@ -89,6 +90,7 @@ def test_roundtrip_at_every_step_and_restored_states_behave_identically() -> Non
         assert_roundtrip(result.state)
     plain, plain_alerts = run(events)
     restored, restored_alerts = run(events, roundtrip=True)
+    assert plain_alerts
     assert restored_alerts == plain_alerts
     assert {k: s.to_bytes() for k, s in restored.items()} == {
         k: s.to_bytes() for k, s in plain.items()
