@@ -15,7 +15,7 @@ takes an injected clock.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from detectors.session import SessionState
@@ -31,6 +31,10 @@ class SessionStore(Protocol):
     async def save(self, partition: int, states: Sequence[SessionState]) -> None:
         """Write states with a TTL; track open ones by last-seen time and
         sessions with a non-empty outbox, both per ``partition``."""
+        ...
+
+    async def save_many(self, groups: Mapping[int, Sequence[SessionState]]) -> None:
+        """:meth:`save` for several partitions at once (one round trip)."""
         ...
 
     async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
@@ -95,6 +99,10 @@ class MemorySessionStore:
                 continue
             out[sid] = SessionState.from_bytes(item[1])
         return out
+
+    async def save_many(self, groups: Mapping[int, Sequence[SessionState]]) -> None:
+        for partition, states in groups.items():
+            await self.save(partition, states)
 
     async def save(self, partition: int, states: Sequence[SessionState]) -> None:
         deadline = self.clock() + self.ttl_s

@@ -36,7 +36,7 @@ from typing import Any, Protocol, TypeVar
 from detectors.alerts import Alert, rfc3339
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, DetectorModels
-from detectors.events import Event, EventParser, InvalidEvent
+from detectors.events import Event, EventParser, InvalidEvent, parse_ts
 from detectors.session import SessionState
 from detectors.store import SessionStore
 from stream.metrics import Metrics
@@ -113,13 +113,7 @@ def alert_record(
     event["producedat"] = produced_at
     if record_ms is not None:
         event["recordtime"] = rfc3339(record_ms)
-    key = (alert.session_id or alert.subject).encode()
-    headers: Headers = [
-        ("ce_id", event["id"].encode()),
-        ("ce_type", event["type"].encode()),
-        ("content-type", b"application/cloudevents+json"),
-    ]
-    return Record(key, json.dumps(event, separators=(",", ":")).encode(), headers)
+    return _record_from_json(event, json.dumps(event, separators=(",", ":")))
 
 
 def checkpoint_name(partition: int) -> str:
@@ -288,7 +282,9 @@ class BatchProcessor:
         hotspots: list[Alert],
         record_ms: int | None,
     ) -> None:
-        produced_at = _rfc3339_now(self.clock())
+        if not alerts:
+            return  # most events raise none
+        produced_at = rfc3339(int(self.clock() * 1000))
         for alert in alerts:
             if alert.kind == "friction_hotspot":
                 hotspots.append(alert)
@@ -324,8 +320,7 @@ class BatchProcessor:
         for partition, state in items:
             by_partition.setdefault(partition, []).append(state)
             self._remember(partition, state)
-        for partition, group in by_partition.items():
-            await self._call("save", self.store.save, partition, group)
+        await self._call("save", self.store.save_many, by_partition)
 
     async def _deliver(
         self,
@@ -345,8 +340,8 @@ class BatchProcessor:
                     continue
                 records.append(_record_from_json(event, text))
                 data = event["data"]
-                kinds.append((data["kind"], data["severity"], _event_time_ms(data["event_time"])))
-        produced_at = _rfc3339_now(self.clock())
+                kinds.append((data["kind"], data["severity"], parse_ts(data["event_time"])))
+        produced_at = rfc3339(int(self.clock() * 1000))
         for alert in hotspots:
             records.append(alert_record(alert, self.config.source, produced_at))
             kinds.append((alert.kind, alert.severity, alert.event_time))
@@ -374,7 +369,7 @@ class BatchProcessor:
             loaded = await self._call("load", self.store.load, pending)
             states = [(p, s) for s in loaded.values() if s.outbox]
             oldest = min(
-                (_event_time_ms(json.loads(t)["producedat"]) for _, s in states for t in s.outbox),
+                (parse_ts(json.loads(t)["producedat"]) for _, s in states for t in s.outbox),
                 default=None,
             )
             skip = set() if oldest is None else await self.sink.alert_ids_since(oldest - 5000)
@@ -444,7 +439,9 @@ class BatchProcessor:
         m.hotspots_open.set(open_keys)
 
 
-def _record_from_json(event: dict[str, object], text: str) -> Record:
+def _record_from_json(event: dict[str, Any], text: str) -> Record:
+    """The Kafka record of an alert CloudEvent whose JSON text is ``text``:
+    keyed by session id (hotspots: subject), with CloudEvents headers."""
     data = event["data"]
     assert isinstance(data, dict)
     key = str(data.get("session_id") or event["subject"]).encode()
@@ -454,15 +451,3 @@ def _record_from_json(event: dict[str, object], text: str) -> Record:
         ("content-type", b"application/cloudevents+json"),
     ]
     return Record(key, text.encode(), headers)
-
-
-def _rfc3339_now(now: float) -> str:
-    from detectors.alerts import rfc3339
-
-    return rfc3339(int(now * 1000))
-
-
-def _event_time_ms(text: str) -> int:
-    from datetime import datetime
-
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)

@@ -20,7 +20,8 @@ both the sweep and the outbox recovery re-check the state they point to.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -79,10 +80,19 @@ class RedisSessionStore:
         return out
 
     async def save(self, partition: int, states: Sequence[SessionState]) -> None:
-        if not states:
+        await self.save_many({partition: states})
+
+    async def save_many(self, groups: Mapping[int, Sequence[SessionState]]) -> None:
+        if not any(groups.values()):
             return
         started = time.perf_counter()
         pipe = self.client.pipeline(transaction=False)
+        for partition, states in groups.items():
+            self._queue_save(pipe, partition, states)
+        await pipe.execute()
+        self._timed("save", started)
+
+    def _queue_save(self, pipe: Any, partition: int, states: Sequence[SessionState]) -> None:
         seen: dict[str, int] = {}
         closed: list[str] = []
         with_outbox: list[str] = []
@@ -102,8 +112,6 @@ class RedisSessionStore:
             pipe.sadd(outbox_key(partition, self.ns), *with_outbox)
         if without_outbox:
             pipe.srem(outbox_key(partition, self.ns), *without_outbox)
-        await pipe.execute()
-        self._timed("save", started)
 
     async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
         started = time.perf_counter()
@@ -159,6 +167,18 @@ def _as_str(value: object) -> str:
     return str(value)
 
 
+def redis_from_url(
+    url: str, password: str = "", tls: bool = False, **options: Any
+) -> aioredis.Redis:
+    """A redis.asyncio client for a ``redis://``/``rediss://`` URL; ``tls``
+    upgrades ``redis://`` to TLS, ``password`` is used when the URL has none."""
+    if password:
+        options["password"] = password
+    if tls and url.startswith("redis://"):
+        url = "rediss://" + url[len("redis://") :]
+    return aioredis.Redis.from_url(url, **options)
+
+
 def open_store(
     url: str,
     ttl_s: float,
@@ -171,11 +191,6 @@ def open_store(
     if url.startswith("memory://"):
         return MemorySessionStore(ttl_s)
     if url.startswith(("redis://", "rediss://")):
-        kwargs: dict[str, object] = {}
-        if password:
-            kwargs["password"] = password
-        if tls and url.startswith("redis://"):
-            url = "rediss://" + url[len("redis://") :]
-        client = aioredis.Redis.from_url(url, **kwargs)  # type: ignore[arg-type]
+        client = redis_from_url(url, password, tls)
         return RedisSessionStore(client, ttl_s, observe, namespace)
     raise ValueError(f"unsupported store URL {url.split('://', 1)[0]}:// (memory, redis, rediss)")

@@ -54,6 +54,15 @@ async def test_round_trip_and_missing(store: SessionStore) -> None:
     assert await store.load([]) == {}
 
 
+async def test_save_many_indexes_each_partition_apart(store: SessionStore) -> None:
+    open_a, open_b = _state("m1", 2_000), _state("m2", 4_000)
+    await store.save_many({3: [open_a], 4: [open_b, _state("m3", 1_000)]})
+    assert set(await store.load(["m1", "m2", "m3"])) == {"m1", "m2", "m3"}
+    assert (await store.open_sessions(3), await store.open_sessions(4)) == (1, 2)
+    assert await store.due(3, 10_000, 10) == ["m1"]
+    assert await store.due(4, 10_000, 10) == ["m3", "m2"]
+
+
 async def test_due_orders_by_last_seen_and_respects_limit(store: SessionStore) -> None:
     await store.save(1, [_state("x", 3_000), _state("y", 1_000), _state("z", 9_000)])
     assert await store.open_sessions(1) == 3
