@@ -31,7 +31,6 @@ import os
 import statistics
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from detectors.events import parse_ts  # noqa: E402
 from detectors.simulator import SimConfig, Simulator  # noqa: E402
+from stream.live import EVENTS_PER_SESSION  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
     Env,
     Worker,
@@ -52,8 +53,6 @@ from tests.integration.harness import (  # noqa: E402
     produce,
     reap_workers,
 )
-
-EVENTS_PER_SESSION = 51.5
 
 
 def simulated(n_events: int, seed: int, start_ms: int) -> list[tuple[bytes, bytes]]:
@@ -165,13 +164,13 @@ async def latency_run(base: Env, rate: float, seconds: float) -> dict[str, Any]:
     pipe = []  # input record's Kafka timestamp -> produced: broker + worker only
     for m in messages:
         alert = json.loads(m.value)
-        event_ms = _ms(alert["data"]["event_time"])
+        event_ms = parse_ts(alert["data"]["event_time"])
         if event_ms / 1000 < before:
             continue  # triggered by the backlog run's (old) events
-        produced = _ms(alert["producedat"])
+        produced = parse_ts(alert["producedat"])
         lat.append((produced - event_ms) / 1000.0)
         if "recordtime" in alert:
-            pipe.append((produced - _ms(alert["recordtime"])) / 1000.0)
+            pipe.append((produced - parse_ts(alert["recordtime"])) / 1000.0)
     lat.sort()
     pipe.sort()
     out: dict[str, Any] = {
@@ -186,10 +185,6 @@ async def latency_run(base: Env, rate: float, seconds: float) -> dict[str, Any]:
                 values[min(len(values) - 1, int(len(values) * 0.99))], 4
             )
     return out
-
-
-def _ms(text: str) -> int:
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 async def redis_bytes(env: Env, sample: int = 500) -> dict[str, float]:

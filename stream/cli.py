@@ -271,14 +271,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     level = (args.loglevel or settings.log_level).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("disengage.worker").info("settings %s", settings.redacted())
     try:
-        created = asyncio.run(ensure_topics(settings))
+        asyncio.run(ensure_topics(settings))  # logs what it created
     except Exception as exc:  # broker unreachable or refused: say so, exit non-zero
         raise SystemExit(
             f"disengage worker: cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}"
         ) from None
-    if created:
-        logging.getLogger("disengage.worker").info("created topics %s", ", ".join(created))
     run_worker(settings, loglevel=level.lower())
     return 0
 

@@ -1072,14 +1072,18 @@ class SeenIds:
             self.lru.add(alert_id)
         return found
 
-    async def remember(self, alert_id: str) -> None:
-        self.lru.add(alert_id)
-        if not self._usable():
+    async def remember(self, *alert_ids: str) -> None:
+        """Record delivered ids: the LRU, and Redis in one pipelined round trip."""
+        for alert_id in alert_ids:
+            self.lru.add(alert_id)
+        if not alert_ids or not self._usable():
             return
+        stamp = str(int(time.time()))
         try:
-            await self.redis.set(  # type: ignore[union-attr]
-                dedupe_key(self.group, alert_id), str(int(time.time())), ex=self.ttl_s
-            )
+            pipe = self.redis.pipeline(transaction=False)  # type: ignore[union-attr]
+            for alert_id in alert_ids:
+                pipe.set(dedupe_key(self.group, alert_id), stamp, ex=self.ttl_s)
+            await pipe.execute()
         except Exception as exc:
             self._failed("record", exc)
             return
@@ -1090,14 +1094,9 @@ def redis_client(url: str, password: str = "", tls: bool = False) -> Any | None:
     """A redis.asyncio client with short timeouts, or ``None`` for memory://."""
     if url.startswith("memory://"):
         return None
-    import redis.asyncio as aioredis
+    from stream.redis_store import redis_from_url
 
-    kwargs: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
-    if password:
-        kwargs["password"] = password
-    if tls and url.startswith("redis://"):
-        url = "rediss://" + url[len("redis://") :]
-    return aioredis.Redis.from_url(url, **kwargs)
+    return redis_from_url(url, password, tls, socket_timeout=2.0, socket_connect_timeout=2.0)
 
 
 # ============================================================ the forwarder
@@ -1150,9 +1149,9 @@ class Forwarder:
         """Forward until ``stop`` is set; then commit what was handled."""
         from aiokafka import AIOKafkaConsumer
 
-        from stream.kafka_io import client_options, make_producer
+        from stream.kafka_io import client_options, create_missing_topics, make_producer
 
-        await ensure_forward_topics(self.settings, [self.settings.topic_alerts, self.dlq_topic])
+        await create_missing_topics(self.settings, [self.settings.topic_alerts, self.dlq_topic])
         self.producer = make_producer(self.settings)
         self.consumer = AIOKafkaConsumer(
             **client_options(self.settings),
@@ -1344,8 +1343,7 @@ class Forwarder:
             self._accepted()
             self.metrics.digests.inc()
             log.info("sent digest: %s", text)
-            for alert_id in digest.ids:  # never posted one by one after a restart
-                await self.seen.remember(alert_id)
+            await self.seen.remember(*digest.ids)  # never posted one by one after a restart
             for item in held:
                 self.tracker.done(item.part, item.message.offset)
         elif result.outcome == "rejected":
@@ -1548,28 +1546,6 @@ def _rebalance_listener(forwarder: Forwarder) -> Any:
             log.info("assigned %s", names or "no partitions")
 
     return Listener()
-
-
-async def ensure_forward_topics(settings: Any, topics: list[str]) -> None:
-    """Create the alerts and dead-letter topics when absent (another process
-    may win the race), with the configured partition count."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    from stream.kafka_io import client_options
-
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        missing = [t for t in dict.fromkeys(topics) if t not in set(await admin.list_topics())]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [NewTopic(t, settings.topic_partitions, 1) for t in missing]
-                )
-            log.info("created topics %s", ", ".join(missing))
-    finally:
-        await admin.close()
 
 
 # ==================================================================== running

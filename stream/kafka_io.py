@@ -45,12 +45,18 @@ def client_options(settings: Settings) -> dict[str, Any]:
 async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
     """Create the interactions, alerts and dead-letter topics (and ``extra``)
     when absent; return the names created."""
+    wanted = [settings.topic_interactions, settings.topic_alerts, settings.topic_dlq, *extra]
+    return await create_missing_topics(settings, wanted)
+
+
+async def create_missing_topics(settings: Settings, topics: Sequence[str]) -> list[str]:
+    """Create those of ``topics`` that do not exist, with the configured
+    partition count; return the names created."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.topic_interactions, settings.topic_alerts, settings.topic_dlq, *extra]
-        missing = [t for t in dict.fromkeys(wanted) if t not in existing]
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if missing:
             # another worker may win the race to create them
             with contextlib.suppress(TopicAlreadyExistsError):

@@ -132,3 +132,18 @@ def test_bad_settings_give_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("DISENGAGE_STALL_MS", "two minutes")
     with pytest.raises(SystemExit, match="DISENGAGE_STALL_MS"):
         main(["replay", str(GOLDEN / "session_mix.jsonl"), "-o", "/dev/null"])
+
+
+def test_settings_logged_by_the_worker_mask_every_secret() -> None:
+    from stream.settings import Settings
+
+    secrets = {
+        "DISENGAGE_REDIS_URL": "redis://user:hunter2@redis:6379/0",
+        "DISENGAGE_KAFKA_SASL_PASSWORD": "s3cret-sasl",
+        "DISENGAGE_REDIS_PASSWORD": "s3cret-redis",
+        "DISENGAGE_WEBHOOK_URL": "https://hooks.example/T0/B0/s3cret-path",
+    }
+    shown = str(Settings.from_env(secrets).redacted())
+    for needle in ("hunter2", "s3cret-sasl", "s3cret-redis", "s3cret-path"):
+        assert needle not in shown
+    assert "redis://***@redis:6379/0" in shown

@@ -597,10 +597,24 @@ class FakeRedis:
         self._check()
         return int(key in self.data)
 
-    async def set(self, key: str, value: str, ex: int | None = None) -> bool:
-        self._check()
-        self.data[key] = (value, ex)
-        return True
+    def pipeline(self, transaction: bool = True) -> FakeRedis._Pipeline:
+        return FakeRedis._Pipeline(self)
+
+    class _Pipeline:
+        """Buffered SETs, applied in one call (one round trip)."""
+
+        def __init__(self, redis: FakeRedis) -> None:
+            self.redis = redis
+            self.queued: list[tuple[str, str, int | None]] = []
+
+        def set(self, key: str, value: str, ex: int | None = None) -> None:
+            self.queued.append((key, value, ex))
+
+        async def execute(self) -> list[bool]:
+            self.redis._check()
+            for key, value, ex in self.queued:
+                self.redis.data[key] = (value, ex)
+            return [True] * len(self.queued)
 
 
 def test_delivered_ids_survive_a_restart_through_redis() -> None:
