@@ -212,6 +212,18 @@ def create_app(settings: Settings) -> faust.App:
                 await runtime.processor.assign(parts)
             log.info("assigned partitions %s", parts)
 
+    @app.on_before_shutdown.connect
+    async def final_checkpoint(app: faust.App, **kwargs: Any) -> None:
+        # a stop does not always revoke first (e.g. SIGTERM right after an
+        # assignment): checkpoint whatever is still owned
+        if runtime.processor.partitions:
+            try:
+                async with runtime.lock:
+                    await runtime.processor.checkpoint()
+                log.info("models checkpointed at shutdown")
+            except Exception:
+                log.exception("model checkpoint at shutdown failed")
+
     @app.timer(interval=settings.sweep_interval_s)
     async def sweep() -> None:
         try:
@@ -248,16 +260,10 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/readyz")
     async def readyz(self: View, request: Request) -> Response:
-        parts = sorted(runtime.processor.partitions)
-        store_ok = True
-        try:
-            await asyncio.wait_for(runtime.store.ping(), timeout=1.0)
-        except Exception:
-            store_ok = False
-        ready = store_ok and runtime.healthy and not app.rebalancing and bool(parts)
+        ready, store_ok = await _readiness(app, runtime)
         body = {
             "ready": ready,
-            "partitions": parts,
+            "partitions": sorted(runtime.processor.partitions),
             "store": store_ok,
             "rebalancing": bool(app.rebalancing),
             "batches_ok": runtime.healthy,
@@ -265,6 +271,20 @@ def create_app(settings: Settings) -> faust.App:
         return self.json(body, status=200 if ready else 503)
 
     return app
+
+
+async def _readiness(app: faust.App, runtime: Runtime) -> tuple[bool, bool]:
+    """(ready, store reachable): ready = owns partitions, not rebalancing,
+    batches succeeding and Redis answering a ping within 1 s."""
+    try:
+        await asyncio.wait_for(runtime.store.ping(), timeout=1.0)
+        store_ok = True
+    except Exception:
+        store_ok = False
+    ready = (
+        store_ok and runtime.healthy and bool(runtime.processor.partitions) and not app.rebalancing
+    )
+    return ready, store_ok
 
 
 async def _update_gauges(app: faust.App, runtime: Runtime) -> None:
@@ -276,17 +296,7 @@ async def _update_gauges(app: faust.App, runtime: Runtime) -> None:
     if parts:
         oldest = min(part.checkpointed_at for part in parts)
         runtime.metrics.checkpoint_age.set(max(0.0, time.time() - oldest))
-    try:
-        await asyncio.wait_for(runtime.store.ping(), timeout=1.0)
-        store_ok = True
-    except Exception:
-        store_ok = False
-    ready = (
-        store_ok
-        and runtime.healthy
-        and bool(runtime.processor.partitions)
-        and not app.rebalancing
-    )
+    ready, store_ok = await _readiness(app, runtime)
     runtime.metrics.ready.set(1.0 if ready else 0.0)
     if app.rebalancing or not store_ok:
         return
