@@ -88,6 +88,9 @@ class PartitionState:
     watermark: int = 0  # newest event time seen (ms)
     wall_at_watermark: float = field(default_factory=time.time)
     checkpointed_at: float = field(default_factory=time.time)
+    #: the model's budget-suppression count already added to the metric (a
+    #: warm-started model starts from its checkpoint's count)
+    suppressed_reported: int = 0
 
 
 def dead_letter(message: Message, reason: str, detail: str, now: float) -> Record:
@@ -179,7 +182,10 @@ class BatchProcessor:
         any outbox left behind by a previous owner."""
         new = [p for p in partitions if p not in self.partitions]
         for p in new:
-            self.partitions[p] = PartitionState(Detector(self.config, await self._models(p)))
+            detector = Detector(self.config, await self._models(p))
+            self.partitions[p] = PartitionState(
+                detector, suppressed_reported=detector.models.suppressed_by_budget
+            )
         if new:
             await self.recover(new)
 
@@ -427,6 +433,11 @@ class BatchProcessor:
             m.trust_auc.set(sum(t.auc * t.learned for t in learned) / total)
             m.trust_log_loss.set(sum(t.log_loss * t.learned for t in learned) / total)
         m.trust_learned.set(sum(t.closed for t in learned))
+        for part in self.partitions.values():
+            suppressed = part.detector.models.suppressed_by_budget
+            if suppressed > part.suppressed_reported:
+                m.budget_suppressed.inc(suppressed - part.suppressed_reported)
+            part.suppressed_reported = suppressed
         open_keys = 0
         for number, part in self.partitions.items():
             hotspots = part.detector.models.hotspots

@@ -49,4 +49,3 @@ def test_metrics_table_is_generated_from_the_registry() -> None:
     from stream.metrics import markdown_table as metrics_table
 
     assert _block("metrics") == metrics_table(), "run: make docs"
-

@@ -100,6 +100,33 @@ async def test_end_to_end_alerts_state_and_metrics(env: Env) -> None:
         assert worker.stop() == 0, worker.tail()
 
 
+async def test_alerts_held_back_by_the_budget_are_counted(env: Env) -> None:
+    # a tiny budget, and model-based rules live early (the offline detector
+    # suppresses dozens of alerts over these sessions split into 4 partitions)
+    env.extra.update(
+        {
+            "DISENGAGE_ALERT_BUDGET_PER_1000": "1",
+            "DISENGAGE_HESITATION_WARMUP": "20",
+            "DISENGAGE_TRUST_MIN_CLOSED": "10",
+        }
+    )
+    events, _ = simulated(300, seed=41)
+    worker = Worker(env).start()
+    try:
+        worker.wait_ready(partitions=env.partitions)
+        produced = await produce(env.bootstrap, env.interactions, event_records(events))
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            samples = worker.metrics()
+            if metric_sum(samples, "disengage_events_total") >= produced:
+                break
+            time.sleep(0.5)
+        assert metric_sum(samples, "disengage_events_total") >= produced
+        assert metric_sum(samples, "disengage_alerts_suppressed_total") > 0
+    finally:
+        assert worker.stop() == 0, worker.tail()
+
+
 async def test_bad_input_goes_to_the_dlq_and_the_worker_stays_up(env: Env) -> None:
     worker = Worker(env).start()
     try:
