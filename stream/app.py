@@ -32,7 +32,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream.kafka_io import KafkaSink
 from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor, Message
+from stream.pipeline import BatchProcessor
+from stream.records import Message
 from stream.redis_store import open_store
 from stream.settings import Settings
 

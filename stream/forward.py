@@ -1395,7 +1395,7 @@ class Forwarder:
         counts as handled."""
         from aiokafka import errors as kafka_errors
 
-        from stream.pipeline import Message, Record, dead_letter
+        from stream.records import Message, Record, dead_letter
 
         permanent = tuple(
             getattr(kafka_errors, name)

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from stream.pipeline import Record
+from stream.records import Record
 from stream.settings import Settings
 
 log = logging.getLogger("disengage.kafka")

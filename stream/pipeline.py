@@ -31,7 +31,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from detectors.alerts import Alert, rfc3339
 from detectors.config import DetectorConfig
@@ -40,44 +40,11 @@ from detectors.events import Event, EventParser, InvalidEvent, parse_ts
 from detectors.session import SessionState
 from detectors.store import SessionStore
 from stream.metrics import Metrics
+from stream.records import Message, Record, Sink, alert_record, dead_letter, record_from_json
 
 log = logging.getLogger("disengage.pipeline")
 
-Headers = list[tuple[str, bytes]]
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One consumed Kafka record."""
-
-    value: bytes
-    key: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record to produce."""
-
-    key: bytes | None
-    value: bytes
-    headers: Headers = field(default_factory=list)
-
-
-class Sink(Protocol):
-    """Where alerts and dead letters go; ``send_*`` return after the acks."""
-
-    async def send_alerts(self, records: Sequence[Record]) -> None: ...
-
-    async def send_dead_letters(self, records: Sequence[Record]) -> None: ...
-
-    async def alert_ids_since(self, since_ms: int) -> set[str]:
-        """Ids of alerts on the alerts topic with a timestamp >= ``since_ms``."""
-        ...
 
 
 @dataclass
@@ -91,32 +58,6 @@ class PartitionState:
     #: the model's budget-suppression count already added to the metric (a
     #: warm-started model starts from its checkpoint's count)
     suppressed_reported: int = 0
-
-
-def dead_letter(message: Message, reason: str, detail: str, now: float) -> Record:
-    """The original bytes with headers saying why and where from."""
-    headers: Headers = [
-        ("dlq.reason", reason.encode()),
-        ("dlq.detail", detail[:200].encode("utf-8", "replace")),
-        ("dlq.source.topic", message.topic.encode()),
-        ("dlq.source.partition", str(message.partition).encode()),
-        ("dlq.source.offset", str(message.offset).encode()),
-        ("dlq.time", f"{now:.3f}".encode()),
-    ]
-    return Record(message.key, message.value, headers)
-
-
-def alert_record(
-    alert: Alert, source: str, produced_at: str, record_ms: int | None = None
-) -> Record:
-    """The alert as a Kafka record. ``producedat`` is when the worker decided
-    it; ``recordtime`` the Kafka timestamp of the triggering input record, so
-    ``producedat - recordtime`` is the time spent in the broker and worker."""
-    event = alert.to_cloudevent(source)
-    event["producedat"] = produced_at
-    if record_ms is not None:
-        event["recordtime"] = rfc3339(record_ms)
-    return _record_from_json(event, json.dumps(event, separators=(",", ":")))
 
 
 def checkpoint_name(partition: int) -> str:
@@ -344,7 +285,7 @@ class BatchProcessor:
                 event = json.loads(text)
                 if skip_ids and event["id"] in skip_ids:
                     continue
-                records.append(_record_from_json(event, text))
+                records.append(record_from_json(event, text))
                 data = event["data"]
                 kinds.append((data["kind"], data["severity"], parse_ts(data["event_time"])))
         produced_at = rfc3339(int(self.clock() * 1000))
@@ -448,17 +389,3 @@ class BatchProcessor:
                     m.hotspot_rate.labels(page_type, step, str(number)).set(rate)
             open_keys += len(hotspots.open_incidents())
         m.hotspots_open.set(open_keys)
-
-
-def _record_from_json(event: dict[str, Any], text: str) -> Record:
-    """The Kafka record of an alert CloudEvent whose JSON text is ``text``:
-    keyed by session id (hotspots: subject), with CloudEvents headers."""
-    data = event["data"]
-    assert isinstance(data, dict)
-    key = str(data.get("session_id") or event["subject"]).encode()
-    headers: Headers = [
-        ("ce_id", str(event["id"]).encode()),
-        ("ce_type", str(event["type"]).encode()),
-        ("content-type", b"application/cloudevents+json"),
-    ]
-    return Record(key, text.encode(), headers)

@@ -18,7 +18,7 @@
 #   docker run --rm -v "$PWD":/src -w /src python:3.11.10-slim-bookworm deploy/docker/lock.sh
 #
 # pip-tools runs in a throwaway virtualenv, so nothing is installed into the project's.
-# tests/test_deploy_compose.py checks that the lock covers every dependency of pyproject.toml
+# tests/repo/test_deploy_compose.py checks that the lock covers every dependency of pyproject.toml
 # and that each pin satisfies its specifier: run it after changing dependencies.
 set -euo pipefail
 

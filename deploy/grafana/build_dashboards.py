@@ -6,7 +6,7 @@
 
 The JSON files are what Grafana provisions (``provisioning/dashboards/disengage.yml``);
 this script is their source, so every panel is built the same way and a test
-(``tests/test_grafana_dashboards.py``) fails when the files drift from it. Every
+(``tests/repo/test_grafana_dashboards.py``) fails when the files drift from it. Every
 PromQL expression here is evaluated against a real Prometheus scraping a real
 worker by ``tests/integration/test_prometheus_grafana.py``.
 

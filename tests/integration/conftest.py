@@ -1,4 +1,4 @@
-"""Fixtures for tests against the real Kafka broker and Redis server.
+"""Fixtures for the integration tier: a pipeline of the test's own on the real broker and Redis.
 
 ``make test`` runs pytest under ``deploy/local/infra.py run``, which exports
 ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL``. Without them the integration
@@ -9,39 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-
-def _require(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(
-            f"{name} is not set: run the suite with `make test` (or under "
-            "`python deploy/local/infra.py run -- pytest ...`), which starts a real "
-            "Kafka broker and Redis server"
-        )
-    return value
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
-    return _require("KAFKA_BOOTSTRAP_SERVERS")
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    return _require("REDIS_URL")
-
-
-def redis_db_url(url: str, db: int) -> str:
-    """The same server, another logical database."""
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, ""))
 
 
 @pytest.fixture(autouse=True)

@@ -32,8 +32,7 @@ from detectors.runner import replay_alerts
 from detectors.session import SessionState
 from detectors.simulator import SimConfig, Simulator
 from stream.redis_store import state_key
-
-from .conftest import redis_db_url
+from tests.conftest import redis_db_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

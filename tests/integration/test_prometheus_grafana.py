@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ..monitoring import (
+from tests.monitoring import (
     PROM_DIR,
     RULE_FILES,
     dashboards,

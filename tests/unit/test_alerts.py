@@ -29,7 +29,7 @@ from detectors.detector import Detector
 from detectors.events import Event, EventParser
 from detectors.runner import OfflineRunner
 from detectors.simulator import SimConfig, Simulator
-from tests.unit.helpers import Driver, event
+from tests.builders import Driver, event
 
 CFG = DetectorConfig()
 VALIDATOR = Draft202012Validator(ALERT_JSON_SCHEMA)

@@ -19,7 +19,7 @@ from detectors.events import (
     InvalidEvent,
     event_to_dict,
 )
-from tests.unit.helpers import T0
+from tests.builders import T0
 
 CFG = DetectorConfig()
 PARSER = EventParser(CFG)

@@ -49,6 +49,7 @@ from stream.forward import (
     view_of,
 )
 from stream.metrics import FORWARD_RESULTS, FORWARD_RETRY_CAUSES, ForwarderMetrics
+from tests.fakes import FakeClock
 
 T0 = 1_767_261_660_600  # 2026-01-01T10:01:00.600Z
 SOURCE = "urn:disengage:detector"
@@ -302,12 +303,6 @@ def test_unknown_format_is_refused() -> None:
 
 
 # ------------------------------------------------------------- rate limit
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from detectors.config import (
 from detectors.events import Event, EventParser
 from detectors.journey import JourneyTracker
 from detectors.session import SessionState
-from tests.unit.helpers import T0, Driver
+from tests.builders import T0, Driver
 
 CFG = DetectorConfig()
 PARSER = EventParser(CFG)

@@ -17,7 +17,7 @@ from detectors.evaluation import Evaluation, evaluate, read_labels, read_truth, 
 from detectors.events import Event, EventParser, InvalidEvent
 from detectors.runner import OfflineRunner, RunStats, parse_lines, reorder
 from detectors.simulator import SimConfig, Simulator
-from tests.unit.helpers import T0, event
+from tests.builders import T0, event
 
 CFG = DetectorConfig()
 SHORT = DetectorConfig(session_timeout_ms=60_000)

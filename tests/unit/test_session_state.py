@@ -19,7 +19,7 @@ from detectors.detector import STATUSES, Detector
 from detectors.events import Event, EventParser, InvalidEvent
 from detectors.session import SessionState
 from detectors.simulator import SimConfig, Simulator
-from tests.unit.helpers import T0, Driver, event
+from tests.builders import T0, Driver, event
 
 CFG = DetectorConfig()
 PARSER = EventParser(CFG)

@@ -8,7 +8,7 @@ import pytest
 
 from detectors.config import DetectorConfig
 from detectors.signals import SIGNAL_WEIGHTS, RageClick, friction_score
-from tests.unit.helpers import T0, Driver
+from tests.builders import T0, Driver
 
 PRODUCT = "/products/7"
 

@@ -11,8 +11,8 @@ import pytest
 
 from stream.cli import main
 
-GOLDEN = Path(__file__).parent / "golden"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _alerts(path: Path) -> list[dict[str, object]]:

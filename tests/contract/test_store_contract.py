@@ -10,18 +10,12 @@ import redis.asyncio as aioredis
 from detectors.session import SessionState
 from detectors.store import MemorySessionStore, SessionStore
 from stream.redis_store import RedisSessionStore, open_store, state_key
-
-from .conftest import redis_db_url
+from tests.conftest import redis_db_url
+from tests.fakes import FakeClock
 
 CONTRACT_DB = 3
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])

@@ -11,7 +11,7 @@ import jsonschema
 from detectors.alerts import ALERT_JSON_SCHEMA
 from stream.settings import markdown_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .monitoring import (
+from tests.monitoring import (
     PROM_DIR,
     ROOT,
     RULE_FILES,

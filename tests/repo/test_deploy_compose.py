@@ -31,7 +31,7 @@ from detectors.config import DetectorConfig
 from stream.cli import build_parser
 from stream.settings import PREFIX, Settings, SettingsError, reference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_PATH = ROOT / "docker-compose.yml"
 DOCKERFILE_PATH = ROOT / "Dockerfile"
 DOCKERIGNORE_PATH = ROOT / ".dockerignore"

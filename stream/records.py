@@ -1,0 +1,91 @@
+"""The records the shell reads and writes on Kafka, independent of any client.
+
+A :class:`Message` is one consumed record, a :class:`Record` one to produce; a
+:class:`Sink` is where the worker's alerts and dead letters go. The builders here
+are the only places that decide the bytes and headers of an alert or a dead
+letter, so the worker, the forwarder and the tests agree on them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from detectors.alerts import Alert, rfc3339
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One consumed Kafka record."""
+
+    value: bytes
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to produce."""
+
+    key: bytes | None
+    value: bytes
+    headers: Headers = field(default_factory=list)
+
+
+class Sink(Protocol):
+    """Where alerts and dead letters go; ``send_*`` return after the acks."""
+
+    async def send_alerts(self, records: Sequence[Record]) -> None: ...
+
+    async def send_dead_letters(self, records: Sequence[Record]) -> None: ...
+
+    async def alert_ids_since(self, since_ms: int) -> set[str]:
+        """Ids of alerts on the alerts topic with a timestamp >= ``since_ms``."""
+        ...
+
+
+def dead_letter(message: Message, reason: str, detail: str, now: float) -> Record:
+    """The original bytes with headers saying why and where from."""
+    headers: Headers = [
+        ("dlq.reason", reason.encode()),
+        ("dlq.detail", detail[:200].encode("utf-8", "replace")),
+        ("dlq.source.topic", message.topic.encode()),
+        ("dlq.source.partition", str(message.partition).encode()),
+        ("dlq.source.offset", str(message.offset).encode()),
+        ("dlq.time", f"{now:.3f}".encode()),
+    ]
+    return Record(message.key, message.value, headers)
+
+
+def alert_record(
+    alert: Alert, source: str, produced_at: str, record_ms: int | None = None
+) -> Record:
+    """The alert as a Kafka record. ``producedat`` is when the worker decided
+    it; ``recordtime`` the Kafka timestamp of the triggering input record, so
+    ``producedat - recordtime`` is the time spent in the broker and worker."""
+    event = alert.to_cloudevent(source)
+    event["producedat"] = produced_at
+    if record_ms is not None:
+        event["recordtime"] = rfc3339(record_ms)
+    return record_from_json(event, json.dumps(event, separators=(",", ":")))
+
+
+def record_from_json(event: dict[str, Any], text: str) -> Record:
+    """The Kafka record of an alert CloudEvent whose JSON text is ``text``:
+    keyed by session id (hotspots: subject), with CloudEvents headers."""
+    data = event["data"]
+    assert isinstance(data, dict)
+    key = str(data.get("session_id") or event["subject"]).encode()
+    headers: Headers = [
+        ("ce_id", str(event["id"]).encode()),
+        ("ce_type", str(event["type"]).encode()),
+        ("content-type", b"application/cloudevents+json"),
+    ]
+    return Record(key, text.encode(), headers)
