@@ -21,6 +21,7 @@ from detectors.detector import Detector
 from detectors.events import EventParser, InvalidEvent
 from detectors.runner import OfflineRunner
 from detectors.simulator import SimConfig, Simulator
+from stream.alert_view import alert_line, view_of
 
 REFRESH_S = 0.25
 PLAIN_STATUS_S = 5.0
@@ -33,13 +34,7 @@ _BOLD = "\x1b[1m"
 
 def describe(alert: Alert) -> str:
     """One line for an alert: kind, where, why, and what to do."""
-    where = alert.page or alert.stage or "-"
-    who = alert.session_id[:10] if alert.session_id else alert.subject
-    why = "; ".join(r.text for r in alert.reasons[:2]) or alert.rule
-    return (
-        f"{rfc3339(alert.event_time)[11:19]} {alert.kind:<16} {alert.severity:<6} "
-        f"{who:<14} {where:<28.28} {why} -> {alert.suggested_action}"
-    )
+    return alert_line(view_of(alert.to_cloudevent("urn:disengage:demo"), None, True))
 
 
 class _View:

@@ -111,7 +111,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import random
 import re
 import signal
@@ -127,6 +126,7 @@ from urllib.parse import urlsplit
 from detectors.alerts import ALERT_KINDS, SEVERITIES, rfc3339
 from detectors.config import PAGE_TYPES, DetectorConfig
 from detectors.events import PageClassifier
+from stream.alert_view import AlertView, alert_summary, view_of
 from stream.metrics import ForwarderMetrics
 
 log = logging.getLogger("disengage.forward")
@@ -138,11 +138,6 @@ PAGE_TYPE_CHOICES: tuple[str, ...] = (*PAGE_TYPES, "unknown")
 #: ``dlq.reason`` of input that is not an alert.
 INVALID_REASONS: tuple[str, ...] = ("not_json", "not_cloudevent", "not_an_alert")
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
-KIND_TITLES: dict[str, str] = {
-    "hesitation": "Hesitation",
-    "trust_loss": "Trust loss",
-    "friction_hotspot": "Friction hotspot",
-}
 SEVERITY_EMOJI: dict[str, str] = {
     "low": ":large_yellow_circle:",
     "medium": ":large_orange_circle:",
@@ -288,86 +283,6 @@ class AlertFilter:
 
 
 # =================================================================== payloads
-@dataclass(frozen=True)
-class AlertView:
-    """What a message says about an alert, taken from the CloudEvent."""
-
-    alert_id: str
-    kind: str
-    severity: str
-    page: str | None
-    page_type: str | None
-    stage: str | None
-    reasons: tuple[str, ...]
-    action: str
-    session_id: str | None
-    hotspot_key: str | None
-    rate_before: float | None
-    rate_now: float | None
-    visits: int | None
-    time: str | None
-
-    @property
-    def title(self) -> str:
-        return KIND_TITLES.get(self.kind, self.kind)
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float; ``None`` for anything else (including
-    NaN, Infinity and integers too large for a float, all of which
-    ``json.loads`` accepts)."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _text(value: Any, limit: int) -> str | None:
-    if value is None or value == "":
-        return None
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def view_of(alert: Mapping[str, Any], page_type: str | None, include_session: bool) -> AlertView:
-    """The readable parts of ``alert`` (never its ``user_hash``). Long values
-    are clipped: pages to 300 characters, reasons to 300, the action to 500."""
-    data = alert.get("data")
-    if not isinstance(data, Mapping):
-        data = {}
-    raw_reasons = data.get("reasons")
-    reasons = tuple(
-        t
-        for r in (raw_reasons[:3] if isinstance(raw_reasons, list) else [])
-        if isinstance(r, dict) and (t := _text(r.get("text"), 300))
-    )
-    kind = str(data.get("kind"))
-    hotspot_key = data.get("hotspot_key")
-    if kind == "friction_hotspot" and not isinstance(hotspot_key, str):
-        subject = str(alert.get("subject") or "")
-        hotspot_key = subject[len("hotspot/") :] if subject.startswith("hotspot/") else None
-    visits = _number(data.get("visits"))
-    return AlertView(
-        alert_id=str(alert.get("id")),
-        kind=kind,
-        severity=str(data.get("severity")),
-        page=_text(data.get("page"), 300),
-        page_type=page_type,
-        stage=_text(data.get("stage"), 40),
-        reasons=reasons,
-        action=_text(data.get("suggested_action"), 500) or "review the alert",
-        session_id=_text(data.get("session_id"), 128) if include_session else None,
-        hotspot_key=_text(hotspot_key, 100),
-        rate_before=_number(data.get("rate_before")),
-        rate_now=_number(data.get("rate_now")),
-        visits=int(visits) if visits is not None else None,
-        time=_text(alert.get("time"), 40),
-    )
-
-
 def mrkdwn_escape(text: str) -> str:
     """Escape the three characters Slack's mrkdwn gives a meaning to.
 
@@ -414,18 +329,6 @@ def alert_text(v: AlertView, escape: bool = True) -> str:
         ident = f"Session: {esc(v.session_id)}. {ident}"
     lines.append(ident)
     return "\n".join(lines)
-
-
-def alert_summary(v: AlertView) -> str:
-    """One line for the ``summary`` of the JSON format (not escaped)."""
-    where = v.hotspot_key if v.kind == "friction_hotspot" else v.page
-    out = f"{v.title} ({v.kind}, {v.severity}) on {where or '-'}"
-    if v.page_type:
-        out += f" ({v.page_type})"
-    if v.stage:
-        out += f", stage {v.stage}"
-    out += ": " + (v.reasons[0] if v.reasons else "no reason given")
-    return out + f". Suggested action: {v.action}."
 
 
 def slack_payload(v: AlertView) -> dict[str, Any]:

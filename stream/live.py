@@ -11,6 +11,7 @@ from typing import Any, TextIO
 from aiokafka import AIOKafkaConsumer
 
 from detectors.simulator import SimConfig, Simulator
+from stream.alert_view import alert_line, view_of
 from stream.kafka_io import client_options, ensure_topics, make_producer
 from stream.settings import Settings
 
@@ -81,18 +82,6 @@ async def produce_simulation(
     return sent
 
 
-def format_alert(event: dict[str, Any]) -> str:
-    """One readable line from an alert CloudEvent."""
-    data = event.get("data", {})
-    reasons = "; ".join(r.get("text", "") for r in data.get("reasons", [])[:2])
-    who = (data.get("session_id") or event.get("subject") or "-")[:16]
-    return (
-        f"{event.get('time', '')[11:19]} {data.get('kind', '?'):<16} "
-        f"{data.get('severity', '?'):<6} {who:<16} {data.get('stage') or '-':<9} "
-        f"{data.get('page') or '-'} | {reasons} -> {data.get('suggested_action', '')}"
-    )
-
-
 def matches(event: dict[str, Any], kinds: set[str], page: str | None) -> bool:
     """Filter by kind and by a substring of the page (or hotspot key)."""
     data = event.get("data", {})
@@ -139,9 +128,8 @@ async def tail_alerts(
                         continue
                     if not matches(event, kinds, page):
                         continue
-                    print(
-                        json.dumps(event) if as_json else format_alert(event), file=out, flush=True
-                    )
+                    line = json.dumps(event) if as_json else alert_line(view_of(event, None, True))
+                    print(line, file=out, flush=True)
                     shown += 1
                     if limit is not None and shown >= limit:
                         return shown

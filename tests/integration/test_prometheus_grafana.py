@@ -37,6 +37,7 @@ from tests.monitoring import (
     recording_rules,
     rule_groups,
 )
+
 from .harness import ROOT, Env, Worker, free_port, metric_sum, produce
 
 pytestmark = pytest.mark.integration

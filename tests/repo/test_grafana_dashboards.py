@@ -11,7 +11,14 @@ import sys
 
 import yaml
 
-from tests.monitoring import ROOT, dashboards, exported_metric_names, grafana_expr, metric_names, panels
+from tests.monitoring import (
+    ROOT,
+    dashboards,
+    exported_metric_names,
+    grafana_expr,
+    metric_names,
+    panels,
+)
 
 GRAFANA = ROOT / "deploy" / "grafana"
 

@@ -15,6 +15,7 @@ import pytest
 
 import stream.forward as forward
 from detectors.alerts import ALERT_JSON_SCHEMA, Alert, Reason
+from stream.alert_view import view_of
 from stream.forward import (
     AlertFilter,
     Backoff,
@@ -46,7 +47,6 @@ from stream.forward import (
     retry_cause,
     retry_delay,
     scrub,
-    view_of,
 )
 from stream.metrics import FORWARD_RESULTS, FORWARD_RETRY_CAUSES, ForwarderMetrics
 from tests.fakes import FakeClock
