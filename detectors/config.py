@@ -213,8 +213,16 @@ class DetectorConfig:
     hesitation_warmup: int = 500
     """Checkpoints a stage model must see before its scores may alert."""
     hesitation_trees: int = 10
+    """Half-Space Trees per stage model (1 or more; more trees give smoother
+    scores at a linear cost in time and memory). 10 is River's
+    ``anomaly.HalfSpaceTrees`` default."""
     hesitation_height: int = 8
+    """Depth of each Half-Space Tree (1 or more; a tree has ``2**height``
+    leaves, so memory doubles per level). 8 is River's default."""
     hesitation_window: int = 250
+    """Checkpoints per reference window of the Half-Space Trees: the model
+    scores against the mass profile of the previous window (1 or more). 250
+    is River's default."""
     trust_min_closed: int = 200
     """Closed sessions before the trust model may alert; until then trust-loss
     alerts use the transparent friction rule only."""
