@@ -4,122 +4,197 @@ Every variable has the prefix ``DISENGAGE_``. Kafka and Redis also accept the
 conventional ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL`` as fallbacks, which
 is how the test infrastructure (``deploy/local/infra.py``) hands them over.
 Every scalar field of :class:`detectors.config.DetectorConfig` can be set as
-``DISENGAGE_<FIELD>`` (for example ``DISENGAGE_STALL_MS=90000``); the README's
-configuration table is generated from :func:`reference` so it cannot drift.
+``DISENGAGE_<FIELD>`` (for example ``DISENGAGE_STALL_MS=90000``), and so can
+its playbook and page-type patterns, as JSON. The README's configuration table
+is generated from the field descriptions (:func:`markdown_table`), so it
+cannot drift.
+
+:meth:`Settings.from_env` is the only reader of the environment: ``Settings()``
+holds the defaults, whatever the process environment says. A bad value raises
+:class:`SettingsError` with one line naming the variable.
+
+>>> Settings.from_env({"DISENGAGE_STALL_MS": "90000", "REDIS_URL": "redis://r:6379/1"}).redis_url
+'redis://r:6379/1'
+>>> Settings.from_env({"DISENGAGE_BATCH_SIZE": "lots"})
+Traceback (most recent call last):
+...
+stream.settings.SettingsError: DISENGAGE_BATCH_SIZE='lots' is not a valid int
 """
 
 from __future__ import annotations
 
-import ast
-import inspect
+import json
 import os
-import textwrap
+import re
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import fields
 from typing import Any
 
-from detectors.config import DetectorConfig
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings import SettingsError as SourceError
+
+from detectors.config import PAGE_TYPES, DetectorConfig
 
 PREFIX = "DISENGAGE_"
+
+#: Fields of :class:`DetectorConfig` that are set as JSON, and what the JSON
+#: holds. The other settable detector fields are the scalar ones.
+JSON_FIELDS: dict[str, str] = {
+    "page_patterns": (
+        'Set as a JSON list of ["regex", "page_type"] pairs, which replaces the built-in list; '
+        "the first match wins, and page types are those of `detectors.config.PAGE_TYPES`."
+    ),
+    "playbook": (
+        'Set as a JSON object {"kind/stage": "action"}, which replaces the built-in playbook.'
+    ),
+}
+#: Where the defaults of :data:`JSON_FIELDS` are written.
+JSON_DEFAULTS: dict[str, str] = {
+    "page_patterns": "detectors.config.DEFAULT_PAGE_PATTERNS",
+    "playbook": "detectors.config.DEFAULT_PLAYBOOK",
+}
+_SCALARS = (bool, int, float, str)
+_FALLBACKS = {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"}
+_PARSE_ERRORS = {"bool_parsing": "bool", "int_parsing": "int", "float_parsing": "float"}
 
 
 class SettingsError(ValueError):
     """A variable is set to something that cannot be used; the message names it."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Service settings. Field docs are the configuration reference."""
+def detector_fields() -> list[str]:
+    """Names of the :class:`DetectorConfig` fields settable as ``DISENGAGE_<FIELD>``:
+    the scalar ones and :data:`JSON_FIELDS`, in the dataclass's order."""
+    base = DetectorConfig()
+    return [
+        f.name
+        for f in fields(DetectorConfig)
+        if f.name in JSON_FIELDS or isinstance(getattr(base, f.name), _SCALARS)
+    ]
 
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    """Kafka bootstrap servers, comma separated (fallback: KAFKA_BOOTSTRAP_SERVERS)."""
-    kafka_security_protocol: str = "PLAINTEXT"
-    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
-    kafka_sasl_mechanism: str = ""
-    """PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when SASL is used."""
-    kafka_sasl_username: str = ""
-    """SASL user name."""
-    kafka_sasl_password: str = ""
-    """SASL password (never logged)."""
-    kafka_ssl_cafile: str = ""
-    """CA bundle for SSL/SASL_SSL."""
-    topic_interactions: str = "interactions"
-    """Input topic, keyed by session_id."""
-    topic_alerts: str = "alerts"
-    """Output topic for CloudEvents alerts, keyed by session_id."""
-    topic_dlq: str = "interactions.dlq"
-    """Dead-letter topic: original bytes plus reason headers."""
-    topic_partitions: int = 6
-    """Partitions used when the worker creates missing topics."""
-    consumer_group: str = "disengage"
-    """Kafka consumer group of the workers."""
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    """Redis URL; rediss:// for TLS (fallback: REDIS_URL)."""
-    redis_password: str = ""
-    """Redis password when not in the URL (never logged)."""
-    redis_tls: bool = False
-    """Force TLS to Redis."""
-    session_ttl_margin_s: int = 600
-    """Redis TTL of a session = session timeout + this margin (seconds)."""
-    batch_size: int = 500
-    """Events taken per batch by the worker."""
-    batch_timeout_s: float = 0.05
-    """Longest wait to fill a batch (seconds)."""
-    checkpoint_interval_s: float = 60.0
-    """Model checkpoint period (seconds)."""
-    sweep_interval_s: float = 5.0
-    """Session-expiry sweep period (seconds)."""
-    state_cache_sessions: int = 20_000
-    """Session states of owned partitions cached in the worker (write-through;
-    0 disables). Bounds the worker's memory: about 5 KB a session."""
-    idle_grace_s: float = 60.0
-    """Expiry runs on event time; a partition without events for this long
-    lets its event-time watermark advance with the wall clock (seconds)."""
-    metrics_port: int = 9464
-    """Port of /metrics, /healthz and /readyz."""
-    metrics_bind: str = "0.0.0.0"
-    """Address the metrics and health server binds to."""
-    log_level: str = "INFO"
-    """Python log level."""
-    webhook_url: str = ""
-    """Webhook of ``disengage alerts forward`` when ``--webhook`` is not given. A
-    secret for Slack: only its scheme and host are ever logged."""
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    """Thresholds of the detector core (DISENGAGE_<FIELD>)."""
+
+class Settings(BaseSettings):
+    """Service settings. Field descriptions are the configuration reference."""
+
+    # Only from_env reads the environment (see settings_customise_sources),
+    # with names matched case-insensitively as pydantic-settings does.
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX,
+        frozen=True,
+        populate_by_name=True,
+        # the detector's field docs (attribute docstrings of the core's
+        # dataclass) become the descriptions of its variables
+        use_attribute_docstrings=True,
+        arbitrary_types_allowed=True,
+    )
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices(
+            PREFIX + "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="Kafka bootstrap servers, comma separated (fallback: KAFKA_BOOTSTRAP_SERVERS).",
+    )
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: str = Field(
+        "", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when SASL is used."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user name.")
+    kafka_sasl_password: str = Field("", description="SASL password (never logged).")
+    kafka_ssl_cafile: str = Field("", description="CA bundle for SSL/SASL_SSL.")
+    topic_interactions: str = Field("interactions", description="Input topic, keyed by session_id.")
+    topic_alerts: str = Field(
+        "alerts", description="Output topic for CloudEvents alerts, keyed by session_id."
+    )
+    topic_dlq: str = Field(
+        "interactions.dlq", description="Dead-letter topic: original bytes plus reason headers."
+    )
+    topic_partitions: int = Field(
+        6, description="Partitions used when the worker creates missing topics."
+    )
+    consumer_group: str = Field("disengage", description="Kafka consumer group of the workers.")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices(PREFIX + "REDIS_URL", "REDIS_URL"),
+        description="Redis URL; rediss:// for TLS (fallback: REDIS_URL).",
+    )
+    redis_password: str = Field(
+        "", description="Redis password when not in the URL (never logged)."
+    )
+    redis_tls: bool = Field(False, description="Force TLS to Redis.")
+    session_ttl_margin_s: int = Field(
+        600, description="Redis TTL of a session = session timeout + this margin (seconds)."
+    )
+    batch_size: int = Field(500, description="Events taken per batch by the worker.")
+    batch_timeout_s: float = Field(0.05, description="Longest wait to fill a batch (seconds).")
+    checkpoint_interval_s: float = Field(60.0, description="Model checkpoint period (seconds).")
+    sweep_interval_s: float = Field(5.0, description="Session-expiry sweep period (seconds).")
+    state_cache_sessions: int = Field(
+        20_000,
+        description="Session states of owned partitions cached in the worker (write-through; "
+        "0 disables). Bounds the worker's memory: about 5 KB a session.",
+    )
+    idle_grace_s: float = Field(
+        60.0,
+        description="Expiry runs on event time; a partition without events for this long "
+        "lets its event-time watermark advance with the wall clock (seconds).",
+    )
+    metrics_port: int = Field(9464, description="Port of /metrics, /healthz and /readyz.")
+    metrics_bind: str = Field(
+        "0.0.0.0", description="Address the metrics and health server binds to."
+    )
+    log_level: str = Field("INFO", description="Python log level.")
+    webhook_url: str = Field(
+        "",
+        description="Webhook of ``disengage alerts forward`` when ``--webhook`` is not given. "
+        "A secret for Slack: only its scheme and host are ever logged.",
+    )
+    detector: DetectorConfig = Field(
+        default_factory=DetectorConfig,
+        description="Thresholds of the detector core (DISENGAGE_<FIELD>).",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``env`` (default: ``os.environ``)."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name == "detector":
-                continue
-            raw = env.get(PREFIX + f.name.upper())
-            if raw is None and f.name == "kafka_bootstrap_servers":
-                raw = env.get("KAFKA_BOOTSTRAP_SERVERS")
-            if raw is None and f.name == "redis_url":
-                raw = env.get("REDIS_URL")
-            if raw is not None:
-                values[f.name] = _convert(PREFIX + f.name.upper(), raw, _default(f))
-        overrides: dict[str, Any] = {}
-        base = DetectorConfig()
-        for f in fields(DetectorConfig):
-            default = getattr(base, f.name)
-            if not isinstance(default, bool | int | float | str):
-                continue
-            raw = env.get(PREFIX + f.name.upper())
-            if raw is not None:
-                overrides[f.name] = _convert(PREFIX + f.name.upper(), raw, default)
+        """Build settings from ``env`` (default: ``os.environ``) and nothing else."""
         try:
-            values["detector"] = base.with_overrides(**overrides).validate()
-        except ValueError as exc:
+            return cls(**_Environment(cls, os.environ if env is None else env)())
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc)) from None
+        except SourceError as exc:  # a JSON value that does not decode
             raise SettingsError(str(exc)) from None
-        return cls(**values)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # constructor arguments only: from_env reads the environment, so
+        # Settings() is the defaults and tests never pick up the caller's shell
+        return (init_settings,)
+
+    @field_validator("detector", mode="after")
+    @classmethod
+    def _check_detector(cls, config: DetectorConfig) -> DetectorConfig:
+        _check_page_patterns(config.page_patterns)
+        _check_playbook(config.playbook)
+        return config.validate()
 
     def redacted(self) -> dict[str, Any]:
         """Settings for logs, with secrets masked."""
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "detector"}
+        out = self.model_dump(exclude={"detector"})
         for name in ("kafka_sasl_password", "redis_password", "webhook_url"):
             if out[name]:
                 out[name] = "***"
@@ -129,65 +204,128 @@ class Settings:
         return out
 
 
-def _default(f: Any) -> Any:
-    if f.default is not MISSING:
-        return f.default
-    return f.default_factory()
+class _Environment(EnvSettingsSource):
+    """``DISENGAGE_*`` variables of ``environ`` for the service's fields, plus
+    ``detector``: the raw ``DISENGAGE_<FIELD>`` values of :func:`detector_fields`
+    (JSON decoded for :data:`JSON_FIELDS`), which pydantic converts to the
+    dataclass's field types."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        if self.case_sensitive:
+            return dict(self.environ)
+        return {name.lower(): value for name, value in self.environ.items()}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        if field_name == "detector":  # read field by field below, never as one blob
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        overrides: dict[str, Any] = {}
+        for name in detector_fields():
+            variable = PREFIX + name.upper()
+            raw = self.env_vars.get(variable if self.case_sensitive else variable.lower())
+            if raw is not None:
+                overrides[name] = _decode_json(variable, raw) if name in JSON_FIELDS else raw
+        if overrides:
+            values["detector"] = overrides
+        return values
 
 
-def _convert(name: str, raw: str, default: Any) -> Any:
+def _decode_json(variable: str, raw: str) -> Any:
     try:
-        if isinstance(default, bool):
-            lowered = raw.strip().lower()
-            if lowered in {"1", "true", "yes", "on"}:
-                return True
-            if lowered in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(raw)
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-    except ValueError:
-        kind = type(default).__name__
-        raise SettingsError(f"{name}={raw!r} is not a valid {kind}") from None
-    return raw
+        return json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{variable} is not valid JSON: {exc}") from None
+
+
+def _check_page_patterns(patterns: tuple[tuple[str, str], ...]) -> None:
+    for number, (pattern, page_type) in enumerate(patterns):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(
+                f"page_patterns[{number}]: {pattern!r} is not a regex: {exc}"
+            ) from None
+        if page_type not in PAGE_TYPES:
+            raise ValueError(
+                f"page_patterns[{number}]: {page_type!r} is not a page type "
+                f"({', '.join(PAGE_TYPES)})"
+            )
+
+
+def _check_playbook(playbook: Mapping[str, str]) -> None:
+    for key, action in playbook.items():
+        if "/" not in key:
+            raise ValueError(f"playbook key {key!r} is not of the form kind/stage")
+        if not action.strip():
+            raise ValueError(f"playbook[{key!r}] is empty")
+
+
+def _variable(loc: tuple[int | str, ...]) -> str | None:
+    """The variable an error location points at (``None``: a check across fields)."""
+    head = str(loc[0]) if loc else ""
+    if head == "detector":
+        return PREFIX + str(loc[1]).upper() if len(loc) > 1 else None
+    if head.upper().startswith(PREFIX) or head.upper() in _FALLBACKS:
+        return head.upper()  # read through an alias
+    return PREFIX + head.upper() if head else None
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Pydantic's errors as one line that names each variable, e.g.
+    ``DISENGAGE_STALL_MS='2 min' is not a valid int`` or
+    ``DISENGAGE_HESITATION_QUANTILE must be in [0.5, 1)``."""
+    parts = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        variable = _variable(loc)
+        kind = _PARSE_ERRORS.get(error["type"])
+        if variable and kind:
+            parts.append(f"{variable}={error['input']!r} is not a valid {kind}")
+            continue
+        cause = error.get("ctx", {}).get("error")
+        message = str(cause) if cause is not None else error["msg"]
+        # the core's checks start with the field they reject: say the variable
+        named = re.match(r"(\w+)(.*)", message, re.S)
+        if named and named.group(1) in detector_fields():
+            parts.append(PREFIX + named.group(1).upper() + named.group(2))
+            continue
+        where = "".join(f"[{part}]" for part in loc[2:]) if loc[:1] == ("detector",) else ""
+        parts.append(f"{variable}{where}: {message}" if variable else message)
+    return "; ".join(" ".join(part.split()) for part in parts)
 
 
 def reference() -> list[tuple[str, str, str]]:
     """(variable, default, description) rows of every setting, for the docs."""
     rows: list[tuple[str, str, str]] = []
-    owners: tuple[tuple[type[Any], set[str]], ...] = (
-        (Settings, {"detector"}),
-        (DetectorConfig, set()),
-    )
-    for owner, skip in owners:
-        docs = _attribute_docs(inspect.getsource(owner))
-        instance = owner()
-        for f in fields(owner):
-            default = getattr(instance, f.name)
-            if f.name in skip or not isinstance(default, bool | int | float | str):
-                continue
-            shown = repr(default) if isinstance(default, str) else str(default)
-            rows.append((PREFIX + f.name.upper(), shown, " ".join(docs.get(f.name, "").split())))
+    for name, info in Settings.model_fields.items():
+        if name != "detector":
+            rows.append((PREFIX + name.upper(), _shown(info.default), _words(info.description)))
+    detector_docs = Settings.model_json_schema()["$defs"]["DetectorConfig"]["properties"]
+    base = DetectorConfig()
+    for name in detector_fields():
+        description = _words(detector_docs[name].get("description"))
+        if name in JSON_FIELDS:
+            rows.append(
+                (PREFIX + name.upper(), JSON_DEFAULTS[name], f"{description} {JSON_FIELDS[name]}")
+            )
+        else:
+            rows.append((PREFIX + name.upper(), _shown(getattr(base, name)), description))
     return rows
 
 
-def _attribute_docs(source: str) -> dict[str, str]:
-    """Map attribute name -> the docstring literal that follows it."""
-    cls = ast.parse(textwrap.dedent(source)).body[0]
-    assert isinstance(cls, ast.ClassDef)
-    docs: dict[str, str] = {}
-    for node, nxt in zip(cls.body, cls.body[1:], strict=False):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = nxt.value.value
-    return docs
+def _shown(default: Any) -> str:
+    return repr(default) if isinstance(default, str) else str(default)
+
+
+def _words(text: str | None) -> str:
+    return " ".join((text or "").split())
 
 
 def markdown_table() -> str:

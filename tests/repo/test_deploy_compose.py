@@ -16,7 +16,7 @@ import re
 import shlex
 import tomllib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -367,7 +367,7 @@ def internal_bootstrap() -> str:
 def setting_names() -> set[str]:
     """Every DISENGAGE_* variable the settings module reads (looked up, not listed here)."""
     names = {row[0] for row in reference()}
-    names |= {PREFIX + f.name.upper() for f in fields(Settings) if f.name != "detector"}
+    names |= {PREFIX + name.upper() for name in Settings.model_fields if name != "detector"}
     return names
 
 
@@ -661,9 +661,9 @@ def test_topic_initialiser_creates_the_topics_the_workers_use() -> None:
     for name in image_services():
         settings = settings_of(name)
         wanted = {
-            getattr(settings, f.name)
-            for f in fields(Settings)
-            if f.name.startswith("topic_") and isinstance(getattr(settings, f.name), str)
+            getattr(settings, name)
+            for name in Settings.model_fields
+            if name.startswith("topic_") and isinstance(getattr(settings, name), str)
         }
         argv = image_argv(name)
         if argv[:2] == ["alerts", "forward"]:
@@ -699,7 +699,7 @@ def test_every_disengage_variable_is_a_real_setting_and_is_read() -> None:
         raw = service_env(name)[key]
         settings = settings_of(name)
         field_name = key[len(PREFIX) :].lower()
-        own = {f.name for f in fields(Settings)}
+        own = set(Settings.model_fields)
         owner: Any = settings if field_name in own else settings.detector
         assert field_name in own or hasattr(defaults, field_name), f"{key} maps to no field"
         value = getattr(owner, field_name)
