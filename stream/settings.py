@@ -95,65 +95,76 @@ class Settings(BaseSettings):
     )
 
     kafka_bootstrap_servers: str = Field(
-        "127.0.0.1:9092",
+        default="127.0.0.1:9092",
         validation_alias=AliasChoices(
             PREFIX + "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"
         ),
         description="Kafka bootstrap servers, comma separated (fallback: KAFKA_BOOTSTRAP_SERVERS).",
     )
     kafka_security_protocol: str = Field(
-        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+        default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
     )
     kafka_sasl_mechanism: str = Field(
-        "", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when SASL is used."
+        default="", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when SASL is used."
     )
-    kafka_sasl_username: str = Field("", description="SASL user name.")
-    kafka_sasl_password: str = Field("", description="SASL password (never logged).")
-    kafka_ssl_cafile: str = Field("", description="CA bundle for SSL/SASL_SSL.")
-    topic_interactions: str = Field("interactions", description="Input topic, keyed by session_id.")
+    kafka_sasl_username: str = Field(default="", description="SASL user name.")
+    kafka_sasl_password: str = Field(default="", description="SASL password (never logged).")
+    kafka_ssl_cafile: str = Field(default="", description="CA bundle for SSL/SASL_SSL.")
+    topic_interactions: str = Field(
+        default="interactions", description="Input topic, keyed by session_id."
+    )
     topic_alerts: str = Field(
-        "alerts", description="Output topic for CloudEvents alerts, keyed by session_id."
+        default="alerts", description="Output topic for CloudEvents alerts, keyed by session_id."
     )
     topic_dlq: str = Field(
-        "interactions.dlq", description="Dead-letter topic: original bytes plus reason headers."
+        default="interactions.dlq",
+        description="Dead-letter topic: original bytes plus reason headers.",
     )
     topic_partitions: int = Field(
-        6, description="Partitions used when the worker creates missing topics."
+        default=6, description="Partitions used when the worker creates missing topics."
     )
-    consumer_group: str = Field("disengage", description="Kafka consumer group of the workers.")
+    consumer_group: str = Field(
+        default="disengage", description="Kafka consumer group of the workers."
+    )
     redis_url: str = Field(
-        "redis://127.0.0.1:6379/0",
+        default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices(PREFIX + "REDIS_URL", "REDIS_URL"),
         description="Redis URL; rediss:// for TLS (fallback: REDIS_URL).",
     )
     redis_password: str = Field(
-        "", description="Redis password when not in the URL (never logged)."
+        default="", description="Redis password when not in the URL (never logged)."
     )
-    redis_tls: bool = Field(False, description="Force TLS to Redis.")
+    redis_tls: bool = Field(default=False, description="Force TLS to Redis.")
     session_ttl_margin_s: int = Field(
-        600, description="Redis TTL of a session = session timeout + this margin (seconds)."
+        default=600, description="Redis TTL of a session = session timeout + this margin (seconds)."
     )
-    batch_size: int = Field(500, description="Events taken per batch by the worker.")
-    batch_timeout_s: float = Field(0.05, description="Longest wait to fill a batch (seconds).")
-    checkpoint_interval_s: float = Field(60.0, description="Model checkpoint period (seconds).")
-    sweep_interval_s: float = Field(5.0, description="Session-expiry sweep period (seconds).")
+    batch_size: int = Field(default=500, description="Events taken per batch by the worker.")
+    batch_timeout_s: float = Field(
+        default=0.05, description="Longest wait to fill a batch (seconds)."
+    )
+    checkpoint_interval_s: float = Field(
+        default=60.0, description="Model checkpoint period (seconds)."
+    )
+    sweep_interval_s: float = Field(
+        default=5.0, description="Session-expiry sweep period (seconds)."
+    )
     state_cache_sessions: int = Field(
-        20_000,
+        default=20_000,
         description="Session states of owned partitions cached in the worker (write-through; "
         "0 disables). Bounds the worker's memory: about 5 KB a session.",
     )
     idle_grace_s: float = Field(
-        60.0,
+        default=60.0,
         description="Expiry runs on event time; a partition without events for this long "
         "lets its event-time watermark advance with the wall clock (seconds).",
     )
-    metrics_port: int = Field(9464, description="Port of /metrics, /healthz and /readyz.")
+    metrics_port: int = Field(default=9464, description="Port of /metrics, /healthz and /readyz.")
     metrics_bind: str = Field(
-        "0.0.0.0", description="Address the metrics and health server binds to."
+        default="0.0.0.0", description="Address the metrics and health server binds to."
     )
-    log_level: str = Field("INFO", description="Python log level.")
+    log_level: str = Field(default="INFO", description="Python log level.")
     webhook_url: str = Field(
-        "",
+        default="",
         description="Webhook of ``disengage alerts forward`` when ``--webhook`` is not given. "
         "A secret for Slack: only its scheme and host are ever logged.",
     )

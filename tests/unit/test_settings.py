@@ -56,7 +56,7 @@ def test_prefixed_variables_win_over_the_conventional_fallbacks() -> None:
 def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(ValueError, match="frozen"):
-        settings.batch_size = 1  # type: ignore[misc]
+        settings.batch_size = 1
 
 
 def test_playbook_and_page_patterns_are_json_settings_that_reach_the_detector() -> None:
