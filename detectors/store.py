@@ -9,12 +9,11 @@ Besides session states the store keeps, per Kafka partition, the last-seen
 event time of every open session (for the expiry sweep) and the set of
 sessions whose delivery outbox is not empty, plus named binary blobs for model
 checkpoints. Expiry of stored states is wall-clock TTL, so the memory store
-takes an injected clock.
+is given a clock: the shell passes a real one, tests a fake they move by hand.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
@@ -79,7 +78,9 @@ class MemorySessionStore:
     (True, ['a'])
     """
 
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ttl_s: float, clock: Callable[[], float]) -> None:
+        """``ttl_s``: lifetime of a saved state in seconds of ``clock`` (any
+        monotonic seconds: TTLs compare differences only)."""
         self.ttl_s = ttl_s
         self.clock = clock
         self._states: dict[str, tuple[float, bytes]] = {}

@@ -186,10 +186,12 @@ def open_store(
     tls: bool = False,
     observe: OpObserver | None = None,
     namespace: str = "",
+    clock: Callable[[], float] = time.monotonic,
 ) -> SessionStore:
-    """A store for ``memory://``, ``redis://`` or ``rediss://`` URLs."""
+    """A store for ``memory://``, ``redis://`` or ``rediss://`` URLs. ``clock``
+    (seconds) times the TTLs of ``memory://``; Redis keeps its own."""
     if url.startswith("memory://"):
-        return MemorySessionStore(ttl_s)
+        return MemorySessionStore(ttl_s, clock)
     if url.startswith(("redis://", "rediss://")):
         client = redis_from_url(url, password, tls)
         return RedisSessionStore(client, ttl_s, observe, namespace)

@@ -16,12 +16,10 @@ from tests.fakes import FakeClock
 CONTRACT_DB = 3
 
 
-
-
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     if request.param == "memory":
-        yield MemorySessionStore(ttl_s=3600)
+        yield MemorySessionStore(ttl_s=3600, clock=FakeClock())
         return
     url = redis_db_url(request.getfixturevalue("redis_url"), CONTRACT_DB)
     client = aioredis.Redis.from_url(url)

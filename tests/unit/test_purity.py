@@ -69,18 +69,39 @@ def imported_roots(tree: ast.AST) -> set[str]:
     return roots
 
 
+def _clock_owners(tree: ast.AST) -> dict[str, str]:
+    """Local name -> module or class it stands for (``import time as t``:
+    ``t`` -> ``time``; ``from datetime import datetime as dt``: ``dt`` ->
+    ``datetime``), so an alias hides no clock."""
+    owners = {"time": "time", "datetime": "datetime", "date": "date"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                owners[alias.asname or alias.name] = alias.name.split(".")[-1]
+        elif isinstance(node, ast.ImportFrom) and node.module == "datetime":
+            for alias in node.names:
+                owners[alias.asname or alias.name] = alias.name
+    return owners
+
+
 def clock_calls(tree: ast.AST) -> list[str]:
+    """Every place that reads the clock or hands a clock on. A clock function
+    is flagged wherever it is named, not only where it is called: a default
+    argument (``clock=time.monotonic``), a ``default_factory=time.time``, a
+    lambda or an assignment all read the wall clock behind the caller's back."""
+    owners = _clock_owners(tree)
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            value = node.func.value
-            owner = (
-                value.id
-                if isinstance(value, ast.Name)
-                else (value.attr if isinstance(value, ast.Attribute) else None)
-            )
-            if (owner, node.func.attr) in CLOCK_CALLS:
-                found.append(f"{owner}.{node.func.attr} at line {node.lineno}")
+        if isinstance(node, ast.Attribute):
+            value = node.value
+            if isinstance(value, ast.Name):
+                owner: str | None = owners.get(value.id, value.id)
+            elif isinstance(value, ast.Attribute):
+                owner = value.attr
+            else:
+                owner = None
+            if (owner, node.attr) in CLOCK_CALLS:
+                found.append(f"{owner}.{node.attr} at line {node.lineno}")
         elif isinstance(node, ast.ImportFrom) and node.module in ("time", "datetime"):
             for alias in node.names:
                 if (node.module, alias.name) in CLOCK_CALLS:
@@ -104,3 +125,32 @@ def test_the_checks_catch_offenders() -> None:
     assert imported_roots(bad) >= {"redis", "aiokafka", "faust"}
     assert len(clock_calls(bad)) == 2
     assert clock_calls(ast.parse("import datetime\nd = datetime.datetime.now()\n"))
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # the memory store's signature before the clock was injected
+        "import time\nclass S:\n"
+        "    def __init__(self, ttl_s: float, clock=time.monotonic) -> None: ...\n",
+        # the worker's PartitionState before the clock was injected
+        "import time\nfrom dataclasses import dataclass, field\n@dataclass\nclass P:\n"
+        "    at: float = field(default_factory=time.time)\n",
+        "import time\ndef f(*, clock=time.time_ns): ...\n",
+        "from datetime import datetime\ndef f(now=datetime.now): ...\n",
+        "from datetime import datetime as dt\nstamp = lambda: dt.utcnow()\n",
+        "import time as t\nnow = t.monotonic()\n",
+        "import datetime as d\nclock = d.date.today\n",
+    ],
+)
+def test_a_clock_given_as_a_default_or_under_an_alias_is_caught(source: str) -> None:
+    assert clock_calls(ast.parse(source)), source
+
+
+def test_timing_a_run_and_parsing_times_are_not_clocks() -> None:
+    fine = (
+        "import time\nfrom datetime import UTC, datetime\nstarted = time.perf_counter()\n"
+        "moment = datetime.fromtimestamp(0, tz=UTC)\nparsed = datetime.fromisoformat('2026')\n"
+        "def f(clock) -> float: return clock()\n"
+    )
+    assert clock_calls(ast.parse(fine)) == []
