@@ -22,6 +22,8 @@ import logging
 import ssl
 import tempfile
 import time
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,28 +35,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from stream.kafka_io import KafkaSink
 from stream.metrics import Metrics
 from stream.pipeline import BatchProcessor
-from stream.records import Message
+from stream.records import Message, Record
 from stream.redis_store import open_store
+from stream.retry import backoff, retry_forever
 from stream.settings import Settings
+from stream.worker_health import readiness, update_gauges
 
 log = logging.getLogger("disengage.worker")
 
 GAUGE_INTERVAL_S = 5.0
+#: Backoff between tries of a failed batch: 0.5 s, doubling, at most 10 s.
+BATCH_BACKOFF = (0.5, 10.0)
 
 
-class FaustSink(KafkaSink):
-    """Produces through the Faust app's own producer (acks=all)."""
-
-    def __init__(self, app: faust.App, settings: Settings) -> None:
-        super().__init__(producer=None, settings=settings)
-        self.app = app
-
-    async def _send(self, topic: str, records: Any) -> None:
-        producer = self.app.producer
-        futures = [
-            await producer.send(topic, r.key, r.value, None, None, r.headers) for r in records
-        ]
-        await asyncio.gather(*futures)
+async def produce_with(app: faust.App, topic: str, records: Sequence[Record]) -> None:
+    """Produce through the Faust app's own producer (acks=all); return after the acks."""
+    producer = app.producer
+    futures = [await producer.send(topic, r.key, r.value, None, None, r.headers) for r in records]
+    await asyncio.gather(*futures)
 
 
 class Runtime:
@@ -74,13 +72,15 @@ class Runtime:
             tls=settings.redis_tls,
             observe=self.metrics.observe_redis,
             namespace=settings.topic_interactions,
+            clock=time.monotonic,
         )
-        self.sink = FaustSink(app, settings)
+        self.sink = KafkaSink(partial(produce_with, app), settings)
         self.processor = BatchProcessor(
             settings.detector,
             self.store,
             self.sink,
             self.metrics,
+            clock=time.time,
             idle_grace_s=settings.idle_grace_s,
             cache_sessions=settings.state_cache_sessions,
         )
@@ -172,23 +172,17 @@ def create_app(settings: Settings) -> faust.App:
                 )
                 for ev in events
             ]
-            delay = 0.5
-            while True:
-                try:
-                    async with runtime.lock:
-                        await runtime.processor.process(messages)
-                    runtime.healthy = True
-                    runtime.last_batch_at = time.time()
-                    runtime.metrics.last_batch.set(runtime.last_batch_at)
-                    break
-                except Exception:
-                    # Never raise out of the loop: take_events would ack the
-                    # batch on the way out. Processing is idempotent, so the
-                    # same batch is simply tried again.
-                    runtime.healthy = False
-                    log.exception("batch of %d failed; retrying in %.1fs", len(messages), delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
+            # Never raise out of the loop: take_events would ack the batch on
+            # the way out. Processing is idempotent, so the same batch is
+            # simply tried again.
+            await retry_forever(
+                partial(_process, runtime, messages),
+                wait=backoff(*BATCH_BACKOFF),
+                on_failure=partial(_batch_failed, runtime, len(messages)),
+            )
+            runtime.healthy = True
+            runtime.last_batch_at = time.time()
+            runtime.metrics.last_batch.set(runtime.last_batch_at)
 
     @app.task
     async def declare_topics() -> None:
@@ -246,7 +240,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=GAUGE_INTERVAL_S)
     async def gauges() -> None:
         try:
-            await _update_gauges(app, runtime)
+            await update_gauges(app, runtime)
         except Exception:
             log.warning("gauge update failed", exc_info=True)
 
@@ -261,7 +255,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/readyz")
     async def readyz(self: View, request: Request) -> Response:
-        ready, store_ok = await _readiness(app, runtime)
+        ready, store_ok = await readiness(app, runtime)
         body = {
             "ready": ready,
             "partitions": sorted(runtime.processor.partitions),
@@ -274,49 +268,14 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-async def _readiness(app: faust.App, runtime: Runtime) -> tuple[bool, bool]:
-    """(ready, store reachable): ready = owns partitions, not rebalancing,
-    batches succeeding and Redis answering a ping within 1 s."""
-    try:
-        await asyncio.wait_for(runtime.store.ping(), timeout=1.0)
-        store_ok = True
-    except Exception:
-        store_ok = False
-    ready = (
-        store_ok and runtime.healthy and bool(runtime.processor.partitions) and not app.rebalancing
-    )
-    return ready, store_ok
+async def _process(runtime: Runtime, messages: list[Message]) -> None:
+    async with runtime.lock:  # batches, sweeps and rebalances never interleave
+        await runtime.processor.process(messages)
 
 
-async def _update_gauges(app: faust.App, runtime: Runtime) -> None:
-    """Checkpoint age, readiness (as /readyz), consumer lag per owned
-    partition and open sessions. The first two never wait on Kafka or Redis
-    calls that may hang, so they stay true during an outage."""
-    # the checkpoint age keeps growing between checkpoints
-    parts = runtime.processor.partitions.values()
-    if parts:
-        oldest = min(part.checkpointed_at for part in parts)
-        runtime.metrics.checkpoint_age.set(max(0.0, time.time() - oldest))
-    ready, store_ok = await _readiness(app, runtime)
-    runtime.metrics.ready.set(1.0 if ready else 0.0)
-    if app.rebalancing or not store_ok:
-        return
-    consumer = app.consumer
-    topic = runtime.settings.topic_interactions
-    tps = sorted(tp for tp in consumer.assignment() if tp.topic == topic)
-    if tps:
-        highwaters = await consumer.highwaters(*tps)
-        for tp in tps:
-            high = highwaters.get(tp)
-            # Faust's own record of the last committed offset (next to read)
-            committed = getattr(consumer, "_committed_offset", {}).get(tp)
-            if high is not None:
-                runtime.metrics.consumer_lag.labels(str(tp.partition)).set(
-                    max(0, high - (committed or 0))
-                )
-    runtime.metrics.active_sessions.set(
-        sum([await runtime.store.open_sessions(p) for p in runtime.processor.partitions])
-    )
+def _batch_failed(runtime: Runtime, size: int, exc: BaseException, delay: float) -> None:
+    runtime.healthy = False
+    log.error("batch of %d failed; retrying in %.1fs", size, delay, exc_info=exc)
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:

@@ -2,18 +2,18 @@
 
 * :func:`client_options` turns settings into aiokafka security options;
 * :func:`ensure_topics` creates missing topics with the configured partitions;
-* :class:`KafkaSink` produces alerts and dead letters and waits for the acks,
-  and can list the alert ids already on the alerts topic (outbox recovery).
+* :class:`KafkaSink` produces alerts and dead letters through the producer it
+  is given and waits for the acks, and can list the alert ids already on the
+  alerts topic (outbox recovery).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -83,25 +83,26 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
-class KafkaSink:
-    """Alerts and dead letters to Kafka; each ``send_*`` returns after acks."""
+#: Produce ``records`` to a topic and return once the broker acknowledged them all.
+Produce = Callable[[str, Sequence[Record]], Awaitable[None]]
 
-    def __init__(self, producer: AIOKafkaProducer | None, settings: Settings) -> None:
-        self.producer = producer
+
+class KafkaSink:
+    """Alerts and dead letters to Kafka; each ``send_*`` returns after acks.
+
+    ``produce`` is the producer's send-and-wait (the worker's is the Faust
+    app's own producer); the topics come from ``settings``.
+    """
+
+    def __init__(self, produce: Produce, settings: Settings) -> None:
+        self.produce = produce
         self.settings = settings
 
-    async def _send(self, topic: str, records: Sequence[Record]) -> None:
-        assert self.producer is not None, "KafkaSink needs a started producer"
-        futures = [
-            await self.producer.send(topic, r.value, key=r.key, headers=r.headers) for r in records
-        ]
-        await asyncio.gather(*futures)
-
     async def send_alerts(self, records: Sequence[Record]) -> None:
-        await self._send(self.settings.topic_alerts, records)
+        await self.produce(self.settings.topic_alerts, records)
 
     async def send_dead_letters(self, records: Sequence[Record]) -> None:
-        await self._send(self.settings.topic_dlq, records)
+        await self.produce(self.settings.topic_dlq, records)
 
     async def alert_ids_since(self, since_ms: int) -> set[str]:
         """Read the alerts topic from ``since_ms`` (by timestamp) to its end."""

@@ -24,13 +24,12 @@ store and warm-started on assignment.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from detectors.alerts import Alert, rfc3339
@@ -41,6 +40,8 @@ from detectors.session import SessionState
 from detectors.store import SessionStore
 from stream.metrics import Metrics
 from stream.records import Message, Record, Sink, alert_record, dead_letter, record_from_json
+from stream.retry import backoff, retry_forever
+from stream.state_cache import StateCache
 
 log = logging.getLogger("disengage.pipeline")
 
@@ -49,12 +50,13 @@ T = TypeVar("T")
 
 @dataclass
 class PartitionState:
-    """What a worker keeps per owned input partition."""
+    """What a worker keeps per owned input partition. Wall times are seconds
+    of the processor's clock; the two are set when the partition is taken."""
 
     detector: Detector
+    wall_at_watermark: float  # when the watermark last moved
+    checkpointed_at: float  # when the models were last saved
     watermark: int = 0  # newest event time seen (ms)
-    wall_at_watermark: float = field(default_factory=time.time)
-    checkpointed_at: float = field(default_factory=time.time)
     #: the model's budget-suppression count already added to the metric (a
     #: warm-started model starts from its checkpoint's count)
     suppressed_reported: int = 0
@@ -64,27 +66,24 @@ def checkpoint_name(partition: int) -> str:
     return f"models-p{partition}"
 
 
-async def retry(
-    op: str,
-    fn: Callable[..., Awaitable[T]],
-    *args: Any,
-    metrics: Metrics,
-) -> T:
-    """``await fn(*args)`` until it succeeds, backing off 0.1 s .. 5 s.
+#: Backoff between tries of a failed store call: 0.1 s, doubling, at most 5 s.
+STORE_BACKOFF = (0.1, 5.0)
+
+
+async def retry(op: str, call: Callable[[], Awaitable[T]], *, metrics: Metrics) -> T:
+    """``await call()`` until it succeeds, backing off :data:`STORE_BACKOFF`.
 
     A batch must not be skipped (that would lose events), so a Redis outage
     stalls the partition instead of crashing the worker or dropping data.
-    Failures are counted per operation.
+    Failures are counted per operation and logged in one line each.
     """
-    delay = 0.1
-    while True:
-        try:
-            return await fn(*args)
-        except Exception as exc:  # any client error: the store is unavailable
-            metrics.redis_errors.labels(op).inc()
-            log.warning("store %s failed (%s); retrying in %.1fs", op, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+
+    def failed(exc: BaseException, delay: float) -> None:
+        # any client error: the store is unavailable
+        metrics.redis_errors.labels(op).inc()
+        log.warning("store %s failed (%s); retrying in %.1fs", op, exc, delay)
+
+    return await retry_forever(call, wait=backoff(*STORE_BACKOFF), on_failure=failed)
 
 
 class BatchProcessor:
@@ -96,10 +95,14 @@ class BatchProcessor:
         store: SessionStore,
         sink: Sink,
         metrics: Metrics,
+        *,
+        clock: Callable[[], float],
         idle_grace_s: float = 60.0,
-        clock: Callable[[], float] = time.time,
         cache_sessions: int = 20_000,
     ) -> None:
+        """``clock``: wall-clock seconds (epoch), for alert times, idle
+        partitions and checkpoint ages. ``idle_grace_s`` and
+        ``cache_sessions``: see the settings of the same names."""
         self.config = config
         self.parser = EventParser(config)
         self.store = store
@@ -108,14 +111,10 @@ class BatchProcessor:
         self.idle_grace_s = idle_grace_s
         self.clock = clock
         self.partitions: dict[int, PartitionState] = {}
-        # Write-through cache of the states of owned partitions: every change
-        # is saved to the store in the same batch, so the cache only saves
-        # the read and the decoding. Dropped for partitions given up.
-        self.cache: OrderedDict[str, tuple[int, SessionState]] = OrderedDict()
-        self.cache_sessions = cache_sessions
+        self.cache = StateCache(cache_sessions)
 
     async def _call(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return await retry(op, fn, *args, metrics=self.metrics)
+        return await retry(op, partial(fn, *args), metrics=self.metrics)
 
     # ------------------------------------------------------------ ownership
     async def assign(self, partitions: Iterable[int]) -> None:
@@ -124,8 +123,12 @@ class BatchProcessor:
         new = [p for p in partitions if p not in self.partitions]
         for p in new:
             detector = Detector(self.config, await self._models(p))
+            now = self.clock()
             self.partitions[p] = PartitionState(
-                detector, suppressed_reported=detector.models.suppressed_by_budget
+                detector,
+                wall_at_watermark=now,
+                checkpointed_at=now,
+                suppressed_reported=detector.models.suppressed_by_budget,
             )
         if new:
             await self.recover(new)
@@ -150,8 +153,7 @@ class BatchProcessor:
             if p in self.partitions:
                 await self.checkpoint([p])
                 del self.partitions[p]
-        for sid in [sid for sid, (p, _) in self.cache.items() if p in revoked]:
-            del self.cache[sid]
+        self.cache.forget(revoked)
 
     async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
         """Save the models of the given (default: all owned) partitions."""
@@ -248,25 +250,16 @@ class BatchProcessor:
             if hit is None:
                 missing.append(sid)
             else:
-                states[sid] = hit[1]
-                self.cache.move_to_end(sid)
+                states[sid] = hit
         if missing:
             states.update(await self._call("load", self.store.load, missing))
         return states
-
-    def _remember(self, partition: int, state: SessionState) -> None:
-        if self.cache_sessions <= 0:
-            return
-        self.cache[state.sid] = (partition, state)
-        self.cache.move_to_end(state.sid)
-        while len(self.cache) > self.cache_sessions:
-            self.cache.popitem(last=False)
 
     async def _save(self, items: Iterable[tuple[int, SessionState]]) -> None:
         by_partition: dict[int, list[SessionState]] = {}
         for partition, state in items:
             by_partition.setdefault(partition, []).append(state)
-            self._remember(partition, state)
+            self.cache.put(partition, state)
         await self._call("save", self.store.save_many, by_partition)
 
     async def _deliver(
