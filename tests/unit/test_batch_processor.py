@@ -1,0 +1,334 @@
+"""The worker's batch step (``stream.pipeline.BatchProcessor``) without Kafka or Redis.
+
+The real detector core runs on the memory store and a fake sink, with a fake
+clock: outbox, crash recovery, failed produces, the expiry sweep, the state
+cache, dead letters and duplicate delivery, each in milliseconds. The model
+rules are switched off (as in the integration tests' RULES_ONLY) so that the
+alerts are exactly the friction pile-ups of the scripted sessions.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from detectors.config import DetectorConfig
+from detectors.session import SessionState
+from stream.metrics import Metrics
+from stream.pipeline import BatchProcessor, checkpoint_name
+from stream.records import Message
+from tests.builders import T0
+from tests.fakes import FakeClock, FakeSink, RecordingStore
+
+RULES_ONLY = DetectorConfig(
+    trust_min_closed=100_000_000,
+    hesitation_warmup=100_000_000,
+    alert_budget_per_1000=0,
+    hotspot_min_visits=100_000_000,
+)
+TIMEOUT_S = RULES_ONLY.session_timeout_ms / 1000
+TTL_S = TIMEOUT_S + 600
+TOPIC = "interactions"
+
+
+class Worker:
+    """One worker process: a processor over a store that outlives it (Redis)
+    and a sink whose alerts topic outlives it (Kafka)."""
+
+    def __init__(
+        self,
+        store: RecordingStore | None = None,
+        sink: FakeSink | None = None,
+        clock: FakeClock | None = None,
+        cache_sessions: int = 20_000,
+    ) -> None:
+        self.clock = clock or FakeClock(T0 / 1000)
+        self.store = store or RecordingStore(TTL_S, self.clock)
+        self.sink = sink or FakeSink(self.clock)
+        self.metrics = Metrics()
+        self.processor = BatchProcessor(
+            RULES_ONLY,
+            self.store,
+            self.sink,
+            self.metrics,
+            clock=self.clock,
+            cache_sessions=cache_sessions,
+        )
+
+    def restarted(self) -> Worker:
+        """A new process after a crash: same store, same alerts topic, empty memory."""
+        return Worker(self.store, FakeSink(self.clock, self.sink.topic), self.clock)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def total(self, name: str) -> float:
+        """Sum of a counter over all its labels."""
+        return sum(
+            sample.value
+            for family in self.metrics.registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        )
+
+    async def state(self, sid: str) -> SessionState:
+        return (await self.store.load([sid]))[sid]
+
+
+class Feed:
+    """Kafka messages of scripted events, with offsets per partition."""
+
+    def __init__(self) -> None:
+        self.offsets: dict[int, int] = {}
+
+    def message(self, value: bytes, partition: int = 0, key: bytes | None = None) -> Message:
+        offset = self.offsets.get(partition, 0)
+        self.offsets[partition] = offset + 1
+        return Message(value, key, TOPIC, partition, offset, timestamp_ms=T0)
+
+    def event(self, sid: str, etype: str, t: int, partition: int = 0, **fields: Any) -> Message:
+        body = {"session_id": sid, "ts": T0 + t, "type": etype, "event_id": f"{sid}-{t}", **fields}
+        return self.message(json.dumps(body).encode(), partition, sid.encode())
+
+    def pile_up(self, sid: str, start: int = 0, partition: int = 0) -> list[Message]:
+        """A product view and four dead clicks 2 s apart: one friction
+        pile-up, so one trust-loss alert on the fourth click."""
+        clicks = [
+            self.event(
+                sid,
+                "click",
+                start + 1000 + 2000 * i,
+                partition,
+                x=50,
+                y=50,
+                target="button#buy",
+                props={"dead": True},
+            )
+            for i in range(4)
+        ]
+        return [self.event(sid, "page_view", start, partition, page="/products/1"), *clicks]
+
+    def quiet(self, sid: str, count: int, start: int = 0, partition: int = 0) -> list[Message]:
+        """Page views 1 s apart that raise nothing."""
+        return [
+            self.event(sid, "page_view", start + 1000 * i, partition, page=f"/blog/{i}")
+            for i in range(count)
+        ]
+
+
+async def test_a_quiet_batch_is_saved_and_produces_nothing() -> None:
+    worker, feed = Worker(), Feed()
+    await worker.processor.process(feed.quiet("calm", 3))
+    state = await worker.state("calm")
+    assert (state.n_events, state.outbox, state.outcome) == (3, [], None)
+    assert worker.sink.topic == [] and worker.sink.dead_letters == []
+    assert await worker.store.open_sessions(0) == 1
+    assert worker.metric("disengage_events_total", type="page_view") == 3
+
+
+async def test_alerts_go_through_the_state_outbox_before_they_are_produced() -> None:
+    worker, feed = Worker(), Feed()
+    seen_at_produce: list[tuple[list[str], list[str]]] = []
+    send = worker.sink.send_alerts
+
+    async def looking_first(records: Any) -> None:
+        # what a crash at this very moment would leave behind in the store
+        state = await worker.state("s1")
+        seen_at_produce.append((state.outbox, await worker.store.pending(0)))
+        await send(records)
+
+    worker.sink.send_alerts = looking_first  # type: ignore[method-assign]
+    await worker.processor.process(feed.pile_up("s1"))
+
+    (produced,) = [record for _, record in worker.sink.topic]
+    alert = json.loads(produced.value)
+    assert (alert["type"], alert["data"]["rule"]) == (
+        "disengage.alert.trust_loss",
+        "friction_pileup",
+    )
+    assert dict(produced.headers)["ce_id"] == alert["id"].encode()
+    assert produced.key == b"s1"
+    ((outbox, pending),) = seen_at_produce
+    assert [json.loads(text)["id"] for text in outbox] == [alert["id"]]
+    assert pending == ["s1"]
+    # acknowledged: the outbox is cleared and the session no longer pending
+    assert (await worker.state("s1")).outbox == []
+    assert await worker.store.pending(0) == []
+    severity = alert["data"]["severity"]
+    assert worker.metric("disengage_alerts_total", kind="trust_loss", severity=severity) == 1
+
+
+async def test_a_crash_before_the_produce_is_recovered_by_the_next_owner() -> None:
+    worker, feed = Worker(), Feed()
+    worker.sink.fail_alerts.append(ConnectionError("killed before the produce"))
+    with pytest.raises(ConnectionError):
+        await worker.processor.process(feed.pile_up("s1"))
+    assert worker.sink.topic == []
+    assert await worker.store.pending(0) == ["s1"]  # the state holds the alert
+
+    restarted = worker.restarted()
+    await restarted.processor.assign([0])
+    assert len(restarted.sink.alert_ids()) == 1
+    assert restarted.total("disengage_alerts_total") == 1
+    assert (await restarted.state("s1")).outbox == []
+    assert await restarted.store.pending(0) == []
+    # it asked the alerts topic for ids since the alert was decided, less 5 s
+    assert restarted.sink.since == [int(worker.clock() * 1000) - 5000]
+
+
+async def test_a_crash_after_the_produce_is_not_produced_again() -> None:
+    worker, feed = Worker(), Feed()
+    worker.sink.fail_after_alerts.append(ConnectionError("killed before the outbox was cleared"))
+    with pytest.raises(ConnectionError):
+        await worker.processor.process(feed.pile_up("s1"))
+    (alert_id,) = worker.sink.alert_ids()
+    assert await worker.store.pending(0) == ["s1"]
+
+    restarted = worker.restarted()
+    await restarted.processor.assign([0])
+    assert restarted.sink.alert_ids() == [alert_id]  # skipped: already on the topic
+    assert (await restarted.state("s1")).outbox == []
+    assert await restarted.store.pending(0) == []
+
+
+async def test_a_batch_redelivered_after_the_crash_changes_nothing() -> None:
+    worker, feed = Worker(), Feed()
+    batch = feed.pile_up("s1")
+    worker.sink.fail_alerts.append(ConnectionError("killed before the produce"))
+    with pytest.raises(ConnectionError):
+        await worker.processor.process(batch)
+    before = await worker.state("s1")
+
+    restarted = worker.restarted()
+    await restarted.processor.process(batch)  # Kafka redelivers the uncommitted batch
+    assert len(restarted.sink.alert_ids()) == 1  # by recovery, once
+    after = await restarted.state("s1")
+    assert (after.n_events, after.n_alerts) == (before.n_events, before.n_alerts) == (5, 1)
+    assert restarted.metric("disengage_event_status_total", status="duplicate") == 5
+
+
+async def test_a_failed_produce_retried_in_place_never_duplicates_an_alert_or_an_event() -> None:
+    worker, feed = Worker(), Feed()
+    batch = feed.pile_up("s1")
+    worker.sink.fail_alerts.append(ConnectionError("broker unavailable"))
+    with pytest.raises(ConnectionError):
+        await worker.processor.process(batch)
+    await worker.processor.process(batch)  # the app's retry: the same batch again
+
+    state = await worker.state("s1")
+    assert (state.n_events, state.n_alerts) == (5, 1)
+    assert worker.metric("disengage_event_status_total", status="applied") == 5
+    assert worker.metric("disengage_event_status_total", status="duplicate") == 5
+    # Known issue 10, finding 3: the retried batch holds only duplicates, so
+    # today the retry does not produce the alert, which waits in the outbox
+    # until the next recovery (a rebalance or a restart). What holds either
+    # way: it is never produced twice, and it is delivered exactly once.
+    assert len(worker.sink.alert_ids()) <= 1
+    await worker.processor.revoke([0])
+    await worker.processor.assign([0])
+    assert len(worker.sink.alert_ids()) == 1
+    await worker.processor.process(batch)
+    await worker.processor.revoke([0])
+    await worker.processor.assign([0])
+    assert len(worker.sink.alert_ids()) == 1
+    assert await worker.store.pending(0) == []
+
+
+async def test_duplicate_delivery_applies_each_event_and_alert_once() -> None:
+    worker, feed = Worker(), Feed()
+    batch = feed.pile_up("s1")
+    await worker.processor.process(batch)
+    await worker.processor.process(batch)
+    await worker.processor.process(batch[2:] + batch[:2])  # in another order too
+    assert len(worker.sink.alert_ids()) == 1
+    state = await worker.state("s1")
+    assert (state.n_events, state.n_alerts, state.outbox) == (5, 1, [])
+    assert worker.metric("disengage_event_status_total", status="duplicate") == 10
+
+
+async def test_malformed_and_late_input_become_dead_letters_with_reasons() -> None:
+    worker, feed = Worker(), Feed()
+    batch = [
+        feed.message(b"{not json"),
+        feed.message(b"\xff\xfe"),
+        feed.message(b"[1, 2]"),
+        feed.message(json.dumps({"session_id": "s", "ts": T0, "type": "teleport"}).encode()),
+        *feed.quiet("late", 1, start=60_000),
+        feed.event("late", "page_view", 0, page="/blog/early"),  # 60 s older: late
+        *feed.quiet("ok", 1),
+    ]
+    await worker.processor.process(batch)
+
+    reasons = [dict(r.headers)["dlq.reason"].decode() for r in worker.sink.dead_letters]
+    assert reasons == ["not_json", "not_utf8", "not_object", "unknown_type", "late_event"]
+    first = dict(worker.sink.dead_letters[0].headers)
+    assert first["dlq.source.topic"] == TOPIC.encode()
+    assert (first["dlq.source.partition"], first["dlq.source.offset"]) == (b"0", b"0")
+    assert first["dlq.detail"]  # the parser's explanation
+    assert worker.sink.dead_letters[0].value == b"{not json"  # the original bytes
+    late = dict(worker.sink.dead_letters[-1].headers)
+    assert late["dlq.source.offset"] == b"5" and b"older than" in late["dlq.detail"]
+    for reason in reasons:
+        assert worker.metric("disengage_invalid_events_total", reason=reason) == 1
+        assert worker.metric("disengage_dlq_messages_total", reason=reason) == 1
+    # the valid events around them were applied
+    assert (await worker.state("ok")).n_events == 1
+    assert (await worker.state("late")).n_events == 1
+
+
+async def test_the_sweep_closes_sessions_past_the_timeout_and_learns_their_outcome() -> None:
+    worker, feed = Worker(), Feed()
+    timeout_ms = RULES_ONLY.session_timeout_ms
+    await worker.processor.process(feed.quiet("old", 2) + feed.quiet("young", 1, start=60_000))
+    # event time moves on: a session seen one timeout after "old"'s last event
+    await worker.processor.process(feed.quiet("new", 1, start=1000 + timeout_ms + 1))
+
+    assert await worker.processor.sweep() == 1
+    old = await worker.state("old")
+    assert old.outcome == "timeout"
+    assert (await worker.state("young")).outcome is None
+    assert worker.metric("disengage_sessions_closed_total", outcome="timeout") == 1
+    assert worker.processor.partitions[0].detector.models.trust.closed == 1  # learned
+    assert await worker.store.open_sessions(0) == 2
+    assert await worker.processor.sweep() == 0  # closed once
+
+
+async def test_an_idle_partition_lets_its_watermark_follow_the_wall_clock() -> None:
+    worker, feed = Worker(), Feed()
+    await worker.processor.process(feed.quiet("lonely", 1))
+    worker.clock.advance(TIMEOUT_S)
+    assert await worker.processor.sweep() == 0  # within the idle grace: event time rules
+    worker.clock.advance(worker.processor.idle_grace_s + 1)
+    assert await worker.processor.sweep() == 1
+    assert (await worker.state("lonely")).outcome == "timeout"
+
+
+async def test_the_state_cache_is_bounded_and_evicts_the_least_recently_used() -> None:
+    worker, feed = Worker(cache_sessions=2), Feed()
+    for sid in ("a", "b", "c"):
+        await worker.processor.process(feed.quiet(sid, 1))
+    assert len(worker.processor.cache) == 2 and "a" not in worker.processor.cache
+    worker.store.loads.clear()
+    await worker.processor.process(feed.quiet("c", 1, start=5000))  # cached: no read
+    await worker.processor.process(feed.quiet("a", 1, start=5000))  # evicted: read back
+    assert worker.store.loads == [["a"]]
+    assert (await worker.state("a")).n_events == 2  # nothing lost with the eviction
+    assert "b" not in worker.processor.cache  # least recently used went next
+
+
+async def test_giving_up_a_partition_checkpoints_its_models_and_forgets_its_states() -> None:
+    worker, feed = Worker(), Feed()
+    await worker.processor.process(
+        feed.quiet("p0", 1, partition=0) + feed.quiet("p1", 1, partition=1)
+    )
+    assert sorted(worker.processor.partitions) == [0, 1]
+    await worker.processor.revoke([1])
+    assert sorted(worker.processor.partitions) == [0]
+    assert "p1" not in worker.processor.cache and "p0" in worker.processor.cache
+    assert await worker.store.load_blob(checkpoint_name(1)) is not None
+    assert await worker.store.load_blob(checkpoint_name(0)) is None
+    worker.clock.advance(30)
+    await worker.processor.checkpoint()
+    assert worker.processor.partitions[0].checkpointed_at == worker.clock()
