@@ -8,11 +8,15 @@ fail. Builders of core objects (events, a driven detector) live in
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from detectors.session import SessionState
 from detectors.store import MemorySessionStore
+from stream.forward.delivery import PostResult
 from stream.records import Record
 
 
@@ -32,6 +36,218 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+# ---------------------------------------------------------------- the forwarder
+# The loop of ``disengage alerts forward`` (stream/forward/loop.py) is given a
+# consumer, a producer, a poster and a dedupe store: these fakes honour those
+# protocols, record what they were given and can be scripted to fail.
+
+
+class TickingClock(FakeClock):
+    """A :class:`FakeClock` that also moves ``step`` seconds each time it is read
+    (time that passes while code waits in a loop).
+
+    >>> clock = TickingClock(10.0, step=1.0)
+    >>> clock(), clock(), clock.now
+    (10.0, 11.0, 12.0)
+    """
+
+    def __init__(self, now: float = 1000.0, step: float = 1.0) -> None:
+        super().__init__(now)
+        self.step = step
+
+    def __call__(self) -> float:
+        now = self.now
+        self.now += self.step
+        return now
+
+
+@dataclass(frozen=True, order=True)
+class FakePartition:
+    """A topic partition (aiokafka's TopicPartition)."""
+
+    topic: str
+    partition: int
+
+
+@dataclass
+class FakeRecord:
+    """A consumed record (aiokafka's ConsumerRecord, as far as it is read)."""
+
+    value: bytes | None
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int = 0
+
+
+class FakeConsumer:
+    """One partition of scripted records, read like aiokafka's consumer.
+
+    ``commits`` lists the committed offsets. :meth:`rebalance` takes the
+    partition away and gives it back as aiokafka does: ``listener.revoked``,
+    then reading resumes at the committed offset, then ``listener.assigned``.
+    ``on_idle`` runs when there is nothing left to read (say, to stop).
+    """
+
+    def __init__(self, values: list[bytes | None], topic: str = "alerts") -> None:
+        self.tp = FakePartition(topic, 0)
+        self.records = [FakeRecord(v, None, topic, 0, i) for i, v in enumerate(values)]
+        self.position = 0
+        self.committed: int | None = None
+        self.commits: list[int] = []
+        self.on_commit: Callable[[int], None] | None = None
+        self.on_idle: Callable[[], None] | None = None
+        self.listener: Any = None
+
+    def assignment(self) -> set[FakePartition]:
+        return {self.tp}
+
+    async def getmany(
+        self, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[FakePartition, list[FakeRecord]]:
+        await asyncio.sleep(0)
+        end = None if max_records is None else self.position + max_records
+        batch = self.records[self.position : end]
+        self.position += len(batch)
+        if not batch and self.on_idle is not None:
+            self.on_idle()
+        return {self.tp: batch} if batch else {}
+
+    async def commit(self, offsets: dict[FakePartition, int]) -> None:
+        self.committed = offsets[self.tp]
+        self.commits.append(self.committed)
+        if self.on_commit is not None:
+            self.on_commit(self.committed)
+
+    async def rebalance(self) -> None:
+        await self.listener.revoked([self.tp])
+        self.position = self.committed or 0
+        await self.listener.assigned([self.tp])
+
+
+class FakeProducer:
+    """Records what is sent (topic, value, headers as a dict). ``fail`` is
+    raised by every send; ``fail_next`` by the next sends, one each."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, dict[str, bytes]]] = []
+        self.fail: Exception | None = None
+        self.fail_next: list[Exception] = []
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+    ) -> asyncio.Future[None]:
+        if self.fail is not None:
+            raise self.fail
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+        self.sent.append((topic, value, dict(headers or [])))
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ack.set_result(None)
+        return ack
+
+
+class ScriptedPoster:
+    """A webhook poster answering from a script (the last answer repeats;
+    default: always 200) and recording ``calls`` as (body, idempotency key).
+    With ``stop`` and ``stop_after``, sets ``stop`` during that call (a
+    SIGTERM arriving while a post is in flight)."""
+
+    def __init__(
+        self,
+        answers: list[PostResult] | None = None,
+        stop: asyncio.Event | None = None,
+        stop_after: int | None = None,
+    ) -> None:
+        self.answers = answers or [PostResult(200)]
+        self.calls: list[tuple[bytes, str]] = []
+        self.stop = stop
+        self.stop_after = stop_after
+
+    async def post(self, body: bytes, idempotency_key: str) -> PostResult:
+        self.calls.append((body, idempotency_key))
+        if self.stop is not None and len(self.calls) == self.stop_after:
+            self.stop.set()
+        return self.answers[min(len(self.calls), len(self.answers)) - 1]
+
+    @property
+    def posts(self) -> list[tuple[str, dict[str, Any]]]:
+        """(idempotency key, decoded body) of each post."""
+        return [(key, json.loads(body)) for body, key in self.calls]
+
+    def covered(self) -> set[str]:
+        """Alert ids posted one by one or listed in a digest."""
+        out = set()
+        for key, payload in self.posts:
+            if key.startswith("digest-"):
+                out |= set(payload["data"]["alert_ids"])
+            else:
+                out.add(key)
+        return out
+
+
+class FakeDedupe:
+    """A dedupe store in memory: ``delivered`` ids, and each ``remember`` call
+    in ``remembered``. ``hooks[id]`` is awaited (once) when ``id`` is looked
+    up: something that happens while the loop handles that alert."""
+
+    def __init__(self, delivered: Iterable[str] = ()) -> None:
+        self.delivered = set(delivered)
+        self.remembered: list[tuple[str, ...]] = []
+        self.hooks: dict[str, Callable[[], Awaitable[None]]] = {}
+
+    async def seen(self, alert_id: str) -> bool:
+        hook = self.hooks.pop(alert_id, None)
+        if hook is not None:
+            await hook()
+        return alert_id in self.delivered
+
+    async def remember(self, *alert_ids: str) -> None:
+        self.remembered.append(alert_ids)
+        self.delivered.update(alert_ids)
+
+
+class FakeRedis:
+    """The two Redis commands the forwarder's dedupe uses (EXISTS, and SET in
+    a pipeline), in memory; ``down`` makes every call fail; ``calls`` counts
+    round trips."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[str, int | None]] = {}
+        self.down = False
+        self.calls = 0
+
+    def _round_trip(self) -> None:
+        self.calls += 1
+        if self.down:
+            raise ConnectionError("Connection refused")
+
+    async def exists(self, key: str) -> int:
+        self._round_trip()
+        return int(key in self.data)
+
+    def pipeline(self, transaction: bool = True) -> FakeRedisPipeline:
+        return FakeRedisPipeline(self)
+
+
+class FakeRedisPipeline:
+    """Buffered SETs, applied in one call (one round trip)."""
+
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis = redis
+        self.queued: list[tuple[str, str, int | None]] = []
+
+    def set(self, key: str, value: str, ex: int | None = None) -> None:
+        self.queued.append((key, value, ex))
+
+    async def execute(self) -> list[bool]:
+        self.redis._round_trip()
+        for key, value, ex in self.queued:
+            self.redis.data[key] = (value, ex)
+        return [True] * len(self.queued)
 
 
 # ------------------------------------------------------------------ the worker
