@@ -26,16 +26,44 @@ StepHook = Callable[[Event, StepResult], None]
 CloseHook = Callable[[SessionState], None]
 
 
+#: Invalid input lines kept with their line number (the rest are only counted).
+BAD_LINES_KEPT = 10
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """An input line that is not a valid event.
+
+    ``line`` is 1-based and counts every physical line, blank ones included, so
+    it is what an editor shows; ``reason`` and ``detail`` come from
+    :class:`InvalidEvent` (the detail never echoes more than 80 input bytes).
+    """
+
+    line: int
+    reason: str
+    detail: str
+
+
 @dataclass
 class RunStats:
-    """Counters of a run. ``invalid`` is keyed by :class:`InvalidEvent` reason."""
+    """Counters of a run. ``lines`` counts the non-blank input lines read by
+    :func:`parse_lines`; ``invalid`` counts those that were not events, by
+    :class:`InvalidEvent` reason, and ``bad_lines`` keeps the first
+    :data:`BAD_LINES_KEPT` of them with their line numbers."""
 
+    lines: int = 0
     events: int = 0
     applied: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     invalid: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     closed: Counter[str] = field(default_factory=Counter)
+    bad_lines: list[BadLine] = field(default_factory=list)
+
+    @property
+    def valid_lines(self) -> int:
+        """Input lines that parsed into an event."""
+        return self.lines - sum(self.invalid.values())
 
 
 class OfflineRunner:
@@ -161,16 +189,31 @@ def reorder(events: Iterable[Event], window_ms: int) -> Iterator[Event]:
 def parse_lines(
     lines: Iterable[bytes | str], parser: EventParser, stats: RunStats | None = None
 ) -> Iterator[Event]:
-    """Parse JSONL lines, skipping blanks; invalid lines are counted in
-    ``stats.invalid`` by reason, never raised."""
-    for line in lines:
+    """Parse JSONL lines, skipping blanks. Invalid lines are never raised:
+    they are counted in ``stats.invalid`` by reason, and the first
+    :data:`BAD_LINES_KEPT` are kept in ``stats.bad_lines`` with their number.
+
+    >>> stats = RunStats()
+    >>> lines = [b'{"session_id":"a","ts":1700000000,"type":"page_view"}', b"", b"[1]"]
+    >>> list(parse_lines(lines, EventParser(DetectorConfig()), stats))
+    []
+    >>> stats.lines, stats.valid_lines, dict(stats.invalid)
+    (2, 0, {'bad_ts': 1, 'not_object': 1})
+    >>> stats.bad_lines[1]
+    BadLine(line=3, reason='not_object', detail='top level is list, not an object')
+    """
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        if stats is not None:
+            stats.lines += 1
         try:
             yield parser.parse(line)
         except InvalidEvent as exc:
             if stats is not None:
                 stats.invalid[exc.reason] += 1
+                if len(stats.bad_lines) < BAD_LINES_KEPT:
+                    stats.bad_lines.append(BadLine(number, exc.reason, exc.detail))
 
 
 def replay_alerts(events: Iterable[dict[str, Any]], config: DetectorConfig) -> list[Alert]:

@@ -15,7 +15,7 @@ from detectors.config import DetectorConfig
 from detectors.detector import Detector
 from detectors.evaluation import Evaluation, evaluate, read_labels, read_truth, roc_auc
 from detectors.events import Event, EventParser, InvalidEvent
-from detectors.runner import OfflineRunner, RunStats, parse_lines, reorder
+from detectors.runner import BAD_LINES_KEPT, OfflineRunner, RunStats, parse_lines, reorder
 from detectors.simulator import SimConfig, Simulator
 from tests.builders import T0, event
 
@@ -175,8 +175,23 @@ def test_parse_lines_counts_invalid_input_by_reason() -> None:
     parsed = list(parse_lines(lines, PARSER, stats))
     assert len(parsed) == 1
     assert dict(stats.invalid) == {"not_json": 1, "not_object": 1, "bad_ts": 1}
+    assert (stats.lines, stats.valid_lines) == (4, 1)  # blank lines are not counted
+    # line numbers count the blank lines too, as an editor does
+    assert [(b.line, b.reason) for b in stats.bad_lines] == [
+        (4, "not_json"),
+        (5, "not_object"),
+        (6, "bad_ts"),
+    ]
+    assert stats.bad_lines[2].detail == "epoch ms 1700000000 outside 1990..2200 (seconds sent?)"
     with pytest.raises(StopIteration):
         next(parse_lines([b"{"], PARSER))
+
+
+def test_parse_lines_keeps_only_the_first_bad_lines_but_counts_all() -> None:
+    stats = RunStats()
+    list(parse_lines([b"{"] * (BAD_LINES_KEPT + 5), PARSER, stats))
+    assert stats.invalid["not_json"] == BAD_LINES_KEPT + 5
+    assert [b.line for b in stats.bad_lines] == list(range(1, BAD_LINES_KEPT + 1))
 
 
 def test_parse_lines_never_raises_invalid_event() -> None:
