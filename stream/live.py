@@ -27,7 +27,7 @@ async def produce_simulation(
     rate: float,
     sessions: int | None = None,
     duration_s: float | None = None,
-    seed: int = 7,
+    seed: int = SimConfig.seed,
     incident: bool = False,
     out: TextIO = sys.stderr,
 ) -> int:
@@ -50,7 +50,11 @@ async def produce_simulation(
     )
     simulator = Simulator(config, keep_truth=False)
     producer = make_producer(settings, acks=1, enable_idempotence=False, linger_ms=20)
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # closes what start() opened before it failed
+        raise
     started = time.time()
     sent = 0
     last_report = started
@@ -109,7 +113,11 @@ async def tail_alerts(
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()  # closes what start() opened before it failed
+        raise
     shown = 0
     last_message = time.monotonic()
     try:

@@ -1,0 +1,40 @@
+"""``disengage demo``: simulator -> detector in-process, with a live terminal view."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from detectors.simulator import SimConfig
+from stream.commands.arguments import detector_config, positive_float
+
+
+def add_parser(sub: Any) -> None:
+    from stream.demo import DEFAULT_SPEED
+
+    p = sub.add_parser("demo", help="live demo: simulator -> detector, in-process, no Kafka")
+    p.add_argument(
+        "--duration", type=positive_float, default=None, help="stop after this many seconds"
+    )
+    p.add_argument(
+        "--speed",
+        type=positive_float,
+        default=DEFAULT_SPEED,
+        help=f"simulated seconds per real second (default {DEFAULT_SPEED:g})",
+    )
+    p.add_argument("--seed", type=int, default=SimConfig.seed, help=f"(default {SimConfig.seed})")
+    p.add_argument("--plain", action="store_true", help="plain lines instead of the live view")
+    p.set_defaults(func=run, prog=p.prog)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stream.demo import run_demo
+
+    return run_demo(
+        detector_config(args),
+        duration_s=args.duration,
+        speed=args.speed,
+        seed=args.seed,
+        plain=args.plain or not sys.stdout.isatty(),
+    )

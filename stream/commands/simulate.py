@@ -1,0 +1,157 @@
+"""``disengage simulate``: simulated events and their ground truth to JSONL, or live to Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import IO, Any
+
+from detectors.simulator import SimConfig, Simulator, truth_path
+from stream.commands.arguments import (
+    UsageError,
+    kafka_failure,
+    load_settings,
+    open_output,
+    positive_float,
+    positive_int,
+    quiet_kafka_client_logs,
+)
+
+#: Events per second produced with ``--kafka`` when ``--rate`` is not given.
+DEFAULT_KAFKA_RATE = 500.0
+#: Events buffered before a write.
+WRITE_BATCH = 4096
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "simulate", help="write simulated events and their ground truth, or produce them live"
+    )
+    p.add_argument(
+        "--sessions",
+        type=positive_int,
+        default=None,
+        help=f"sessions to simulate (default {SimConfig.sessions} to a file, endless with --kafka)",
+    )
+    p.add_argument("--seed", type=int, default=SimConfig.seed, help=f"(default {SimConfig.seed})")
+    p.add_argument(
+        "--arrival-rate",
+        type=positive_float,
+        default=SimConfig.arrival_rate,
+        help=f"new sessions per simulated second (default {SimConfig.arrival_rate:g}; "
+        "with --kafka it follows --rate)",
+    )
+    p.add_argument("--no-incident", action="store_true", help="no hotspot incident")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="events JSONL path ('-' for stdout); the ground truth goes next to it "
+        "as <name>.truth.jsonl (not for stdout)",
+    )
+    p.add_argument(
+        "--kafka",
+        action="store_true",
+        help="produce to the interactions topic (DISENGAGE_* settings) instead",
+    )
+    p.add_argument(
+        "--rate",
+        type=positive_float,
+        default=None,
+        help=f"events/s with --kafka; event time tracks real time (default {DEFAULT_KAFKA_RATE:g})",
+    )
+    p.add_argument(
+        "--duration", type=positive_float, default=None, help="stop after S seconds (--kafka)"
+    )
+    p.set_defaults(func=run, prog=p.prog)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.kafka:
+        if args.output:
+            raise UsageError("-o/--output and --kafka exclude each other")
+        return _to_kafka(args)
+    if not args.output:
+        raise UsageError("-o/--output is required (or --kafka)")
+    if args.rate is not None or args.duration is not None:
+        raise UsageError("--rate and --duration apply to --kafka only")
+    sessions = args.sessions if args.sessions is not None else SimConfig.sessions
+    config = SimConfig(
+        sessions=sessions,
+        seed=args.seed,
+        arrival_rate=args.arrival_rate,
+        incident=not args.no_incident,
+    )
+    to_stdout = args.output == "-"
+    # both paths are opened before the simulation starts, so a bad one stops it at once
+    events_out = open_output(args.output)
+    truth_out = None if to_stdout else open_output(truth_path(args.output))
+    simulator = Simulator(config, keep_truth=not to_stdout)
+    try:
+        n = write_events(simulator, events_out)
+        if truth_out is not None:
+            write_truth(simulator, truth_out)
+    finally:
+        for out in (events_out, truth_out):
+            if out is not None and out is not sys.stdout:
+                out.close()
+    where = "stdout" if to_stdout else args.output
+    print(f"wrote {n:,} events of {sessions:,} sessions to {where}", file=sys.stderr)
+    if truth_out is not None:
+        print(f"ground truth in {truth_path(args.output)}", file=sys.stderr)
+    else:
+        print("ground truth not written (events went to stdout; use -o FILE)", file=sys.stderr)
+    return 0
+
+
+def write_events(simulator: Simulator, out: IO[str]) -> int:
+    """Write the simulation's events to ``out``, one compact JSON object a
+    line; return how many."""
+    n = 0
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    buf: list[str] = []
+    for event in simulator.events():
+        buf.append(dumps(event))
+        n += 1
+        if len(buf) >= WRITE_BATCH:
+            out.write("\n".join(buf) + "\n")
+            buf.clear()
+    if buf:
+        out.write("\n".join(buf) + "\n")
+    return n
+
+
+def write_truth(simulator: Simulator, out: IO[str]) -> None:
+    """Write the ground truth of a finished simulation: the span, the
+    incidents, then one record per session."""
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    out.write(dumps(simulator.span()) + "\n")
+    for record in simulator.incidents():
+        out.write(dumps(record) + "\n")
+    for truth in simulator.truth.values():
+        out.write(dumps(truth.to_dict()) + "\n")
+
+
+def _to_kafka(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from stream.live import produce_simulation
+
+    settings = load_settings()
+    quiet_kafka_client_logs()
+    try:
+        asyncio.run(
+            produce_simulation(
+                settings,
+                rate=args.rate if args.rate is not None else DEFAULT_KAFKA_RATE,
+                sessions=args.sessions,  # None: endless
+                duration_s=args.duration,
+                seed=args.seed,
+                incident=not args.no_incident,
+            )
+        )
+    except (KafkaError, OSError) as exc:
+        raise kafka_failure(settings, exc) from None
+    return 0
