@@ -139,7 +139,7 @@ def rage_false_alarms(lines: list[str], sim: Simulator, config: DetectorConfig) 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sessions", type=int, default=10_000)
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=SimConfig.seed)
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
         "--floor",

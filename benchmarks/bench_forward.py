@@ -79,7 +79,7 @@ class Receiver:
 
 def real_alerts() -> list[dict[str, Any]]:
     config = DetectorConfig()
-    events = Simulator(SimConfig(sessions=600, seed=7), keep_truth=False).events()
+    events = Simulator(SimConfig(sessions=600), keep_truth=False).events()  # default seed
     return [alert.to_cloudevent(config.source) for alert in replay_alerts(events, config)]
 
 

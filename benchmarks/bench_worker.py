@@ -231,7 +231,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         return {"latency": latency}
     start_ms = int(time.time() * 1000) - 3 * 3600 * 1000
     print(f"simulating {args.events:,} events ...", file=sys.stderr)
-    records = simulated(args.events, seed=7, start_ms=start_ms)
+    records = simulated(args.events, seed=SimConfig.seed, start_ms=start_ms)
     # baseline on its own topics, same broker, same data
     base_in, base_out = f"base-in-{env.tag}", f"base-out-{env.tag}"
     base_n = min(args.events, args.baseline_events)
