@@ -5,7 +5,7 @@ input that is not an alert (``not_json``, ``not_cloudevent``, ``not_an_alert``)
 and an alert no payload could be built of (``not_an_alert``, the detail names
 the error) are written here with the headers of :func:`stream.records.dead_letter`
 plus ``dlq.alert.id``; one odd message never stops the forwarder. The topic is
-``--dlq-topic``, by default the alerts topic plus ``ForwardOptions`` ``DLQ_SUFFIX``.
+``--dlq-topic``, by default ``<alerts topic>.forward.dlq`` (``options.DLQ_SUFFIX``).
 
 Writes are retried while Kafka fails (with :func:`stream.retry.retry_forever`),
 except when Kafka refuses the record itself (too large, say): that is logged

@@ -233,13 +233,19 @@ async def deliver(
         raise _RetryablePost(last)
 
     def wait(state: RetryCallState) -> float:
+        # the Retry-After of the answer that failed, else the backoff
+        failure = state.outcome.exception() if state.outcome is not None else None
+        assert isinstance(failure, _RetryablePost)
+        asked = failure.result.retry_after
         return retry_delay(
-            state.attempt_number - 1, last.retry_after, backoff, rng, clock(), retry_after_max_s
+            state.attempt_number - 1, asked, backoff, rng, clock(), retry_after_max_s
         )
 
-    def failed(_exc: BaseException, delay: float) -> None:
+    def failed(failure: BaseException, delay: float) -> None:
+        assert isinstance(failure, _RetryablePost)
+        result = failure.result
         if on_retry is not None:
-            on_retry(retry_cause(last.status, last.timed_out), delay, last, attempts)
+            on_retry(retry_cause(result.status, result.timed_out), delay, result, attempts)
 
     try:
         return await retry_until_stopped(
