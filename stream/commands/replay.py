@@ -23,21 +23,22 @@ def run(args: argparse.Namespace) -> int:
     """Alerts as CloudEvents JSONL. The end of the file is not a session
     timeout, so sessions still open at the end are left open (no closes).
     Bad lines are reported on stderr; no valid event at all is a failure."""
-    from detectors.detector import Detector
-    from detectors.events import EventParser
-    from detectors.runner import OfflineRunner, parse_lines, reorder
-
     config = detector_config(args)
     check_readable(args.events)
-    parser = EventParser(config)
-    runner = OfflineRunner(Detector(config))
-    stats = runner.stats
-    source = config.source
     with event_lines(args.events, "replay") as lines, output(args.output) as out:
-        events = reorder(parse_lines(lines, parser, stats), config.allowed_lateness_ms)
+        # River loads only now: a bad path or file fails without waiting for it
+        from detectors.detector import Detector
+        from detectors.events import EventParser
+        from detectors.runner import OfflineRunner, parse_lines, reorder
+
+        runner = OfflineRunner(Detector(config))
+        stats = runner.stats
+        events = reorder(parse_lines(lines, EventParser(config), stats), config.allowed_lateness_ms)
         for event in events:
             for alert in runner.feed(event):
-                out.write(json.dumps(alert.to_cloudevent(source), separators=(",", ":")) + "\n")
+                out.write(
+                    json.dumps(alert.to_cloudevent(config.source), separators=(",", ":")) + "\n"
+                )
     report_invalid(stats, args.events, args.prog)
     require_events(stats, args.events)
     summary = {
