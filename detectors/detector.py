@@ -4,70 +4,47 @@
 state and returns the new state with any alerts. ``Detector.close(state,
 outcome, ts)`` ends a session, feeds its labelled snapshots to the trust model
 and its last page to the hotspot monitor. The models (hesitation, trust,
-hotspots) are shared by all sessions a detector sees and live in
-:class:`DetectorModels`, which pickles with a version header.
+hotspots, alert budget) are shared by all sessions a detector sees and live
+in :class:`~detectors.models.DetectorModels`.
 
+A step is: de-duplication and lateness, the session's own counters, the
+signals (:mod:`detectors.signals`, each observing its moments), the trust
+score, the alert rules (:mod:`detectors.rules`) and the alert policy
+(:mod:`detectors.policy`); :mod:`detectors.explain` writes what an alert says.
 Time is event time only; nothing here reads a clock.
 """
 
 from __future__ import annotations
 
-import math
-import pickle
-from dataclasses import dataclass, field, replace
-from importlib.metadata import version
+from dataclasses import dataclass, field
 from typing import Any
 
-from river import stats
-
-from detectors.alerts import Alert, Reason, severity_for, suggested_action
-from detectors.config import DELIBERATION_STAGES, STAGE_INDEX, DetectorConfig
+from detectors.alerts import Alert
+from detectors.config import EVENT_TYPES, DetectorConfig
 from detectors.events import Event
-from detectors.features import (
-    hesitation_features,
-    hesitation_raw,
-    snapshot_vector,
-    trust_features,
-    trust_vector,
-    vector_to_features,
-)
-from detectors.hesitation import HESITATION_STAGES, HESITATION_WORDS, HesitationModel
-from detectors.hotspots import HotspotFinding, HotspotMonitor
+from detectors.explain import hotspot_alert
+from detectors.features import vector_to_features
 from detectors.journey import JourneyTracker, step_label
-from detectors.session import SIGNAL_INDEX, SIGNALS, SessionState, id_hash48, page_key
-from detectors.signals import (
-    SIGNAL_WEIGHTS,
-    SIGNAL_WORDS,
-    DeadOrErrorClick,
-    FormFriction,
-    PageLoop,
-    RageClick,
-    ScrollThrash,
-    SignalHit,
-    SlowPage,
-    Stall,
-    TrustTouchpoint,
-    UTurn,
-    count_hit,
-    friction_score,
-)
-from detectors.trust import TRUST_WORDS, TrustModel
 
-_DECIDE = STAGE_INDEX["decide"]  # furthest >= this: the visitor reached the basket
+# DetectorModels and its format constants lived here; pickled checkpoints
+# name detectors.detector.DetectorModels, so the names stay importable.
+from detectors.models import MODEL_FORMAT, MODEL_NAME, RIVER_VERSION, DetectorModels
+from detectors.policy import admit
+from detectors.rules import TRUST_RESCORE_MS, count_hit, fire, score_trust
+from detectors.session import SessionState, id_hash48, page_key
+from detectors.signal_protocol import CLOSE, EVENT, LEAVE, Signal, SignalHit, Step
+from detectors.signals import SIGNAL_TYPES
 
-MODEL_FORMAT = 1
-RIVER_VERSION = version("river")
-MODEL_NAME = "trust-lr.v1+hst.v1+adwin.v1"
-
-#: A live session in evaluate/decide is re-scored for hesitation at most
-#: this often (ms of event time) between page views: a quarter of the stall
-#: time, so a stall is seen within 30 s.
-HESITATION_CHECK_MS = 30_000
-
-#: The trust score is recomputed on page views, cart and checkout events and
-#: signal hits, and otherwise at most this often (ms of event time), so time
-#: on the current page counts without scoring every scroll.
-TRUST_RESCORE_MS = 10_000
+__all__ = [
+    "MODEL_FORMAT",
+    "MODEL_NAME",
+    "OUTCOMES",
+    "RIVER_VERSION",
+    "STATUSES",
+    "Detector",
+    "DetectorModels",
+    "StepResult",
+]
 
 STATUSES = ("applied", "duplicate", "late", "after_close")
 OUTCOMES = ("converted", "exit", "timeout")
@@ -86,49 +63,6 @@ class StepResult:
     alerts: list[Alert] = field(default_factory=list)
     hits: list[SignalHit] = field(default_factory=list)
     closed: bool = False
-
-
-class DetectorModels:
-    """The shared online models, bounded in memory and picklable.
-
-    >>> m = DetectorModels(DetectorConfig())
-    >>> DetectorModels.loads(m.dumps()).trust.closed
-    0
-    """
-
-    def __init__(self, config: DetectorConfig) -> None:
-        self.hesitation = HesitationModel(config)
-        self.trust = TrustModel(config.trust_drop_quantile)
-        self.hotspots = HotspotMonitor(config)
-        self.signal_means = [stats.Mean() for _ in SIGNALS]
-        self.budget_tokens = config.alert_budget_per_1000 / 10.0
-        self.suppressed_by_budget = 0
-
-    @property
-    def version(self) -> str:
-        """Model family plus the number of sessions learned: names the exact
-        model state that made a decision."""
-        return f"{MODEL_NAME}@{self.trust.closed}"
-
-    def dumps(self) -> bytes:
-        """Pickle with a header recording the format and River version."""
-        header = {"format": MODEL_FORMAT, "river": RIVER_VERSION, "name": MODEL_NAME}
-        return pickle.dumps((header, self), protocol=pickle.HIGHEST_PROTOCOL)
-
-    @staticmethod
-    def loads(blob: bytes) -> DetectorModels:
-        """Inverse of :meth:`dumps`; ``ValueError`` when format or River
-        version differ (a River upgrade invalidates checkpoints)."""
-        header, models = pickle.loads(blob)
-        if header.get("format") != MODEL_FORMAT or header.get("name") != MODEL_NAME:
-            raise ValueError(f"incompatible model checkpoint {header!r}")
-        if header.get("river") != RIVER_VERSION:
-            raise ValueError(
-                f"checkpoint made with River {header.get('river')}, running {RIVER_VERSION}"
-            )
-        if not isinstance(models, DetectorModels):
-            raise ValueError("checkpoint does not hold DetectorModels")
-        return models
 
 
 class Detector:
@@ -151,15 +85,13 @@ class Detector:
         self.config = config.validate()
         self.models = models if models is not None else DetectorModels(config)
         self.journey = JourneyTracker(config)
-        self.rage = RageClick(config)
-        self.dead = DeadOrErrorClick(config)
-        self.uturn = UTurn(config)
-        self.loop = PageLoop(config)
-        self.thrash = ScrollThrash(config)
-        self.form = FormFriction(config)
-        self.stall = Stall(config)
-        self.slow = SlowPage(config)
-        self.touch = TrustTouchpoint()
+        self.signals: tuple[Signal, ...] = tuple(cls(config) for cls in SIGNAL_TYPES)
+        # who observes what, in registry order, resolved once
+        self._on_event = {
+            etype: tuple(s for s in self.signals if etype in s.observes) for etype in EVENT_TYPES
+        }
+        self._on_leave = tuple(s for s in self.signals if LEAVE in s.observes)
+        self._on_close = tuple(s for s in self.signals if CLOSE in s.observes)
 
     # ------------------------------------------------------------------ step
     def process(self, state: SessionState | None, event: Event) -> StepResult:
@@ -167,7 +99,7 @@ class Detector:
         cfg = self.config
         ts = event.ts
         if state is None:
-            self._earn_budget()
+            self.models.budget.earn(cfg.alert_budget_per_1000)
             state = SessionState(
                 event.session_id,
                 user_hash=event.user_hash,
@@ -198,32 +130,16 @@ class Detector:
 
         result = StepResult(state, "applied")
         hits = result.hits
-        progressed = False
         etype = event.type
         if etype == "page_view":
-            progressed = self._page_view(state, event, hits, result)
-        elif etype == "click":
-            hits += self.dead.on_click(state, event)
-            hits += self.rage.update(state, event)
-        elif etype == "scroll":
-            hits += self.thrash.update(state, event)
-        elif etype in ("form_focus", "form_input", "form_error", "form_submit"):
-            hits += self.form.update(state, event)
-        elif etype == "error":
-            state.errors += 1
-            hits += self.dead.on_error(state, event)
-        elif etype == "search":
-            state.searches += 1
-        elif etype == "add_to_cart":
-            state.carts += 1
-            progressed = True
-        elif etype == "remove_from_cart":
-            state.cart_removes += 1
-        elif etype == "checkout_step":
-            progressed = self._checkout_step(state, event)
+            progressed = self._page_view(state, event, gap, result)
+        else:
+            progressed = self._count(state, event)
         if progressed:
             self.journey.mark_progress(state, ts)
-        hits += self.stall.update(state, ts, gap)
+        step = Step(EVENT, ts, event, gap)
+        for signal in self._on_event.get(etype, ()):
+            hits += signal.observe(state, step)
         for hit in hits:
             count_hit(state, hit, cfg.friction_window_ms)
 
@@ -243,8 +159,11 @@ class Detector:
             or ts - state.trust_ts >= TRUST_RESCORE_MS
         )
         if scored:
-            self._score_trust(state, ts, snapshot)
-        self._evaluate(state, event, result, scored)
+            score_trust(cfg, self.models, state, ts, snapshot)
+        for alert in fire(cfg, self.models, state, event, hits, scored):
+            admitted = admit(cfg, state, self.models.budget, alert, ts)
+            if admitted is not None:
+                result.alerts.append(admitted)
         if etype == "exit":
             result.alerts += self.close(state, "exit", ts)
             result.closed = True
@@ -268,136 +187,56 @@ class Detector:
         fresh.outbox = closed.outbox
         return fresh
 
-    def _page_view(
-        self, state: SessionState, event: Event, hits: list[SignalHit], result: StepResult
-    ) -> bool:
+    def _page_view(self, state: SessionState, event: Event, gap: int, result: StepResult) -> bool:
+        """Leave the previous page (its leave signals, its hotspot visit),
+        then enter the new one; True when that is forward progress."""
         key = page_key(event.page, event.page_type)
         leave = self.journey.leave(state, event, key)
         if leave is not None:
-            hits += self.uturn.on_leave(leave, event.ts)
-            hits += self.form.on_leave(leave.had_form, event.ts)
-            problem = state.page_friction or any(h.weight > 0 for h in hits)
-            finding = self.models.hotspots.observe(self._hotspot_key(state), problem, event.ts)
-            if finding is not None:
-                result.alerts.append(self._hotspot_alert(finding, state, event.event_id, event.ts))
-        progressed = self.journey.enter(state, event, key)
-        hits += self.loop.on_enter(state, event.ts)
-        hits += self.touch.on_enter(state, event.page_type, event.ts)
-        hits += self.slow.update(event)
-        return progressed
+            step = Step(LEAVE, event.ts, event, gap, leave)
+            for signal in self._on_leave:
+                result.hits += signal.observe(state, step)
+            problem = state.page_friction or any(h.weight > 0 for h in result.hits)
+            self._observe_hotspot(state, problem, event.event_id, event.ts, result.alerts)
+        return self.journey.enter(state, event, key)
 
     @staticmethod
-    def _checkout_step(state: SessionState, event: Event) -> bool:
-        step = event.prop_float("step")
-        state.page_step = step_label(event)
-        if step is not None and 0 < step < 100:
-            if int(step) > state.checkout_steps:
-                state.checkout_steps = int(step)
-                return True
-            return False
-        state.checkout_steps += 1
-        return True
+    def _count(state: SessionState, event: Event) -> bool:
+        """The session's own counters (errors, searches, basket, checkout
+        steps); True when the event is forward progress."""
+        etype = event.type
+        if etype == "error":
+            state.errors += 1
+        elif etype == "search":
+            state.searches += 1
+        elif etype == "add_to_cart":
+            state.carts += 1
+            return True
+        elif etype == "remove_from_cart":
+            state.cart_removes += 1
+        elif etype == "checkout_step":
+            step = event.prop_float("step")
+            state.page_step = step_label(event)
+            if step is not None and 0 < step < 100:
+                if int(step) > state.checkout_steps:
+                    state.checkout_steps = int(step)
+                    return True
+                return False
+            state.checkout_steps += 1
+            return True
+        return False
 
-    # ---------------------------------------------------------------- scores
-    def _score_trust(self, state: SessionState, ts: int, snapshot: bool) -> None:
-        x = trust_vector(state, ts)
-        p = self.models.trust.predict_vector(x)
-        state.trust = p
-        state.trust_ts = ts
-        state.trust_peak = max(state.trust_peak, p)
-        if snapshot:
-            state.snapshots.append((ts, snapshot_vector(x)))
-            if len(state.snapshots) > self.config.snapshot_capacity:
-                state.snapshots = state.snapshots[::2]
-                state.snap_stride *= 2
-
-    def _evaluate(
-        self, state: SessionState, event: Event, result: StepResult, scored: bool
+    def _observe_hotspot(
+        self, state: SessionState, problem: bool, event_id: str | None, ts: int, out: list[Alert]
     ) -> None:
-        cfg = self.config
-        ts = event.ts
-        candidates: list[Alert] = []
-        # trust loss: friction piling up (transparent rule, always on). The
-        # score only rises when a signal fires, so it is computed then, and
-        # while the rule waits to re-arm.
-        friction = 0.0
-        if result.hits or state.friction_high:
-            friction = friction_score(state, ts, cfg.friction_window_ms)
-        trust = self.models.trust
-        model_ready = trust.closed >= cfg.trust_min_closed and trust.auc >= cfg.trust_min_auc
-        drop_rule = False
-        floor_rule = False
-        if model_ready and scored and state.stage in DELIBERATION_STAGES:
-            base = trust.base_rate
-            fall = state.trust_peak - state.trust
-            fall_threshold = trust.observe_drop(fall)
-            drop = (
-                fall_threshold is not None
-                and fall > fall_threshold
-                and state.trust_peak >= cfg.trust_min_peak_lift * base
-                and state.trust <= state.trust_peak * (1.0 - cfg.trust_drop)
-                and state.trust < base
-            )
-            floor = state.furthest >= _DECIDE and state.trust <= cfg.trust_floor_ratio * base
-            state.trust_strikes = state.trust_strikes + 1 if drop or floor else 0
-            if state.trust_strikes >= cfg.trust_strikes:
-                drop_rule, floor_rule = drop, floor and not drop
-        # each rule has its own hysteresis, so a model alert cannot mask friction
-        if state.friction_high:
-            state.friction_high = friction >= cfg.friction_alert_score / 2
-        elif friction >= cfg.friction_alert_score:
-            state.friction_high = True
-            candidates.append(self._friction_alert(state, event, friction))
-        if state.trust_low:
-            state.trust_low = state.trust < state.trust_peak * cfg.trust_recover
-        elif drop_rule or floor_rule:
-            state.trust_low = True
-            candidates.append(self._trust_alert(state, event, floor_rule))
-        # hesitation: a stall that is also an anomaly for its stage
-        if state.stage in HESITATION_STAGES and (
-            event.type == "page_view" or ts - state.hes_checked >= HESITATION_CHECK_MS
-        ):
-            state.hes_checked = ts
-            x = hesitation_features(state, ts)
-            hes = self.models.hesitation.score_one(state.stage, x)
-            above = hes.threshold is not None and hes.score > hes.threshold
-            if state.hes_high and not above:
-                state.hes_high = False
-            elif above and hes.hesitant and state.stall_fired and not state.hes_high:
-                state.hes_high = True
-                assert hes.threshold is not None
-                candidates.append(self._hesitation_alert(state, event, x, hes.score, hes.threshold))
-        for alert in candidates:
-            admitted = self._admit(state, alert.kind, ts, always=alert.rule == "friction_pileup")
-            if admitted:
-                result.alerts.append(admitted_alert(alert, admitted))
-
-    def _earn_budget(self) -> None:
-        budget = self.config.alert_budget_per_1000
-        if budget > 0:
-            models = self.models
-            models.budget_tokens = min(models.budget_tokens + budget / 1000.0, budget)
-
-    def _admit(self, state: SessionState, kind: str, ts: int, always: bool) -> int:
-        """Alert policy: no alerts after close, a per-session cap, a cooldown
-        per kind and the alert budget (which ``always`` rules bypass).
-        Returns the new episode number, or 0 to suppress."""
-        if state.outcome is not None or state.n_alerts >= self.config.max_alerts_per_session:
-            return 0
-        k = 0 if kind == "hesitation" else 1
-        last = state.last_alert[k]
-        if last and ts - last < self.config.cooldown_ms:
-            return 0
-        models = self.models
-        if self.config.alert_budget_per_1000 > 0:
-            if models.budget_tokens < 1.0 and not always:
-                models.suppressed_by_budget += 1
-                return 0
-            models.budget_tokens -= 1.0
-        state.episodes[k] += 1
-        state.last_alert[k] = ts
-        state.n_alerts += 1
-        return state.episodes[k]
+        """Give the page the session is on (its type and step) one visit,
+        ``problem`` when it had friction or ended the session unconverted."""
+        page_type = state.page_type or "unknown"
+        key = f"{page_type}/{state.page_step}" if state.page_step else page_type
+        finding = self.models.hotspots.observe(key, problem, ts)
+        if finding is not None:
+            stage = self.journey.stage_of(finding.key.split("/", 1)[0])
+            out.append(hotspot_alert(self.config, self.models, finding, stage, event_id, ts))
 
     # ------------------------------------------------------------------ close
     def close(self, state: SessionState, outcome: str, ts: int) -> list[Alert]:
@@ -410,8 +249,10 @@ class Detector:
             return []
         converted = outcome == "converted"
         end = max(ts, state.last_ts)
-        if state.form_open and not converted:
-            count_hit(state, SignalHit("form_abandon", 1.0, end), self.config.friction_window_ms)
+        step = Step(CLOSE, end, converted=converted)
+        for signal in self._on_close:
+            for hit in signal.observe(state, step):
+                count_hit(state, hit, self.config.friction_window_ms)
         self.journey.close_stage_time(state, end)
         state.outcome = outcome
         state.closed_ts = end
@@ -420,154 +261,11 @@ class Detector:
         for mean, count in zip(models.signal_means, state.signal_counts, strict=True):
             mean.update(count)
         state.snapshots = []
-        alerts = []
+        alerts: list[Alert] = []
         if state.page_enter:
             problem = state.page_friction or not converted
-            finding = models.hotspots.observe(self._hotspot_key(state), problem, end)
-            if finding is not None:
-                alerts.append(self._hotspot_alert(finding, state, None, end))
+            self._observe_hotspot(state, problem, None, end, alerts)
         return alerts
-
-    # ------------------------------------------------------------- alert text
-    @staticmethod
-    def _hotspot_key(state: SessionState) -> str:
-        page_type = state.page_type or "unknown"
-        return f"{page_type}/{state.page_step}" if state.page_step else page_type
-
-    def _base(
-        self,
-        kind: str,
-        state: SessionState,
-        event: Event | None,
-        score: float,
-        threshold: float,
-        margin: float,
-        reasons: list[Reason],
-        rule: str,
-    ) -> Alert:
-        return Alert(
-            kind=kind,
-            severity=severity_for(margin),
-            score=score,
-            threshold=threshold,
-            subject=state.sid,
-            episode=0,
-            session_id=state.sid,
-            user_hash=state.user_hash,
-            stage=state.stage,
-            page=state.page,
-            reasons=tuple(reasons[:3]),
-            suggested_action=suggested_action(self.config.playbook, kind, state.stage),
-            trigger_event_id=event.event_id if event else None,
-            event_time=event.ts if event else state.last_ts,
-            model_version=self.models.version,
-            rule=rule,
-        )
-
-    def _friction_alert(self, state: SessionState, event: Event, friction: float) -> Alert:
-        reasons = []
-        for name in SIGNALS:
-            weight = SIGNAL_WEIGHTS[name]
-            count = state.signal_counts[SIGNAL_INDEX[name]]
-            if weight > 0 and count > 0:
-                baseline = self.models.signal_means[SIGNAL_INDEX[name]].get()
-                text = f"{count} {SIGNAL_WORDS[name]} this session (typical: {baseline:.1f})"
-                reasons.append(Reason(name, float(count), baseline, weight, text))
-        reasons.sort(key=lambda r: r.value * r.weight, reverse=True)
-        threshold = self.config.friction_alert_score
-        return self._base(
-            "trust_loss",
-            state,
-            event,
-            friction,
-            threshold,
-            friction / threshold,
-            reasons,
-            "friction_pileup",
-        )
-
-    def _trust_alert(self, state: SessionState, event: Event, floor: bool) -> Alert:
-        trust = self.models.trust
-        x = trust_features(state, event.ts)
-        reasons = []
-        for c in trust.contributions(x)[:3]:
-            if c.effect >= 0:
-                break
-            value, baseline = math.expm1(c.value), math.expm1(c.mean)
-            if c.name == "furthest_stage":
-                value, baseline = c.value * 4, c.mean * 4
-            text = (
-                f"{TRUST_WORDS[c.name]}: {value:.1f} (typical: {baseline:.1f}) "
-                "lowers the chance to buy"
-            )
-            reasons.append(Reason(c.name, value, baseline, c.effect, text))
-        if floor:
-            threshold = self.config.trust_floor_ratio * trust.base_rate
-            margin = threshold / max(state.trust, 1e-6)
-            rule = "trust_floor"
-        else:
-            threshold = state.trust_peak * (1.0 - self.config.trust_drop)
-            margin = threshold / max(state.trust, 1e-6)
-            rule = "trust_drop"
-        alert = self._base(
-            "trust_loss", state, event, state.trust, threshold, margin, reasons, rule
-        )
-        alert.extra["trust_peak"] = round(state.trust_peak, 4)
-        return alert
-
-    def _hesitation_alert(
-        self, state: SessionState, event: Event, x: dict[str, float], score: float, threshold: float
-    ) -> Alert:
-        reasons = []
-        for name, value, mean, z in self.models.hesitation.explain(state.stage, x)[:3]:
-            if z <= 0:
-                break
-            raw, unit = hesitation_raw(name, value)
-            base, _ = hesitation_raw(name, mean)
-            text = (
-                f"{HESITATION_WORDS[name]}: {raw:.0f} {unit} "
-                f"(typical at the {state.stage} stage: {base:.0f} {unit})"
-            )
-            reasons.append(Reason(name, raw, base, z, text))
-        margin = 1.0 + (score - threshold) / max(1.0 - threshold, 1e-6)
-        return self._base(
-            "hesitation", state, event, score, threshold, margin, reasons, "hst_quantile"
-        )
-
-    def _hotspot_alert(
-        self, finding: HotspotFinding, state: SessionState, event_id: str | None, ts: int
-    ) -> Alert:
-        increase = finding.rate_now - finding.rate_before
-        text = (
-            f"{finding.rate_now:.0%} of visits to {finding.key} now end in friction or "
-            f"abandonment (before: {finding.rate_before:.0%})"
-        )
-        reason = Reason("problem_rate", finding.rate_now, finding.rate_before, 1.0, text)
-        threshold = finding.rate_before + self.config.hotspot_min_rate_increase
-        return Alert(
-            kind="friction_hotspot",
-            severity=severity_for(increase / self.config.hotspot_min_rate_increase),
-            score=finding.rate_now,
-            threshold=threshold,
-            subject=f"hotspot/{finding.key}",
-            episode=finding.episode,
-            session_id=None,
-            user_hash=None,
-            stage=self.journey.stage_of(finding.key.split("/", 1)[0]),
-            page=finding.key,
-            reasons=(reason,),
-            suggested_action=suggested_action(self.config.playbook, "friction_hotspot", None),
-            trigger_event_id=event_id,
-            event_time=ts,
-            model_version=self.models.version,
-            rule="adwin_rate_increase",
-            extra={
-                "hotspot_key": finding.key,
-                "rate_before": round(finding.rate_before, 4),
-                "rate_now": round(finding.rate_now, 4),
-                "visits": finding.visits,
-            },
-        )
 
     # --------------------------------------------------------------- metrics
     def metrics(self) -> dict[str, Any]:
@@ -584,8 +282,3 @@ class Detector:
             "suppressed_by_budget": self.models.suppressed_by_budget,
             "model_version": self.models.version,
         }
-
-
-def admitted_alert(alert: Alert, episode: int) -> Alert:
-    """Copy of ``alert`` with its episode set (alerts are immutable)."""
-    return replace(alert, episode=episode)

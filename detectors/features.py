@@ -18,9 +18,11 @@ from array import array
 from collections.abc import Sequence
 
 from detectors.config import STAGE_INDEX, STAGE_ORDER
-from detectors.session import SIGNAL_INDEX, SessionState
+from detectors.session import SessionState
+from detectors.signals import SIGNAL_REGISTRY
 
-TRUST_FEATURES: tuple[str, ...] = (
+#: Trust features of the session itself (not of signal counts).
+_SESSION_FEATURES: tuple[str, ...] = (
     "pages",
     "minutes",
     "furthest_stage",
@@ -40,6 +42,13 @@ TRUST_FEATURES: tuple[str, ...] = (
     "checkout_steps",
     "searches",
     "minutes_since_progress",
+)
+#: Trust features fed by signal counts (``SignalSpec.trust_feature``; the
+#: counts of every signal that names a feature add up), in their
+#: established order. A feature first named by a newly registered signal is
+#: appended after ``errors``, so the positions of the existing features, and
+#: the trust vectors stored in session snapshots, stay as they are.
+_SIGNAL_FEATURES: tuple[str, ...] = (
     "rage_click",
     "dead_or_error_click",
     "u_turn",
@@ -49,8 +58,45 @@ TRUST_FEATURES: tuple[str, ...] = (
     "slow_page",
     "stall",
     "trust_touchpoint",
-    "errors",
 )
+_NEW_SIGNAL_FEATURES: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        spec.trust_feature
+        for spec in SIGNAL_REGISTRY
+        if spec.trust_feature is not None and spec.trust_feature not in _SIGNAL_FEATURES
+    )
+)
+#: Every trust feature, in the order of :func:`trust_vector`.
+TRUST_FEATURES: tuple[str, ...] = (
+    *_SESSION_FEATURES,
+    *_SIGNAL_FEATURES,
+    "errors",
+    *_NEW_SIGNAL_FEATURES,
+)
+
+
+def signal_indices(feature: str) -> tuple[int, ...]:
+    """The ``signal_counts`` positions whose counts add up to ``feature``.
+
+    >>> signal_indices("dead_or_error_click"), signal_indices("pages")
+    ((1, 2), ())
+    """
+    return tuple(spec.index for spec in SIGNAL_REGISTRY if spec.trust_feature == feature)
+
+
+def _groups(features: tuple[str, ...]) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """(first index, other indices) per feature: most features have one signal."""
+    groups = []
+    for name in features:
+        indices = signal_indices(name)
+        if not indices:
+            raise ValueError(f"trust feature {name!r} is fed by no registered signal")
+        groups.append((indices[0], indices[1:]))
+    return tuple(groups)
+
+
+_SIGNAL_GROUPS = _groups(_SIGNAL_FEATURES)
+_NEW_SIGNAL_GROUPS = _groups(_NEW_SIGNAL_FEATURES)
 
 HESITATION_FEATURES: tuple[str, ...] = (
     "dwell",
@@ -68,19 +114,6 @@ _LOG_30_MIN = math.log1p(1800.0)
 _LOG_1_H = math.log1p(3600.0)
 _LOG_200 = math.log1p(200.0)
 
-
-_RAGE = SIGNAL_INDEX["rage_click"]
-_DEAD = SIGNAL_INDEX["dead_click"]
-_ERROR_CLICK = SIGNAL_INDEX["error_click"]
-_UTURN = SIGNAL_INDEX["u_turn"]
-_LOOP = SIGNAL_INDEX["page_loop"]
-_THRASH = SIGNAL_INDEX["scroll_thrash"]
-_FORM_ERROR = SIGNAL_INDEX["form_error"]
-_FORM_REFOCUS = SIGNAL_INDEX["form_refocus"]
-_FORM_ABANDON = SIGNAL_INDEX["form_abandon"]
-_SLOW = SIGNAL_INDEX["slow_page"]
-_STALL = SIGNAL_INDEX["stall"]
-_TOUCH = SIGNAL_INDEX["trust_touchpoint"]
 
 _LOG1P_TABLE: tuple[float, ...] = tuple(math.log1p(i) for i in range(1024))
 
@@ -107,7 +140,7 @@ def trust_vector(state: SessionState, now: int) -> list[float]:
             decide_ms += max(0, now - state.stage_since)
     pages = state.stage_pages
     t = _LOG1P_TABLE  # counts saturate at 1023: log1p(1023) = 6.93
-    return [
+    vector = [
         t[min(state.n_pages, _CAP)],
         _l((now - state.start_ts) / 60_000.0),
         max(state.furthest, 0) / _LAST_STAGE,
@@ -127,17 +160,19 @@ def trust_vector(state: SessionState, now: int) -> list[float]:
         t[min(state.checkout_steps, _CAP)],
         t[min(state.searches, _CAP)],
         _l((now - state.last_progress) / 60_000.0),
-        t[min(c[_RAGE], _CAP)],
-        t[min(c[_DEAD] + c[_ERROR_CLICK], _CAP)],
-        t[min(c[_UTURN], _CAP)],
-        t[min(c[_LOOP], _CAP)],
-        t[min(c[_THRASH], _CAP)],
-        t[min(c[_FORM_ERROR] + c[_FORM_REFOCUS] + c[_FORM_ABANDON], _CAP)],
-        t[min(c[_SLOW], _CAP)],
-        t[min(c[_STALL], _CAP)],
-        t[min(c[_TOUCH], _CAP)],
-        t[min(state.errors, _CAP)],
     ]
+    for first, rest in _SIGNAL_GROUPS:
+        n = c[first]
+        for i in rest:
+            n += c[i]
+        vector.append(t[min(n, _CAP)])
+    vector.append(t[min(state.errors, _CAP)])
+    for first, rest in _NEW_SIGNAL_GROUPS:
+        n = c[first]
+        for i in rest:
+            n += c[i]
+        vector.append(t[min(n, _CAP)])
+    return vector
 
 
 def trust_features(state: SessionState, now: int) -> dict[str, float]:

@@ -28,27 +28,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from detectors.config import STAGE_INDEX
+from detectors.signals import SIGNALS
 
 #: Serialisation format version, first element of every encoded state.
 STATE_VERSION = 1
 
-
-#: Friction and hesitation signal names, in the order of ``signal_counts``.
-SIGNALS: tuple[str, ...] = (
-    "rage_click",
-    "dead_click",
-    "error_click",
-    "u_turn",
-    "page_loop",
-    "scroll_thrash",
-    "form_error",
-    "form_refocus",
-    "form_abandon",
-    "stall",
-    "slow_page",
-    "trust_touchpoint",
-)
-SIGNAL_INDEX: dict[str, int] = {name: i for i, name in enumerate(SIGNALS)}
 
 _RING = struct.Struct("<IHI")  # ts offset (ms, 32 bit), 48-bit hash as 16+32 bit
 _BASE = struct.Struct("<q")  # base time of the ring (epoch ms)
@@ -193,6 +177,9 @@ class SessionState:
         try:
             kwargs: dict[str, Any] = dict(zip(names, values[1:], strict=True))
             kwargs["dedup"] = cls._unpack_ring(kwargs["dedup"])
+            # a state stored before a signal was registered counts none of it
+            counts = kwargs["signal_counts"]
+            kwargs["signal_counts"] = counts + [0] * (len(SIGNALS) - len(counts))
             for name in ("page_history", "friction_recent", "click_burst"):
                 kwargs[name] = [tuple(item) for item in kwargs[name]]
             kwargs["snapshots"] = [

@@ -1,9 +1,11 @@
-"""Friction signals computed from events alone.
+"""Friction signals computed from events alone, and their registry.
 
-Each signal is a small class with an ``update``-style method that reads one
-event and the session state and returns the hits it produced. Every
-threshold is a :class:`~detectors.config.DetectorConfig` field; the class
-docstrings say where the default comes from.
+Each signal is a small class with the one method of the
+:class:`~detectors.signal_protocol.Signal` protocol, ``observe(state, step)``,
+and its registry rows (``specs``: index, weight, words, cause, trust feature,
+settings). Every threshold is a :class:`~detectors.config.DetectorConfig`
+field; the class docstrings say where the default comes from. Adding a signal
+touches this file only: write the class and list it in :data:`SIGNAL_TYPES`.
 
 Signals must not fire on common, harmless patterns. The tests replay
 steppers, date pickers, carousels, triple-click text selection, double
@@ -15,69 +17,28 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
-from detectors.config import DELIBERATION_STAGES, STAGE_INDEX, DetectorConfig
-from detectors.events import Event
-from detectors.journey import PageLeave
-from detectors.session import SIGNAL_INDEX, SessionState
+from detectors.config import DELIBERATION_STAGES, EVENT_TYPES, STAGE_INDEX, DetectorConfig
+from detectors.signal_protocol import CLOSE, LEAVE, Signal, SignalHit, SignalSpec, Step
 
-#: Weight of each signal in the friction pile-up score (0 = not friction).
-#: A rage-click burst counts double: it is the clearest sign of a broken UI.
-#: Stall and trust touchpoints are hesitation inputs, not friction; the
-#: models weigh them.
-SIGNAL_WEIGHTS: dict[str, float] = {
-    "rage_click": 2.0,
-    "dead_click": 1.0,
-    "error_click": 1.5,
-    "u_turn": 0.5,
-    "page_loop": 0.5,
-    "scroll_thrash": 0.5,
-    "form_error": 1.0,
-    "form_refocus": 0.5,
-    "form_abandon": 1.0,
-    "stall": 0.0,
-    "slow_page": 1.0,
-    "trust_touchpoint": 0.0,
-}
-
-#: Words a marketer reads in alert reasons.
-SIGNAL_WORDS: dict[str, str] = {
-    "rage_click": "rage-click bursts (repeated fast clicks on one spot)",
-    "dead_click": "clicks that did nothing",
-    "error_click": "clicks followed by an error",
-    "u_turn": "quick returns to the previous page",
-    "page_loop": "pages visited in loops",
-    "scroll_thrash": "scrolling up and down rapidly",
-    "form_error": "form validation errors",
-    "form_refocus": "form fields re-entered again and again",
-    "form_abandon": "forms started and left unsent",
-    "stall": "minutes without progress",
-    "slow_page": "slow page loads",
-    "trust_touchpoint": "visits to returns, shipping, reviews or pricing after reaching the basket",
-}
+if TYPE_CHECKING:  # annotations only: the session state sizes its counts from the registry
+    from detectors.session import SessionState
 
 FIELD_FOCUS_CAP = 8
 CLICK_BURST_CAP = 8
 TARGET_CAP = 64
 
+_PAGE_VIEW = frozenset({"page_view"})
+Specs = tuple[SignalSpec, ...]
 
-@dataclass(frozen=True, slots=True)
-class SignalHit:
-    """One firing of a signal: ``value`` is its measured size (clicks in the
-    burst, dwell seconds, load ms...), ``weight`` its friction weight."""
 
-    name: str
-    value: float
-    ts: int
-
-    @property
-    def weight(self) -> float:
-        return SIGNAL_WEIGHTS[self.name]
+def _hit(name: str, value: float, ts: int) -> SignalHit:
+    return SignalHit(name, value, ts, SIGNAL_WEIGHTS[name])
 
 
 class RageClick:
-    """Repeated fast clicks on one spot.
+    """Repeated fast clicks on one spot. Hit value: clicks in the burst.
 
     A burst is at least ``rage_min_clicks`` clicks, each within
     ``rage_max_gap_ms`` of the one before and within ``rage_max_distance_px``
@@ -87,20 +48,31 @@ class RageClick:
     ``rage_ignore_targets`` (steppers, date pickers, carousels, pagination,
     text) and clicks that select text (``props.selection``) never count: those
     are the patterns users of the published rules complained about.
-    A burst fires once, however long it goes on.
+    A burst fires once, however long it goes on. Weight 2: a rage-click burst
+    is the clearest sign of a broken UI.
 
     >>> from detectors.events import EventParser
+    >>> from detectors.session import SessionState
     >>> cfg = DetectorConfig(); p = EventParser(cfg); s = SessionState("s")
     >>> rc = RageClick(cfg)
     >>> def click(t, target):
-    ...     return p.parse({"session_id": "s", "ts": 1700000000000 + t, "type": "click",
-    ...                     "props": {"x": 10, "y": 10, "target": target}})
-    >>> [len(rc.update(s, click(t, "button#pay"))) for t in (0, 300, 600, 900)]
+    ...     e = p.parse({"session_id": "s", "ts": 1700000000000 + t, "type": "click",
+    ...                  "props": {"x": 10, "y": 10, "target": target}})
+    ...     return Step("event", e.ts, e)
+    >>> [len(rc.observe(s, click(t, "button#pay"))) for t in (0, 300, 600, 900)]
     [0, 0, 1, 0]
     >>> s = SessionState("s")
-    >>> [len(rc.update(s, click(t, "button.qty-plus"))) for t in (0, 300, 600, 900)]
+    >>> [len(rc.observe(s, click(t, "button.qty-plus"))) for t in (0, 300, 600, 900)]
     [0, 0, 0, 0]
     """
+
+    specs: ClassVar[Specs] = (SignalSpec(
+        "rage_click", 0, 2.0, "broken_element",
+        "rage-click burst (repeated fast clicks on one spot)",
+        "rage-click bursts (repeated fast clicks on one spot)", "rage_click",
+        ("rage_min_clicks", "rage_max_gap_ms", "rage_max_distance_px", "rage_ignore_targets"),
+    ),)  # fmt: skip
+    observes: ClassVar[frozenset[str]] = frozenset({"click"})
 
     def __init__(self, config: DetectorConfig) -> None:
         self.min_clicks = config.rage_min_clicks
@@ -112,7 +84,10 @@ class RageClick:
         """True when fast repeated clicks on ``target`` are normal."""
         return bool(target) and self.ignore.search(target) is not None
 
-    def update(self, state: SessionState, event: Event) -> list[SignalHit]:
+    def observe(self, state: SessionState, step: Step) -> list[SignalHit]:
+        event = step.event
+        if event is None:
+            return []
         target = (event.prop_str("target") or "")[:TARGET_CAP]
         if self.ignored(target) or event.props.get("selection"):
             state.click_burst.clear()
@@ -131,7 +106,7 @@ class RageClick:
             del burst[0]
         if len(burst) >= self.min_clicks and not state.rage_fired:
             state.rage_fired = True
-            return [SignalHit("rage_click", float(len(burst)), event.ts)]
+            return [_hit("rage_click", float(len(burst)), event.ts)]
         return []
 
     def _continues(
@@ -148,78 +123,65 @@ class RageClick:
 
 
 class DeadOrErrorClick:
-    """A click the client reports as dead (``props.dead``), or a click
-    followed within ``error_click_window_ms`` (1 s) by an ``error`` event.
-    One second is the window session-replay tools use to tie a JS error to
-    the interaction that caused it (Sentry's and LogRocket's breadcrumbs).
+    """A click the client reports as dead (``props.dead``; hit value 1), or a
+    click followed within ``error_click_window_ms`` (1 s) by an ``error``
+    event (hit value: seconds from the click to the error). One second is the
+    window session-replay tools use to tie a JS error to the interaction that
+    caused it (Sentry's and LogRocket's breadcrumbs).
     """
+
+    specs: ClassVar[Specs] = (
+        SignalSpec(
+            "dead_click", 1, 1.0, "broken_element",
+            "click that did nothing", "clicks that did nothing", "dead_or_error_click",
+        ),
+        SignalSpec(
+            "error_click", 2, 1.5, "broken_element",
+            "click followed by an error", "clicks followed by an error", "dead_or_error_click",
+            ("error_click_window_ms",),
+        ),
+    )  # fmt: skip
+    observes: ClassVar[frozenset[str]] = frozenset({"click", "error"})
 
     def __init__(self, config: DetectorConfig) -> None:
         self.window = config.error_click_window_ms
 
-    def on_click(self, state: SessionState, event: Event) -> list[SignalHit]:
-        state.last_click_ts = event.ts
-        state.last_click_errored = False
-        if event.props.get("dead") is True:
-            return [SignalHit("dead_click", 1.0, event.ts)]
-        return []
-
-    def on_error(self, state: SessionState, event: Event) -> list[SignalHit]:
+    def observe(self, state: SessionState, step: Step) -> list[SignalHit]:
+        event = step.event
+        if event is None:
+            return []
+        if event.type == "click":
+            state.last_click_ts = event.ts
+            state.last_click_errored = False
+            return [_hit("dead_click", 1.0, event.ts)] if event.props.get("dead") is True else []
         gap = event.ts - state.last_click_ts
         if state.last_click_ts and 0 <= gap <= self.window and not state.last_click_errored:
             state.last_click_errored = True
-            return [SignalHit("error_click", gap / 1000.0, event.ts)]
-        return []
-
-
-class UTurn:
-    """Leaving a page within ``uturn_max_dwell_ms`` (5 s) of arriving, back to
-    the page visited just before it. Five seconds is the lower end of the
-    "short click" / pogo-sticking dwell used in search-quality studies; a
-    reader needs longer than that to judge a page and leave it on purpose.
-    """
-
-    def __init__(self, config: DetectorConfig) -> None:
-        self.max_dwell = config.uturn_max_dwell_ms
-
-    def on_leave(self, leave: PageLeave, ts: int) -> list[SignalHit]:
-        if leave.back_to_previous and leave.dwell_ms <= self.max_dwell:
-            return [SignalHit("u_turn", leave.dwell_ms / 1000.0, ts)]
-        return []
-
-
-class PageLoop:
-    """The same page visited ``loop_min_visits`` (3) times within
-    ``loop_window_ms`` (10 min). Three is the smallest count that is a loop
-    rather than a back-and-forth; it fires once per page per window.
-    """
-
-    def __init__(self, config: DetectorConfig) -> None:
-        self.min_visits = config.loop_min_visits
-        self.window = config.loop_window_ms
-
-    def on_enter(self, state: SessionState, ts: int) -> list[SignalHit]:
-        key = state.page_key
-        visits = sum(1 for k, t in state.page_history if k == key and ts - t <= self.window)
-        if visits == self.min_visits:
-            return [SignalHit("page_loop", float(visits), ts)]
+            return [_hit("error_click", gap / 1000.0, event.ts)]
         return []
 
 
 class ScrollThrash:
     """``thrash_min_reversals`` (3) scroll-direction reversals within
-    ``thrash_window_ms`` (2 s). Reading produces an occasional reversal; three
-    in two seconds is searching for something that is not there (the
-    "thrashed cursor"/"scroll rage" of FullStory and Contentsquare). Moves
-    under 1 percentage point are jitter and ignored.
+    ``thrash_window_ms`` (2 s); hit value: the reversals. Reading produces an
+    occasional reversal; three in two seconds is searching for something that
+    is not there (the "thrashed cursor"/"scroll rage" of FullStory and
+    Contentsquare). Moves under 1 percentage point are jitter and ignored.
     """
+
+    specs: ClassVar[Specs] = (SignalSpec(
+        "scroll_thrash", 5, 0.5, "navigation",
+        "burst of rapid up-and-down scrolling", "scrolling up and down rapidly",
+        "scroll_thrash", ("thrash_min_reversals", "thrash_window_ms"),
+    ),)  # fmt: skip
+    observes: ClassVar[frozenset[str]] = frozenset({"scroll"})
 
     def __init__(self, config: DetectorConfig) -> None:
         self.min_reversals = config.thrash_min_reversals
         self.window = config.thrash_window_ms
 
-    def update(self, state: SessionState, event: Event) -> list[SignalHit]:
-        pct = event.prop_float("scroll_pct")
+    def observe(self, state: SessionState, step: Step) -> list[SignalHit]:
+        pct = None if step.event is None else step.event.prop_float("scroll_pct")
         if pct is None:
             return []
         pct = min(max(pct, 0.0), 100.0)
@@ -237,29 +199,78 @@ class ScrollThrash:
         if not reversed_:
             return []
         state.page_reversals += 1
-        recent = [t for t in state.reversal_ts if event.ts - t <= self.window]
-        recent.append(event.ts)
+        recent = [t for t in state.reversal_ts if step.ts - t <= self.window]
+        recent.append(step.ts)
         if len(recent) >= self.min_reversals:
             state.reversal_ts = []
-            return [SignalHit("scroll_thrash", float(len(recent)), event.ts)]
+            return [_hit("scroll_thrash", float(len(recent)), step.ts)]
         state.reversal_ts = recent[-self.min_reversals :]
+        return []
+
+
+class UTurn:
+    """Leaving a page within ``uturn_max_dwell_ms`` (5 s) of arriving, back to
+    the page visited just before it; hit value: dwell seconds. Five seconds is
+    the lower end of the "short click" / pogo-sticking dwell used in
+    search-quality studies; a reader needs longer than that to judge a page.
+    """
+
+    specs: ClassVar[Specs] = (SignalSpec(
+        "u_turn", 3, 0.5, "navigation", "quick return to the previous page",
+        "quick returns to the previous page", "u_turn", ("uturn_max_dwell_ms",),
+    ),)  # fmt: skip
+    observes: ClassVar[frozenset[str]] = frozenset({LEAVE})
+
+    def __init__(self, config: DetectorConfig) -> None:
+        self.max_dwell = config.uturn_max_dwell_ms
+
+    def observe(self, state: SessionState, step: Step) -> list[SignalHit]:
+        leave = step.leave
+        if leave is not None and leave.back_to_previous and leave.dwell_ms <= self.max_dwell:
+            return [_hit("u_turn", leave.dwell_ms / 1000.0, step.ts)]
         return []
 
 
 class FormFriction:
     """Form trouble: every ``form_error``; the same field focused
-    ``form_refocus_min`` (3) times on one page; and a form that was typed
-    into (``form_input``) and then left without ``form_submit``. Focus alone
+    ``form_refocus_min`` (3) times on one page (hit value: the focuses); and a
+    form typed into (``form_input``) but not sent (``form_submit``) when the
+    visitor leaves the page or the session ends without the goal. Focus alone
     does not open a form: clicking into a search box and moving on is normal
     (Zuko and Hotjar count a form as started only on interaction).
     """
 
+    specs: ClassVar[Specs] = (
+        SignalSpec(
+            "form_error", 6, 1.0, "form_trouble",
+            "form validation error", "form validation errors", "form_trouble",
+        ),
+        SignalSpec(
+            "form_refocus", 7, 0.5, "form_trouble", "form field re-entered again and again",
+            "form fields re-entered again and again", "form_trouble", ("form_refocus_min",),
+        ),
+        SignalSpec(
+            "form_abandon", 8, 1.0, "form_trouble",
+            "form started and left unsent", "forms started and left unsent", "form_trouble",
+        ),
+    )  # fmt: skip
+    observes: ClassVar[frozenset[str]] = frozenset(
+        {"form_focus", "form_input", "form_error", "form_submit", LEAVE, CLOSE}
+    )
+
     def __init__(self, config: DetectorConfig) -> None:
         self.refocus_min = config.form_refocus_min
 
-    def update(self, state: SessionState, event: Event) -> list[SignalHit]:
+    def observe(self, state: SessionState, step: Step) -> list[SignalHit]:
+        event = step.event
+        if step.moment == LEAVE:
+            had_form = step.leave is not None and step.leave.had_form
+            return [_hit("form_abandon", 1.0, step.ts)] if had_form else []
+        if event is None:  # the close
+            abandoned = state.form_open and not step.converted
+            return [_hit("form_abandon", 1.0, step.ts)] if abandoned else []
         if event.type == "form_error":
-            return [SignalHit("form_error", 1.0, event.ts)]
+            return [_hit("form_error", 1.0, event.ts)]
         if event.type == "form_input":
             state.form_open = True
             return []
@@ -267,85 +278,138 @@ class FormFriction:
             state.form_open = False
             state.field_focus.clear()
             return []
-        if event.type == "form_focus":
-            name = (event.prop_str("field") or "?")[:TARGET_CAP]
-            if name not in state.field_focus and len(state.field_focus) >= FIELD_FOCUS_CAP:
-                return []
-            count = state.field_focus.get(name, 0) + 1
-            state.field_focus[name] = count
-            if count == self.refocus_min:
-                return [SignalHit("form_refocus", float(count), event.ts)]
+        name = (event.prop_str("field") or "?")[:TARGET_CAP]
+        if name not in state.field_focus and len(state.field_focus) >= FIELD_FOCUS_CAP:
+            return []
+        count = state.field_focus.get(name, 0) + 1
+        state.field_focus[name] = count
+        if count == self.refocus_min:
+            return [_hit("form_refocus", float(count), event.ts)]
         return []
 
-    @staticmethod
-    def on_leave(had_form: bool, ts: int) -> list[SignalHit]:
-        return [SignalHit("form_abandon", 1.0, ts)] if had_form else []
 
-
-class Stall:
-    """No forward progress for ``stall_ms`` (2 min) while active
-    (previous event at most ``active_gap_ms`` ago) in the evaluate or decide
-    stage. Fires once per progress period.
+class PageLoop:
+    """The same page visited ``loop_min_visits`` (3) times within
+    ``loop_window_ms`` (10 min); hit value: the visits. Three is the smallest
+    count that is a loop rather than a back-and-forth; it fires once per page
+    per window.
     """
 
-    STAGES = DELIBERATION_STAGES
+    specs: ClassVar[Specs] = (SignalSpec(
+        "page_loop", 4, 0.5, "navigation", "page visited in a loop",
+        "pages visited in loops", "page_loop", ("loop_min_visits", "loop_window_ms"),
+    ),)  # fmt: skip
+    observes: ClassVar[frozenset[str]] = _PAGE_VIEW
 
     def __init__(self, config: DetectorConfig) -> None:
-        self.stall_ms = config.stall_ms
-        self.active_gap = config.active_gap_ms
+        self.min_visits = config.loop_min_visits
+        self.window = config.loop_window_ms
 
-    def update(self, state: SessionState, ts: int, gap_ms: int) -> list[SignalHit]:
-        if state.stall_fired or state.stage not in self.STAGES or gap_ms > self.active_gap:
-            return []
-        idle = ts - state.last_progress
-        if idle >= self.stall_ms:
-            state.stall_fired = True
-            return [SignalHit("stall", idle / 1000.0, ts)]
+    def observe(self, state: SessionState, step: Step) -> list[SignalHit]:
+        key, ts = state.page_key, step.ts
+        visits = sum(1 for k, t in state.page_history if k == key and ts - t <= self.window)
+        return [_hit("page_loop", float(visits), ts)] if visits == self.min_visits else []
+
+
+class TrustTouchpoint:
+    """A visit to returns, shipping, reviews or pricing after the session
+    reached the decide stage (basket or checkout); hit value 1. A hypothesis,
+    not an alarm: weight 0 in the friction score; the trust model learns what
+    it means.
+    """
+
+    PAGES = frozenset({"returns", "shipping", "reviews", "pricing"})
+    DECIDE = STAGE_INDEX["decide"]  # "after reaching the basket"
+    specs: ClassVar[Specs] = (SignalSpec(
+        "trust_touchpoint", 11, 0.0, "unanswered_question",
+        "visit to returns, shipping, reviews or pricing after reaching the basket",
+        "visits to returns, shipping, reviews or pricing after reaching the basket",
+        "trust_touchpoint",
+    ),)  # fmt: skip
+    observes: ClassVar[frozenset[str]] = _PAGE_VIEW
+
+    def __init__(self, config: DetectorConfig) -> None:
+        del config  # no setting: the pages and the stage are the definition
+
+    def observe(self, state: SessionState, step: Step) -> list[SignalHit]:
+        event = step.event
+        if event is not None and event.page_type in self.PAGES and state.furthest >= self.DECIDE:
+            return [_hit("trust_touchpoint", 1.0, step.ts)]
         return []
 
 
 class SlowPage:
     """``props.load_ms`` above ``slow_page_ms`` (3000 ms; Google/SOASTA: 53%
-    of mobile visits are abandoned when a page takes more than 3 s)."""
+    of mobile visits are abandoned when a page takes more than 3 s); hit
+    value: the load time in ms."""
+
+    specs: ClassVar[Specs] = (SignalSpec(
+        "slow_page", 10, 1.0, "slow_page",
+        "slow page load", "slow page loads", "slow_page", ("slow_page_ms",),
+    ),)  # fmt: skip
+    observes: ClassVar[frozenset[str]] = _PAGE_VIEW
 
     def __init__(self, config: DetectorConfig) -> None:
         self.limit = config.slow_page_ms
 
-    def update(self, event: Event) -> list[SignalHit]:
-        load = event.prop_float("load_ms")
+    def observe(self, state: SessionState, step: Step) -> list[SignalHit]:
+        load = None if step.event is None else step.event.prop_float("load_ms")
         if load is not None and load > self.limit:
-            return [SignalHit("slow_page", load, event.ts)]
+            return [_hit("slow_page", load, step.ts)]
         return []
 
 
-class TrustTouchpoint:
-    """A visit to returns, shipping, reviews or pricing after the session
-    reached the decide stage (basket or checkout). A hypothesis, not an alarm:
-    weight 0 in the friction score; the trust model learns what it means.
+class Stall:
+    """No forward progress for ``stall_ms`` (2 min) while active (previous
+    event at most ``active_gap_ms`` ago) in the evaluate or decide stage; hit
+    value: seconds since the last progress. Fires once per progress period.
+    It observes every event, after the other signals, so progress made by the
+    event itself counts. A hesitation input, not friction (weight 0).
     """
 
-    PAGES = frozenset({"returns", "shipping", "reviews", "pricing"})
-    DECIDE = STAGE_INDEX["decide"]  # "after reaching the basket"
+    STAGES = DELIBERATION_STAGES
+    specs: ClassVar[Specs] = (SignalSpec(
+        "stall", 9, 0.0, "long_deliberation", "stall without progress",
+        "minutes without progress", "stall", ("stall_ms", "active_gap_ms"),
+    ),)  # fmt: skip
+    observes: ClassVar[frozenset[str]] = EVENT_TYPES
 
-    def on_enter(self, state: SessionState, page_type: str | None, ts: int) -> list[SignalHit]:
-        if page_type in self.PAGES and state.furthest >= self.DECIDE:
-            return [SignalHit("trust_touchpoint", 1.0, ts)]
+    def __init__(self, config: DetectorConfig) -> None:
+        self.stall_ms = config.stall_ms
+        self.active_gap = config.active_gap_ms
+
+    def observe(self, state: SessionState, step: Step) -> list[SignalHit]:
+        if state.stall_fired or state.stage not in self.STAGES or step.gap_ms > self.active_gap:
+            return []
+        idle = step.ts - state.last_progress
+        if idle >= self.stall_ms:
+            state.stall_fired = True
+            return [_hit("stall", idle / 1000.0, step.ts)]
         return []
 
 
-def count_hit(state: SessionState, hit: SignalHit, window_ms: int) -> None:
-    """Add a hit to the state's counters and to the recent friction window."""
-    state.signal_counts[SIGNAL_INDEX[hit.name]] += 1
-    weight = hit.weight
-    if weight > 0:
-        state.page_friction = True
-        recent = [(t, w) for t, w in state.friction_recent if hit.ts - t <= window_ms]
-        recent.append((hit.ts, weight))
-        state.friction_recent = recent[-16:]
+#: The registered signals, in the order they observe a moment (their hits are
+#: reported in this order): on a click the dead-click check runs before the
+#: rage-click burst, and the stall check runs last, after every other signal.
+SIGNAL_TYPES: tuple[type[Signal], ...] = (
+    DeadOrErrorClick,
+    RageClick,
+    ScrollThrash,
+    UTurn,
+    FormFriction,
+    PageLoop,
+    TrustTouchpoint,
+    SlowPage,
+    Stall,
+)
 
-
-def friction_score(state: SessionState, ts: int, window_ms: int) -> float:
-    """Sum of friction weights within ``window_ms`` before ``ts``."""
-    if not state.friction_recent:
-        return 0.0
-    return sum(w for t, w in state.friction_recent if 0 <= ts - t <= window_ms)
+#: The registry: one row per signal name, in the order of
+#: ``SessionState.signal_counts`` (a row's ``index``).
+SIGNAL_REGISTRY: tuple[SignalSpec, ...] = tuple(
+    sorted((spec for cls in SIGNAL_TYPES for spec in cls.specs), key=lambda spec: spec.index)
+)
+SIGNALS: tuple[str, ...] = tuple(spec.name for spec in SIGNAL_REGISTRY)
+SIGNAL_INDEX: dict[str, int] = {spec.name: spec.index for spec in SIGNAL_REGISTRY}
+SIGNAL_BY_NAME: dict[str, SignalSpec] = {spec.name: spec for spec in SIGNAL_REGISTRY}
+#: Weight of each signal in the friction pile-up score (0 = not friction).
+SIGNAL_WEIGHTS: dict[str, float] = {spec.name: spec.weight for spec in SIGNAL_REGISTRY}

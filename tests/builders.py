@@ -7,7 +7,8 @@ from typing import Any
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, StepResult
 from detectors.events import Event, EventParser
-from detectors.session import SIGNAL_INDEX, SessionState
+from detectors.session import SessionState
+from detectors.signals import SIGNAL_INDEX
 
 T0 = 1_700_000_000_000
 

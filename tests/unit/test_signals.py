@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from detectors.config import DetectorConfig
-from detectors.signals import SIGNAL_WEIGHTS, RageClick, friction_score
+from detectors.rules import friction_score
+from detectors.signals import SIGNAL_WEIGHTS, RageClick
 from tests.builders import T0, Driver
 
 PRODUCT = "/products/7"
