@@ -273,6 +273,7 @@ class Detector:
         trust = self.models.trust
         return {
             "trust_auc": trust.auc,
+            "trust_auc_unavailable": trust.auc_unavailable,
             "trust_log_loss": trust.log_loss,
             "sessions_closed": trust.closed,
             "sessions_converted": trust.converted,

@@ -140,7 +140,10 @@ def _trust_rule(
     config: DetectorConfig, models: DetectorModels, state: SessionState, event: Event, scored: bool
 ) -> Alert | None:
     trust = models.trust
-    model_ready = trust.closed >= config.trust_min_closed and trust.auc >= config.trust_min_auc
+    auc = trust.auc  # None until enough outcomes of both kinds: not validated yet
+    model_ready = (
+        trust.closed >= config.trust_min_closed and auc is not None and auc >= config.trust_min_auc
+    )
     drop_rule = floor_rule = False
     if model_ready and scored and state.stage in DELIBERATION_STAGES:
         base = trust.base_rate

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from river import compose, linear_model, metrics, optim, preprocessing, stats
 
 from detectors.features import TRUST_FEATURES
+from detectors.sample_size import too_few_outcomes
 
 #: Window of the rolling ROC-AUC and log-loss (labelled snapshots).
 METRIC_WINDOW = 5000
@@ -103,8 +104,12 @@ class TrustModel:
     ...     m.learn_session([good], True); m.learn_session([bad], False)
     >>> m.predict(good) > 0.8 > 0.2 > m.predict(bad)
     True
-    >>> m.closed, round(m.base_rate, 2), m.auc > 0.9
+    >>> m.closed, round(m.base_rate, 2), m.auc is not None and m.auc > 0.9
     (400, 0.5, True)
+    >>> fresh = TrustModel()
+    >>> fresh.learn_session([good], True)
+    >>> fresh.auc, fresh.auc_unavailable
+    (None, 'only 1 session with a purchase; need 10')
     """
 
     def __init__(self, drop_quantile: float = 0.98) -> None:
@@ -193,10 +198,19 @@ class TrustModel:
         self._loss_sum += loss
 
     @property
-    def auc(self) -> float:
+    def auc(self) -> float | None:
         """Rolling ROC-AUC of predictions made before learning (0.5 = chance);
-        refreshed when a session is learned, not on every read."""
-        return self._auc
+        refreshed when a session is learned, not on every read. ``None``
+        until enough sessions of both outcomes closed (see
+        :attr:`auc_unavailable`)."""
+        return None if self.auc_unavailable else self._auc
+
+    @property
+    def auc_unavailable(self) -> str | None:
+        """Why :attr:`auc` is ``None`` (too few closed sessions with or
+        without the goal, :data:`detectors.sample_size.MIN_PER_OUTCOME` of
+        each), or ``None`` when it is available."""
+        return too_few_outcomes(self.converted, self.closed - self.converted)
 
     @property
     def log_loss(self) -> float:

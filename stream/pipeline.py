@@ -363,8 +363,11 @@ class BatchProcessor:
         detectors = [part.detector for part in self.partitions.values()]
         learned = [d.models.trust for d in detectors]
         total = sum(t.learned for t in learned)
+        rated = [(auc, t.learned) for t in learned if (auc := t.auc) is not None]
+        rated_total = sum(n for _, n in rated)
+        if rated_total:  # models without enough outcomes have no AUC yet
+            m.trust_auc.set(sum(auc * n for auc, n in rated) / rated_total)
         if total:
-            m.trust_auc.set(sum(t.auc * t.learned for t in learned) / total)
             m.trust_log_loss.set(sum(t.log_loss * t.learned for t in learned) / total)
         m.trust_learned.set(sum(t.closed for t in learned))
         for part in self.partitions.values():

@@ -15,6 +15,7 @@ from detectors.events import Event, EventParser
 from detectors.features import HESITATION_FEATURES, TRUST_FEATURES
 from detectors.hesitation import HesitationModel
 from detectors.hotspots import OVERFLOW_KEY, HotspotMonitor
+from detectors.sample_size import MIN_PER_OUTCOME
 from detectors.session import SessionState
 from detectors.simulator import SimConfig, Simulator
 from detectors.trust import TrustModel
@@ -97,10 +98,10 @@ def toy_sessions(n: int, seed: int) -> list[tuple[dict[str, float], bool]]:
 
 def test_trust_model_learns_a_separable_problem() -> None:
     model = TrustModel()
-    assert model.auc == 0.5 and model.log_loss == pytest.approx(0.6931, abs=1e-3)
+    assert model.auc is None and model.log_loss == pytest.approx(0.6931, abs=1e-3)
     for x, y in toy_sessions(600, seed=2):
         model.learn_session([x], y)
-    assert model.auc > 0.9
+    assert model.auc is not None and model.auc > 0.9
     assert model.log_loss < 0.5
     assert model.closed == 600 and model.learned == 600
     held_out = toy_sessions(200, seed=3)
@@ -108,6 +109,23 @@ def test_trust_model_learns_a_separable_problem() -> None:
     bad = [model.predict(x) for x, y in held_out if not y]
     assert min(good) > max(bad)
     assert all(0.0 <= p <= 1.0 for p in good + bad)
+
+
+def test_trust_rolling_auc_waits_for_ten_sessions_of_each_outcome() -> None:
+    model = TrustModel()
+    assert model.auc_unavailable == "no sessions"
+    sessions = toy_sessions(400, seed=5)
+    buyers = [x for x, y in sessions if y]
+    others = [x for x, y in sessions if not y]
+    for x in others[:30]:
+        model.learn_session([x], False)
+    for x in buyers[:9]:
+        model.learn_session([x], True)
+    assert model.auc is None
+    assert model.auc_unavailable == f"only 9 sessions with a purchase; need {MIN_PER_OUTCOME}"
+    model.learn_session([buyers[9]], True)
+    assert model.auc_unavailable is None
+    assert model.auc is not None and 0.0 <= model.auc <= 1.0
 
 
 def test_trust_base_rate_is_laplace_smoothed() -> None:
