@@ -11,6 +11,7 @@ triggering input record as ``recordtime``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -133,9 +134,35 @@ def severity_for(margin: float) -> str:
     return "low"
 
 
-def suggested_action(playbook: dict[str, str], kind: str, stage: str | None) -> str:
-    """Look up ``kind/stage``, then ``kind/*``, then a generic action."""
-    return playbook.get(f"{kind}/{stage}") or playbook.get(f"{kind}/*") or "review the session"
+def suggested_action(
+    playbook: Mapping[str, str], kind: str, cause: str | None, stage: str | None
+) -> str:
+    """The playbook's action for an alert: the first of ``kind/cause/stage``,
+    ``kind/cause/*``, ``kind/*/stage`` and ``kind/*`` it has (a ``None``
+    cause or stage skips the keys that name it), else a generic action.
+
+    >>> book = {"trust_loss/broken_element/*": "fix it", "trust_loss/*/decide": "chat",
+    ...         "trust_loss/*": "help"}
+    >>> suggested_action(book, "trust_loss", "broken_element", "decide")
+    'fix it'
+    >>> suggested_action(book, "trust_loss", "falling_trust", "decide")
+    'chat'
+    >>> suggested_action(book, "trust_loss", None, "consider")
+    'help'
+    """
+    keys = []
+    if cause is not None:
+        if stage is not None:
+            keys.append(f"{kind}/{cause}/{stage}")
+        keys.append(f"{kind}/{cause}/*")
+    if stage is not None:
+        keys.append(f"{kind}/*/{stage}")
+    keys.append(f"{kind}/*")
+    for key in keys:
+        action = playbook.get(key)
+        if action:
+            return action
+    return "review the session"
 
 
 ALERT_JSON_SCHEMA: dict[str, Any] = {

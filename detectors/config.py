@@ -8,49 +8,26 @@ run identical code on identical settings.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from detectors.alerts import ALERT_KINDS
+
 EVENT_TYPES: frozenset[str] = frozenset(
-    {
-        "page_view",
-        "click",
-        "scroll",
-        "form_focus",
-        "form_input",
-        "form_error",
-        "form_submit",
-        "search",
-        "add_to_cart",
-        "remove_from_cart",
-        "checkout_step",
-        "purchase",
-        "error",
-        "visibility",
-        "exit",
-        "custom",
-    }
-)
+    (
+        "page_view", "click", "scroll", "form_focus", "form_input", "form_error",
+        "form_submit", "search", "add_to_cart", "remove_from_cart", "checkout_step",
+        "purchase", "error", "visibility", "exit", "custom",
+    )
+)  # fmt: skip
 
 PAGE_TYPES: tuple[str, ...] = (
-    "home",
-    "landing",
-    "content",
-    "category",
-    "search",
-    "product",
-    "compare",
-    "reviews",
-    "pricing",
-    "faq",
-    "shipping",
-    "returns",
-    "cart",
-    "checkout",
-    "confirmation",
-    "support",
+    "home", "landing", "content", "category", "search", "product", "compare", "reviews",
+    "pricing", "faq", "shipping", "returns", "cart", "checkout", "confirmation", "support",
     "account",
-)
+)  # fmt: skip
 
 #: Journey stages in their nominal forward order. ``support`` sits outside the
 #: order: a visit there is neither progress nor regression.
@@ -62,24 +39,18 @@ STAGE_INDEX: dict[str, int] = {s: i for i, s in enumerate((*STAGE_ORDER, "suppor
 #: trust-drop rule are judged only here.
 DELIBERATION_STAGES: frozenset[str] = frozenset({"evaluate", "decide"})
 
+#: The journey stage of each page type.
 DEFAULT_STAGE_MAP: dict[str, str] = {
-    "home": "discover",
-    "landing": "discover",
-    "content": "discover",
-    "category": "consider",
-    "search": "consider",
-    "product": "consider",
-    "compare": "evaluate",
-    "reviews": "evaluate",
-    "pricing": "evaluate",
-    "faq": "evaluate",
-    "shipping": "evaluate",
-    "returns": "evaluate",
-    "cart": "decide",
-    "checkout": "decide",
-    "confirmation": "convert",
-    "support": "support",
-    "account": "support",
+    page_type: stage
+    for stage, page_types in (
+        ("discover", ("home", "landing", "content")),
+        ("consider", ("category", "search", "product")),
+        ("evaluate", ("compare", "reviews", "pricing", "faq", "shipping", "returns")),
+        ("decide", ("cart", "checkout")),
+        ("convert", ("confirmation",)),
+        ("support", ("support", "account")),
+    )
+    for page_type in page_types
 }
 
 #: Ordered (regex, page_type) pairs tried against the path of ``page`` when an
@@ -106,15 +77,55 @@ DEFAULT_PAGE_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"/(blog|articles?|guides?|news|content)\b", "content"),
 )
 
-#: Playbook: (kind, stage) -> suggested action. ``*`` is the fallback stage.
+#: Causes of an alert: the middle part of a playbook key. A friction pile-up's
+#: cause is that of its leading signal (``SignalSpec.cause`` in
+#: ``detectors.signals``); the trust model's rules have ``falling_trust``;
+#: hesitation on an :data:`ANSWER_PAGES` page is ``unanswered_question``,
+#: elsewhere ``long_deliberation``; a hotspot is ``problem_rate``.
+CAUSES: dict[str, str] = {
+    "broken_element": "rage, dead or error clicks: an element does not respond or fails",
+    "form_trouble": "form errors, fields re-entered again and again, forms left unsent",
+    "slow_page": "page loads slower than slow_page_ms",
+    "navigation": "u-turns, page loops, scroll thrash: the visitor cannot find something",
+    "falling_trust": "the trust model's chance to buy fell sharply or stayed far below normal",
+    "long_deliberation": "a stall that is unusual for the stage",
+    "unanswered_question": "hesitation on a page meant to answer a question (ANSWER_PAGES)",
+    "problem_rate": "more visits to a page type end in friction or abandonment than before",
+}
+#: Page types whose job is to answer a question: hesitating there means the
+#: answer is missing or hard to find, which a comparison guide does not fix.
+ANSWER_PAGES: frozenset[str] = frozenset({"faq", "shipping", "returns"})
+
+#: Playbook: suggested action by ``kind/cause/stage``. Lookup order:
+#: ``kind/cause/stage``, ``kind/cause/*``, ``kind/*/stage``, ``kind/*``; every
+#: kind needs its ``kind/*``. Kinds are ``detectors.alerts.ALERT_KINDS``,
+#: causes :data:`CAUSES`, stages the keys of :data:`STAGE_INDEX`. Friction
+#: that points at the page (broken elements, slow loads) goes to the page
+#: owners; form trouble gets form help; hesitation on an answer page gets the
+#: answer in context; what is left is picked by journey stage.
 DEFAULT_PLAYBOOK: dict[str, str] = {
-    "hesitation/evaluate": "offer a comparison guide",
-    "hesitation/decide": "show delivery, returns and payment reassurance next to the basket",
-    "hesitation/consider": "surface top-rated alternatives and a short buying guide",
+    "hesitation/unanswered_question/*": (
+        "answer the question on the page itself (costs, delivery times, return terms) "
+        "and offer chat"
+    ),
+    "hesitation/*/consider": "surface top-rated alternatives and a short buying guide",
+    "hesitation/*/evaluate": "offer a comparison guide",
+    "hesitation/*/decide": "show delivery, returns and payment reassurance next to the basket",
     "hesitation/*": "offer help through chat",
-    "trust_loss/evaluate": "show reviews and the returns policy in context",
-    "trust_loss/decide": "open chat with a checkout specialist",
-    "trust_loss/consider": "offer an FAQ and a comparison of similar products",
+    "trust_loss/broken_element/decide": (
+        "page owners: fix the checkout element that fails; meanwhile offer chat with a "
+        "checkout specialist"
+    ),
+    "trust_loss/broken_element/*": "page owners: fix the element that does not respond or fails",
+    "trust_loss/form_trouble/*": (
+        "offer form help: clearer field hints and inline validation; page owners: check the "
+        "fields that fail"
+    ),
+    "trust_loss/slow_page/*": "page owners: make the page load faster",
+    "trust_loss/navigation/*": "make the next step easy to find: clearer links, menus and search",
+    "trust_loss/*/consider": "offer an FAQ and a comparison of similar products",
+    "trust_loss/*/evaluate": "show reviews and the returns policy in context",
+    "trust_loss/*/decide": "open chat with a checkout specialist",
     "trust_loss/*": "offer help through chat",
     "friction_hotspot/*": "page owners: check the page for broken elements, errors or slow loads",
 }
@@ -149,7 +160,8 @@ class DetectorConfig:
     user_salt: str = "disengage-default-salt"
     """Salt for HMAC-SHA256 of ``user_id``. Set a secret in production."""
     page_patterns: tuple[tuple[str, str], ...] = DEFAULT_PAGE_PATTERNS
-    """(regex, page_type) pairs used when ``page_type`` is absent."""
+    """(regex, page_type) pairs, in order, used when ``page_type`` is absent
+    (checked by ``detectors.config.validate_page_patterns``)."""
     stage_map: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STAGE_MAP))
     """page_type -> stage. Unknown page types fall back to ``consider``."""
 
@@ -280,7 +292,10 @@ class DetectorConfig:
     hotspot_cooldown_ms: int = 15 * 60 * 1000
     """Minimum time between two hotspot alerts of the same key."""
     playbook: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PLAYBOOK))
-    """Suggested actions by ``kind/stage`` with ``kind/*`` as fallback."""
+    """Suggested actions by ``kind/cause/stage``, tried in the order
+    ``kind/cause/stage``, ``kind/cause/*``, ``kind/*/stage``, ``kind/*``; every
+    alert kind needs its ``kind/*`` (causes: ``detectors.config.CAUSES``;
+    checked by ``detectors.config.validate_playbook``)."""
     source: str = "urn:disengage:detector"
     """CloudEvents ``source`` attribute of the alerts."""
 
@@ -313,4 +328,88 @@ class DetectorConfig:
         for page_type, stage in self.stage_map.items():
             if stage not in STAGE_INDEX:
                 raise ValueError(f"stage_map[{page_type!r}] = {stage!r} is not a stage")
+        validate_page_patterns(self.page_patterns)
+        validate_playbook(self.playbook)
         return self
+
+
+def validate_playbook(playbook: Mapping[str, str]) -> dict[str, str]:
+    """Check a playbook (see :data:`DEFAULT_PLAYBOOK`) and return it as a
+    dict; ``ValueError`` names the first bad key.
+
+    >>> validate_playbook({"hesitation/*": "a", "trust_loss/*": "b"})
+    Traceback (most recent call last):
+    ...
+    ValueError: playbook has no fallback 'friction_hotspot/*' for kind friction_hotspot
+    >>> validate_playbook({**DEFAULT_PLAYBOOK, "trust_loss/decide": "x"})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: playbook key 'trust_loss/decide': write kind/cause/stage (e.g. 'trust_loss/*/dec...
+    """
+    if not isinstance(playbook, Mapping):
+        raise ValueError("playbook must be a mapping of kind/cause/stage keys to actions")
+    for key, action in playbook.items():
+        if not isinstance(key, str) or not isinstance(action, str) or not action.strip():
+            raise ValueError(f"playbook[{key!r}] must be a non-empty action text")
+        parts = key.split("/")
+        if len(parts) == 2 and parts[0] in ALERT_KINDS and parts[1] in STAGE_INDEX:
+            raise ValueError(
+                f"playbook key {key!r}: write kind/cause/stage "
+                f"(e.g. '{parts[0]}/*/{parts[1]}') or kind/*"
+            )
+        if parts[0] not in ALERT_KINDS:
+            raise ValueError(
+                f"playbook key {key!r}: unknown alert kind {parts[0]!r} "
+                f"(kinds: {', '.join(ALERT_KINDS)})"
+            )
+        if len(parts) == 2 and parts[1] == "*":
+            continue
+        if len(parts) != 3 or parts[1:] == ["*", "*"]:
+            raise ValueError(f"playbook key {key!r}: write kind/cause/stage or kind/*")
+        if parts[1] != "*" and parts[1] not in CAUSES:
+            raise ValueError(
+                f"playbook key {key!r}: unknown cause {parts[1]!r} (causes: {', '.join(CAUSES)})"
+            )
+        if parts[2] != "*" and parts[2] not in STAGE_INDEX:
+            raise ValueError(
+                f"playbook key {key!r}: unknown stage {parts[2]!r} "
+                f"(stages: {', '.join(STAGE_INDEX)})"
+            )
+    for kind in ALERT_KINDS:
+        if f"{kind}/*" not in playbook:
+            raise ValueError(f"playbook has no fallback '{kind}/*' for kind {kind}")
+    return dict(playbook)
+
+
+def validate_page_patterns(patterns: Iterable[Sequence[str]]) -> tuple[tuple[str, str], ...]:
+    """Check ordered (regex, page_type) pairs (lists from JSON are fine) and
+    return them as a tuple of pairs; ``ValueError`` names the first bad one.
+
+    >>> validate_page_patterns([["/kasse/?$", "checkout"]])
+    (('/kasse/?$', 'checkout'),)
+    >>> validate_page_patterns([["/kasse(", "checkout"]])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: page_patterns[0]: '/kasse(' is not a regex: missing ), ...
+    >>> validate_page_patterns([["/kasse", "till"]])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: page_patterns[0]: 'till' is not a page type (home, landing, ...)
+    """
+    checked = []
+    for number, pair in enumerate(patterns):
+        if isinstance(pair, str) or len(pair) != 2 or not all(isinstance(p, str) for p in pair):
+            raise ValueError(f"page_patterns[{number}]: {pair!r} is not a [regex, page_type] pair")
+        pattern, page_type = pair
+        try:
+            re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            message = f"page_patterns[{number}]: {pattern!r} is not a regex: {exc}"
+            raise ValueError(message) from None
+        if page_type not in PAGE_TYPES:
+            raise ValueError(
+                f"page_patterns[{number}]: {page_type!r} is not a page type "
+                f"({', '.join(PAGE_TYPES)})"
+            )
+        checked.append((pattern, page_type))
+    return tuple(checked)

@@ -24,7 +24,13 @@ from __future__ import annotations
 from detectors.alerts import Alert
 from detectors.config import DELIBERATION_STAGES, STAGE_INDEX, DetectorConfig
 from detectors.events import Event
-from detectors.explain import friction_reasons, hesitation_reasons, session_alert, trust_reasons
+from detectors.explain import (
+    friction_reasons,
+    hesitation_cause,
+    hesitation_reasons,
+    session_alert,
+    trust_reasons,
+)
 from detectors.features import hesitation_features, snapshot_vector, trust_vector
 from detectors.hesitation import HESITATION_STAGES
 from detectors.models import DetectorModels
@@ -130,9 +136,9 @@ def _friction_rule(
         return None
     state.friction_high = True
     scored = (friction, threshold, friction / threshold)
-    reasons = friction_reasons(state, models)
+    reasons, cause = friction_reasons(state, models)
     return session_alert(
-        config, models, "trust_loss", state, event, "friction_pileup", scored, reasons
+        config, models, "trust_loss", state, event, "friction_pileup", cause, scored, reasons
     )
 
 
@@ -174,7 +180,9 @@ def _trust_rule(
         rule = "trust_drop"
     scored_at = (state.trust, threshold, threshold / max(state.trust, 1e-6))
     reasons = trust_reasons(state, models, event.ts)
-    alert = session_alert(config, models, "trust_loss", state, event, rule, scored_at, reasons)
+    alert = session_alert(
+        config, models, "trust_loss", state, event, rule, "falling_trust", scored_at, reasons
+    )
     alert.extra["trust_peak"] = round(state.trust_peak, 4)
     return alert
 
@@ -201,6 +209,7 @@ def _hesitation_rule(
     margin = 1.0 + (hes.score - hes.threshold) / max(1.0 - hes.threshold, 1e-6)
     scored = (hes.score, hes.threshold, margin)
     reasons = hesitation_reasons(state, models, x)
+    cause = hesitation_cause(state)
     return session_alert(
-        config, models, "hesitation", state, event, "hst_quantile", scored, reasons
+        config, models, "hesitation", state, event, "hst_quantile", cause, scored, reasons
     )

@@ -171,7 +171,7 @@ class ScrollThrash:
 
     specs: ClassVar[Specs] = (SignalSpec(
         "scroll_thrash", 5, 0.5, "navigation",
-        "burst of rapid up-and-down scrolling", "scrolling up and down rapidly",
+        "burst of rapid up-and-down scrolling", "bursts of rapid up-and-down scrolling",
         "scroll_thrash", ("thrash_min_reversals", "thrash_window_ms"),
     ),)  # fmt: skip
     observes: ClassVar[frozenset[str]] = frozenset({"scroll"})
@@ -370,7 +370,7 @@ class Stall:
     STAGES = DELIBERATION_STAGES
     specs: ClassVar[Specs] = (SignalSpec(
         "stall", 9, 0.0, "long_deliberation", "stall without progress",
-        "minutes without progress", "stall", ("stall_ms", "active_gap_ms"),
+        "stalls without progress", "stall", ("stall_ms", "active_gap_ms"),
     ),)  # fmt: skip
     observes: ClassVar[frozenset[str]] = EVENT_TYPES
 

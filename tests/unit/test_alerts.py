@@ -24,14 +24,16 @@ from detectors.alerts import (
     severity_for,
     suggested_action,
 )
-from detectors.config import DEFAULT_PLAYBOOK, DetectorConfig
+from detectors.config import ANSWER_PAGES, DEFAULT_PLAYBOOK, DetectorConfig
 from detectors.detector import Detector
 from detectors.events import Event, EventParser
 from detectors.runner import OfflineRunner
+from detectors.signals import SIGNAL_BY_NAME, SIGNAL_REGISTRY
 from detectors.simulator import SimConfig, Simulator
 from tests.builders import Driver, event
 
 CFG = DetectorConfig()
+SINGULARS = {spec.singular.split(" (")[0] for spec in SIGNAL_REGISTRY}
 VALIDATOR = Draft202012Validator(ALERT_JSON_SCHEMA)
 
 
@@ -206,15 +208,59 @@ def test_reasons_at_most_three_each_with_text(run: Run) -> None:
         assert scores == sorted(scores, reverse=True)
 
 
-def test_suggested_action_comes_from_the_playbook(run: Run) -> None:
+def expected_cause(alert: Alert, page_type: str | None) -> str:
+    if alert.rule == "friction_pileup":
+        return SIGNAL_BY_NAME[alert.reasons[0].signal].cause
+    if alert.rule in ("trust_drop", "trust_floor"):
+        return "falling_trust"
+    if alert.rule == "hst_quantile":
+        return "unanswered_question" if page_type in ANSWER_PAGES else "long_deliberation"
+    return "problem_rate"
+
+
+def test_suggested_action_comes_from_the_playbook_by_cause_and_stage(
+    run: Run, events: list[Event]
+) -> None:
+    page_types = {e.page: e.page_type for e in events if e.page}
+    causes: Counter[str] = Counter()
     for alert in run.alerts:
-        if alert.kind == "friction_hotspot":
-            expected = DEFAULT_PLAYBOOK["friction_hotspot/*"]
-        else:
-            expected = DEFAULT_PLAYBOOK.get(
-                f"{alert.kind}/{alert.stage}", DEFAULT_PLAYBOOK[f"{alert.kind}/*"]
-            )
-        assert alert.suggested_action == expected
+        cause = expected_cause(alert, page_types.get(alert.page or ""))
+        causes[cause] += 1
+        expected = suggested_action(DEFAULT_PLAYBOOK, alert.kind, cause, alert.stage)
+        assert alert.suggested_action == expected, alert
+        if cause == "broken_element":
+            assert alert.suggested_action.startswith("page owners: fix"), alert
+        if cause == "unanswered_question":
+            assert "comparison guide" not in alert.suggested_action
+    # the simulation exercises the cause-specific entries, not just the fallbacks
+    assert set(causes) == {
+        "broken_element",
+        "form_trouble",
+        "unanswered_question",
+        "long_deliberation",
+        "falling_trust",
+        "problem_rate",
+    }, causes
+
+
+def test_reason_texts_read_as_a_marketer_reads(run: Run) -> None:
+    """Whole counts, singular for one, no reason at its typical value."""
+    friction = re.compile(r"^(\d+) (.+) this session \(typical: (\d+)\)$")
+    compared = re.compile(r"^[^:]+: (.+?) \(typical(?: at the \w+ stage)?: (.+?)\)")
+    texts = [(a.rule, r.text) for a in run.alerts for r in a.reasons]
+    assert texts
+    for rule, text in texts:
+        assert not re.search(r"\d\.\d", text), text
+        assert not re.search(r"\b1 times\b", text), text
+        if rule == "friction_pileup":
+            match = friction.match(text)
+            assert match, text
+            count, words, typical = int(match[1]), match[2], int(match[3])
+            assert count > typical, text
+            assert (count == 1) == (words.split(" (")[0] in SINGULARS), text
+        elif rule in ("trust_drop", "trust_floor", "hst_quantile"):
+            match = compared.match(text)
+            assert match and match[1] != match[2], text
 
 
 def test_severity_and_thresholds(run: Run) -> None:
@@ -279,7 +325,8 @@ def test_alert_carries_session_context() -> None:
     (raised_at,) = [t for t, r in d.results if r.alerts]
     trigger = event("click", raised_at, sid="sess-42", x=50, y=50, target="button#buy", dead=True)
     assert alert.trigger_event_id == trigger.event_id
-    assert alert.suggested_action == DEFAULT_PLAYBOOK["trust_loss/consider"]
+    # a broken button on a product page is for the page owners, not an FAQ
+    assert alert.suggested_action == DEFAULT_PLAYBOOK["trust_loss/broken_element/*"]
     assert VALIDATOR.is_valid(alert.to_cloudevent(CFG.source))
 
 
@@ -293,10 +340,18 @@ def test_severity_for(margin: float, severity: str) -> None:
 
 
 def test_suggested_action_fallbacks() -> None:
-    book = {"trust_loss/decide": "A", "trust_loss/*": "B"}
-    assert suggested_action(book, "trust_loss", "decide") == "A"
-    assert suggested_action(book, "trust_loss", "consider") == "B"
-    assert suggested_action(book, "hesitation", "decide") == "review the session"
+    book = {
+        "trust_loss/form_trouble/decide": "A",
+        "trust_loss/form_trouble/*": "B",
+        "trust_loss/*/decide": "C",
+        "trust_loss/*": "D",
+    }
+    assert suggested_action(book, "trust_loss", "form_trouble", "decide") == "A"
+    assert suggested_action(book, "trust_loss", "form_trouble", "consider") == "B"
+    assert suggested_action(book, "trust_loss", "slow_page", "decide") == "C"
+    assert suggested_action(book, "trust_loss", "slow_page", "consider") == "D"
+    assert suggested_action(book, "trust_loss", None, None) == "D"
+    assert suggested_action(book, "hesitation", "form_trouble", "decide") == "review the session"
 
 
 def test_alert_id_depends_on_subject_kind_and_episode() -> None:
