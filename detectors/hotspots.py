@@ -13,6 +13,17 @@ of the old sub-window that ADWIN dropped, which is the rate before the
 change. The incident closes (the hysteresis) when a fast exponentially
 weighted rate (~10 visits) falls back to halfway between the two levels.
 
+Falling traffic is not an incident. A visit is observed when the visitor
+leaves the page, or, for the last page of an abandoned session, when the
+session times out (``session_timeout_ms`` later, 30 min by default). When
+arrivals thin out (the night, the end of a replayed file), the leaves fall
+at once while the timeouts of the earlier sessions keep coming for one
+timeout more, so every page's problem rate rises with no fault on the page.
+So a change is confirmed only while the key's traffic holds: the confirming
+visits must arrive at least :data:`MIN_TRAFFIC_RATIO` times as fast as the
+key's usual visits, measured over the last session timeout (a broken page
+keeps receiving visitors; what rises is their abandonment).
+
 References
 ----------
 Bifet and Gavaldà (2007), "Learning from time-changing data with adaptive
@@ -21,6 +32,7 @@ windowing", SDM (ADWIN); River's ``drift.ADWIN``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from river import drift
@@ -36,6 +48,25 @@ ARM_VISITS = 50
 #: visits the standard error of a rate near 0.5 is 0.16/sqrt(10/1) ~ 0.05,
 #: a third of the default minimum increase.
 CONFIRM_VISITS = 10
+#: Smallest traffic, as a share of the key's usual visits per unit of event
+#: time, at which a rise may be confirmed. Half: at unchanged Poisson traffic
+#: the :data:`CONFIRM_VISITS` visits (9 gaps) come more than twice as slowly
+#: as usual with probability P(Gamma(9) > 18) ~ 0.007, and the check is
+#: re-tried on every further visit of the armed window, so a real incident
+#: under steady traffic is hardly delayed. When only the timeouts of earlier
+#: sessions are left, a page sees a fraction of its usual visits (0.05 to 0.3
+#: in the simulator: the share of its visits that end a session).
+MIN_TRAFFIC_RATIO = 0.5
+#: A key's usual traffic is the highest rate of its visits (visits per ms,
+#: each visit's weight decaying over one session timeout), and that peak
+#: decays over this many session timeouts. The timeouts of the visits before
+#: a fall keep coming for one timeout; a peak remembered over two still holds
+#: exp(-1/2) ~ 60% of the level before the fall at the end of that stretch,
+#: while a day's traffic curve changes far more slowly.
+PEAK_MEMORY_TIMEOUTS = 2.0
+#: Decayed visits a key needs before its rate may set the peak (the rate of
+#: 20 visits is known to about 1/sqrt(20) ~ 22%).
+PEAK_MIN_VISITS = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +84,18 @@ class HotspotFinding:
 class _KeyState:
     __slots__ = (
         "adwin",
+        "armed_peak",
+        "armed_ts",
         "armed_until",
         "episode",
         "fast",
+        "first_ts",
         "incident",
         "last_alert",
+        "last_ts",
         "level_before",
+        "peak",
+        "recent",
         "since_n",
         "since_sum",
         "visits",
@@ -75,6 +112,47 @@ class _KeyState:
         self.armed_until = 0
         self.since_n = 0
         self.since_sum = 0.0
+        self._no_traffic_yet()
+
+    def _no_traffic_yet(self) -> None:
+        self.first_ts = self.last_ts = 0
+        self.recent = 0.0  # visits, each decayed over one session timeout
+        self.peak = 0.0  # usual visits per ms (see PEAK_MEMORY_TIMEOUTS)
+        self.armed_ts = 0
+        self.armed_peak = 0.0  # ``peak`` when the change was detected
+
+    def __setstate__(self, state: tuple[None, dict[str, object]]) -> None:
+        # checkpoints written before the traffic fields existed load without
+        # traffic history (the traffic check then passes, as it did before)
+        self._no_traffic_yet()
+        for name, value in state[1].items():
+            setattr(self, name, value)
+
+    def count_visit(self, ts: int, timeout_ms: float) -> None:
+        """Add a visit at ``ts`` (ms) to the traffic figures; event time
+        never runs backwards here."""
+        if self.visits == 0:
+            self.first_ts = self.last_ts = ts
+        elif ts > self.last_ts:
+            gap = ts - self.last_ts
+            self.recent *= math.exp(-gap / timeout_ms)
+            self.peak *= math.exp(-gap / (PEAK_MEMORY_TIMEOUTS * timeout_ms))
+            self.last_ts = ts
+        self.recent += 1.0
+        if self.recent >= PEAK_MIN_VISITS:
+            # a steady rate r gives a decayed count of r * T * (1 - exp(-t/T))
+            # after t ms: divide that out
+            span = timeout_ms * -math.expm1((self.first_ts - self.last_ts) / timeout_ms)
+            if span > 0.0:
+                self.peak = max(self.peak, self.recent / span)
+
+    def traffic_holds(self) -> bool:
+        """Whether the visits since the detection came at least
+        :data:`MIN_TRAFFIC_RATIO` times as fast as the usual traffic then."""
+        elapsed = self.last_ts - self.armed_ts
+        if elapsed <= 0:
+            return True
+        return self.since_n - 1 >= MIN_TRAFFIC_RATIO * self.armed_peak * elapsed
 
 
 class HotspotMonitor:
@@ -94,6 +172,7 @@ class HotspotMonitor:
         self.min_visits = config.hotspot_min_visits
         self.max_keys = config.hotspot_max_keys
         self.cooldown = config.hotspot_cooldown_ms
+        self.timeout_ms = float(config.session_timeout_ms)
         self.keys: dict[str, _KeyState] = {}
 
     def observe(self, key: str, problem: bool, ts: int) -> HotspotFinding | None:
@@ -112,6 +191,7 @@ class HotspotMonitor:
         width_before = adwin.width
         total_before = adwin.estimation * width_before
         adwin.update(x)
+        state.count_visit(ts, self.timeout_ms)
         state.visits += 1
         state.fast += FAST_ALPHA * (x - state.fast)
         if state.incident:
@@ -128,6 +208,7 @@ class HotspotMonitor:
                 state.level_before = min(max(total_dropped / dropped, 0.0), 1.0)
                 state.armed_until = state.visits + ARM_VISITS
                 state.since_n, state.since_sum = 1, x
+                state.armed_ts, state.armed_peak = state.last_ts, state.peak
         if state.visits > state.armed_until or state.since_n < CONFIRM_VISITS:
             return None
         rate_since = state.since_sum / state.since_n
@@ -135,6 +216,7 @@ class HotspotMonitor:
             state.visits >= self.min_visits
             and rate_since - state.level_before >= self.min_increase
             and (state.episode == 0 or ts - state.last_alert >= self.cooldown)
+            and state.traffic_holds()
         ):
             state.incident = True
             state.armed_until = 0

@@ -14,11 +14,12 @@ from detectors.detector import MODEL_FORMAT, MODEL_NAME, Detector, DetectorModel
 from detectors.events import Event, EventParser
 from detectors.features import HESITATION_FEATURES, TRUST_FEATURES
 from detectors.hesitation import HesitationModel
-from detectors.hotspots import OVERFLOW_KEY, HotspotMonitor
+from detectors.hotspots import OVERFLOW_KEY, HotspotFinding, HotspotMonitor, _KeyState
 from detectors.sample_size import MIN_PER_OUTCOME
 from detectors.session import SessionState
 from detectors.simulator import SimConfig, Simulator
 from detectors.trust import TrustModel
+from tests.builders import T0
 
 CFG = DetectorConfig()
 RIVER = version("river")
@@ -217,6 +218,65 @@ def test_hotspot_key_cap_folds_new_keys_into_other() -> None:
     assert monitor.keys[OVERFLOW_KEY].visits == 900
     hits = [f for f in found if f]
     assert hits and all(f.key == OVERFLOW_KEY for f in hits)
+
+
+def _steady_then(
+    monitor: HotspotMonitor, rng: random.Random, *, rate_after: float, gap_after_ms: int
+) -> list[HotspotFinding | None]:
+    """An hour of steady visits (one a second, 20% problems), then visits
+    every ``gap_after_ms`` with problem rate ``rate_after``; the findings
+    after the change."""
+    for i in range(3600):
+        assert monitor.observe("product", rng.random() < 0.2, T0 + 1000 * i) is None
+    start = T0 + 3600 * 1000
+    return [
+        monitor.observe("product", rng.random() < rate_after, start + gap_after_ms * (i + 1))
+        for i in range(400)
+    ]
+
+
+def test_traffic_tailing_off_raises_no_hotspot() -> None:
+    # The end of traffic: the leaves stop, the timeouts of earlier sessions
+    # (all abandonments: problems) go on at a fifth of the usual rate.
+    found = _steady_then(HotspotMonitor(CFG), random.Random(3), rate_after=1.0, gap_after_ms=5000)
+    assert not any(found)
+
+
+def test_traffic_holding_still_raises_the_hotspot() -> None:
+    # The same rise in the problem rate with the visits still coming: a real incident.
+    found = _steady_then(HotspotMonitor(CFG), random.Random(3), rate_after=1.0, gap_after_ms=1000)
+    hits = [f for f in found if f]
+    assert len(hits) == 1 and hits[0].rate_now > 0.9
+
+
+def test_traffic_check_passes_for_an_unchanged_poisson_stream() -> None:
+    # Exponential gaps at one visit a second, 20% problems: nothing to report,
+    # and a later jump of the problem rate is found at the same traffic.
+    rng = random.Random(11)
+    monitor = HotspotMonitor(CFG)
+    ts = T0
+    for _ in range(3000):
+        ts += int(rng.expovariate(1.0) * 1000) + 1
+        assert monitor.observe("cart", rng.random() < 0.2, ts) is None
+    hits = []
+    for _ in range(400):
+        ts += int(rng.expovariate(1.0) * 1000) + 1
+        hits.append(monitor.observe("cart", rng.random() < 0.7, ts))
+    assert len([h for h in hits if h]) == 1
+
+
+def test_hotspot_state_from_before_the_traffic_fields_loads() -> None:
+    monitor = HotspotMonitor(CFG)
+    monitor.observe("cart", False, T0)
+    state = monitor.keys["cart"]
+    old_fields = ("first_ts", "last_ts", "recent", "peak", "armed_ts", "armed_peak")
+    slots = {name: getattr(state, name) for name in _KeyState.__slots__}
+    old = {k: v for k, v in slots.items() if k not in old_fields}
+    restored = _KeyState.__new__(_KeyState)
+    restored.__setstate__((None, old))
+    assert restored.visits == 1 and restored.peak == 0.0 and restored.traffic_holds()
+    monitor.keys["cart"] = restored
+    assert monitor.observe("cart", True, T0 + 1000) is None
 
 
 # ------------------------------------------------------------------ checkpoint
