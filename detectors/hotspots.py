@@ -21,8 +21,9 @@ at once while the timeouts of the earlier sessions keep coming for one
 timeout more, so every page's problem rate rises with no fault on the page.
 So a change is confirmed only while the key's traffic holds: the confirming
 visits must arrive at least :data:`MIN_TRAFFIC_RATIO` times as fast as the
-key's usual visits, measured over the last session timeout (a broken page
-keeps receiving visitors; what rises is their abandonment).
+key's usual visits (the peak of its visit rate, see
+:data:`PEAK_MEMORY_TIMEOUTS`). A broken page keeps receiving visitors; what
+rises is their abandonment.
 
 References
 ----------
@@ -51,11 +52,13 @@ CONFIRM_VISITS = 10
 #: Smallest traffic, as a share of the key's usual visits per unit of event
 #: time, at which a rise may be confirmed. Half: at unchanged Poisson traffic
 #: the :data:`CONFIRM_VISITS` visits (9 gaps) come more than twice as slowly
-#: as usual with probability P(Gamma(9) > 18) ~ 0.007, and the check is
-#: re-tried on every further visit of the armed window, so a real incident
-#: under steady traffic is hardly delayed. When only the timeouts of earlier
-#: sessions are left, a page sees a fraction of its usual visits (0.05 to 0.3
-#: in the simulator: the share of its visits that end a session).
+#: as usual with probability P(Gamma(9) > 18) ~ 0.007; the peak sits up to
+#: ~20% above the mean (see :data:`PEAK_MIN_VISITS`), which makes it
+#: P(Gamma(9) > 15) ~ 0.04. The check is re-tried on every further visit of
+#: the armed window (after 30 visits: P(Gamma(29) > 48) ~ 0.001), so a real
+#: incident under steady traffic is hardly delayed. When only the timeouts
+#: of earlier sessions are left, a page sees a fraction of its usual visits
+#: (0.05 to 0.3 in the simulator: the share of its visits that end a session).
 MIN_TRAFFIC_RATIO = 0.5
 #: A key's usual traffic is the highest rate of its visits (visits per ms,
 #: each visit's weight decaying over one session timeout), and that peak
