@@ -347,34 +347,23 @@ def validate_playbook(playbook: Mapping[str, str]) -> dict[str, str]:
     ValueError: playbook key 'trust_loss/decide': write kind/cause/stage (e.g. 'trust_loss/*/dec...
     """
     if not isinstance(playbook, Mapping):
-        raise ValueError("playbook must be a mapping of kind/cause/stage keys to actions")
+        raise ValueError("playbook must map kind/cause/stage keys to actions")
     for key, action in playbook.items():
         if not isinstance(key, str) or not isinstance(action, str) or not action.strip():
             raise ValueError(f"playbook[{key!r}] must be a non-empty action text")
-        parts = key.split("/")
-        if len(parts) == 2 and parts[0] in ALERT_KINDS and parts[1] in STAGE_INDEX:
-            raise ValueError(
-                f"playbook key {key!r}: write kind/cause/stage "
-                f"(e.g. '{parts[0]}/*/{parts[1]}') or kind/*"
-            )
-        if parts[0] not in ALERT_KINDS:
-            raise ValueError(
-                f"playbook key {key!r}: unknown alert kind {parts[0]!r} "
-                f"(kinds: {', '.join(ALERT_KINDS)})"
-            )
-        if len(parts) == 2 and parts[1] == "*":
+        kind, *rest = key.split("/")
+        if kind not in ALERT_KINDS:
+            names = ", ".join(ALERT_KINDS)
+            raise ValueError(f"playbook key {key!r}: unknown alert kind {kind!r} ({names})")
+        if rest == ["*"]:
             continue
-        if len(parts) != 3 or parts[1:] == ["*", "*"]:
-            raise ValueError(f"playbook key {key!r}: write kind/cause/stage or kind/*")
-        if parts[1] != "*" and parts[1] not in CAUSES:
-            raise ValueError(
-                f"playbook key {key!r}: unknown cause {parts[1]!r} (causes: {', '.join(CAUSES)})"
-            )
-        if parts[2] != "*" and parts[2] not in STAGE_INDEX:
-            raise ValueError(
-                f"playbook key {key!r}: unknown stage {parts[2]!r} "
-                f"(stages: {', '.join(STAGE_INDEX)})"
-            )
+        if len(rest) != 2 or rest == ["*", "*"]:
+            hint = f" (e.g. '{kind}/*/{rest[0]}')" if rest and rest[0] in STAGE_INDEX else ""
+            raise ValueError(f"playbook key {key!r}: write kind/cause/stage{hint} or kind/*")
+        for what, value, known in (("cause", rest[0], CAUSES), ("stage", rest[1], STAGE_INDEX)):
+            if value != "*" and value not in known:
+                names = ", ".join(known)
+                raise ValueError(f"playbook key {key!r}: unknown {what} {value!r} ({names})")
     for kind in ALERT_KINDS:
         if f"{kind}/*" not in playbook:
             raise ValueError(f"playbook has no fallback '{kind}/*' for kind {kind}")
