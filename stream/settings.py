@@ -39,7 +39,7 @@ from pydantic_settings import (
 )
 from pydantic_settings import SettingsError as SourceError
 
-from detectors.config import PAGE_TYPES, DetectorConfig
+from detectors.config import DetectorConfig
 
 PREFIX = "DISENGAGE_"
 
@@ -51,7 +51,9 @@ JSON_FIELDS: dict[str, str] = {
         "the first match wins, and page types are those of `detectors.config.PAGE_TYPES`."
     ),
     "playbook": (
-        'Set as a JSON object {"kind/stage": "action"}, which replaces the built-in playbook.'
+        'Set as a JSON object {"kind/cause/stage": "action"}, which replaces the built-in '
+        "playbook; keys are tried as kind/cause/stage, kind/cause/*, kind/*/stage, then kind/*, "
+        "which every kind needs (causes: `detectors.config.CAUSES`)."
     ),
 }
 #: Where the defaults of :data:`JSON_FIELDS` are written.
@@ -199,8 +201,8 @@ class Settings(BaseSettings):
     @field_validator("detector", mode="after")
     @classmethod
     def _check_detector(cls, config: DetectorConfig) -> DetectorConfig:
-        _check_page_patterns(config.page_patterns)
-        _check_playbook(config.playbook)
+        # the core's checks: regexes compile, page types and playbook keys exist,
+        # every kind has its fallback (detectors.config.validate_*)
         return config.validate()
 
     def redacted(self) -> dict[str, Any]:
@@ -253,29 +255,6 @@ def _decode_json(variable: str, raw: str) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise SettingsError(f"{variable} is not valid JSON: {exc}") from None
-
-
-def _check_page_patterns(patterns: tuple[tuple[str, str], ...]) -> None:
-    for number, (pattern, page_type) in enumerate(patterns):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(
-                f"page_patterns[{number}]: {pattern!r} is not a regex: {exc}"
-            ) from None
-        if page_type not in PAGE_TYPES:
-            raise ValueError(
-                f"page_patterns[{number}]: {page_type!r} is not a page type "
-                f"({', '.join(PAGE_TYPES)})"
-            )
-
-
-def _check_playbook(playbook: Mapping[str, str]) -> None:
-    for key, action in playbook.items():
-        if "/" not in key:
-            raise ValueError(f"playbook key {key!r} is not of the form kind/stage")
-        if not action.strip():
-            raise ValueError(f"playbook[{key!r}] is empty")
 
 
 def _variable(loc: tuple[int | str, ...]) -> str | None:

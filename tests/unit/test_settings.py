@@ -61,7 +61,11 @@ def test_settings_are_frozen() -> None:
 
 def test_playbook_and_page_patterns_are_json_settings_that_reach_the_detector() -> None:
     patterns = [["/kasse\\b", "checkout"], ["/artikel/", "product"]]
-    playbook = {"hesitation/*": "call them", "trust_loss/*": "reassure"}
+    playbook = {
+        "hesitation/*": "call them",
+        "trust_loss/*": "reassure",
+        "friction_hotspot/*": "page owners: look",
+    }
     settings = Settings.from_env(
         {
             "DISENGAGE_PAGE_PATTERNS": json.dumps(patterns),
