@@ -165,11 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     figures["detector_p50_us"] = round(speed["detector_p50_us"], 1)
     figures["detector_p99_us"] = round(speed["detector_p99_us"], 1)
 
-    truth = {
-        "sessions": {sid: t.to_dict() for sid, t in sim.truth.items()},
-        "incidents": sim.incidents(),
-        "simulation": sim.span(),
-    }
+    truth = sim.ground_truth()
     stats = RunStats()
     parser = EventParser(config)
     result = evaluate(
@@ -231,8 +227,7 @@ def _print(f: dict[str, Any]) -> None:
     print(
         "  prefix AUC            "
         + "   ".join(
-            f"{k}: {q['prefix_auc'][k]} (engagement baseline {base[k]})"
-            for k in map(str, PREFIXES)
+            f"{k}: {q['prefix_auc'][k]} (engagement baseline {base[k]})" for k in map(str, PREFIXES)
         )
     )
     print(
@@ -250,11 +245,15 @@ def _print(f: dict[str, Any]) -> None:
     )
     print(f"  hesitation recall     {t['hesitation_recall']} of {t['hesitation_episodes']}")
     for inc in t["incidents"]:
+        late = f" (late by {inc['late_by_s']} s)" if inc["late"] else ""
         print(
             f"  hotspot incident      {inc['key']} detected={inc['detected']} "
-            f"delay={inc['delay_s']} s; false hotspots during steady traffic: "
-            f"{t['hotspot_alerts_outside_incidents_steady_traffic']}"
+            f"delay={inc['delay_s']} s{late}"
         )
+    print(
+        f"  false hotspots        {t['hotspot_alerts_outside_incidents']} outside incidents, "
+        f"{t['hotspot_alerts_outside_incidents_steady_traffic']} of them during steady traffic"
+    )
     print(
         f"  rage-click false alarms on {rage['clean_sessions']} friction-free sessions: "
         f"ours {rage['ours']}, naive published rule {rage['naive']}"

@@ -11,17 +11,21 @@ computes:
 * alert precision: the share of alerted sessions that did not convert;
 * lead time: from the first alert to the end of a non-converting session,
   in seconds and in events (median);
-* with simulator ground truth: friction-episode recall and detection delay,
-  hesitation-episode recall, and hotspot-incident detection.
+* with simulator ground truth (:mod:`detectors.truth_comparison`):
+  friction-episode recall and detection delay, hesitation-episode recall,
+  hotspot-incident detection (on time, late or missed) and false hotspots.
 
 Outcomes come from the goal event in the stream, or from ``labels`` (for
-example a CRM export) when given.
+example a CRM export) when given; they feed :data:`OUTCOME_FIGURES`. The
+trust model's own rolling figures are learned from the goal event in the
+stream, whatever the labels say. A figure that a small sample cannot
+support is ``None``, with the reason under ``not_available`` in the summary
+(see :mod:`detectors.sample_size`).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from array import array
 from collections.abc import Iterable
@@ -32,11 +36,24 @@ from detectors.alerts import SESSION_KINDS, Alert
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, StepResult
 from detectors.events import Event
+from detectors.ground_truth import GroundTruth
 from detectors.runner import OfflineRunner, RunStats
+from detectors.sample_size import too_few_outcomes
 from detectors.session import SessionState
+from detectors.truth_comparison import compare_with_truth, late_window_ms, median
 
 PREFIXES: tuple[float, ...] = (0.25, 0.5, 0.75)
 MIN_PREFIX_EVENTS = 3
+#: The figures computed from outcomes (the goal event, or ``labels``).
+OUTCOME_FIGURES: tuple[str, ...] = (
+    "converters",
+    "prefix_auc",
+    "alert_precision",
+    "lead_time",
+)
+#: Below this share of given labels naming an evaluated session, the labels
+#: probably come from another export or use other ids: worth a warning.
+LOW_MATCH_SHARE = 0.5
 
 
 def roc_auc(scores: list[float], labels: list[bool]) -> float | None:
@@ -66,14 +83,6 @@ def roc_auc(scores: list[float], labels: list[bool]) -> float | None:
     return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
 
 
-def _in_incident(alert: Alert, incident: dict[str, Any]) -> bool:
-    """Whether a hotspot alert names the incident's key within its span."""
-    return (
-        alert.subject == f"hotspot/{incident['key']}"
-        and incident["start_ts"] <= alert.event_time <= incident["end_ts"]
-    )
-
-
 @dataclass
 class _Track:
     scores: array[float] = field(default_factory=lambda: array("f"))
@@ -85,9 +94,30 @@ class _Track:
     end_ts: int = 0
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class LabelMatch:
+    """Outcome labels given (``--labels``) and how many of them name a
+    session of the evaluated events.
+
+    >>> LabelMatch(given=40, matched=3).low, LabelMatch(given=40, matched=38).low
+    (True, False)
+    """
+
+    given: int
+    matched: int
+
+    @property
+    def low(self) -> bool:
+        """Fewer than :data:`LOW_MATCH_SHARE` of the labels matched."""
+        return self.matched < LOW_MATCH_SHARE * self.given
+
+
+@dataclass(frozen=True)
 class Evaluation:
-    """Everything measured in one run; :meth:`summary` is the JSON report."""
+    """Everything measured in one run. Nothing changes after
+    :func:`evaluate`: the derived figures (:meth:`prefix_points`,
+    :meth:`prefix_auc`, :meth:`lead_times`, :meth:`summary`) are computed
+    on each call, so they can be asked for in any order."""
 
     stats: RunStats
     tracks: dict[str, _Track]
@@ -95,21 +125,25 @@ class Evaluation:
     hotspots: list[Alert]
     model_metrics: dict[str, Any]
     seconds: float
-    truth: dict[str, Any] | None = None
-    prefix_points: dict[str, list[tuple[float, bool]]] = field(default_factory=dict)
-    lead_times_s: list[float] = field(default_factory=list)
-    lead_times_events: list[int] = field(default_factory=list)
+    truth: GroundTruth | None = None
+    goal_event: str = "purchase"
+    #: hotspot alerts this long after an incident ended are late detections
+    late_ms: int = late_window_ms(30 * 60 * 1000)
 
     def converted(self, sid: str) -> bool:
         if sid in self.labels:
             return self.labels[sid]
         return self.tracks[sid].goal_index >= 0
 
-    def summary(self) -> dict[str, Any]:
-        sessions = len(self.tracks)
-        converters = sum(1 for sid in self.tracks if self.converted(sid))
-        # prefix AUC
-        self.prefix_points = {f"{p}": [] for p in PREFIXES}
+    def label_match(self) -> LabelMatch:
+        """How many of the given labels name an evaluated session."""
+        return LabelMatch(len(self.labels), sum(1 for sid in self.labels if sid in self.tracks))
+
+    def prefix_points(self) -> dict[str, list[tuple[float, bool]]]:
+        """``(score, converted)`` per prefix (``"0.25"``, ``"0.5"``,
+        ``"0.75"``) over sessions with at least :data:`MIN_PREFIX_EVENTS`
+        events before the goal; a score not computed yet counts as 0.5."""
+        points: dict[str, list[tuple[float, bool]]] = {f"{p}": [] for p in PREFIXES}
         for sid, track in self.tracks.items():
             label = self.converted(sid)
             n = track.goal_index if track.goal_index >= 0 else len(track.scores)
@@ -118,123 +152,124 @@ class Evaluation:
             for p in PREFIXES:
                 k = max(1, math.ceil(p * n))
                 score = float(track.scores[k - 1])
-                self.prefix_points[f"{p}"].append((score if score >= 0 else 0.5, label))
-        prefix_auc: dict[str, float | None] = {}
-        for key, points in self.prefix_points.items():
-            auc = roc_auc([s for s, _ in points], [lab for _, lab in points])
-            prefix_auc[key] = None if auc is None else round(auc, 4)
-        # alerts
+                points[f"{p}"].append((score if score >= 0 else 0.5, label))
+        return points
+
+    def prefix_auc(self) -> tuple[dict[str, float | None], str | None]:
+        """ROC-AUC per prefix (4 decimals); all ``None``, with the reason,
+        while either outcome has fewer than
+        :data:`~detectors.sample_size.MIN_PER_OUTCOME` sessions."""
+        points = self.prefix_points()
+        labels = [label for _, label in points["0.5"]]
+        reason = too_few_outcomes(sum(labels), len(labels) - sum(labels), self.goal_event)
+        if not labels:
+            reason = f"no session with at least {MIN_PREFIX_EVENTS} events before the goal"
+        out: dict[str, float | None] = {}
+        for key, pts in points.items():
+            auc = None if reason else roc_auc([s for s, _ in pts], [lab for _, lab in pts])
+            out[key] = None if auc is None else round(auc, 4)
+        return out, reason
+
+    def lead_times(self) -> tuple[list[float], list[int]]:
+        """From the first alert to the end of each alerted session that did
+        not convert: in seconds, and in events."""
+        seconds: list[float] = []
+        events: list[int] = []
+        for sid, track in self.tracks.items():
+            if track.alerts and not self.converted(sid):
+                seconds.append((track.end_ts - track.first_alert_ts) / 1000.0)
+                events.append(len(track.scores) - track.first_alert_index)
+        return seconds, events
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON report. ``not_available`` gives the reason for each
+        figure that is ``None``; ``outcomes`` says where the outcomes came
+        from and which figures they feed."""
+        sessions = len(self.tracks)
+        prefix_auc, auc_reason = self.prefix_auc()
         session_alerts = sum(self.stats.alerts[k] for k in SESSION_KINDS)
         alerted = [sid for sid, t in self.tracks.items() if t.alerts]
         non_conv_alerted = [sid for sid in alerted if not self.converted(sid)]
-        self.lead_times_s = []
-        self.lead_times_events = []
-        for sid in non_conv_alerted:
-            track = self.tracks[sid]
-            self.lead_times_s.append((track.end_ts - track.first_alert_ts) / 1000.0)
-            self.lead_times_events.append(len(track.scores) - track.first_alert_index)
+        lead_s, lead_events = self.lead_times()
         out: dict[str, Any] = {
             "sessions": sessions,
-            "converters": converters,
+            "converters": sum(1 for sid in self.tracks if self.converted(sid)),
             "events": self.stats.events,
             "events_applied": self.stats.applied,
             "invalid_events": dict(self.stats.invalid),
             "prefix_auc": prefix_auc,
-            "prefix_sessions": len(self.prefix_points["0.5"]),
+            "prefix_sessions": len(self.prefix_points()["0.5"]),
             "alerts_per_1000_sessions": round(1000.0 * session_alerts / max(sessions, 1), 2),
             "alerted_sessions": len(alerted),
             "alert_precision": (
                 round(len(non_conv_alerted) / len(alerted), 4) if alerted else None
             ),
-            "lead_time_s_median": _median(self.lead_times_s),
-            "lead_time_events_median": _median([float(x) for x in self.lead_times_events]),
+            "lead_time_s_median": median(lead_s),
+            "lead_time_events_median": median([float(x) for x in lead_events]),
             "by_kind": {
                 k: self.stats.alerts.get(k, 0) for k in (*SESSION_KINDS, "friction_hotspot")
             },
             "closed_by_outcome": dict(self.stats.closed),
-            "trust_model": {
-                "rolling_auc": round(self.model_metrics["trust_auc"], 4),
-                "rolling_log_loss": round(self.model_metrics["trust_log_loss"], 4),
-                "sessions_learned": self.model_metrics["sessions_closed"],
-            },
+            "trust_model": self._trust_model(),
+            "outcomes": self._outcomes(),
+            "not_available": self._not_available(auc_reason, bool(alerted), bool(lead_s)),
             "seconds": round(self.seconds, 2),
             "events_per_s": round(self.stats.events / max(self.seconds, 1e-9)),
         }
         if self.truth is not None:
-            out["truth"] = self._truth_summary()
+            alert_times = {sid: track.alert_times for sid, track in self.tracks.items()}
+            out["truth"] = compare_with_truth(self.truth, alert_times, self.hotspots, self.late_ms)
         return out
 
-    def _truth_summary(self) -> dict[str, Any]:
-        assert self.truth is not None
-        result: dict[str, Any] = {}
-        for kind in ("friction", "hesitation"):
-            found = 0
-            total = 0
-            delays = []
-            for sid, record in self.truth["sessions"].items():
-                for episode in record.get("episodes", []):
-                    if episode["kind"] != kind:
-                        continue
-                    total += 1
-                    track = self.tracks.get(sid)
-                    if track is None:
-                        continue
-                    after = [t for t in track.alert_times if t >= episode["start_ts"]]
-                    if after:
-                        found += 1
-                        delays.append((min(after) - episode["start_ts"]) / 1000.0)
-            result[f"{kind}_episodes"] = total
-            result[f"{kind}_recall"] = round(found / total, 4) if total else None
-            result[f"{kind}_delay_s_median"] = _median(delays)
-        incidents = []
-        for incident in self.truth["incidents"]:
-            hits = [a for a in self.hotspots if _in_incident(a, incident)]
-            incidents.append(
-                {
-                    "key": incident["key"],
-                    "detected": bool(hits),
-                    "delay_s": (
-                        round((min(a.event_time for a in hits) - incident["start_ts"]) / 1000, 1)
-                        if hits
-                        else None
-                    ),
-                }
-            )
-        result["incidents"] = incidents
-        outside = [
-            a
-            for a in self.hotspots
-            if not any(_in_incident(a, i) for i in self.truth["incidents"])
-        ]
-        # When arrivals stop at the end of a simulated span, only closes remain
-        # and every page's abandonment rate rises: count those separately.
-        span = self.truth.get("simulation") or {}
-        last_arrival = span.get("arrivals_end_ts") or max(
-            (r["start_ts"] for r in self.truth["sessions"].values()), default=0
-        )
-        result["hotspot_alerts_outside_incidents"] = len(outside)
-        result["hotspot_alerts_outside_incidents_steady_traffic"] = sum(
-            1 for a in outside if a.event_time <= last_arrival
-        )
-        return result
+    def _trust_model(self) -> dict[str, Any]:
+        # the log-loss of a handful of sessions is as noisy as their AUC
+        metrics = self.model_metrics
+        auc = metrics.get("trust_auc")
+        enough = metrics.get("trust_auc_unavailable") is None and auc is not None
+        return {
+            "rolling_auc": round(auc, 4) if enough and auc is not None else None,
+            "rolling_log_loss": round(metrics["trust_log_loss"], 4) if enough else None,
+            "sessions_learned": metrics["sessions_closed"],
+        }
 
+    def _outcomes(self) -> dict[str, Any]:
+        match = self.label_match()
+        return {
+            "goal_event": self.goal_event,
+            "labels_given": match.given,
+            "labels_matched": match.matched,
+            "feed": list(OUTCOME_FIGURES),
+        }
 
-def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 2) if values else None
+    def _not_available(
+        self, auc_reason: str | None, alerted: bool, lead_times: bool
+    ) -> dict[str, str]:
+        reasons: dict[str, str] = {}
+        if auc_reason:
+            reasons["prefix_auc"] = auc_reason
+        model_reason = self.model_metrics.get("trust_auc_unavailable")
+        if model_reason or self.model_metrics.get("trust_auc") is None:
+            learned = self.model_metrics["sessions_closed"]
+            reasons["trust_model"] = f"learned {learned} sessions, {model_reason or 'no AUC yet'}"
+        if not alerted:
+            reasons["alert_precision"] = "no alerted session"
+        if not lead_times:
+            reasons["lead_time"] = f"no alerted session ended without a {self.goal_event}"
+        return reasons
 
 
 def evaluate(
     events: Iterable[Event],
     config: DetectorConfig,
     labels: dict[str, bool] | None = None,
-    truth: dict[str, Any] | None = None,
+    truth: GroundTruth | None = None,
     stats: RunStats | None = None,
 ) -> Evaluation:
     """Run the detector prequentially over ``events`` (in event order).
 
-    ``truth`` is ``{"sessions": {sid: record}, "incidents": [...]}`` as read
-    by :func:`read_truth`. ``stats`` may carry counts of invalid input from
-    the parsing step.
+    ``labels`` override the goal event's outcome per session id; ``truth``
+    is the simulator's ground truth. ``stats`` may carry counts of invalid
+    input from the parsing step.
     """
     tracks: dict[str, _Track] = {}
     hotspots: list[Alert] = []
@@ -284,49 +319,6 @@ def evaluate(
         model_metrics=detector.metrics(),
         seconds=seconds,
         truth=truth,
+        goal_event=config.goal_event,
+        late_ms=late_window_ms(config.session_timeout_ms),
     )
-
-
-def read_truth(lines: Iterable[str]) -> dict[str, Any]:
-    """Parse a simulator ``*.truth.jsonl`` file."""
-    import json
-
-    sessions: dict[str, Any] = {}
-    incidents: list[dict[str, Any]] = []
-    simulation: dict[str, Any] = {}
-    for line in lines:
-        if not line.strip():
-            continue
-        record = json.loads(line)
-        if record.get("record") == "incident":
-            incidents.append(record)
-        elif record.get("record") == "simulation":
-            simulation = record
-        else:
-            sessions[record["session_id"]] = record
-    return {"sessions": sessions, "incidents": incidents, "simulation": simulation}
-
-
-def read_labels(lines: Iterable[str]) -> dict[str, bool]:
-    """Parse a ``session_id,converted`` CSV (header optional; converted is
-    1/0, true/false or yes/no). Raises ``ValueError`` naming the bad line."""
-    out: dict[str, bool] = {}
-    truthy = {"1", "true", "yes", "y", "t"}
-    falsy = {"0", "false", "no", "n", "f"}
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) < 2:
-            raise ValueError(f"labels line {number}: expected session_id,converted")
-        sid, value = parts[0], parts[1].lower()
-        if number == 1 and value not in truthy | falsy:
-            continue  # header
-        if value in truthy:
-            out[sid] = True
-        elif value in falsy:
-            out[sid] = False
-        else:
-            raise ValueError(f"labels line {number}: converted must be 1/0 or true/false")
-    return out

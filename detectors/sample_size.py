@@ -33,6 +33,8 @@ def too_few_outcomes(converted: int, other: int, goal: str = "purchase") -> str 
     'no sessions'
     >>> too_few_outcomes(2, 40)
     'only 2 sessions with a purchase; need 10'
+    >>> too_few_outcomes(0, 40, goal="signup")
+    'no session with a signup; need 10'
     >>> too_few_outcomes(25, 1)
     'only 1 session without a purchase; need 10'
     >>> too_few_outcomes(10, 10) is None
@@ -41,6 +43,8 @@ def too_few_outcomes(converted: int, other: int, goal: str = "purchase") -> str 
     if converted + other == 0:
         return "no sessions"
     for count, side in ((converted, "with"), (other, "without")):
+        if count == 0:
+            return f"no session {side} a {goal}; need {MIN_PER_OUTCOME}"
         if count < MIN_PER_OUTCOME:
             noun = "session" if count == 1 else "sessions"
             return f"only {count} {noun} {side} a {goal}; need {MIN_PER_OUTCOME}"

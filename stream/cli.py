@@ -24,7 +24,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import IO
 
 from detectors.config import DetectorConfig
 from stream.commands import convert, demo, replay, simulate, tail
@@ -32,15 +31,6 @@ from stream.commands.arguments import CommandError, detector_config, load_settin
 from stream.forward.command import add_parser as add_forward_parser
 from stream.inputs import check_readable, event_lines, report_invalid, require_events
 from stream.settings import Settings
-
-
-def _open_text(path: str) -> IO[str]:
-    if path == "-":
-        return sys.stdin
-    try:
-        return open(path, encoding="utf-8", errors="surrogateescape")
-    except OSError as exc:
-        raise SystemExit(f"disengage: cannot read {path}: {exc.strerror}") from None
 
 
 def _settings() -> Settings:
@@ -53,45 +43,56 @@ def _detector_config(args: argparse.Namespace) -> DetectorConfig:
 
 # ------------------------------------------------------------------ evaluate
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from detectors.evaluation import evaluate, read_labels, read_truth
-    from detectors.events import EventParser
-    from detectors.runner import RunStats, parse_lines, reorder
-    from detectors.simulator import truth_path
-    from stream.report import format_report
+    """Every input and the plot path are checked before the run (exit 2).
+    Labels and ground truth that hardly match the events are said on stderr.
+    A plot that fails after the run still leaves the report printed (exit 1)."""
+    from stream.evaluate_inputs import check_plot_target, read_labels_file, read_truth_file
+    from stream.sim_files import truth_path
 
     config = _detector_config(args)
-    labels = None
-    if args.labels:
-        with _open_text(args.labels) as f:
-            try:
-                labels = read_labels(f)
-            except ValueError as exc:
-                raise SystemExit(f"disengage evaluate: {exc}") from None
-    truth = None
-    truth_file = args.truth
-    if truth_file is None and args.events != "-" and os.path.exists(truth_path(args.events)):
-        truth_file = truth_path(args.events)
-    if truth_file:
-        with _open_text(truth_file) as f:
-            truth = read_truth(f)
-    parser = EventParser(config)
-    stats = RunStats()
     check_readable(args.events)
+    labels = read_labels_file(args.labels) if args.labels else None
+    truth = None
+    if args.truth:
+        truth = read_truth_file(args.truth)
+    elif args.events != "-" and os.path.exists(truth_path(args.events)):
+        truth = read_truth_file(truth_path(args.events), given=False)
+    if args.plot:
+        check_plot_target(args.plot)
+
+    from detectors.evaluation import LOW_MATCH_SHARE, evaluate
+    from detectors.events import EventParser
+    from detectors.runner import RunStats, parse_lines, reorder
+    from stream.report import format_report, match_warnings
+
+    stats = RunStats()
     with event_lines(args.events, "evaluate") as lines:
-        events = reorder(parse_lines(lines, parser, stats), config.allowed_lateness_ms)
+        events = reorder(parse_lines(lines, EventParser(config), stats), config.allowed_lateness_ms)
         result = evaluate(events, config, labels=labels, truth=truth, stats=stats)
-    report_invalid(stats, args.events, "disengage evaluate")
+    report_invalid(stats, args.events, args.prog)
     require_events(stats, args.events)
     summary = result.summary()
+    if labels is not None:
+        match = result.label_match()
+        print(f"labels: {match.given} given, {match.matched} matched", file=sys.stderr)
+    for warning in match_warnings(summary, LOW_MATCH_SHARE):
+        print(f"{args.prog}: {warning}", file=sys.stderr)
+    plot_failure = None
     if args.plot:
         from stream.plots import plot_report
 
-        plot_report(result, args.plot)
-        summary["plot"] = args.plot
+        try:
+            plot_report(result, args.plot)
+            summary["plot"] = args.plot
+        except Exception as exc:  # any matplotlib failure: the report must still come out
+            plot_failure = f"the plot failed ({type(exc).__name__}: {exc}); the report is complete"
     if args.json:
         print(json.dumps(summary, indent=None, sort_keys=True))
     else:
         print(format_report(summary))
+    if plot_failure:
+        print(f"{args.prog}: {plot_failure}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", help="simulator ground truth (default: <events>.truth.jsonl)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--plot", help="write ROC, lead-time and calibration plots to this PNG")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, prog=p.prog)
 
     convert.add_parser(sub)
 

@@ -1,54 +1,185 @@
-"""The human-readable evaluation report (``disengage evaluate``)."""
+"""The human-readable evaluation report (``disengage evaluate``).
+
+:func:`format_report` turns :meth:`detectors.evaluation.Evaluation.summary`
+into lines for a person: a figure a small sample cannot support reads
+"n/a (only 2 sessions with a purchase; need 10)", and the report says where
+the outcomes and the ground truth came from and which figures they feed.
+:func:`match_warnings` are the lines for stderr when labels or ground truth
+hardly match the events.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+#: False hotspots listed one by one; the rest are counted.
+MAX_LISTED_HOTSPOTS = 10
+
+#: Words for the figures that outcomes feed (``summary["outcomes"]["feed"]``).
+FIGURE_WORDS = {
+    "converters": "converters",
+    "prefix_auc": "prefix AUC",
+    "alert_precision": "alert precision",
+    "lead_time": "lead time",
+}
+TRUTH_FEEDS = "friction and hesitation recall, hotspot incidents and false hotspots"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 session``, ``2 sessions``.
+
+    >>> plural(1, "session"), plural(0, "episode"), plural(3, "match", "matches")
+    ('1 session', '0 episodes', '3 matches')
+    """
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def _value(value: Any, reason: str | None = None, unit: str = "") -> str:
+    if value is None:
+        return f"n/a ({reason})" if reason else "n/a"
+    return f"{value}{unit}"
+
 
 def format_report(s: dict[str, Any]) -> str:
-    """The human-readable evaluation report."""
-
-    def fmt(value: Any) -> str:
-        return "n/a" if value is None else f"{value}"
-
-    auc = s["prefix_auc"]
+    """The report, one figure a line (labels padded to 20 columns)."""
+    na: dict[str, str] = s.get("not_available", {})
+    outcomes = s.get("outcomes", {})
+    goal = outcomes.get("goal_event", "purchase")
     lines = [
         f"sessions            {s['sessions']}  (converters {s['converters']}, "
         f"events {s['events']}, {s['events_per_s']} events/s)",
-        f"trust prefix AUC    25%: {fmt(auc['0.25'])}   50%: {fmt(auc['0.5'])}   "
-        f"75%: {fmt(auc['0.75'])}   (over {s['prefix_sessions']} sessions with >= 3 events)",
-        f"trust model         rolling AUC {s['trust_model']['rolling_auc']}, "
-        f"log-loss {s['trust_model']['rolling_log_loss']}",
+        "outcomes            " + _outcome_source(outcomes, goal),
+    ]
+    auc = s["prefix_auc"]
+    if "prefix_auc" in na:
+        lines.append(f"trust prefix AUC    n/a ({na['prefix_auc']})")
+    else:
+        lines.append(
+            f"trust prefix AUC    25%: {_value(auc['0.25'])}   50%: {_value(auc['0.5'])}   "
+            f"75%: {_value(auc['0.75'])}   (over {s['prefix_sessions']} sessions with >= 3 events)"
+        )
+    model = s["trust_model"]
+    if model["rolling_auc"] is None:
+        lines.append(f"trust model         n/a ({na.get('trust_model', 'no AUC yet')})")
+    else:
+        lines.append(
+            f"trust model         rolling AUC {model['rolling_auc']}, "
+            f"log-loss {model['rolling_log_loss']}  (learned from the {goal} events in the stream)"
+        )
+    lines += [
         f"alerts/1000 sess.   {s['alerts_per_1000_sessions']}   (alerted sessions "
         f"{s['alerted_sessions']})",
-        f"alert precision     {fmt(s['alert_precision'])}   (share of alerted sessions "
-        "that did not convert)",
-        f"lead time (median)  {fmt(s['lead_time_s_median'])} s, "
-        f"{fmt(s['lead_time_events_median'])} events before the end",
+        f"alert precision     {_value(s['alert_precision'], na.get('alert_precision'))}"
+        + ("   (share of alerted sessions that did not convert)" if s["alerted_sessions"] else ""),
+        "lead time (median)  "
+        + (
+            f"n/a ({na['lead_time']})"
+            if s["lead_time_s_median"] is None
+            else f"{s['lead_time_s_median']} s, {s['lead_time_events_median']} events "
+            "before the end"
+        ),
         "alerts by kind      " + ", ".join(f"{k} {v}" for k, v in s["by_kind"].items()),
     ]
     truth = s.get("truth")
-    if truth:
-        lines += [
-            f"friction recall     {fmt(truth['friction_recall'])} of "
-            f"{truth['friction_episodes']} episodes, median delay "
-            f"{fmt(truth['friction_delay_s_median'])} s",
-            f"hesitation recall   {fmt(truth['hesitation_recall'])} of "
-            f"{truth['hesitation_episodes']} episodes",
-        ]
-        for incident in truth["incidents"]:
-            lines.append(
-                f"hotspot incident    {incident['key']}: "
-                + (
-                    f"detected after {incident['delay_s']} s"
-                    if incident["detected"]
-                    else "NOT detected"
-                )
-            )
-        lines.append(
-            f"hotspot alerts outside incidents: {truth['hotspot_alerts_outside_incidents']} "
-            f"({truth['hotspot_alerts_outside_incidents_steady_traffic']} during steady traffic)"
-        )
+    if truth is not None:
+        lines += _truth_lines(truth)
     if s["invalid_events"]:
-        lines.append(f"invalid input       {s['invalid_events']}")
+        lines.append(
+            "invalid input       "
+            + ", ".join(f"{reason} {n}" for reason, n in s["invalid_events"].items())
+        )
+    if s.get("plot"):
+        lines.append(f"plot                {s['plot']}")
     return "\n".join(lines)
+
+
+def _outcome_source(outcomes: dict[str, Any], goal: str) -> str:
+    feeds = ", ".join(FIGURE_WORDS.get(f, f) for f in outcomes.get("feed", []))
+    given = outcomes.get("labels_given", 0)
+    if not given:
+        return f"the {goal} events in the stream; they feed {feeds}"
+    matched = outcomes.get("labels_matched", 0)
+    return (
+        f"labels: {given} given, {matched} matched (the {goal} events for the other "
+        f"sessions); they feed {feeds}"
+    )
+
+
+def _truth_lines(t: dict[str, Any]) -> list[str]:
+    matched = t.get("sessions_matched", t.get("sessions", 0))
+    lines = [
+        f"ground truth        {plural(t.get('sessions', 0), 'session')}, {matched} matched; "
+        f"it feeds {TRUTH_FEEDS}"
+    ]
+    if "not_available" in t:
+        lines.append(f"                    n/a ({t['not_available']})")
+        return lines
+    delay = t["friction_delay_s_median"]
+    lines += [
+        f"friction recall     {_value(t['friction_recall'], 'no friction episode')} of "
+        f"{plural(t['friction_episodes'], 'episode')}"
+        + ("" if delay is None else f", median delay {delay} s"),
+        f"hesitation recall   {_value(t['hesitation_recall'], 'no hesitation episode')} of "
+        f"{plural(t['hesitation_episodes'], 'episode')}",
+    ]
+    for incident in t["incidents"]:
+        lines.append(f"hotspot incident    {incident['key']}: {_incident_text(incident)}")
+    lines += _false_hotspot_lines(t)
+    return lines
+
+
+def _incident_text(incident: dict[str, Any]) -> str:
+    if not incident["detected"]:
+        return "NOT detected"
+    if incident.get("late"):
+        return (
+            f"detected late, {incident['late_by_s']} s after the incident ended "
+            f"({incident['delay_s']} s after it started)"
+        )
+    return f"detected after {incident['delay_s']} s"
+
+
+def _false_hotspot_lines(t: dict[str, Any]) -> list[str]:
+    total = t["hotspot_alerts_outside_incidents"]
+    steady = t["hotspot_alerts_outside_incidents_steady_traffic"]
+    head = f"false hotspots      {total} outside incidents"
+    if not total:
+        return [head]
+    lines = [f"{head} ({steady} during steady traffic, {total - steady} after arrivals ended)"]
+    listed = t.get("false_hotspots", [])
+    for hotspot in listed[:MAX_LISTED_HOTSPOTS]:
+        after = hotspot["after_arrivals_end_s"]
+        when = "during steady traffic" if after is None else f"{after} s after arrivals ended"
+        lines.append(f"                    {hotspot['key']} ({hotspot['severity']}), {when}")
+    if len(listed) > MAX_LISTED_HOTSPOTS:
+        lines.append(f"                    and {len(listed) - MAX_LISTED_HOTSPOTS} more")
+    return lines
+
+
+def match_warnings(summary: dict[str, Any], low_share: float) -> list[str]:
+    """Warnings for stderr when the labels or the ground truth name (almost)
+    no session of the events: below ``low_share`` of them matched."""
+    out = []
+    outcomes = summary.get("outcomes", {})
+    given, matched = outcomes.get("labels_given", 0), outcomes.get("labels_matched", 0)
+    if given and matched == 0:
+        out.append(
+            "warning: no label names a session of the events; check the session ids "
+            "(outcomes come from the goal event alone)"
+        )
+    elif given and matched < low_share * given:
+        out.append(f"warning: only {matched} of {given} labels name a session of the events")
+    truth = summary.get("truth")
+    if truth is not None:
+        total, hit = truth.get("sessions", 0), truth.get("sessions_matched", 0)
+        if total and hit == 0:
+            out.append(
+                "warning: the ground truth matches no session of the events "
+                "(from another simulation?); its figures are n/a"
+            )
+        elif hit < low_share * total:
+            out.append(
+                f"warning: the ground truth matches only {hit} of its {total} sessions "
+                "in the events"
+            )
+    return out

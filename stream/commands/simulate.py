@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import IO, Any
+from typing import Any
 
-from detectors.simulator import SimConfig, Simulator, truth_path
+from detectors.simulator import SimConfig, Simulator
 from stream.commands.arguments import (
     UsageError,
     kafka_failure,
@@ -17,11 +16,10 @@ from stream.commands.arguments import (
     positive_int,
     quiet_kafka_client_logs,
 )
+from stream.sim_files import truth_path, write_events, write_truth
 
 #: Events per second produced with ``--kafka`` when ``--rate`` is not given.
 DEFAULT_KAFKA_RATE = 500.0
-#: Events buffered before a write.
-WRITE_BATCH = 4096
 
 
 def add_parser(sub: Any) -> None:
@@ -102,34 +100,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("ground truth not written (events went to stdout; use -o FILE)", file=sys.stderr)
     return 0
-
-
-def write_events(simulator: Simulator, out: IO[str]) -> int:
-    """Write the simulation's events to ``out``, one compact JSON object a
-    line; return how many."""
-    n = 0
-    dumps = json.JSONEncoder(separators=(",", ":")).encode
-    buf: list[str] = []
-    for event in simulator.events():
-        buf.append(dumps(event))
-        n += 1
-        if len(buf) >= WRITE_BATCH:
-            out.write("\n".join(buf) + "\n")
-            buf.clear()
-    if buf:
-        out.write("\n".join(buf) + "\n")
-    return n
-
-
-def write_truth(simulator: Simulator, out: IO[str]) -> None:
-    """Write the ground truth of a finished simulation: the span, the
-    incidents, then one record per session."""
-    dumps = json.JSONEncoder(separators=(",", ":")).encode
-    out.write(dumps(simulator.span()) + "\n")
-    for record in simulator.incidents():
-        out.write(dumps(record) + "\n")
-    for truth in simulator.truth.values():
-        out.write(dumps(truth.to_dict()) + "\n")
 
 
 def _to_kafka(args: argparse.Namespace) -> int:

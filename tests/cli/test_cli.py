@@ -83,11 +83,11 @@ def test_evaluate_labels_override_outcomes(
     assert report["sessions"] == 4
 
 
-def test_evaluate_rejects_bad_labels(tmp_path: Path) -> None:
+def test_evaluate_rejects_bad_labels(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("s1,1\ns2,maybe\n")
-    with pytest.raises(SystemExit, match="line 2"):
-        main(["evaluate", str(GOLDEN / "session_mix.jsonl"), "--labels", str(labels)])
+    assert main(["evaluate", str(GOLDEN / "session_mix.jsonl"), "--labels", str(labels)]) == 2
+    assert "labels line 2: converted must be 1/0 or true/false" in capsys.readouterr().err
 
 
 def test_otto_sample_real_data_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

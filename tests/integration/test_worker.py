@@ -67,7 +67,7 @@ async def test_end_to_end_alerts_state_and_metrics(env: Env) -> None:
         # every alerted session had friction injected by the simulator
         for a in alerts:
             truth = sim.truth[a["subject"]]
-            assert any(ep["kind"] == "friction" for ep in truth.episodes), truth.persona
+            assert any(ep.kind == "friction" for ep in truth.episodes), truth.persona
         # alerts are keyed by session id
         assert all(m.key.decode() == json.loads(m.value)["subject"] for m in messages)
         # the metrics saw every event and every alert

@@ -3,7 +3,10 @@ prequential evaluation."""
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -13,9 +16,12 @@ from hypothesis import strategies as st
 
 from detectors.config import DetectorConfig
 from detectors.detector import Detector
-from detectors.evaluation import Evaluation, evaluate, read_labels, read_truth, roc_auc
+from detectors.evaluation import LOW_MATCH_SHARE, Evaluation, LabelMatch, evaluate, roc_auc
 from detectors.events import Event, EventParser, InvalidEvent
+from detectors.ground_truth import GroundTruth, Incident, TruthError
+from detectors.outcome_labels import read_labels
 from detectors.runner import BAD_LINES_KEPT, OfflineRunner, RunStats, parse_lines, reorder
+from detectors.sample_size import MIN_PER_OUTCOME
 from detectors.simulator import SimConfig, Simulator
 from tests.builders import T0, event
 
@@ -305,15 +311,110 @@ def test_evaluate_with_truth(
     small_run: tuple[list[Event], Simulator], evaluation: Evaluation
 ) -> None:
     _, sim = small_run
-    truth = {
-        "sessions": {sid: t.to_dict() for sid, t in sim.truth.items()},
-        "incidents": sim.incidents(),
-    }
-    result = replace(evaluation, truth=truth).summary()["truth"]
+    result = replace(evaluation, truth=sim.ground_truth()).summary()["truth"]
+    assert result["sessions"] == result["sessions_matched"] == len(sim.truth)
     for kind in ("friction", "hesitation"):
         recall = result[f"{kind}_recall"]
         assert recall is None or 0.0 <= recall <= 1.0
     assert [i["key"] for i in result["incidents"]] == ["checkout/2"]
+    assert result["late_window_s"] == CFG.session_timeout_ms / 1000
+
+
+def test_truth_of_another_simulation_gives_no_truth_figures(evaluation: Evaluation) -> None:
+    other = Simulator(SimConfig(sessions=50, seed=99))
+    for _ in other.events():
+        pass
+    result = replace(evaluation, truth=other.ground_truth()).summary()["truth"]
+    assert result["sessions"] == len(other.truth) and result["sessions_matched"] == 0
+    assert result["not_available"] == "the ground truth matches no session of the events"
+    assert "friction_recall" not in result and "incidents" not in result
+
+
+def test_summary_is_pure_and_derived_figures_need_no_summary_first(
+    evaluation: Evaluation, summary: dict[str, Any]
+) -> None:
+    fresh = replace(evaluation)  # same run, nothing asked yet
+    points = fresh.prefix_points()  # before any summary
+    assert {k: len(v) for k, v in points.items()} == dict.fromkeys(
+        points, summary["prefix_sessions"]
+    )
+    lead_s, lead_events = fresh.lead_times()
+    assert len(lead_s) == len(lead_events)
+    before = copy.deepcopy(vars(fresh))
+    assert (
+        fresh.summary()
+        == fresh.summary()
+        == summary
+        | {
+            "seconds": summary["seconds"],
+            "events_per_s": summary["events_per_s"],
+        }
+    )
+    assert vars(fresh) == before  # summary() changed nothing
+
+
+def test_a_handful_of_sessions_reports_no_auc_but_says_why() -> None:
+    sim = Simulator(SimConfig(sessions=4, seed=3))
+    events = [PARSER.parse(e) for e in sim.events()]
+    result = evaluate(events, CFG).summary()
+    assert result["sessions"] <= 6
+    assert all(v is None for v in result["prefix_auc"].values())
+    assert result["trust_model"]["rolling_auc"] is None
+    assert result["trust_model"]["rolling_log_loss"] is None
+    reasons = result["not_available"]
+    assert reasons["prefix_auc"].endswith(f"need {MIN_PER_OUTCOME}")
+    assert reasons["trust_model"].startswith(f"learned {result['sessions']} sessions, ")
+
+
+def test_enough_of_both_outcomes_gives_an_auc(summary: dict[str, Any]) -> None:
+    assert summary["converters"] >= MIN_PER_OUTCOME
+    assert all(v is not None for v in summary["prefix_auc"].values())
+    assert summary["trust_model"]["rolling_auc"] is not None
+    assert "prefix_auc" not in summary["not_available"]
+    assert "trust_model" not in summary["not_available"]
+
+
+def test_labels_are_counted_given_and_matched(
+    small_run: tuple[list[Event], Simulator], evaluation: Evaluation
+) -> None:
+    events, _ = small_run
+    sid = events[0].session_id
+    labels = {sid: True, "not-a-session": False, "nor-this": True}
+    result = replace(evaluation, labels=labels)
+    assert result.label_match() == LabelMatch(given=3, matched=1)
+    assert result.label_match().low  # 1 of 3 is below half
+    outcomes = result.summary()["outcomes"]
+    assert (outcomes["labels_given"], outcomes["labels_matched"]) == (3, 1)
+    assert outcomes["feed"] == ["converters", "prefix_auc", "alert_precision", "lead_time"]
+    assert LOW_MATCH_SHARE == 0.5
+
+
+def test_ground_truth_round_trips_through_json(small_run: tuple[list[Event], Simulator]) -> None:
+    _, sim = small_run
+    truth = sim.ground_truth()
+    lines = [json.dumps(record) for record in truth.records()]
+    again = GroundTruth.from_jsonl(lines)
+    assert again == truth
+    assert again.incidents == [
+        Incident("checkout/2", sim.incident_start, sim.incident_end, again.incidents[0].reason)
+    ]
+    kinds = {e.kind for s in again.sessions.values() for e in s.episodes}
+    assert kinds == {"friction", "hesitation"}
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"session_id":"a","ts":1,"type":"page_view"}'], "line 1 is an event"),
+        (["session_id,converted", "a,1"], "line 1 is not JSON (a CSV?)"),
+        (['{"record":"incident","key":"checkout/2"}'], "line 1: malformed incident record"),
+        (["", '{"record":"mystery"}'], "line 2: unknown record 'mystery'"),
+        (["[1, 2]"], "line 1 is not a JSON object"),
+    ],
+)
+def test_ground_truth_refuses_what_it_is_not(lines: list[str], message: str) -> None:
+    with pytest.raises(TruthError, match=re.escape(message)):
+        GroundTruth.from_jsonl(lines)
 
 
 def test_labels_override_the_goal_event(
@@ -370,12 +471,13 @@ def test_read_labels_rejects_garbage_naming_the_line(lines: list[str], line_no: 
         read_labels(lines)
 
 
-def test_read_truth() -> None:
+def test_read_minimal_truth() -> None:
     lines = [
         '{"record":"incident","key":"checkout/2","start_ts":1,"end_ts":2}',
         "",
         '{"record":"session","session_id":"a","episodes":[]}',
     ]
-    truth = read_truth(lines)
-    assert truth["incidents"][0]["key"] == "checkout/2"
-    assert set(truth["sessions"]) == {"a"}
+    truth = GroundTruth.from_jsonl(lines)
+    assert truth.incidents == [Incident("checkout/2", 1, 2, "")]
+    assert set(truth.sessions) == {"a"}
+    assert truth.simulation is None and truth.arrivals_end_ts == 0
