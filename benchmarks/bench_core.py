@@ -35,10 +35,10 @@ from typing import Any
 
 from detectors.config import DetectorConfig
 from detectors.detector import Detector
-from detectors.evaluation import MIN_PREFIX_EVENTS, PREFIXES, evaluate, roc_auc
 from detectors.events import Event, EventParser
-from detectors.runner import OfflineRunner, RunStats, parse_lines, reorder
-from detectors.simulator import SimConfig, Simulator
+from detectors.offline.evaluation import MIN_PREFIX_EVENTS, PREFIXES, evaluate, roc_auc
+from detectors.offline.runner import OfflineRunner, RunStats, parse_lines, reorder
+from detectors.simulation.simulator import SimConfig, Simulator
 
 TARGETS = {
     "prefix_auc_0.5": (">=", 0.85),

@@ -35,8 +35,8 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 
 from detectors.config import DetectorConfig
-from detectors.runner import replay_alerts
-from detectors.simulator import SimConfig, Simulator
+from detectors.offline.runner import replay_alerts
+from detectors.simulation.simulator import SimConfig, Simulator
 
 ROOT = Path(__file__).resolve().parents[1]
 

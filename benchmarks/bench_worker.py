@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from detectors.events import parse_ts  # noqa: E402
-from detectors.simulator import SimConfig, Simulator  # noqa: E402
-from stream.live import EVENTS_PER_SESSION  # noqa: E402
+from detectors.simulation.simulator import SimConfig, Simulator  # noqa: E402
+from stream.commands.live import EVENTS_PER_SESSION  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
     Env,
     Worker,
@@ -142,7 +142,7 @@ def throughput_run(env: Env, n: int) -> dict[str, Any]:
 async def latency_run(base: Env, rate: float, seconds: float) -> dict[str, Any]:
     """Offer ``rate`` events/s of live simulated traffic to a fresh worker on
     fresh topics (no backlog sessions to sweep meanwhile); measure alerts."""
-    from stream.live import produce_simulation
+    from stream.commands.live import produce_simulation
     from stream.settings import Settings
 
     env = Env(base.bootstrap, base.redis_url, db=base.db + 1, partitions=base.partitions)

@@ -251,7 +251,7 @@ class FakeRedisPipeline:
 
 
 # ------------------------------------------------------------------ the worker
-# ``stream.pipeline.BatchProcessor`` is given a session store and a sink
+# ``stream.worker.pipeline.BatchProcessor`` is given a session store and a sink
 # (``stream.records.Sink``): the memory store of the core is the store, and
 # these fakes record what reaches the alerts and dead-letter topics.
 

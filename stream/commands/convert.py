@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from stream.commands.arguments import CommandError, open_output, output
-from stream.inputs import check_readable, display_name, event_lines
+from stream.commands.inputs import check_readable, display_name, event_lines
 
 DATASETS = ("otto",)
 
@@ -22,7 +22,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detectors.datasets import otto_to_events
+    from detectors.offline.datasets import otto_to_events
 
     check_readable(args.input)
     if args.output not in (None, "-"):

@@ -6,12 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from detectors.simulator import SimConfig
+from detectors.simulation.simulator import SimConfig
 from stream.commands.arguments import detector_config, positive_float
 
 
 def add_parser(sub: Any) -> None:
-    from stream.demo import DEFAULT_SPEED
+    from stream.commands.demo_view import DEFAULT_SPEED
 
     p = sub.add_parser("demo", help="live demo: simulator -> detector, in-process, no Kafka")
     p.add_argument(
@@ -29,7 +29,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.demo import run_demo
+    from stream.commands.demo_view import run_demo
 
     return run_demo(
         detector_config(args),

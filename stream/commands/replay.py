@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from stream.commands.arguments import detector_config, output
-from stream.inputs import check_readable, event_lines, report_invalid, require_events
+from stream.commands.inputs import check_readable, event_lines, report_invalid, require_events
 
 
 def add_parser(sub: Any) -> None:
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         # River loads only now: a bad path or file fails without waiting for it
         from detectors.detector import Detector
         from detectors.events import EventParser
-        from detectors.runner import OfflineRunner, parse_lines, reorder
+        from detectors.offline.runner import OfflineRunner, parse_lines, reorder
 
         runner = OfflineRunner(Detector(config))
         stats = runner.stats

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from detectors.simulator import SimConfig, Simulator
+from detectors.simulation.simulator import SimConfig, Simulator
 from stream.commands.arguments import (
     UsageError,
     kafka_failure,
@@ -16,7 +16,7 @@ from stream.commands.arguments import (
     positive_int,
     quiet_kafka_client_logs,
 )
-from stream.sim_files import truth_path, write_events, write_truth
+from stream.commands.sim_files import truth_path, write_events, write_truth
 
 #: Events per second produced with ``--kafka`` when ``--rate`` is not given.
 DEFAULT_KAFKA_RATE = 500.0
@@ -107,7 +107,7 @@ def _to_kafka(args: argparse.Namespace) -> int:
 
     from aiokafka.errors import KafkaError
 
-    from stream.live import produce_simulation
+    from stream.commands.live import produce_simulation
 
     settings = load_settings()
     quiet_kafka_client_logs()

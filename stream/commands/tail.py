@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from aiokafka.errors import KafkaError
 
-    from stream.live import tail_alerts
+    from stream.commands.live import tail_alerts
 
     settings = load_settings()
     quiet_kafka_client_logs()

@@ -156,12 +156,12 @@ def test_a_plot_that_fails_after_the_run_keeps_the_report(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import stream.plots
+    import stream.commands.plots
 
     def failing_plot(result: object, path: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(stream.plots, "plot_report", failing_plot)
+    monkeypatch.setattr(stream.commands.plots, "plot_report", failing_plot)
     assert main(["evaluate", str(simulated), "--plot", str(tmp_path / "r.png")]) == 1
     captured = capsys.readouterr()
     assert captured.out.startswith("sessions            ")

@@ -10,9 +10,9 @@ from rich.console import Console
 from detectors.config import DetectorConfig
 from detectors.detector import Detector
 from detectors.events import EventParser
-from detectors.runner import OfflineRunner
-from detectors.simulator import SimConfig, Simulator
-from stream.demo import DemoView, describe
+from detectors.offline.runner import OfflineRunner
+from detectors.simulation.simulator import SimConfig, Simulator
+from stream.commands.demo_view import DemoView, describe
 
 
 @pytest.fixture(scope="module")

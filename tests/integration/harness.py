@@ -28,9 +28,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
 from detectors.config import DetectorConfig
-from detectors.runner import replay_alerts
+from detectors.offline.runner import replay_alerts
 from detectors.session import SessionState
-from detectors.simulator import SimConfig, Simulator
+from detectors.simulation.simulator import SimConfig, Simulator
 from stream.redis_store import state_key
 from tests.conftest import redis_db_url
 

@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from detectors.config import DetectorConfig
-from detectors.runner import replay_alerts
-from detectors.simulator import SimConfig, Simulator
+from detectors.offline.runner import replay_alerts
+from detectors.simulation.simulator import SimConfig, Simulator
 
 from .harness import Env, Worker, consume, metric_sum, produce
 

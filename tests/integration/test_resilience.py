@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from detectors.detector import DetectorModels
-from stream.pipeline import checkpoint_name
 from stream.redis_store import blob_key
+from stream.worker.pipeline import checkpoint_name
 
 from .harness import (
     Env,

@@ -49,3 +49,16 @@ def test_metrics_table_is_generated_from_the_registry() -> None:
     from stream.metrics import markdown_table as metrics_table
 
     assert _block("metrics") == metrics_table(), "run: make docs"
+
+
+def test_the_code_map_names_every_module() -> None:
+    """ARCHITECTURE.md is one line per module: a module added without its line fails here."""
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    named = set(re.findall(r"`(?:[\w/]+/)?(\w+\.py)`", text))
+    missing = sorted(
+        str(path.relative_to(ROOT))
+        for package in ("detectors", "stream")
+        for path in (ROOT / package).rglob("*.py")
+        if path.name not in ("__init__.py", "__main__.py") and path.name not in named
+    )
+    assert not missing, f"ARCHITECTURE.md does not mention {missing}"

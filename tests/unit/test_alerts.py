@@ -27,9 +27,9 @@ from detectors.alerts import (
 from detectors.config import ANSWER_PAGES, DEFAULT_PLAYBOOK, DetectorConfig
 from detectors.detector import Detector
 from detectors.events import Event, EventParser
-from detectors.runner import OfflineRunner
+from detectors.offline.runner import OfflineRunner
 from detectors.signals import SIGNAL_BY_NAME, SIGNAL_REGISTRY
-from detectors.simulator import SimConfig, Simulator
+from detectors.simulation.simulator import SimConfig, Simulator
 from tests.builders import Driver, event
 
 CFG = DetectorConfig()

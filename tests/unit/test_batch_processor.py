@@ -1,4 +1,4 @@
-"""The worker's batch step (``stream.pipeline.BatchProcessor``) without Kafka or Redis.
+"""The worker's batch step (``stream.worker.pipeline.BatchProcessor``) without Kafka or Redis.
 
 The real detector core runs on the memory store and a fake sink, with a fake
 clock: outbox, crash recovery, failed produces, the expiry sweep, the state
@@ -17,8 +17,8 @@ import pytest
 from detectors.config import DetectorConfig
 from detectors.session import SessionState
 from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor, checkpoint_name
 from stream.records import Message
+from stream.worker.pipeline import BatchProcessor, checkpoint_name
 from tests.builders import T0
 from tests.fakes import FakeClock, FakeSink, RecordingStore
 

@@ -17,7 +17,7 @@ from detectors.hesitation import HesitationModel
 from detectors.hotspots import OVERFLOW_KEY, HotspotFinding, HotspotMonitor, _KeyState
 from detectors.sample_size import MIN_PER_OUTCOME
 from detectors.session import SessionState
-from detectors.simulator import SimConfig, Simulator
+from detectors.simulation.simulator import SimConfig, Simulator
 from detectors.trust import TrustModel
 from tests.builders import T0
 

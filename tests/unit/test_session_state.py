@@ -18,7 +18,7 @@ from detectors.config import EVENT_TYPES, DetectorConfig
 from detectors.detector import STATUSES, Detector
 from detectors.events import Event, EventParser, InvalidEvent
 from detectors.session import SessionState
-from detectors.simulator import SimConfig, Simulator
+from detectors.simulation.simulator import SimConfig, Simulator
 from tests.builders import T0, Driver, event
 
 CFG = DetectorConfig()

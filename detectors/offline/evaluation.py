@@ -11,7 +11,7 @@ computes:
 * alert precision: the share of alerted sessions that did not convert;
 * lead time: from the first alert to the end of a non-converting session,
   in seconds and in events (median);
-* with simulator ground truth (:mod:`detectors.truth_comparison`):
+* with simulator ground truth (:mod:`detectors.offline.truth_comparison`):
   friction-episode recall and detection delay, hesitation-episode recall,
   hotspot-incident detection (on time, late or missed) and false hotspots.
 
@@ -36,11 +36,11 @@ from detectors.alerts import SESSION_KINDS, Alert
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, StepResult
 from detectors.events import Event
-from detectors.ground_truth import GroundTruth
-from detectors.runner import OfflineRunner, RunStats
+from detectors.offline.runner import OfflineRunner, RunStats
+from detectors.offline.truth_comparison import compare_with_truth, late_window_ms, median
 from detectors.sample_size import too_few_outcomes
 from detectors.session import SessionState
-from detectors.truth_comparison import compare_with_truth, late_window_ms, median
+from detectors.simulation.ground_truth import GroundTruth
 
 PREFIXES: tuple[float, ...] = (0.25, 0.5, 0.75)
 MIN_PREFIX_EVENTS = 3

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectors.alerts import Alert
-from detectors.ground_truth import GroundTruth, Incident
+from detectors.simulation.ground_truth import GroundTruth, Incident
 
 #: Why the truth figures are missing when no session matches.
 NO_MATCH = "the ground truth matches no session of the events"
@@ -74,7 +74,7 @@ def matches_incident(alert: Alert, incident: Incident, late_ms: int) -> bool:
 def incident_result(incident: Incident, hotspots: Sequence[Alert], late_ms: int) -> IncidentResult:
     """Detected, late (and by how much) or missed.
 
-    >>> from detectors.ground_truth import Incident
+    >>> from detectors.simulation.ground_truth import Incident
     >>> incident = Incident("checkout/2", 0, 150_000, "broken")
     >>> incident_result(incident, [], 1_800_000).detected
     False

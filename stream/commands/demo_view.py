@@ -26,11 +26,12 @@ from rich.text import Text
 from detectors.alerts import ALERT_KINDS, Alert, rfc3339
 from detectors.config import DetectorConfig
 from detectors.events import EventParser, InvalidEvent
-from detectors.simulator import SimConfig, Simulator
+from detectors.sample_size import too_few_outcomes
+from detectors.simulation.simulator import SimConfig, Simulator
 from stream.alert_view import alert_line, view_of
 
 if TYPE_CHECKING:  # the detector imports River: loaded when the demo runs, not for --help
-    from detectors.runner import OfflineRunner
+    from detectors.offline.runner import OfflineRunner
 
 #: Simulated seconds per wall-clock second when ``--speed`` is not given.
 DEFAULT_SPEED = 60.0
@@ -38,10 +39,6 @@ REFRESH_S = 0.25
 PLAIN_STATUS_S = 5.0
 #: Alerts kept for the view (more than any terminal shows).
 RECENT_ALERTS = 60
-#: Both outcomes (purchase and none) must have been seen this many times
-#: before the rolling AUC is shown: below that it says more about the
-#: sample than about the model.
-MIN_EACH_OUTCOME = 10
 #: A run shorter than this (wall seconds) has no meaningful events/s.
 MIN_RATE_WINDOW_S = 0.5
 
@@ -61,27 +58,20 @@ def auc_text(metrics: dict[str, Any]) -> str:
     """The trust model's rolling AUC, or ``n/a`` with the reason while there
     are too few outcomes of either kind for it to mean anything.
 
-    >>> auc_text({"trust_auc": 0.0, "sessions_closed": 40, "sessions_converted": 0})
-    'n/a (no purchase yet)'
+    >>> auc_text({"trust_auc": None, "sessions_closed": 40, "sessions_converted": 0})
+    'n/a (no session with a purchase; need 10)'
     >>> auc_text({"trust_auc": 0.7, "sessions_closed": 40, "sessions_converted": 3})
-    'n/a (fewer than 10 purchases)'
+    'n/a (only 3 sessions with a purchase; need 10)'
     >>> auc_text({"trust_auc": 0.81234, "sessions_closed": 400, "sessions_converted": 60})
     '0.812'
     """
     closed = int(metrics["sessions_closed"])
     bought = int(metrics["sessions_converted"])
     auc = metrics["trust_auc"]
-    if bought == 0:
-        return "n/a (no purchase yet)"
-    if closed - bought == 0:
-        return "n/a (no session without a purchase yet)"
-    if bought < MIN_EACH_OUTCOME:
-        return f"n/a (fewer than {MIN_EACH_OUTCOME} purchases)"
-    if closed - bought < MIN_EACH_OUTCOME:
-        return f"n/a (fewer than {MIN_EACH_OUTCOME} sessions without a purchase)"
-    if auc is None:
-        return "n/a (too few outcomes)"
-    return f"{auc:.3f}"
+    reason = too_few_outcomes(bought, closed - bought)
+    if reason is None and auc is None:
+        reason = metrics.get("trust_auc_unavailable") or "too few outcomes"
+    return f"n/a ({reason})" if reason else f"{auc:.3f}"
 
 
 def log_loss_text(metrics: dict[str, Any]) -> str:
@@ -198,7 +188,7 @@ def run_demo(
     """Run until ``duration_s`` (wall seconds) or Ctrl-C; return an exit code.
     ``speed`` is simulated seconds per wall second (above 0)."""
     from detectors.detector import Detector
-    from detectors.runner import OfflineRunner
+    from detectors.offline.runner import OfflineRunner
 
     if speed <= 0:
         raise ValueError("speed must be positive")

@@ -7,7 +7,7 @@ zip or other archive, UTF-16 text, a binary file) is refused before any work
 with a message that says what was found. On a terminal a progress bar runs on
 stderr.
 
-The lines go to the core's :func:`detectors.runner.parse_lines`, which keeps
+The lines go to the core's :func:`detectors.offline.runner.parse_lines`, which keeps
 the first bad lines with their numbers; :func:`report_invalid` prints them and
 a total per reason, and :func:`require_events` fails when nothing was valid.
 """
@@ -27,7 +27,7 @@ from stream.commands.arguments import CommandError, UsageError
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 if TYPE_CHECKING:  # the runner imports River: too slow to load for a usage error
-    from detectors.runner import RunStats
+    from detectors.offline.runner import RunStats
 
 #: Starts of files that are certainly not JSON Lines, and what they are.
 NOT_JSON_LINES: tuple[tuple[bytes, str], ...] = (

@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer
 
-from detectors.simulator import SimConfig, Simulator
+from detectors.simulation.simulator import SimConfig, Simulator
 from stream.alert_view import alert_line, view_of
 from stream.kafka_io import client_options, ensure_topics, make_producer
 from stream.settings import Settings

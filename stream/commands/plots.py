@@ -8,8 +8,8 @@ computed on each call: plotting needs no summary first.
 
 from __future__ import annotations
 
-from detectors.evaluation import Evaluation
-from detectors.truth_comparison import median
+from detectors.offline.evaluation import Evaluation
+from detectors.offline.truth_comparison import median
 
 
 def _roc(points: list[tuple[float, bool]]) -> tuple[list[float], list[float]]:

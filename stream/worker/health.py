@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import faust
 
 if TYPE_CHECKING:
-    from stream.app import Runtime
+    from stream.worker.app import Runtime
 
 #: Longest wait for the store to answer a ping before it counts as down (seconds).
 PING_TIMEOUT_S = 1.0

@@ -1,6 +1,6 @@
 """The human-readable evaluation report (``disengage evaluate``).
 
-:func:`format_report` turns :meth:`detectors.evaluation.Evaluation.summary`
+:func:`format_report` turns :meth:`detectors.offline.evaluation.Evaluation.summary`
 into lines for a person: a figure a small sample cannot support reads
 "n/a (only 2 sessions with a purchase; need 10)", and the report says where
 the outcomes and the ground truth came from and which figures they feed.

@@ -1,6 +1,6 @@
 """One simulated session: the page visits, interactions and look-alikes a
-persona's journey is built from (see :mod:`detectors.personas` for the
-journeys and :mod:`detectors.simulator` for the arrivals).
+persona's journey is built from (see :mod:`detectors.simulation.personas` for the
+journeys and :mod:`detectors.simulation.simulator` for the arrivals).
 
 Every persona also produces the harmless look-alikes that naive friction
 rules fire on: quantity steppers, date pickers, carousels, triple-click text
@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from detectors.ground_truth import FrictionEpisode, HesitationEpisode, SessionTruth
+from detectors.simulation.ground_truth import FrictionEpisode, HesitationEpisode, SessionTruth
 
 CATEGORIES = ("shoes", "jackets", "bags", "watches", "lamps", "chairs")
 CAMPAIGNS = ("spring-sale", "free-shipping", "new-arrivals", "brand-days")

@@ -2,8 +2,8 @@
 
 ``disengage simulate -o events.jsonl`` writes the events and
 ``events.truth.jsonl`` (:func:`truth_path`), where ``disengage evaluate``
-finds it (:mod:`stream.evaluate_inputs` reads it). The record format is the core's
-(:mod:`detectors.ground_truth`); this module only moves bytes. Lines are
+finds it (:mod:`stream.commands.evaluate_inputs` reads it). The record format is the core's
+(:mod:`detectors.simulation.ground_truth`); this module only moves bytes. Lines are
 compact JSON (no spaces), so the same seed gives the same bytes.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import IO
 
-from detectors.simulator import Simulator
+from detectors.simulation.simulator import Simulator
 
 #: Events buffered before a write.
 WRITE_BATCH = 4096

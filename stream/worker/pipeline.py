@@ -41,7 +41,7 @@ from detectors.store import SessionStore
 from stream.metrics import Metrics
 from stream.records import Message, Record, Sink, alert_record, dead_letter, record_from_json
 from stream.retry import backoff, retry_forever
-from stream.state_cache import StateCache
+from stream.worker.state_cache import StateCache
 
 log = logging.getLogger("disengage.pipeline")
 

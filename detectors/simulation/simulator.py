@@ -1,7 +1,7 @@
 """Deterministic traffic simulator with ground truth.
 
 Sessions arrive as a Poisson process and follow one of six personas
-(:mod:`detectors.personas`); :mod:`detectors.simulated_session` builds each
+(:mod:`detectors.simulation.personas`); :mod:`detectors.simulation.simulated_session` builds each
 session's events. Journeys are non-linear: skips (landing straight on a
 product), loops, backtracks and repeat visits, with the harmless look-alikes
 that naive friction rules fire on.
@@ -20,10 +20,10 @@ A *hotspot incident* can be switched on: for a stretch of the simulated
 time, checkout step 2 (payment) is broken for everyone who reaches it.
 
 Output is in event-time order. The same seed gives the same bytes. What was
-injected is typed ground truth (:mod:`detectors.ground_truth`); writing it to
-files is the shell's (``stream/sim_files.py``). Conversion rates per persona
+injected is typed ground truth (:mod:`detectors.simulation.ground_truth`); writing it to
+files is the shell's (``stream/commands/sim_files.py``). Conversion rates per persona
 are assumptions of this simulator, stated in
-:data:`detectors.personas.PERSONAS`; real outcomes come from
+:data:`detectors.simulation.personas.PERSONAS`; real outcomes come from
 ``evaluate --labels``.
 """
 
@@ -35,9 +35,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from detectors.ground_truth import GroundTruth, Incident, SessionTruth, SimulationSpan
-from detectors.personas import JOURNEYS, PERSONAS
-from detectors.simulated_session import SimulatedSession
+from detectors.simulation.ground_truth import GroundTruth, Incident, SessionTruth, SimulationSpan
+from detectors.simulation.personas import JOURNEYS, PERSONAS
+from detectors.simulation.simulated_session import SimulatedSession
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from detectors.ground_truth import FrictionEpisode
-from detectors.simulated_session import SEARCH_TERMS, SimulatedSession
+from detectors.simulation.ground_truth import FrictionEpisode
+from detectors.simulation.simulated_session import SEARCH_TERMS, SimulatedSession
 
 #: persona -> (share of sessions, conversion probability). Shares follow
 #: typical e-commerce traffic: about 40% bounces (Contentsquare 2023

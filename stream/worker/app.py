@@ -3,7 +3,7 @@
 ``create_app(settings)`` is the composition root of the streaming worker: it
 builds the metrics, the session store, the batch processor and the Faust app
 with its agent, timers, rebalance hooks and web pages. Nothing connects at
-import time. ``disengage worker`` runs it; ``faust -A stream.app worker``
+import time. ``disengage worker`` runs it; ``faust -A stream.worker.app worker``
 works too (the module attribute ``app`` is built from the environment on
 first access).
 
@@ -34,12 +34,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream.kafka_io import KafkaSink
 from stream.metrics import Metrics
-from stream.pipeline import BatchProcessor
 from stream.records import Message, Record
 from stream.redis_store import open_store
 from stream.retry import backoff, retry_forever
 from stream.settings import Settings
-from stream.worker_health import readiness, update_gauges
+from stream.worker.health import readiness, update_gauges
+from stream.worker.pipeline import BatchProcessor
 
 log = logging.getLogger("disengage.worker")
 
@@ -290,7 +290,7 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
 
 
 def __getattr__(name: str) -> Any:
-    """``faust -A stream.app worker``: build ``app`` from the environment."""
+    """``faust -A stream.worker.app worker``: build ``app`` from the environment."""
     if name == "app":
         built = create_app(Settings.from_env())
         globals()["app"] = built

@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from detectors.ground_truth import GroundTruth, TruthError
-from detectors.outcome_labels import read_labels
+from detectors.offline.outcome_labels import read_labels
+from detectors.simulation.ground_truth import GroundTruth, TruthError
 from stream.commands.arguments import UsageError
 
 

@@ -1,0 +1,1 @@
+"""Simulated traffic with ground truth: personas, their sessions, and what really happened."""
