@@ -75,7 +75,7 @@ def view_of(alert: Mapping[str, Any], page_type: str | None, include_session: bo
         for r in (raw_reasons[:3] if isinstance(raw_reasons, list) else [])
         if isinstance(r, dict) and (t := _text(r.get("text"), 300))
     )
-    kind = str(data.get("kind"))
+    kind = str(data.get("kind") or "?")
     hotspot_key = data.get("hotspot_key")
     if kind == "friction_hotspot" and not isinstance(hotspot_key, str):
         subject = str(alert.get("subject") or "")
@@ -84,7 +84,7 @@ def view_of(alert: Mapping[str, Any], page_type: str | None, include_session: bo
     return AlertView(
         alert_id=str(alert.get("id")),
         kind=kind,
-        severity=str(data.get("severity")),
+        severity=str(data.get("severity") or "?"),
         page=_text(data.get("page"), 300),
         page_type=page_type,
         stage=_text(data.get("stage"), 40),
@@ -115,13 +115,16 @@ def alert_line(v: AlertView, width: int | None = None) -> str:
     """One line for a terminal: time, kind, severity, who, where, why -> what to do.
 
     ``width`` (characters) clips the line with an ellipsis; ``None`` keeps it whole.
-    The first reason stands for the why (the others are in the alert).
+    The first two reasons stand for the why (the alert has them all).
     """
     clock = (v.time or "")[11:19] or "--:--:--"
     who = (v.session_id or v.hotspot_key or "-")[:16]
-    where = v.page or v.hotspot_key or v.stage or "-"
-    why = v.reasons[0] if v.reasons else "-"
-    line = f"{clock} {v.kind:<16} {v.severity:<6} {who:<16} {where} | {why} -> {v.action}"
+    where = v.page or v.hotspot_key or "-"
+    why = "; ".join(v.reasons[:2]) or "-"
+    line = (
+        f"{clock} {v.kind:<16} {v.severity:<6} {who:<16} {v.stage or '-':<9} {where}"
+        f" | {why} -> {v.action}"
+    )
     if width is not None and len(line) > width:
         line = line[: max(width - 1, 0)] + "…"
     return line

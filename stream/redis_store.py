@@ -186,7 +186,8 @@ def open_store(
     tls: bool = False,
     observe: OpObserver | None = None,
     namespace: str = "",
-    clock: Callable[[], float] = time.monotonic,
+    *,
+    clock: Callable[[], float],
 ) -> SessionStore:
     """A store for ``memory://``, ``redis://`` or ``rediss://`` URLs. ``clock``
     (seconds) times the TTLs of ``memory://``; Redis keeps its own."""

@@ -97,6 +97,8 @@ async def retry_forever(
 
     def before_sleep(state: RetryCallState) -> None:
         assert state.outcome is not None and state.next_action is not None
+        if stop is not None and stop.is_set():
+            raise Stopped  # no "retrying in ..." for a retry that will not happen
         exc = state.outcome.exception()
         assert exc is not None
         on_failure(exc, state.next_action.sleep)

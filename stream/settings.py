@@ -84,8 +84,8 @@ def detector_fields() -> list[str]:
 class Settings(BaseSettings):
     """Service settings. Field descriptions are the configuration reference."""
 
-    # Only from_env reads the environment (see settings_customise_sources),
-    # with names matched case-insensitively as pydantic-settings does.
+    # Only from_env reads the environment (see settings_customise_sources);
+    # _Environment keeps names exactly as documented (upper case).
     model_config = SettingsConfigDict(
         env_prefix=PREFIX,
         frozen=True,
@@ -230,7 +230,10 @@ class _Environment(EnvSettingsSource):
     def _load_env_vars(self) -> Mapping[str, str | None]:
         if self.case_sensitive:
             return dict(self.environ)
-        return {name.lower(): value for name, value in self.environ.items()}
+        # pydantic-settings matches case-insensitively; the variables are
+        # documented in upper case and always were matched exactly, so a
+        # lower-case variable of another program never configures the worker
+        return {name.lower(): value for name, value in self.environ.items() if name.isupper()}
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         if field_name == "detector":  # read field by field below, never as one blob

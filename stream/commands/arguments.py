@@ -110,6 +110,19 @@ def detector_config(args: argparse.Namespace) -> DetectorConfig:
         raise SystemExit(f"disengage: {exc}") from None
 
 
+def check_writable(path: str) -> None:
+    """Raise :class:`UsageError` when ``path`` could not be written, without
+    creating or truncating anything (for a second output checked before the
+    first is opened)."""
+    if os.path.isdir(path):
+        raise UsageError(f"cannot write {path}: it is a directory")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"cannot write {path}: no folder {folder}")
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        raise UsageError(f"cannot write {path}: permission denied")
+
+
 def open_output(path: str | None) -> IO[str]:
     """stdout for ``None`` or ``-``, else ``path`` opened for writing now, so that
     a bad path stops the command before the work starts."""

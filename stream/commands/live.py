@@ -132,7 +132,9 @@ async def tail_alerts(
                 for message in messages:
                     try:
                         event = json.loads(message.value)
-                    except ValueError:
+                    except (TypeError, ValueError, RecursionError):
+                        continue  # not JSON (or a tombstone): not an alert to show
+                    if not isinstance(event, dict) or not isinstance(event.get("data"), dict):
                         continue
                     if not matches(event, kinds, page):
                         continue

@@ -40,6 +40,19 @@ def _value(value: Any, reason: str | None = None, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def _recall(value: float | None, episodes: int, what: str) -> str:
+    """``0.9 of 12 episodes``, or ``n/a (no friction episode)`` without a count to repeat.
+
+    >>> _recall(None, 0, "hesitation")
+    'n/a (no hesitation episode)'
+    >>> _recall(0.5, 2, "friction")
+    '0.5 of 2 episodes'
+    """
+    if value is None:
+        return _value(value, f"no {what} episode" if episodes == 0 else None)
+    return f"{value} of {plural(episodes, 'episode')}"
+
+
 def format_report(s: dict[str, Any]) -> str:
     """The report, one figure a line (labels padded to 20 columns)."""
     na: dict[str, str] = s.get("not_available", {})
@@ -116,11 +129,11 @@ def _truth_lines(t: dict[str, Any]) -> list[str]:
         return lines
     delay = t["friction_delay_s_median"]
     lines += [
-        f"friction recall     {_value(t['friction_recall'], 'no friction episode')} of "
-        f"{plural(t['friction_episodes'], 'episode')}"
+        "friction recall     "
+        + _recall(t["friction_recall"], t["friction_episodes"], "friction")
         + ("" if delay is None else f", median delay {delay} s"),
-        f"hesitation recall   {_value(t['hesitation_recall'], 'no hesitation episode')} of "
-        f"{plural(t['hesitation_episodes'], 'episode')}",
+        "hesitation recall   "
+        + _recall(t["hesitation_recall"], t["hesitation_episodes"], "hesitation"),
     ]
     for incident in t["incidents"]:
         lines.append(f"hotspot incident    {incident['key']}: {_incident_text(incident)}")

@@ -9,6 +9,7 @@ from typing import Any
 from detectors.simulation.simulator import SimConfig, Simulator
 from stream.commands.arguments import (
     UsageError,
+    check_writable,
     kafka_failure,
     load_settings,
     open_output,
@@ -30,7 +31,8 @@ def add_parser(sub: Any) -> None:
         "--sessions",
         type=positive_int,
         default=None,
-        help=f"sessions to simulate (default {SimConfig.sessions} to a file, endless with --kafka)",
+        help=f"visitors to simulate; return visits add sessions (default {SimConfig.sessions} "
+        "to a file, endless with --kafka)",
     )
     p.add_argument("--seed", type=int, default=SimConfig.seed, help=f"(default {SimConfig.seed})")
     p.add_argument(
@@ -81,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
         incident=not args.no_incident,
     )
     to_stdout = args.output == "-"
-    # both paths are opened before the simulation starts, so a bad one stops it at once
+    # both paths are checked, then opened, before the simulation starts, so a bad
+    # one stops it at once and never leaves the other truncated
+    if not to_stdout:
+        check_writable(truth_path(args.output))
     events_out = open_output(args.output)
     truth_out = None if to_stdout else open_output(truth_path(args.output))
     simulator = Simulator(config, keep_truth=not to_stdout)
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             if out is not None and out is not sys.stdout:
                 out.close()
     where = "stdout" if to_stdout else args.output
-    print(f"wrote {n:,} events of {sessions:,} sessions to {where}", file=sys.stderr)
+    print(f"wrote {n:,} events of {sessions:,} visitors to {where}", file=sys.stderr)
     if truth_out is not None:
         print(f"ground truth in {truth_path(args.output)}", file=sys.stderr)
     else:

@@ -97,8 +97,8 @@ class BatchProcessor:
         metrics: Metrics,
         *,
         clock: Callable[[], float],
-        idle_grace_s: float = 60.0,
-        cache_sessions: int = 20_000,
+        idle_grace_s: float,
+        cache_sessions: int,
     ) -> None:
         """``clock``: wall-clock seconds (epoch), for alert times, idle
         partitions and checkpoint ages. ``idle_grace_s`` and

@@ -63,7 +63,7 @@ def test_simulate_dash_writes_to_stdout(disengage: Disengage, tmp_path: Path) ->
     events = [json.loads(line) for line in run.out.splitlines()]
     assert events and all({"session_id", "ts", "type"} <= set(e) for e in events)
     assert not (tmp_path / "-").exists() and not list(tmp_path.iterdir())
-    assert f"wrote {len(events)} events of 5 sessions to stdout" in run.err
+    assert f"wrote {len(events)} events of 5 visitors to stdout" in run.err
 
 
 def test_simulate_to_a_file_writes_events_and_truth(disengage: Disengage, tmp_path: Path) -> None:

@@ -118,6 +118,6 @@ async def test_redis_store_sets_ttl_and_hash_tagged_keys(redis_url: str) -> None
 
 
 def test_open_store_by_url() -> None:
-    assert isinstance(open_store("memory://", 60), MemorySessionStore)
+    assert isinstance(open_store("memory://", 60, clock=FakeClock()), MemorySessionStore)
     with pytest.raises(ValueError, match="unsupported store URL"):
-        open_store("postgres://x", 60)
+        open_store("postgres://x", 60, clock=FakeClock())

@@ -18,9 +18,13 @@ from detectors.config import DetectorConfig
 from detectors.session import SessionState
 from stream.metrics import Metrics
 from stream.records import Message
+from stream.settings import Settings
 from stream.worker.pipeline import BatchProcessor, checkpoint_name
 from tests.builders import T0
 from tests.fakes import FakeClock, FakeSink, RecordingStore
+
+#: The worker's defaults (idle grace, cache size), as the app passes them.
+DEFAULTS = Settings()
 
 RULES_ONLY = DetectorConfig(
     trust_min_closed=100_000_000,
@@ -42,7 +46,7 @@ class Worker:
         store: RecordingStore | None = None,
         sink: FakeSink | None = None,
         clock: FakeClock | None = None,
-        cache_sessions: int = 20_000,
+        cache_sessions: int = DEFAULTS.state_cache_sessions,
     ) -> None:
         self.clock = clock or FakeClock(T0 / 1000)
         self.store = store or RecordingStore(TTL_S, self.clock)
@@ -54,6 +58,7 @@ class Worker:
             self.sink,
             self.metrics,
             clock=self.clock,
+            idle_grace_s=DEFAULTS.idle_grace_s,
             cache_sessions=cache_sessions,
         )
 

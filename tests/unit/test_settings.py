@@ -148,3 +148,11 @@ def test_reference_lists_every_setting_once_with_a_description() -> None:
     assert shown["DISENGAGE_BATCH_SIZE"] == "500"
     assert shown["DISENGAGE_TOPIC_ALERTS"] == "'alerts'"
     assert shown["DISENGAGE_PLAYBOOK"] == "detectors.config.DEFAULT_PLAYBOOK"
+
+
+def test_variables_match_in_upper_case_only() -> None:
+    """Another program's lower-case ``disengage_*`` variable never configures the worker."""
+    settings = Settings.from_env({"disengage_batch_size": "7", "disengage_stall_ms": "5"})
+    assert settings.batch_size == Settings().batch_size
+    assert settings.detector.stall_ms == Settings().detector.stall_ms
+    assert Settings.from_env({"DISENGAGE_BATCH_SIZE": "7"}).batch_size == 7
