@@ -32,7 +32,9 @@ def broken_button_session(sid: str, page: str) -> list[dict[str, Any]]:
     return events
 
 
-def replay(disengage: Disengage, tmp_path: Path, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def replay(
+    disengage: Disengage, tmp_path: Path, events: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     path = tmp_path / "events.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     run = disengage("replay", str(path))
