@@ -118,9 +118,9 @@ def check_writable(path: str) -> None:
         raise UsageError(f"cannot write {path}: it is a directory")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise UsageError(f"cannot write {path}: no folder {folder}")
+        raise UsageError(f"cannot write {path}: No such file or directory")
     if not os.access(path if os.path.exists(path) else folder, os.W_OK):
-        raise UsageError(f"cannot write {path}: permission denied")
+        raise UsageError(f"cannot write {path}: Permission denied")
 
 
 def open_output(path: str | None) -> IO[str]:

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     # both paths are checked, then opened, before the simulation starts, so a bad
     # one stops it at once and never leaves the other truncated
     if not to_stdout:
+        check_writable(args.output)
         check_writable(truth_path(args.output))
     events_out = open_output(args.output)
     truth_out = None if to_stdout else open_output(truth_path(args.output))

@@ -100,3 +100,17 @@ def test_demo_reports_a_real_rate_and_no_auc_before_any_purchase(disengage: Dise
     assert len(summary) == 1
     rate = re.search(r"events/s ([\d,]+) ", summary[0])
     assert rate and int(rate.group(1).replace(",", "")) > 0
+
+
+def test_simulate_never_truncates_the_events_file_when_the_truth_file_cannot_be_written(
+    disengage: Disengage, tmp_path: Path
+) -> None:
+    events = tmp_path / "e.jsonl"
+    events.write_text("kept\n")
+    (tmp_path / "e.truth.jsonl").mkdir()  # the ground truth cannot go there
+    run = disengage("simulate", "--sessions", "5", "-o", str(events))
+    assert run.code == 2
+    assert run.err_lines == [
+        f"disengage simulate: cannot write {tmp_path / 'e.truth.jsonl'}: it is a directory"
+    ]
+    assert events.read_text() == "kept\n"
