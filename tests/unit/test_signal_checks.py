@@ -53,7 +53,8 @@ class Run:
         gap = max(0, event.ts - state.last_ts) if state.n_events else 0
         state.last_ts = max(state.last_ts, event.ts)
         state.n_events += 1
-        progressed = event.type == "add_to_cart"
+        # the detector's own counters decide forward progress (basket, checkout steps)
+        progressed = event.type != "page_view" and Detector._count(state, event)
         if event.type == "page_view":
             leave = self.journey.leave(state, event)
             if leave is not None and LEAVE in self.signal.observes:
@@ -210,6 +211,31 @@ def test_registry_rows_match_the_state_and_the_trust_features() -> None:
         now = trust_vector(state, 60_000)
         moved = {name for name, a, b in zip(TRUST_FEATURES, base, now, strict=True) if a != b}
         assert moved == ({spec.trust_feature} if spec.trust_feature else set()), spec.name
+
+
+@EACH_SIGNAL
+def test_the_check_driver_gives_the_hits_the_detector_gives(signal_type: type[Signal]) -> None:
+    """The checks above drive one signal at a time; the detector drives them
+    all. On the same applied events (no exit or goal, so nothing closes) the
+    signal must hit the same way in both, or the checks test something else."""
+    names = {spec.name for spec in signal_type.specs}
+    total = 0
+    for seed in (1, 2, 3):
+        events = [e for e in random_events(seed) if e.type not in ("exit", CONFIG.goal_event)]
+        detector, state = Detector(CONFIG), None
+        in_detector: list[tuple[str, float, int]] = []
+        driven = Run(signal_type(CONFIG), events[0].session_id)
+        for event in events:
+            result = detector.process(state, event)
+            state = result.state
+            assert not result.closed
+            in_detector += [(h.name, h.value, h.ts) for h in result.hits if h.name in names]
+            if result.status == "applied":
+                driven.feed(event)
+        in_driver = [(h.name, h.value, h.ts) for _, h in driven.hits]
+        assert in_driver == in_detector
+        total += len(in_driver)
+    assert total > 0, f"{signal_type.__name__} never fired: the comparison checked nothing"
 
 
 def test_the_detector_runs_every_registered_signal() -> None:
