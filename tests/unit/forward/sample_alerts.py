@@ -24,8 +24,8 @@ def session_alert(
 ) -> dict[str, Any]:
     """A session alert CloudEvent, built by the core."""
     texts = [
-        "3 clicks that did nothing this session (typical: 0.0)",
-        "1 rage-click bursts (repeated fast clicks on one spot) this session (typical: 0.0)",
+        "3 clicks that did nothing this session (typical: 0)",
+        "1 rage-click burst (repeated fast clicks on one spot) this session (typical: 0)",
         "2 form errors this session (typical: 0.1)",
         "a fourth reason that must never be shown",
     ]
