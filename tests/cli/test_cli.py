@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,34 @@ def test_otto_sample_real_data_smoke(tmp_path: Path, capsys: pytest.CaptureFixtu
     }
     assert report["converters"] == len(ordering_visits) > 0
     assert report["sessions"] >= len(raw)
+
+
+def test_diginetica_sample_real_data_smoke(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every view and every order of the real sample becomes one event, sessions
+    keep their ids, and the buyers are the sessions with a purchase row."""
+    folder = SHARED / "diginetica_sample"
+    if not folder.is_dir():
+        pytest.skip(f"real-data smoke test needs {folder} (shared data folder absent)")
+    views_file = folder / "train-item-views.sample.csv"
+    orders_file = folder / "train-purchases.sample.csv"
+    views = [line.split(";") for line in views_file.read_text().splitlines()[1:] if line]
+    orders = [line.split(";") for line in orders_file.read_text().splitlines()[1:] if line]
+    events = tmp_path / "diginetica.jsonl"
+    argv = ["convert", "diginetica", str(views_file), "--purchases", str(orders_file)]
+    assert main([*argv, "-o", str(events)]) == 0
+    converted = [json.loads(line) for line in events.read_text().splitlines()]
+    by_type = Counter(e["type"] for e in converted)
+    assert by_type == {"page_view": len(views), "purchase": len({(o[0], o[4]) for o in orders})}
+    assert {e["session_id"] for e in converted} == {f"dgn-{v[0]}" for v in views}
+    assert "NA" not in {e.get("user_id") for e in converted}
+    capsys.readouterr()
+    assert main(["evaluate", str(events), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["events"] == len(converted)
+    assert report["invalid_events"] == {}
+    assert report["converters"] == len({o[0] for o in orders}) > 100
 
 
 def test_demo_plain_runs_for_its_duration() -> None:

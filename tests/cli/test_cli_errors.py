@@ -114,3 +114,20 @@ def test_simulate_never_truncates_the_events_file_when_the_truth_file_cannot_be_
         f"disengage simulate: cannot write {tmp_path / 'e.truth.jsonl'}: it is a directory"
     ]
     assert events.read_text() == "kept\n"
+
+
+def test_convert_diginetica_names_a_file_that_is_not_what_it_says(
+    disengage: Disengage, tmp_path: Path
+) -> None:
+    views = tmp_path / "views.csv"
+    views.write_text("session_id;user_id;item_id;timeframe;eventdate\n1;NA;5;0;2016-05-09\n")
+    run = disengage("convert", "diginetica", str(views), "--purchases", str(views))
+    assert run.code == 1
+    assert run.err_lines == [
+        f"disengage convert: {views} is not DIGINETICA CSV: ValueError purchases: header "
+        "['session_id', 'user_id', 'item_id', 'timeframe', 'eventdate'] is not "
+        "sessionId;userId;timeframe;eventdate;ordernumber;itemId"
+    ]
+    run = disengage("convert", "otto", str(views), "--purchases", str(views))
+    assert run.code == 2
+    assert run.err_lines == ["disengage convert: --purchases applies to diginetica only"]
