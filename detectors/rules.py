@@ -146,12 +146,14 @@ def _trust_rule(
     config: DetectorConfig, models: DetectorModels, state: SessionState, event: Event, scored: bool
 ) -> Alert | None:
     trust = models.trust
-    auc = trust.auc  # None until enough outcomes of both kinds: not validated yet
-    model_ready = (
-        trust.closed >= config.trust_min_closed and auc is not None and auc >= config.trust_min_auc
-    )
     drop_rule = floor_rule = False
-    if model_ready and scored and state.stage in DELIBERATION_STAGES:
+    # the model's AUC is read only where it decides (a scored event in a
+    # deliberation stage); None until enough outcomes of both kinds: not validated
+    judged = (
+        scored and state.stage in DELIBERATION_STAGES and trust.closed >= config.trust_min_closed
+    )
+    auc = trust.auc if judged else None
+    if auc is not None and auc >= config.trust_min_auc:
         base = trust.base_rate
         fall = state.trust_peak - state.trust
         fall_threshold = trust.observe_drop(fall)

@@ -14,10 +14,11 @@ import math
 import os
 import sys
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from detectors.config import DetectorConfig
-from stream.settings import Settings, SettingsError
+if TYPE_CHECKING:  # pydantic-settings costs ~0.3 s to import: only commands that run load it
+    from detectors.config import DetectorConfig
+    from stream.settings import Settings
 
 
 class CommandError(Exception):
@@ -93,10 +94,24 @@ def quiet_kafka_client_logs() -> None:
 
 def load_settings() -> Settings:
     """The ``DISENGAGE_*`` settings; a bad variable ends the command with its name."""
+    from stream.settings import Settings, SettingsError
+
     try:
         return Settings.from_env()
     except SettingsError as exc:
         raise SystemExit(f"disengage: {exc}") from None
+
+
+def add_goal_option(parser: argparse.ArgumentParser) -> None:
+    """``--goal TYPE``: the event that counts as a conversion (an event type)."""
+    from detectors.config import EVENT_TYPES, DetectorConfig
+
+    parser.add_argument(
+        "--goal",
+        choices=sorted(EVENT_TYPES),
+        metavar="TYPE",
+        help=f"goal event type (default {DetectorConfig().goal_event}; one of the event types)",
+    )
 
 
 def detector_config(args: argparse.Namespace) -> DetectorConfig:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from stream.commands.arguments import CommandError, UsageError, open_output, output
+from stream.commands.arguments import CommandError, UsageError, check_writable, output
 from stream.commands.inputs import check_readable, display_name, event_lines
 
 DATASETS = ("otto", "diginetica")
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.purchases:
         check_readable(args.purchases)
     if args.output not in (None, "-"):
-        open_output(args.output).close()  # a bad output path stops us before the work
+        check_writable(args.output)  # a bad output path stops us before the work
     name = "OTTO JSONL" if args.dataset == "otto" else "DIGINETICA CSV"
     try:
         with contextlib.ExitStack() as stack:

@@ -26,7 +26,6 @@ from rich.text import Text
 from detectors.alerts import ALERT_KINDS, Alert, rfc3339
 from detectors.config import DetectorConfig
 from detectors.events import EventParser, InvalidEvent
-from detectors.sample_size import too_few_outcomes
 from detectors.simulation.simulator import SimConfig, Simulator
 from stream.alert_view import alert_line, view_of
 
@@ -55,23 +54,20 @@ def describe(alert: Alert) -> str:
 
 
 def auc_text(metrics: dict[str, Any]) -> str:
-    """The trust model's rolling AUC, or ``n/a`` with the reason while there
-    are too few outcomes of either kind for it to mean anything.
+    """The trust model's rolling AUC, or ``n/a`` with the core's reason while
+    there are too few outcomes of either kind for it to mean anything
+    (:mod:`detectors.sample_size`).
 
-    >>> auc_text({"trust_auc": None, "sessions_closed": 40, "sessions_converted": 0})
-    'n/a (no session with a purchase; need 10)'
-    >>> auc_text({"trust_auc": 0.7, "sessions_closed": 40, "sessions_converted": 3})
+    >>> auc_text({"trust_auc": None,
+    ...           "trust_auc_unavailable": "only 3 sessions with a purchase; need 10"})
     'n/a (only 3 sessions with a purchase; need 10)'
-    >>> auc_text({"trust_auc": 0.81234, "sessions_closed": 400, "sessions_converted": 60})
+    >>> auc_text({"trust_auc": 0.81234, "trust_auc_unavailable": None})
     '0.812'
     """
-    closed = int(metrics["sessions_closed"])
-    bought = int(metrics["sessions_converted"])
     auc = metrics["trust_auc"]
-    reason = too_few_outcomes(bought, closed - bought)
-    if reason is None and auc is None:
-        reason = metrics.get("trust_auc_unavailable") or "too few outcomes"
-    return f"n/a ({reason})" if reason else f"{auc:.3f}"
+    if auc is None:
+        return f"n/a ({metrics['trust_auc_unavailable']})"
+    return f"{auc:.3f}"
 
 
 def log_loss_text(metrics: dict[str, Any]) -> str:

@@ -8,20 +8,14 @@ import os
 import sys
 from typing import Any
 
-from detectors.config import EVENT_TYPES, DetectorConfig
-from stream.commands.arguments import detector_config
+from stream.commands.arguments import add_goal_option, detector_config
 from stream.commands.inputs import check_readable, event_lines, report_invalid, require_events
 
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="prequential evaluation against outcomes")
     p.add_argument("events", help="events JSONL, may be gzipped ('-' for stdin)")
-    p.add_argument(
-        "--goal",
-        choices=sorted(EVENT_TYPES),
-        metavar="TYPE",
-        help=f"goal event type (default {DetectorConfig().goal_event}; one of the event types)",
-    )
+    add_goal_option(p)
     p.add_argument("--labels", help="CSV session_id,converted with outcomes from elsewhere")
     p.add_argument("--truth", help="simulator ground truth (default: <events>.truth.jsonl)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")

@@ -7,8 +7,7 @@ import json
 import sys
 from typing import Any
 
-from detectors.config import EVENT_TYPES, DetectorConfig
-from stream.commands.arguments import detector_config, output
+from stream.commands.arguments import add_goal_option, detector_config, output
 from stream.commands.inputs import check_readable, event_lines, report_invalid, require_events
 
 
@@ -16,12 +15,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("replay", help="run the detector over a JSONL file in event order")
     p.add_argument("events", help="events JSONL, may be gzipped ('-' for stdin)")
     p.add_argument("-o", "--output", help="alerts JSONL (default stdout)")
-    p.add_argument(
-        "--goal",
-        choices=sorted(EVENT_TYPES),
-        metavar="TYPE",
-        help=f"goal event type (default {DetectorConfig().goal_event}; one of the event types)",
-    )
+    add_goal_option(p)
     p.set_defaults(func=run, prog=p.prog)
 
 

@@ -11,13 +11,13 @@ import logging
 from typing import Any
 
 from detectors.alerts import ALERT_KINDS, SEVERITIES
+from stream.commands.arguments import load_settings
 from stream.forward.delivery import Backoff
 from stream.forward.filters import PAGE_TYPE_CHOICES, AlertFilter
 from stream.forward.options import DLQ_SUFFIX, OFFSET_RESETS, ForwardOptions, option_default
 from stream.forward.payloads import FORMATS
 from stream.forward.ratelimit import parse_rate_limit
 from stream.forward.webhook_url import redact_url
-from stream.settings import Settings, SettingsError
 
 _DAY_S = 24 * 3600
 
@@ -215,10 +215,7 @@ def run(args: argparse.Namespace) -> int:
     # noticeable part of a second to import
     from stream.forward import app
 
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        raise SystemExit(f"disengage: {exc}") from None
+    settings = load_settings()
     url = args.webhook or settings.webhook_url
     if not url:
         raise SystemExit(
