@@ -7,10 +7,14 @@ computes:
 * trust-score ROC-AUC on session *prefixes*: the score after the first 25%,
   50% and 75% of the events before the goal event (all events for
   non-converters), over sessions with at least 3 such events;
+* on the same prefixes, the AUC of each activity metric (events, page views,
+  clicks and seconds so far; more activity read as more likely to convert)
+  and the plain prefix features an offline reference model is trained on
+  (:mod:`detectors.offline.prefix_features`);
 * alerts per 1000 sessions (session kinds: hesitation and trust_loss);
 * alert precision: the share of alerted sessions that did not convert;
 * lead time: from the first alert to the end of a non-converting session,
-  in seconds and in events (median);
+  in seconds and in events (median); precision and lead time per alert kind;
 * with simulator ground truth (:mod:`detectors.offline.truth_comparison`):
   friction-episode recall and detection delay, hesitation-episode recall,
   hotspot-incident detection (on time, late or missed) and false hotspots.
@@ -25,10 +29,9 @@ support is ``None``, with the reason under ``not_available`` in the summary
 
 from __future__ import annotations
 
-import math
 import time
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,14 +39,23 @@ from detectors.alerts import SESSION_KINDS, Alert
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, StepResult
 from detectors.events import Event
+from detectors.offline.prefix_features import (
+    ACTIVITY_METRICS,
+    SessionTrace,
+    Snapshot,
+    TraceRecorder,
+    best_activity,
+    prefix_lengths,
+    snapshots,
+)
+from detectors.offline.prefix_features import MIN_PREFIX_EVENTS as MIN_PREFIX_EVENTS
+from detectors.offline.prefix_features import PREFIXES as PREFIXES
 from detectors.offline.runner import OfflineRunner, RunStats
 from detectors.offline.truth_comparison import compare_with_truth, late_window_ms, median
 from detectors.sample_size import too_few_outcomes
 from detectors.session import SessionState
 from detectors.simulation.ground_truth import GroundTruth
 
-PREFIXES: tuple[float, ...] = (0.25, 0.5, 0.75)
-MIN_PREFIX_EVENTS = 3
 #: The figures computed from outcomes (the goal event, or ``labels``).
 OUTCOME_FIGURES: tuple[str, ...] = (
     "converters",
@@ -91,7 +103,10 @@ class _Track:
     first_alert_index: int = 0
     alerts: int = 0
     alert_times: list[int] = field(default_factory=list)
+    alert_kinds: list[str] = field(default_factory=list)
     end_ts: int = 0
+    #: the events before the goal, for activity metrics and prefix features
+    trace: SessionTrace = field(default_factory=SessionTrace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,11 +164,50 @@ class Evaluation:
             n = track.goal_index if track.goal_index >= 0 else len(track.scores)
             if n < MIN_PREFIX_EVENTS:
                 continue
-            for p in PREFIXES:
-                k = max(1, math.ceil(p * n))
+            for p, k in zip(PREFIXES, prefix_lengths(n), strict=True):
                 score = float(track.scores[k - 1])
                 points[f"{p}"].append((score if score >= 0 else 0.5, label))
         return points
+
+    def prefix_snapshots(self) -> Iterator[tuple[list[Snapshot], bool]]:
+        """Per session of :meth:`prefix_points` (same sessions, same order):
+        its snapshot at each prefix, and whether it converted."""
+        for sid, track in self.tracks.items():
+            n = len(track.trace)
+            if n >= MIN_PREFIX_EVENTS:
+                yield snapshots(track.trace, prefix_lengths(n)), self.converted(sid)
+
+    def activity_auc(self) -> dict[str, dict[str, float | None]]:
+        """ROC-AUC of each activity metric per prefix (4 decimals), a higher
+        count scored as more likely to convert. Only the AUCs: the summary
+        withholds them for the same reason as :meth:`prefix_auc`."""
+        values: dict[str, dict[str, list[float]]] = {
+            m: {f"{p}": [] for p in PREFIXES} for m in ACTIVITY_METRICS
+        }
+        labels: list[bool] = []
+        for snaps, label in self.prefix_snapshots():
+            labels.append(label)
+            for p, snap in zip(PREFIXES, snaps, strict=True):
+                for metric, value in zip(ACTIVITY_METRICS, snap.activity(), strict=True):
+                    values[metric][f"{p}"].append(value)
+        out: dict[str, dict[str, float | None]] = {}
+        for metric, per_prefix in values.items():
+            out[metric] = {}
+            for key, scores in per_prefix.items():
+                auc = roc_auc(scores, labels)
+                out[metric][key] = None if auc is None else round(auc, 4)
+        return out
+
+    def prefix_features(self) -> dict[str, tuple[list[list[float]], list[bool]]]:
+        """Plain feature rows (:func:`~detectors.offline.prefix_features.feature_names`)
+        and outcomes per prefix, for an offline reference model."""
+        out: dict[str, tuple[list[list[float]], list[bool]]] = {f"{p}": ([], []) for p in PREFIXES}
+        for snaps, label in self.prefix_snapshots():
+            for p, snap in zip(PREFIXES, snaps, strict=True):
+                rows, labels = out[f"{p}"]
+                rows.append(snap.row(self.goal_event))
+                labels.append(label)
+        return out
 
     def prefix_auc(self) -> tuple[dict[str, float | None], str | None]:
         """ROC-AUC per prefix (4 decimals); all ``None``, with the reason,
@@ -181,6 +235,30 @@ class Evaluation:
                 events.append(len(track.scores) - track.first_alert_index)
         return seconds, events
 
+    def kind_quality(self) -> dict[str, dict[str, Any]]:
+        """Per session alert kind: alerted sessions, precision (the share
+        that did not convert) and the median lead time in seconds from the
+        kind's first alert to the end of a non-converting session."""
+        out: dict[str, dict[str, Any]] = {}
+        for kind in SESSION_KINDS:
+            alerted = converted = 0
+            lead_s: list[float] = []
+            for sid, track in self.tracks.items():
+                if kind not in track.alert_kinds:
+                    continue
+                alerted += 1
+                if self.converted(sid):
+                    converted += 1
+                    continue
+                first = track.alert_times[track.alert_kinds.index(kind)]
+                lead_s.append((track.end_ts - first) / 1000.0)
+            out[kind] = {
+                "alerted_sessions": alerted,
+                "precision": round((alerted - converted) / alerted, 4) if alerted else None,
+                "lead_time_s_median": median(lead_s),
+            }
+        return out
+
     def summary(self) -> dict[str, Any]:
         """The JSON report. ``not_available`` gives the reason for each
         figure that is ``None``; ``outcomes`` says where the outcomes came
@@ -191,6 +269,9 @@ class Evaluation:
         alerted = [sid for sid, t in self.tracks.items() if t.alerts]
         non_conv_alerted = [sid for sid in alerted if not self.converted(sid)]
         lead_s, lead_events = self.lead_times()
+        activity = self.activity_auc()
+        if auc_reason:
+            activity = {m: dict.fromkeys(v) for m, v in activity.items()}
         out: dict[str, Any] = {
             "sessions": sessions,
             "converters": sum(1 for sid in self.tracks if self.converted(sid)),
@@ -199,6 +280,8 @@ class Evaluation:
             "invalid_events": dict(self.stats.invalid),
             "prefix_auc": prefix_auc,
             "prefix_sessions": len(self.prefix_points()["0.5"]),
+            "activity_auc": activity,
+            "best_activity_auc": best_activity(activity),
             "alerts_per_1000_sessions": round(1000.0 * session_alerts / max(sessions, 1), 2),
             "alerted_sessions": len(alerted),
             "alert_precision": (
@@ -209,6 +292,7 @@ class Evaluation:
             "by_kind": {
                 k: self.stats.alerts.get(k, 0) for k in (*SESSION_KINDS, "friction_hotspot")
             },
+            "by_kind_quality": self.kind_quality(),
             "closed_by_outcome": dict(self.stats.closed),
             "trust_model": self._trust_model(),
             "outcomes": self._outcomes(),
@@ -246,7 +330,7 @@ class Evaluation:
     ) -> dict[str, str]:
         reasons: dict[str, str] = {}
         if auc_reason:
-            reasons["prefix_auc"] = auc_reason
+            reasons["prefix_auc"] = reasons["activity_auc"] = auc_reason
         model_reason = self.model_metrics.get("trust_auc_unavailable")
         if model_reason or self.model_metrics.get("trust_auc") is None:
             learned = self.model_metrics["sessions_closed"]
@@ -273,6 +357,8 @@ def evaluate(
     """
     tracks: dict[str, _Track] = {}
     hotspots: list[Alert] = []
+    record = TraceRecorder().record
+    goal_event = config.goal_event
 
     def on_step(event: Event, result: StepResult) -> None:
         if result.status != "applied":
@@ -280,8 +366,11 @@ def evaluate(
         track = tracks.get(event.session_id)
         if track is None:
             track = tracks[event.session_id] = _Track()
-        if event.type == config.goal_event and track.goal_index < 0:
-            track.goal_index = len(track.scores)
+        if track.goal_index < 0:
+            if event.type == goal_event:
+                track.goal_index = len(track.scores)
+            else:
+                record(track.trace, event)
         track.scores.append(result.state.trust)
 
     def on_close(state: SessionState) -> None:
@@ -306,6 +395,7 @@ def evaluate(
                 track.first_alert_index = len(track.scores)
             track.alerts += 1
             track.alert_times.append(alert.event_time)
+            track.alert_kinds.append(alert.kind)
 
     for event in events:
         collect(runner.feed(event))
