@@ -20,6 +20,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--truth", help="simulator ground truth (default: <events>.truth.jsonl)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--plot", help="write ROC, lead-time and calibration plots to this PNG")
+    p.add_argument(
+        "--no-offline",
+        action="store_true",
+        help="skip the offline gradient-boosting reference (it takes seconds; needs the "
+        "bench extra)",
+    )
     p.set_defaults(func=run, prog=p.prog)
 
 
@@ -45,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from detectors.offline.evaluation import LOW_MATCH_SHARE, evaluate
     from detectors.offline.runner import RunStats, parse_lines, reorder
     from stream.commands.report import format_report, match_warnings
+    from stream.offline_reference import add_offline_reference
 
     stats = RunStats()
     with event_lines(args.events, "evaluate") as lines:
@@ -53,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     report_invalid(stats, args.events, args.prog)
     require_events(stats, args.events)
     summary = result.summary()
+    add_offline_reference(summary, result, skip=args.no_offline)
     if labels is not None:
         match = result.label_match()
         print(f"labels: {match.given} given, {match.matched} matched", file=sys.stderr)

@@ -4,6 +4,10 @@
 into lines for a person: a figure a small sample cannot support reads
 "n/a (only 2 sessions with a purchase; need 10)", and the report says where
 the outcomes and the ground truth came from and which figures they feed.
+At each prefix the trust AUC stands next to the best activity metric (events,
+page views, clicks or seconds so far) and the offline reference, followed by
+a verdict: does trust beat the activity metrics, and how far is it from the
+offline reference.
 :func:`match_warnings` are the lines for stderr when labels or ground truth
 hardly match the events.
 """
@@ -11,6 +15,8 @@ hardly match the events.
 from __future__ import annotations
 
 from typing import Any
+
+from detectors.offline.evaluation import MIN_PREFIX_EVENTS, PREFIXES
 
 #: False hotspots listed one by one; the rest are counted.
 MAX_LISTED_HOTSPOTS = 10
@@ -63,14 +69,7 @@ def format_report(s: dict[str, Any]) -> str:
         f"events {s['events']}, {s['events_per_s']} events/s)",
         "outcomes            " + _outcome_source(outcomes, goal),
     ]
-    auc = s["prefix_auc"]
-    if "prefix_auc" in na:
-        lines.append(f"trust prefix AUC    n/a ({na['prefix_auc']})")
-    else:
-        lines.append(
-            f"trust prefix AUC    25%: {_value(auc['0.25'])}   50%: {_value(auc['0.5'])}   "
-            f"75%: {_value(auc['0.75'])}   (over {s['prefix_sessions']} sessions with >= 3 events)"
-        )
+    lines += _prefix_lines(s, goal)
     model = s["trust_model"]
     if model["rolling_auc"] is None:
         lines.append(f"trust model         n/a ({na.get('trust_model', 'no AUC yet')})")
@@ -93,6 +92,8 @@ def format_report(s: dict[str, Any]) -> str:
         ),
         "alerts by kind      " + ", ".join(f"{k} {v}" for k, v in s["by_kind"].items()),
     ]
+    for kind, q in s.get("by_kind_quality", {}).items():
+        lines.append(f"  {kind:<18}" + _kind_text(q))
     truth = s.get("truth")
     if truth is not None:
         lines += _truth_lines(truth)
@@ -104,6 +105,89 @@ def format_report(s: dict[str, Any]) -> str:
     if s.get("plot"):
         lines.append(f"plot                {s['plot']}")
     return "\n".join(lines)
+
+
+def _prefix_lines(s: dict[str, Any], goal: str) -> list[str]:
+    """The prefix table (trust, best activity metric, offline reference)
+    and the verdict lines; one n/a line when the sample is too small."""
+    na: dict[str, str] = s.get("not_available", {})
+    if "prefix_auc" in na:
+        return [f"trust prefix AUC    n/a ({na['prefix_auc']})"]
+    trust = s["prefix_auc"]
+    best = s.get("best_activity_auc", {})
+    offline: dict[str, Any] = s.get("offline_auc") or {}
+    lines = [f"prefix AUC          {'trust':<9}{'best activity metric':<24}offline reference"]
+    for p in map(str, PREFIXES):
+        b = best.get(p)
+        activity = "n/a" if b is None else f"{b['auc']} ({b['metric'].replace('_', ' ')})"
+        ref = _value(offline.get(p))
+        lines.append(f"  {f'at {float(p):.0%}':<18}{_value(trust[p]):<9}{activity:<24}{ref}")
+    lines += [
+        f"{'':20}over {s['prefix_sessions']} sessions with >= {MIN_PREFIX_EVENTS} events "
+        f"before the {goal}",
+        f"{'':20}activity metrics: events, page views, clicks or seconds so far",
+        f"{'':20}offline reference: 5-fold gradient boosting on plain prefix counts",
+    ]
+    lines.append("trust vs activity   " + _versus_activity(trust, best))
+    if not offline:
+        lines.append(f"offline reference   n/a ({na.get('offline_auc', 'not computed')})")
+    else:
+        lines.append("trust vs offline    " + _versus_offline(trust.get("0.5"), offline.get("0.5")))
+    return lines
+
+
+def _versus_activity(trust: dict[str, Any], best: dict[str, Any]) -> str:
+    """Whether trust beats the best activity metric at every prefix.
+
+    >>> _versus_activity({"0.25": 0.7, "0.5": 0.8}, {"0.25": {"auc": 0.75, "metric": "clicks"},
+    ...                  "0.5": {"auc": 0.7, "metric": "events"}})
+    'not ahead at every prefix: behind at 25% (-0.05); ahead at 50% (+0.1)'
+    >>> _versus_activity({"0.5": 0.8}, {"0.5": {"auc": 0.7, "metric": "events"}})
+    'ahead of the best activity metric at every prefix (by at least 0.1)'
+    """
+    margins: dict[str, float] = {}
+    for p, b in best.items():
+        if b is not None and trust.get(p) is not None:
+            margins[p] = round(trust[p] - b["auc"], 4)
+    if not margins:
+        return "n/a (no activity metric has an AUC)"
+    if all(m > 0 for m in margins.values()):
+        least = min(margins.values())
+        return f"ahead of the best activity metric at every prefix (by at least {least})"
+    parts = []
+    for p, m in margins.items():
+        word = "ahead" if m > 0 else ("level" if m == 0 else "behind")
+        parts.append(f"{word} at {float(p):.0%} ({m:+})")
+    return "not ahead at every prefix: " + "; ".join(parts)
+
+
+def _versus_offline(trust: float | None, offline: float | None) -> str:
+    """How far trust is from the offline reference at 50%.
+
+    >>> _versus_offline(0.7422, 0.89), _versus_offline(0.9, 0.88)
+    ('0.1478 below the offline reference at 50%', '0.02 above the offline reference at 50%')
+    """
+    if trust is None or offline is None:
+        return "n/a at 50%"
+    gap = round(offline - trust, 4)
+    side = "below" if gap > 0 else "above"
+    return f"{abs(gap)} {side} the offline reference at 50%"
+
+
+def _kind_text(q: dict[str, Any]) -> str:
+    """One alert kind's quality.
+
+    >>> _kind_text({"alerted_sessions": 0, "precision": None, "lead_time_s_median": None})
+    'no alerted session'
+    >>> _kind_text({"alerted_sessions": 3, "precision": 0.6667, "lead_time_s_median": 41.5})
+    '3 alerted sessions, precision 0.6667, median lead time 41.5 s'
+    """
+    if not q["alerted_sessions"]:
+        return "no alerted session"
+    lead = q["lead_time_s_median"]
+    return f"{plural(q['alerted_sessions'], 'alerted session')}, precision {q['precision']}, " + (
+        "no lead time (all converted)" if lead is None else f"median lead time {lead} s"
+    )
 
 
 def _outcome_source(outcomes: dict[str, Any], goal: str) -> str:

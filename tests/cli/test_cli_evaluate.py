@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,66 @@ def test_truth_next_to_the_events_is_found_and_matches(
     assert run.code == 0 and not any("warning" in e for e in run.err_lines)
     truth = json.loads(run.out)["truth"]
     assert truth["sessions"] == truth["sessions_matched"] > 300
+
+
+PREFIX_KEYS = {"0.25", "0.5", "0.75"}
+
+
+def test_json_carries_the_activity_metrics_and_the_offline_reference(
+    disengage: Disengage, simulated: Path
+) -> None:
+    run = disengage("evaluate", str(simulated), "--json")
+    assert run.code == 0
+    summary = json.loads(run.out)
+    activity = summary["activity_auc"]
+    assert set(activity) == {"events", "page_views", "clicks", "seconds"}
+    for per_prefix in activity.values():
+        assert set(per_prefix) == PREFIX_KEYS
+        assert all(0.0 <= auc <= 1.0 for auc in per_prefix.values())
+    for key, best in summary["best_activity_auc"].items():
+        assert best["auc"] == max(activity[m][key] for m in activity)
+        assert activity[best["metric"]][key] == best["auc"]
+    offline = summary["offline_auc"]  # scikit-learn is in the test environment
+    assert set(offline) == PREFIX_KEYS and all(0.0 <= a <= 1.0 for a in offline.values())
+    assert "offline_auc" not in summary["not_available"]
+    assert set(summary["by_kind_quality"]) == {"hesitation", "trust_loss"}
+
+
+def test_the_report_sets_trust_next_to_activity_and_the_offline_reference(
+    disengage: Disengage, simulated: Path
+) -> None:
+    run = disengage("evaluate", str(simulated))
+    assert run.code == 0
+    lines = run.out.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("prefix AUC")))
+    assert lines[header].split() == ["prefix", "AUC", "trust", "best", "activity", "metric",
+                                     "offline", "reference"]  # fmt: skip
+    for row, share in zip(lines[header + 1 : header + 4], ("25%", "50%", "75%"), strict=True):
+        assert re.fullmatch(
+            rf"  at {share} +0\.\d+ +0\.\d+ \((events|page views|clicks|seconds)\) +0\.\d+",
+            row,
+        ), row
+    verdict = next(line for line in lines if line.startswith("trust vs activity"))
+    assert "ahead of the best activity metric at every prefix" in verdict or (
+        "not ahead at every prefix: " in verdict
+    )
+    assert re.fullmatch(
+        r"trust vs offline    \d\.\d+ (below|above) the offline reference at 50%",
+        next(line for line in lines if line.startswith("trust vs offline")),
+    )
+
+
+def test_no_offline_leaves_the_reference_out_and_says_so(
+    disengage: Disengage, simulated: Path
+) -> None:
+    run = disengage("evaluate", str(simulated), "--json", "--no-offline")
+    assert run.code == 0
+    summary = json.loads(run.out)
+    assert summary["offline_auc"] is None
+    assert summary["not_available"]["offline_auc"] == "skipped with --no-offline"
+    text = disengage("evaluate", str(simulated), "--no-offline").out.splitlines()
+    assert "offline reference   n/a (skipped with --no-offline)" in text
+    assert not any(line.startswith("trust vs offline") for line in text)
 
 
 def test_truth_that_is_an_events_file_stops_before_the_run(
@@ -198,7 +259,7 @@ def late_incident(tmp_path_factory: pytest.TempPathFactory) -> str:
     is found 1.5 s after it ended, and traffic tails off at the end."""
     events = tmp_path_factory.mktemp("late") / "events.jsonl"
     _stream("simulate", "--sessions", "2000", "-o", str(events))
-    return _stream("evaluate", str(events)).stdout
+    return _stream("evaluate", str(events), "--no-offline").stdout
 
 
 def test_a_detection_after_the_incident_ended_is_late_not_missed(late_incident: str) -> None:
