@@ -235,6 +235,22 @@ class DetectorConfig:
     """Checkpoints per reference window of the Half-Space Trees: the model
     scores against the mass profile of the previous window (1 or more). 250
     is River's default."""
+    hesitation_horizon_ms: int = 180_000
+    """The leave hazard predicts leaving without the goal within this much
+    event time of a moment (3 min: "soon, while still here"; short enough
+    that a nudge can still land, long enough to cover a typical page dwell)."""
+    hesitation_hazard: float = 0.5
+    """A hesitation alert needs the leave hazard at or above this probability:
+    more likely than not to leave without the goal within the horizon."""
+    hesitation_min_auc: float = 0.75
+    """The hesitation rule alerts only while the leave hazard's own rolling
+    ROC-AUC on closed sessions is at least this (the same "acceptable
+    discrimination" bound as ``trust_min_auc``)."""
+    hesitation_quiet_max_ms: int = 300_000
+    """A quiet session in evaluate or decide is checked between its events
+    (``Detector.tick``) until it has been quiet this long (5 min); after
+    that it is more likely gone than hesitating, and the session timeout
+    takes over."""
     trust_min_closed: int = 200
     """Closed sessions before the trust model may alert; until then trust-loss
     alerts use the transparent friction rule only."""
@@ -277,12 +293,12 @@ class DetectorConfig:
     """Bound on the (page type, step) keys tracked for hotspots."""
 
     # --- alert policy --------------------------------------------------------
-    alert_budget_per_1000: float = 50.0
-    """Alert budget of marketing ops, in session alerts per 1000 sessions. A
-    token bucket earns this many tokens per 1000 new sessions (capacity: the
-    same number). Friction pile-up alerts always go out and spend a token;
-    hesitation and model-based trust-loss alerts go out only while a token is
-    left. 0 disables the budget."""
+    alert_budget_per_1000: float = 60.0
+    """Alert budget of marketing ops, in session alerts per 1000 sessions,
+    every kind included (the project's target for what ops can act on). It
+    is split evenly between friction, trust-model and hesitation alerts, one
+    token bucket each, and an empty bucket borrows only from one above half
+    full (:class:`detectors.policy.AlertBudget`). 0 disables the budget."""
     cooldown_ms: int = 5 * 60 * 1000
     """Minimum time between two alerts of the same kind for one session."""
     max_alerts_per_session: int = 1

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.alerts import Alert
-from detectors.config import EVENT_TYPES, DetectorConfig
+from detectors.config import DELIBERATION_STAGES, EVENT_TYPES, DetectorConfig
 from detectors.events import Event
 from detectors.explain import hotspot_alert
 from detectors.features import vector_to_features
@@ -30,8 +30,15 @@ from detectors.journey import JourneyTracker, step_label
 # name detectors.detector.DetectorModels, so the names stay importable.
 from detectors.models import MODEL_FORMAT, MODEL_NAME, RIVER_VERSION, DetectorModels
 from detectors.policy import admit
-from detectors.rules import TRUST_RESCORE_MS, count_hit, fire, score_trust
-from detectors.session import SessionState, id_hash48, page_key
+from detectors.rules import (
+    HESITATION_CHECK_MS,
+    TRUST_RESCORE_MS,
+    count_hit,
+    fire,
+    hesitation_check,
+    score_trust,
+)
+from detectors.session import TYPE_INDEX, SessionState, id_hash48, page_key
 from detectors.signal_protocol import CLOSE, EVENT, LEAVE, Signal, SignalHit, Step
 from detectors.signals import SIGNAL_TYPES
 
@@ -127,6 +134,7 @@ class Detector:
             state.user_hash = event.user_hash
         state.page_events += 1
         state.page_max_gap = max(state.page_max_gap, gap)
+        state.type_counts[TYPE_INDEX[event.type]] += 1
 
         result = StepResult(state, "applied")
         hits = result.hits
@@ -211,6 +219,7 @@ class Detector:
             state.searches += 1
         elif etype == "add_to_cart":
             state.carts += 1
+            state.last_cart_ts = max(state.last_cart_ts, event.ts)
             return True
         elif etype == "remove_from_cart":
             state.cart_removes += 1
@@ -238,6 +247,38 @@ class Detector:
             stage = self.journey.stage_of(finding.key.split("/", 1)[0])
             out.append(hotspot_alert(self.config, self.models, finding, stage, event_id, ts))
 
+    # ------------------------------------------------------------------- tick
+    def tick_due(self, state: SessionState) -> int | None:
+        """When (epoch ms of event time) :meth:`tick` should next look at
+        ``state``, or ``None`` when it need not: the session is closed, not
+        in evaluate or decide, or quiet for longer than
+        ``hesitation_quiet_max_ms``."""
+        if state.outcome is not None or state.stage not in DELIBERATION_STAGES:
+            return None
+        due = max(state.hes_checked, state.last_ts) + HESITATION_CHECK_MS
+        if due - state.last_ts > self.config.hesitation_quiet_max_ms:
+            return None
+        return due
+
+    def tick(self, state: SessionState, now: int) -> list[Alert]:
+        """Advance a quiet session to ``now`` (event time, epoch ms, from the
+        watermark: the runner's or the worker's partition's) without an
+        event: a visitor staring at a pricing page sends nothing, so the
+        trust score and the hesitation check are run here when due (see
+        :meth:`tick_due`). Returns the admitted alerts; a no-op otherwise.
+        Time only moves forward: ``now`` before the last check does nothing.
+        """
+        due = self.tick_due(state)
+        if due is None or now < due:
+            return []
+        cfg = self.config
+        score_trust(cfg, self.models, state, now, snapshot=False)
+        alert = hesitation_check(cfg, self.models, state, now)
+        if alert is None:
+            return []
+        admitted = admit(cfg, state, self.models.budget, alert, now)
+        return [] if admitted is None else [admitted]
+
     # ------------------------------------------------------------------ close
     def close(self, state: SessionState, outcome: str, ts: int) -> list[Alert]:
         """End a session: learn its labelled snapshots, count its signals for
@@ -258,6 +299,8 @@ class Detector:
         state.closed_ts = end
         models = self.models
         models.trust.learn_session([vector_to_features(v) for _, v in state.snapshots], converted)
+        models.hazard.learn_session(state.moments, converted, state.last_ts)
+        state.moments = []
         for mean, count in zip(models.signal_means, state.signal_counts, strict=True):
             mean.update(count)
         state.snapshots = []
@@ -275,6 +318,9 @@ class Detector:
             "trust_auc": trust.auc,
             "trust_auc_unavailable": trust.auc_unavailable,
             "trust_log_loss": trust.log_loss,
+            "trust_serving": trust.serving,
+            "hazard_auc": self.models.hazard.auc,
+            "trust_learner_auc": trust.learner_auc,
             "sessions_closed": trust.closed,
             "sessions_converted": trust.converted,
             "snapshots_learned": trust.learned,

@@ -189,17 +189,20 @@ def session_alert(
     models: DetectorModels,
     kind: str,
     state: SessionState,
-    event: Event,
+    event: Event | int,
     rule: str,
     cause: str | None,
     scored: tuple[float, float, float],
     reasons: list[Reason],
 ) -> Alert:
-    """A session alert (episode 0 until the policy admits it). ``scored`` is
-    (score, threshold, margin) in the rule's units; the margin, how far the
-    score passed its threshold, sets the severity; ``cause`` and the stage
-    pick the playbook's action."""
+    """A session alert (episode 0 until the policy admits it). ``event`` is
+    the triggering event, or the event time (epoch ms) of a check between
+    events (:meth:`detectors.detector.Detector.tick`), which has no trigger
+    event. ``scored`` is (score, threshold, margin) in the rule's units; the
+    margin, how far the score passed its threshold, sets the severity;
+    ``cause`` and the stage pick the playbook's action."""
     score, threshold, margin = scored
+    trigger, ts = (None, event) if isinstance(event, int) else (event.event_id, event.ts)
     return Alert(
         kind=kind,
         severity=severity_for(margin),
@@ -213,8 +216,8 @@ def session_alert(
         page=state.page,
         reasons=tuple(reasons[:MAX_REASONS]),
         suggested_action=suggested_action(config.playbook, kind, cause, state.stage),
-        trigger_event_id=event.event_id,
-        event_time=event.ts,
+        trigger_event_id=trigger,
+        event_time=ts,
         model_version=models.version,
         rule=rule,
     )

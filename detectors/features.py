@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Sequence
 
 from detectors.config import STAGE_INDEX, STAGE_ORDER
-from detectors.session import SessionState
+from detectors.session import TYPE_INDEX, SessionState
 from detectors.signals import SIGNAL_REGISTRY
 
 #: Trust features of the session itself (not of signal counts).
@@ -66,11 +66,31 @@ _NEW_SIGNAL_FEATURES: tuple[str, ...] = tuple(
         if spec.trust_feature is not None and spec.trust_feature not in _SIGNAL_FEATURES
     )
 )
+#: Trust features of plain activity, recency and the recent path (state
+#: version 2): what an offline model on prefix counts uses, plus the order of
+#: the last stages. Counts and minutes are ``log1p``; ``minutes_since_cart``
+#: is -1 before the first basket add; stages are ``STAGE_INDEX / 5`` (0 =
+#: discover ... 0.8 = convert, 1 = support), -0.2 when there is none.
+_ACTIVITY_FEATURES: tuple[str, ...] = (
+    "events",
+    "clicks",
+    "scrolls",
+    "form_fields",
+    "tab_switches",
+    "dwell_minutes",
+    "mean_page_minutes",
+    "minutes_since_cart",
+    "events_per_minute",
+    "stage_now",
+    "stage_before",
+    "stage_before_that",
+)
 #: Every trust feature, in the order of :func:`trust_vector`.
 TRUST_FEATURES: tuple[str, ...] = (
     *_SESSION_FEATURES,
     *_SIGNAL_FEATURES,
     "errors",
+    *_ACTIVITY_FEATURES,
     *_NEW_SIGNAL_FEATURES,
 )
 
@@ -123,6 +143,10 @@ def _l(x: float) -> float:
 
 
 _CAP = len(_LOG1P_TABLE) - 1
+_CLICK, _SCROLL, _FOCUS, _INPUT, _VISIBILITY = (
+    TYPE_INDEX[t] for t in ("click", "scroll", "form_focus", "form_input", "visibility")
+)
+_STAGE_SCALE = float(len(STAGE_INDEX) - 1)
 _LAST_STAGE = float(len(STAGE_ORDER) - 1)  # furthest stage, scaled to 0-1
 _SUPPORT = STAGE_INDEX["support"]
 
@@ -167,6 +191,23 @@ def trust_vector(state: SessionState, now: int) -> list[float]:
             n += c[i]
         vector.append(t[min(n, _CAP)])
     vector.append(t[min(state.errors, _CAP)])
+    types = state.type_counts
+    minutes = max(0, now - state.start_ts) / 60_000.0
+    trail = state.stage_trail
+    vector += (
+        t[min(state.n_events, _CAP)],
+        t[min(types[_CLICK], _CAP)],
+        t[min(types[_SCROLL], _CAP)],
+        t[min(types[_FOCUS] + types[_INPUT], _CAP)],
+        t[min(types[_VISIBILITY], _CAP)],
+        _l((now - state.page_enter) / 60_000.0) if state.page_enter else 0.0,
+        _l(minutes / state.n_pages) if state.n_pages else 0.0,
+        _l((now - state.last_cart_ts) / 60_000.0) if state.last_cart_ts else -1.0,
+        _l(state.n_events / (minutes + 1.0)),
+        STAGE_INDEX[state.stage] / _STAGE_SCALE if state.n_pages else -0.2,
+        trail[-1] / _STAGE_SCALE if trail else -0.2,
+        trail[-2] / _STAGE_SCALE if len(trail) > 1 else -0.2,
+    )
     for first, rest in _NEW_SIGNAL_GROUPS:
         n = c[first]
         for i in rest:
@@ -234,3 +275,29 @@ def hesitation_raw(name: str, value: float) -> tuple[float, str]:
     if name == "page_events":
         return math.expm1(value * _LOG_200), "events"
     return value * 100.0, "%"
+
+
+def moment_vector(
+    state: SessionState, now: int, moment: dict[str, float], anomaly: float
+) -> list[float]:
+    """Inputs of the leave hazard (:data:`detectors.hesitation.HAZARD_FEATURES`
+    order), each in [0, 1]: the moment's :func:`hesitation_features`, its
+    anomaly score, the last trust score (0 before the first), whether the
+    session is in the basket or checkout, the furthest stage, pages viewed
+    (log-scaled, 200 = 1) and the time since the session's last event
+    (log-scaled, 30 min = 1), which is what grows while a visitor stares.
+
+    >>> s = SessionState("s", page_enter=0, last_progress=0, last_ts=0)
+    >>> v = moment_vector(s, 60_000, hesitation_features(s, 60_000), 0.5)
+    >>> len(v), all(0.0 <= x <= 1.0 for x in v)
+    (13, True)
+    """
+    return [
+        *(moment[name] for name in HESITATION_FEATURES),
+        min(max(anomaly, 0.0), 1.0),
+        max(state.trust, 0.0),
+        1.0 if state.stage == "decide" else 0.0,
+        max(state.furthest, 0) / _LAST_STAGE,
+        min(_l(state.n_pages) / _LOG_200, 1.0),
+        min(_l((now - state.last_ts) / 1000.0) / _LOG_30_MIN, 1.0),
+    ]

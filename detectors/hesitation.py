@@ -1,5 +1,18 @@
-"""Hesitation score: an online anomaly score relative to what is normal for
-the stage.
+"""Hesitation: how unusual this moment is for its stage, and whether the
+visitor is about to leave without the goal.
+
+Two models, one feeding the other:
+
+* :class:`HesitationModel`, an unsupervised anomaly score relative to what
+  is normal for the stage (below);
+* :class:`LeaveHazard`, supervised by outcomes: P(the session ends without
+  the goal within ``hesitation_horizon_ms`` | this moment), learned online
+  from the session's recent moments labelled at close. The anomaly score is
+  one of its inputs. A hesitation alert needs the hazard, so "hesitation"
+  means "likely to leave without buying, soon, while still here", and is
+  validated against outcomes like the trust score.
+
+The anomaly score:
 
 One Half-Space Trees model per stage where hesitation matters (evaluate and
 decide) scores the moment-features of :func:`detectors.features.hesitation_features`
@@ -18,12 +31,14 @@ Tan, Ting and Liu (2011), "Fast anomaly detection for streaming data", IJCAI
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from river import anomaly, stats
+from river import anomaly, compose, linear_model, metrics, optim, preprocessing, stats
 
 from detectors.config import DELIBERATION_STAGES, STAGE_ORDER, DetectorConfig
 from detectors.features import HESITATION_FEATURES
+from detectors.sample_size import too_few_outcomes
 
 #: One model per deliberation stage, in journey order (their seeds follow it).
 HESITATION_STAGES: tuple[str, ...] = tuple(s for s in STAGE_ORDER if s in DELIBERATION_STAGES)
@@ -134,3 +149,100 @@ class HesitationModel:
     def seen(self, stage: str) -> int:
         """Checkpoints the stage model has learned."""
         return self.models[stage].n
+
+
+#: Inputs of the leave hazard: the moment (each in [0, 1], see
+#: :func:`detectors.features.moment_vector`), its anomaly score, the trust
+#: score, and where the session stands.
+HAZARD_FEATURES: tuple[str, ...] = (
+    *HESITATION_FEATURES,
+    "anomaly",
+    "trust",
+    "in_decide",
+    "furthest_stage",
+    "pages",
+    "quiet",
+)
+
+#: Window of the hazard model's rolling ROC-AUC (labelled moments).
+HAZARD_METRIC_WINDOW = 5000
+
+
+class LeaveHazard:
+    """Online P(leave without the goal within the horizon | moment).
+
+    Each closed session's recent moments (``SessionState.moments``) are
+    labelled: 1 when the session ended without the goal at most
+    ``horizon_ms`` after the moment, else 0. Before learning them the model
+    predicts them, for its progressive ROC-AUC (:attr:`auc`, ``None`` until
+    enough outcomes of both kinds, see :mod:`detectors.sample_size`).
+    Standard-scaled logistic regression: the inputs are few and bounded,
+    and it learns from the first sessions.
+
+    >>> h = LeaveHazard(horizon_ms=60_000)
+    >>> calm = [0.1] * len(HAZARD_FEATURES)
+    >>> stuck = [0.9] * len(HAZARD_FEATURES)
+    >>> for _ in range(100):
+    ...     h.learn_session([(0, calm)], True, 10_000)
+    ...     h.learn_session([(0, calm), (50_000, stuck)], False, 80_000)
+    >>> h.predict(stuck) > 0.5 > h.predict(calm)
+    True
+    >>> h.auc is not None and h.auc > 0.9, h.leavers
+    (True, 100)
+    """
+
+    def __init__(self, horizon_ms: int) -> None:
+        self.horizon_ms = horizon_ms
+        self.model = compose.Pipeline(
+            preprocessing.StandardScaler(),
+            linear_model.LogisticRegression(optimizer=optim.AdaGrad(0.1), l2=1e-4),
+        )
+        self.auc_metric = metrics.RollingROCAUC(window_size=HAZARD_METRIC_WINDOW)
+        self.closed = 0
+        self.leavers = 0  # sessions with at least one moment labelled 1
+        self.stayers = 0
+        self._auc = 0.5
+
+    def predict(self, vector: Sequence[float]) -> float:
+        """P(leave within the horizon), in [0, 1]; ``vector`` in
+        :data:`HAZARD_FEATURES` order."""
+        x = dict(zip(HAZARD_FEATURES, vector, strict=True))
+        return float(self.model.predict_proba_one(x).get(True, 0.0))
+
+    def learn_session(
+        self, moments: Sequence[tuple[int, Sequence[float]]], converted: bool, end_ts: int
+    ) -> None:
+        """Label a closed session's moments ``(ts, vector)`` by whether it
+        ended without the goal within the horizon of each (``end_ts``: epoch
+        ms of the session's last event), predict them, then learn them."""
+        self.closed += 1
+        if not moments:
+            return
+        labelled = [
+            (
+                dict(zip(HAZARD_FEATURES, vector, strict=True)),
+                not converted and end_ts - ts <= self.horizon_ms,
+            )
+            for ts, vector in moments
+        ]
+        if any(y for _, y in labelled):
+            self.leavers += 1
+        else:
+            self.stayers += 1
+        for x, y in labelled:
+            self.auc_metric.update(y, float(self.model.predict_proba_one(x).get(True, 0.0)))
+        for x, y in labelled:
+            self.model.learn_one(x, y)
+        if self.closed % 10 == 0 or self.closed < 100:
+            self._auc = float(self.auc_metric.get())
+
+    @property
+    def auc_unavailable(self) -> str | None:
+        """Why :attr:`auc` is ``None``: too few sessions with a moment that
+        left soon after, or with none."""
+        return too_few_outcomes(self.leavers, self.stayers, "departure within the horizon")
+
+    @property
+    def auc(self) -> float | None:
+        """Rolling ROC-AUC of the hazard on moments it had not learned."""
+        return None if self.auc_unavailable else self._auc

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from detectors.config import STAGE_INDEX, STAGE_ORDER, DetectorConfig
 from detectors.events import Event
-from detectors.session import SessionState, page_key
+from detectors.session import STAGE_TRAIL_CAP, SessionState, page_key
 
 #: Page views remembered for loop and revisit detection.
 PAGE_HISTORY_CAP = 24
@@ -123,6 +123,10 @@ class JourneyTracker:
         state.scroll_pct, state.scroll_dir = -1.0, 0
         state.reversal_ts.clear()
         state.stage_pages[STAGE_INDEX[stage]] += 1
+        if state.n_pages > 1 and stage != state.stage:
+            state.stage_trail.append(STAGE_INDEX[state.stage])
+            if len(state.stage_trail) > STAGE_TRAIL_CAP:
+                del state.stage_trail[0]
         progressed = False
         state.stage_since = ts
         if stage in STAGE_ORDER:

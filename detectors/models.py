@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import pickle
 from importlib.metadata import version
-from typing import Any
 
 from river import stats
 
 from detectors.config import DetectorConfig
-from detectors.hesitation import HesitationModel
+from detectors.hesitation import HesitationModel, LeaveHazard
 from detectors.hotspots import HotspotMonitor
 from detectors.policy import AlertBudget
 from detectors.signals import SIGNALS
 from detectors.trust import TrustModel
 
-MODEL_FORMAT = 1
+MODEL_FORMAT = 2
 RIVER_VERSION = version("river")
-MODEL_NAME = "trust-lr.v1+hst.v1+adwin.v1"
+MODEL_NAME = "trust-arf+lr.v2+hazard-lr.v1+hst.v1+adwin.v1"
 
 
 class DetectorModels:
@@ -41,19 +40,11 @@ class DetectorModels:
 
     def __init__(self, config: DetectorConfig) -> None:
         self.hesitation = HesitationModel(config)
-        self.trust = TrustModel(config.trust_drop_quantile)
+        self.hazard = LeaveHazard(config.hesitation_horizon_ms)
+        self.trust = TrustModel(config.trust_drop_quantile, seed=config.seed)
         self.hotspots = HotspotMonitor(config)
         self.signal_means = [stats.Mean() for _ in SIGNALS]
         self.budget = AlertBudget.start(config.alert_budget_per_1000)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # Checkpoints written before the budget moved to detectors.policy
-        # kept it in two attributes; read them into the bucket.
-        if "budget" not in state:
-            state = dict(state)
-            tokens = state.pop("budget_tokens")
-            state["budget"] = AlertBudget(tokens, state.pop("suppressed_by_budget"))
-        self.__dict__.update(state)
 
     @property
     def suppressed_by_budget(self) -> int:

@@ -12,8 +12,12 @@ Three rules, each with its own hysteresis, so one cannot mask another:
   fraction of the base conversion rate after the basket, for
   ``trust_strikes`` scoring points in a row; it ends when the score climbs
   back to ``trust_recover`` of the peak.
-* ``hst_quantile`` (hesitation): a stall that is also among the most unusual
-  moments of its stage for the hesitation model.
+* ``leave_hazard`` (hesitation): in evaluate or decide, the leave hazard
+  (validated on outcomes) says the visitor is more likely than not to leave
+  without the goal soon, and the moment deviates in the hesitant direction
+  for its stage. Checked on page views, every ``HESITATION_CHECK_MS`` of
+  event time between them, and on :meth:`~detectors.detector.Detector.tick`
+  while a session is quiet.
 
 The rules raise candidate alerts; :mod:`detectors.policy` decides which go
 out, and :mod:`detectors.explain` says why.
@@ -31,10 +35,15 @@ from detectors.explain import (
     session_alert,
     trust_reasons,
 )
-from detectors.features import hesitation_features, snapshot_vector, trust_vector
+from detectors.features import (
+    hesitation_features,
+    moment_vector,
+    snapshot_vector,
+    trust_vector,
+)
 from detectors.hesitation import HESITATION_STAGES
 from detectors.models import DetectorModels
-from detectors.session import SessionState
+from detectors.session import MOMENTS_CAP, SessionState
 from detectors.signal_protocol import SignalHit
 from detectors.signals import SIGNAL_INDEX
 
@@ -110,9 +119,12 @@ def fire(
     trust = _trust_rule(config, models, state, event, scored)
     if trust is not None:
         candidates.append(trust)
-    hesitation = _hesitation_rule(config, models, state, event)
-    if hesitation is not None:
-        candidates.append(hesitation)
+    if state.stage in HESITATION_STAGES and (
+        event.type == "page_view" or event.ts - state.hes_checked >= HESITATION_CHECK_MS
+    ):
+        hesitation = hesitation_check(config, models, state, event)
+        if hesitation is not None:
+            candidates.append(hesitation)
     return candidates
 
 
@@ -189,29 +201,41 @@ def _trust_rule(
     return alert
 
 
-def _hesitation_rule(
-    config: DetectorConfig, models: DetectorModels, state: SessionState, event: Event
+def hesitation_check(
+    config: DetectorConfig, models: DetectorModels, state: SessionState, trigger: Event | int
 ) -> Alert | None:
-    ts = event.ts
-    if state.stage not in HESITATION_STAGES or (
-        event.type != "page_view" and ts - state.hes_checked < HESITATION_CHECK_MS
-    ):
-        return None
+    """Check a session in evaluate or decide for hesitation at ``trigger``
+    (the event just applied, or the event time of a check between events):
+    score the moment for anomaly, keep it for the leave hazard to learn at
+    close, and raise ``leave_hazard`` when the validated hazard is at least
+    ``hesitation_hazard`` and the moment deviates in the hesitant direction
+    (longer than usual dwell or time without progress, more reversals or
+    revisits). One alert per episode: the rule re-arms when the hazard falls
+    back below the threshold."""
+    ts = trigger if isinstance(trigger, int) else trigger.ts
     state.hes_checked = ts
     x = hesitation_features(state, ts)
     hes = models.hesitation.score_one(state.stage, x)
-    above = hes.threshold is not None and hes.score > hes.threshold
-    if state.hes_high and not above:
-        state.hes_high = False
+    vector = moment_vector(state, ts, x, hes.score)
+    state.moments.append((ts, snapshot_vector(vector)))
+    if len(state.moments) > MOMENTS_CAP:
+        del state.moments[0]
+    hazard = models.hazard
+    auc = hazard.auc if hazard.closed >= config.trust_min_closed else None
+    if auc is None or auc < config.hesitation_min_auc:
         return None
-    if not (above and hes.hesitant and state.stall_fired and not state.hes_high):
+    p = hazard.predict(vector)
+    threshold = config.hesitation_hazard
+    above = p >= threshold
+    if state.hes_high:
+        state.hes_high = above
         return None
-    assert hes.threshold is not None
+    if not (above and hes.hesitant):
+        return None
     state.hes_high = True
-    margin = 1.0 + (hes.score - hes.threshold) / max(1.0 - hes.threshold, 1e-6)
-    scored = (hes.score, hes.threshold, margin)
+    scored = (p, threshold, p / threshold)
     reasons = hesitation_reasons(state, models, x)
     cause = hesitation_cause(state)
     return session_alert(
-        config, models, "hesitation", state, event, "hst_quantile", cause, scored, reasons
+        config, models, "hesitation", state, trigger, "leave_hazard", cause, scored, reasons
     )

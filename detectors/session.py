@@ -27,11 +27,24 @@ from array import array
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from detectors.config import STAGE_INDEX
+from detectors.config import EVENT_TYPES, STAGE_INDEX
 from detectors.signals import SIGNALS
 
 #: Serialisation format version, first element of every encoded state.
-STATE_VERSION = 1
+#: Version 2 appended ``type_counts``, ``last_cart_ts``, ``stage_trail`` and
+#: ``moments``; a version-1 state still decodes (see :meth:`SessionState.from_bytes`).
+STATE_VERSION = 2
+#: Fields appended by version 2, decoded from a version-1 state as fresh.
+_V2_FIELDS = 4
+
+#: Event types in the order of ``SessionState.type_counts``.
+TYPE_ORDER: tuple[str, ...] = tuple(sorted(EVENT_TYPES))
+#: Position of each event type in ``SessionState.type_counts``.
+TYPE_INDEX: dict[str, int] = {t: i for i, t in enumerate(TYPE_ORDER)}
+#: Stage indices kept in ``SessionState.stage_trail`` (the stages left most recently).
+STAGE_TRAIL_CAP = 3
+#: Hesitation moments kept in ``SessionState.moments`` (the most recent ones).
+MOMENTS_CAP = 8
 
 
 _RING = struct.Struct("<IHI")  # ts offset (ms, 32 bit), 48-bit hash as 16+32 bit
@@ -130,6 +143,14 @@ class SessionState:
     # re-derive them (the core itself never reads it)
     outbox: list[str] = field(default_factory=list)
     snap_stride: int = 1  # a snapshot is taken every snap_stride-th event
+    # version 2: events by type (TYPE_ORDER), the last basket add, the stages
+    # left most recently (indices in STAGE_INDEX, oldest first, cap
+    # STAGE_TRAIL_CAP), and the hesitation model's recent moments to label
+    # at close ((ts, float32 features), cap MOMENTS_CAP)
+    type_counts: list[int] = field(default_factory=lambda: [0] * len(TYPE_ORDER))
+    last_cart_ts: int = 0
+    stage_trail: list[int] = field(default_factory=list)
+    moments: list[tuple[int, array[float]]] = field(default_factory=list)
 
     _FIELD_NAMES: ClassVar[tuple[str, ...]]
 
@@ -156,9 +177,8 @@ class SessionState:
         """
         values: list[Any] = [STATE_VERSION, *_FIELDS_GETTER(self)]
         values[_DEDUP_AT] = self._pack_ring(self.dedup)
-        values[_SNAPSHOTS_AT] = [
-            [ts, base64.b64encode(vec.tobytes()).decode()] for ts, vec in self.snapshots
-        ]
+        values[_SNAPSHOTS_AT] = _pack_vectors(self.snapshots)
+        values[_MOMENTS_AT] = _pack_vectors(self.moments)
         raw = json.dumps(values, separators=(",", ":")).encode()
         return zlib.compress(raw, 1)
 
@@ -169,9 +189,17 @@ class SessionState:
             values = json.loads(zlib.decompress(data))
         except (zlib.error, ValueError) as exc:
             raise ValueError(f"not a session state: {exc}") from None
-        if not isinstance(values, list) or not values or values[0] != STATE_VERSION:
+        if not isinstance(values, list) or not values or values[0] not in (1, STATE_VERSION):
             raise ValueError("unsupported session state version")
         names = cls._FIELD_NAMES
+        if values[0] == 1 and len(values) == len(names) + 1 - _V2_FIELDS:
+            # a state written before version 2: its trust snapshots have the
+            # old feature count, so they are dropped (the session's outcome
+            # is then not learned), and the new fields start fresh
+            fresh = cls("")
+            values = [*values, *(_FIELDS_GETTER(fresh)[-_V2_FIELDS:])]
+            values[_SNAPSHOTS_AT] = []
+            values[_MOMENTS_AT] = []
         if len(values) != len(names) + 1:
             raise ValueError("session state has the wrong number of fields")
         try:
@@ -182,10 +210,10 @@ class SessionState:
             kwargs["signal_counts"] = counts + [0] * (len(SIGNALS) - len(counts))
             for name in ("page_history", "friction_recent", "click_burst"):
                 kwargs[name] = [tuple(item) for item in kwargs[name]]
-            kwargs["snapshots"] = [
-                (int(ts), array("f", base64.b64decode(vec, validate=True)))
-                for ts, vec in kwargs["snapshots"]
-            ]
+            kwargs["snapshots"] = _unpack_vectors(kwargs["snapshots"])
+            kwargs["moments"] = _unpack_vectors(kwargs["moments"])
+            counts = kwargs["type_counts"]
+            kwargs["type_counts"] = counts + [0] * (len(TYPE_ORDER) - len(counts))
             return cls(**kwargs)
         except (TypeError, ValueError, KeyError, struct.error, binascii.Error) as exc:
             raise ValueError(f"malformed session state: {exc}") from None
@@ -214,6 +242,14 @@ class SessionState:
         return {flat[i + 1] | (flat[i + 2] << 16): base + flat[i] for i in range(0, 3 * n, 3)}
 
 
+def _pack_vectors(items: list[tuple[int, array[float]]]) -> list[list[Any]]:
+    return [[ts, base64.b64encode(vec.tobytes()).decode()] for ts, vec in items]
+
+
+def _unpack_vectors(items: list[list[Any]]) -> list[tuple[int, array[float]]]:
+    return [(int(ts), array("f", base64.b64decode(vec, validate=True))) for ts, vec in items]
+
+
 @functools.lru_cache(maxsize=256)
 def _ring_struct(n: int) -> struct.Struct:
     return struct.Struct("<" + "IHI" * n)
@@ -223,3 +259,4 @@ SessionState._FIELD_NAMES = tuple(f.name for f in fields(SessionState))
 _FIELDS_GETTER = operator.attrgetter(*SessionState._FIELD_NAMES)
 _DEDUP_AT = 1 + SessionState._FIELD_NAMES.index("dedup")
 _SNAPSHOTS_AT = 1 + SessionState._FIELD_NAMES.index("snapshots")
+_MOMENTS_AT = 1 + SessionState._FIELD_NAMES.index("moments")

@@ -36,9 +36,12 @@ class SessionStore(Protocol):
         """:meth:`save` for several partitions at once (one round trip)."""
         ...
 
-    async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
+    async def due(
+        self, partition: int, before_ts: int, limit: int, after_ts: int | None = None
+    ) -> list[str]:
         """Open sessions of ``partition`` last seen at or before ``before_ts``
-        (event-time ms), oldest first, at most ``limit``."""
+        (event-time ms), and at or after ``after_ts`` when given, oldest
+        first, at most ``limit``."""
         ...
 
     async def pending(self, partition: int) -> list[str]:
@@ -120,9 +123,12 @@ class MemorySessionStore:
             else:
                 pending.discard(state.sid)
 
-    async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
+    async def due(
+        self, partition: int, before_ts: int, limit: int, after_ts: int | None = None
+    ) -> list[str]:
         seen = self._last_seen.get(partition, {})
-        ready = sorted((ts, sid) for sid, ts in seen.items() if ts <= before_ts)
+        low = after_ts if after_ts is not None else -(2**63)
+        ready = sorted((ts, sid) for sid, ts in seen.items() if low <= ts <= before_ts)
         return [sid for _, sid in ready[:limit]]
 
     async def pending(self, partition: int) -> list[str]:

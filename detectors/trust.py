@@ -3,18 +3,26 @@
 Labels arrive late: a session's outcome is known only when it closes. While
 it runs, the detector keeps a bounded set of feature snapshots in the session
 state; at close they are labelled (1 = the goal was reached, 0 = exit or
-timeout without it) and learned here. Before each snapshot is learned, the
-model predicts it, and the prediction feeds the progressive ROC-AUC and
-log-loss: the system always knows how well its own score predicts outcomes.
+timeout without it) and learned here. Before a closed session's snapshots
+are learned, every learner predicts them, and the predictions feed
+progressive ROC-AUCs and the log-loss: the system always knows how well its
+own score predicts outcomes.
 
-The learner is a standard-scaled logistic regression. It was chosen with
-``benchmarks/uci_trust_models.py``, which compares River learners under
-progressive validation on the UCI Online Shoppers sessions against a 5-fold
-gradient-boosting baseline. On log-compressed counts it is the best
-*calibrated* fast learner there (log-loss 0.41 against 0.43 for the prior
-alone) and within 0.02 ROC-AUC of the best-ranking one (Gaussian naive Bayes,
-whose probabilities are worse than the prior's); its weights also make alert
-reasons explainable.
+Two learners see the same snapshots (a champion/challenger pair):
+
+* a **forest**, River's adaptive random forest (:mod:`detectors.compiled_forest`),
+  non-linear; it needs a few hundred sessions, then ranks best. Chosen with
+  ``benchmarks/trust_learners.py`` on our simulator, an independently written
+  generator and real DIGINETICA sessions, where the linear model underfits
+  (the forest gained 0.03 to 0.09 prefix AUC on the independent generator);
+* a **linear** model, standard-scaled logistic regression, which learns
+  quickly from few sessions and whose weights explain an alert's reasons.
+
+The score served is the linear model's until :data:`CHAMPION_MIN_SESSIONS`
+sessions closed, then the forest's while its progressive AUC is at least
+the linear model's, else the linear one's (:attr:`TrustModel.serving`).
+Before enough outcomes exist the model-based alert rules stay off (cold
+start): only the transparent friction and hesitation rules alert.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 
 from river import compose, linear_model, metrics, optim, preprocessing, stats
 
+from detectors.compiled_forest import CompiledForest, compile_forest, make_forest
 from detectors.features import TRUST_FEATURES
 from detectors.sample_size import too_few_outcomes
 
@@ -34,6 +43,19 @@ METRIC_WINDOW = 5000
 #: The rolling AUC is re-read every this many closed sessions (a read costs
 #: ~0.2 ms over the 5000-snapshot window); every session for the first 100.
 AUC_REFRESH_SESSIONS = 10
+#: The forest is read into its fast form (:func:`compile_forest`, ~1-4 ms)
+#: after every this many closed sessions; after every one of the first 100.
+FOREST_REFRESH_SESSIONS = 10
+#: Closed sessions before the forest may serve (it needs data to split).
+CHAMPION_MIN_SESSIONS = 200
+#: Snapshots of a session the forest learns (evenly spaced): all of a
+#: converter's up to this many, half as many of a non-converter's. Learning
+#: costs ~0.6 ms a snapshot, the largest cost of a closed session; the
+#: under-sampled class is corrected for in the served probability
+#: (case-control prior correction: the odds are multiplied by the ratio).
+FOREST_SNAPSHOTS = 8
+FOREST_NEGATIVE_SNAPSHOTS = 4
+_NEGATIVE_ODDS = FOREST_NEGATIVE_SNAPSHOTS / FOREST_SNAPSHOTS
 
 #: Words for the reasons of a trust-loss alert, by feature.
 TRUST_WORDS: dict[str, str] = {
@@ -66,6 +88,18 @@ TRUST_WORDS: dict[str, str] = {
     "stall": "stalls without progress",
     "trust_touchpoint": "returns, shipping, review or pricing checks after reaching the basket",
     "errors": "errors shown",
+    "events": "interactions",
+    "clicks": "clicks",
+    "scrolls": "scrolls",
+    "form_fields": "form fields used",
+    "tab_switches": "tab switches",
+    "dwell_minutes": "minutes on the current page",
+    "mean_page_minutes": "minutes per page",
+    "minutes_since_cart": "minutes since the last basket add",
+    "events_per_minute": "interactions per minute",
+    "stage_now": "current journey stage",
+    "stage_before": "previous journey stage",
+    "stage_before_that": "journey stage before the previous one",
 }
 
 
@@ -106,39 +140,52 @@ class TrustModel:
     True
     >>> m.closed, round(m.base_rate, 2), m.auc is not None and m.auc > 0.9
     (400, 0.5, True)
+    >>> m.serving  # the forest serves only while it ranks at least as well
+    'linear'
     >>> fresh = TrustModel()
     >>> fresh.learn_session([good], True)
-    >>> fresh.auc, fresh.auc_unavailable
-    (None, 'only 1 session with a purchase; need 10')
+    >>> fresh.auc, fresh.auc_unavailable, fresh.serving
+    (None, 'only 1 session with a purchase; need 10', 'linear')
     """
 
-    def __init__(self, drop_quantile: float = 0.98) -> None:
+    def __init__(self, drop_quantile: float = 0.98, seed: int = 42) -> None:
         self.model = make_trust_model()
+        self.forest = make_forest(seed)
         self.drops = stats.RollingQuantile(drop_quantile, METRIC_WINDOW)
         self.drops_seen = 0
         self.auc_metric = metrics.RollingROCAUC(window_size=METRIC_WINDOW)
+        self.linear_auc_metric = metrics.RollingROCAUC(window_size=METRIC_WINDOW)
+        self.forest_auc_metric = metrics.RollingROCAUC(window_size=METRIC_WINDOW)
         self._losses: deque[float] = deque(maxlen=METRIC_WINDOW)
         self._loss_sum = 0.0
         self.closed = 0
         self.converted = 0
         self.learned = 0
+        self.forest_learned = 0
+        self.serving = "linear"
         self._auc = 0.5
         self._terms: tuple[tuple[int, float, float], ...] = ()
         self._bias = 0.0
         self._compiled_at = -1
+        self._fast: CompiledForest | None = None
+        self._fast_due = True
 
     def predict(self, x: dict[str, float]) -> float:
-        """P(goal | features), in [0, 1].
-
-        Equal to the River pipeline's ``predict_proba_one`` (a test holds them
-        to 1e-9), but computed from scaler and weights folded into one term per
-        feature, refreshed only when the model learns: scoring is the hot path,
-        learning happens once per closed session.
-        """
+        """P(goal | features), in [0, 1], from the serving learner."""
         return self.predict_vector([x[name] for name in TRUST_FEATURES])
 
     def predict_vector(self, vector: Sequence[float]) -> float:
-        """:meth:`predict` for features as a list in :data:`TRUST_FEATURES` order."""
+        """:meth:`predict` for features as a list in :data:`TRUST_FEATURES`
+        order (the scoring hot path builds no dict)."""
+        if self.serving == "forest":
+            return self._forest_vector(vector)
+        return self._linear_vector(vector)
+
+    def _linear_vector(self, vector: Sequence[float]) -> float:
+        """The linear model's probability, equal to the River pipeline's
+        ``predict_proba_one`` (a test holds them to 1e-9) but computed from
+        scaler and weights folded into one term per feature, refreshed only
+        when the model learns."""
         if self._compiled_at != self.learned:
             self._compile()
         z = self._bias
@@ -150,8 +197,24 @@ class TrustModel:
             return 1.0
         return 1.0 / (1.0 + math.exp(-z))
 
+    def _forest_vector(self, vector: Sequence[float]) -> float:
+        """The forest's probability, corrected for its under-sampled
+        non-converters (see :data:`FOREST_NEGATIVE_SNAPSHOTS`)."""
+        fast = self._fast
+        if fast is None or self._fast_due:
+            fast = self._fast = compile_forest(self.forest, TRUST_FEATURES)
+            self._fast_due = False
+        # None: a node type the reader does not know, so River's own walk
+        p = self.forest_river(vector) if fast is None else fast.predict(vector)
+        return p * _NEGATIVE_ODDS / (p * _NEGATIVE_ODDS + 1.0 - p) if p < 1.0 else 1.0
+
+    def forest_river(self, vector: Sequence[float]) -> float:
+        """The forest's raw probability through River's own trees (reference)."""
+        x = dict(zip(TRUST_FEATURES, vector, strict=True))
+        return float(self.forest.predict_proba_one(x).get(True, 0.0))
+
     def predict_river(self, x: dict[str, float]) -> float:
-        """The same probability through River's own pipeline (reference)."""
+        """The linear model's probability through River's own pipeline (reference)."""
         return float(self.model.predict_proba_one(x).get(True, 0.0))
 
     def _compile(self) -> None:
@@ -168,18 +231,42 @@ class TrustModel:
         self._compiled_at = self.learned
 
     def learn_session(self, snapshots: list[dict[str, float]], converted: bool) -> None:
-        """Learn a closed session's snapshots with its outcome; predict each
-        one first so the progressive metrics only ever see unseen data."""
+        """Learn a closed session's snapshots with its outcome. Every learner
+        first predicts them all, as it stood before the session closed, so
+        the progressive metrics only ever see unseen data."""
         self.closed += 1
         self.converted += int(converted)
-        for x in snapshots:
-            p = self.predict_river(x)
-            self.auc_metric.update(converted, p)
-            self._add_loss(-math.log(max(p if converted else 1.0 - p, 1e-15)))
-            self.model.learn_one(x, converted)
-            self.learned += 1
-        if snapshots and (self.closed % AUC_REFRESH_SESSIONS == 0 or self.closed < 100):
-            self._auc = float(self.auc_metric.get())
+        if snapshots:
+            vectors = [[x[name] for name in TRUST_FEATURES] for x in snapshots]
+            for vector in vectors:
+                linear = self._linear_vector(vector)
+                forest = self._forest_vector(vector)
+                served = forest if self.serving == "forest" else linear
+                self.linear_auc_metric.update(converted, linear)
+                self.forest_auc_metric.update(converted, forest)
+                self.auc_metric.update(converted, served)
+                self._add_loss(-math.log(max(served if converted else 1.0 - served, 1e-15)))
+            for x in snapshots:
+                self.model.learn_one(x, converted)
+                self.learned += 1
+            keep = FOREST_SNAPSHOTS if converted else FOREST_NEGATIVE_SNAPSHOTS
+            for x in _evenly(snapshots, keep):
+                self.forest.learn_one(x, converted)
+                self.forest_learned += 1
+            if self.closed % FOREST_REFRESH_SESSIONS == 0 or self.closed < 100:
+                self._fast_due = True
+        if self.closed % AUC_REFRESH_SESSIONS == 0 or self.closed < 100:
+            if snapshots:
+                self._auc = float(self.auc_metric.get())
+            self._choose()
+
+    def _choose(self) -> None:
+        """Serve the forest once it has seen :data:`CHAMPION_MIN_SESSIONS`
+        sessions and ranks at least as well as the linear model."""
+        ready = self.closed >= CHAMPION_MIN_SESSIONS and self.auc_unavailable is None
+        forest_auc = float(self.forest_auc_metric.get())
+        linear_auc = float(self.linear_auc_metric.get())
+        self.serving = "forest" if ready and forest_auc >= linear_auc else "linear"
 
     def observe_drop(self, drop: float) -> float | None:
         """Record a fall from a session's peak (absolute probability) and
@@ -222,8 +309,19 @@ class TrustModel:
         """Share of closed sessions that converted (Laplace-smoothed)."""
         return (self.converted + 1) / (self.closed + 2)
 
+    @property
+    def learner_auc(self) -> dict[str, float]:
+        """Progressive ROC-AUC of each learner over the same snapshots
+        (``linear``, ``forest``), whichever served."""
+        return {
+            "linear": float(self.linear_auc_metric.get()),
+            "forest": float(self.forest_auc_metric.get()),
+        }
+
     def contributions(self, x: dict[str, float]) -> list[Contribution]:
-        """Per-feature pushes on the log-odds, most negative first."""
+        """Per-feature pushes on the linear model's log-odds, most negative
+        first: the reasons of a trust alert, whichever learner serves (the
+        linear model learns the same snapshots, so it is the explainer)."""
         scaler = self.model.steps["StandardScaler"]
         lr = self.model.steps["LogisticRegression"]
         out = []
@@ -235,3 +333,17 @@ class TrustModel:
             out.append(Contribution(name, x[name], mean, weight * (x[name] - mean) / std))
         out.sort(key=lambda c: c.effect)
         return out
+
+
+def _evenly(items: list[dict[str, float]], keep: int) -> list[dict[str, float]]:
+    """At most ``keep`` items, evenly spaced, first and last included.
+
+    >>> _evenly([{"i": float(i)} for i in range(8)], 3)
+    [{'i': 0.0}, {'i': 4.0}, {'i': 7.0}]
+    """
+    n = len(items)
+    if n <= keep:
+        return items
+    if keep == 1:
+        return [items[-1]]
+    return [items[round(i * (n - 1) / (keep - 1))] for i in range(keep)]

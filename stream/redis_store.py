@@ -113,10 +113,13 @@ class RedisSessionStore:
         if without_outbox:
             pipe.srem(outbox_key(partition, self.ns), *without_outbox)
 
-    async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
+    async def due(
+        self, partition: int, before_ts: int, limit: int, after_ts: int | None = None
+    ) -> list[str]:
         started = time.perf_counter()
+        low = "-inf" if after_ts is None else after_ts
         sids = await self.client.zrangebyscore(
-            seen_key(partition, self.ns), "-inf", before_ts, start=0, num=limit
+            seen_key(partition, self.ns), low, before_ts, start=0, num=limit
         )
         self._timed("due", started)
         return [_as_str(s) for s in sids]

@@ -94,6 +94,10 @@ class OfflineRunner:
         self.watermark = 0
         self._expiry: list[tuple[int, str]] = []  # (due ts, sid), lazy
         self._next_sweep = 0
+        # quiet-session checks (Detector.tick): (due ts, sid), at most one
+        # entry per session, whose due time is kept in _tick_due
+        self._ticks: list[tuple[int, str]] = []
+        self._tick_due: dict[str, int] = {}
 
     @property
     def active_sessions(self) -> int:
@@ -114,6 +118,8 @@ class OfflineRunner:
             heapq.heappush(self._expiry, (due, event.session_id))
             if result.closed:
                 self._closed(result.state)
+            else:
+                self._schedule_tick(result.state)
         if self.on_step is not None:
             self.on_step(event, result)
         alerts += result.alerts
@@ -131,7 +137,7 @@ class OfflineRunner:
             return []
         self._next_sweep = now + 1000
         timeout = self.config.session_timeout_ms
-        alerts: list[Alert] = []
+        alerts = self._run_ticks(now)
         while self._expiry and self._expiry[0][0] <= now:
             due, sid = heapq.heappop(self._expiry)
             state = self.sessions.get(sid)
@@ -144,6 +150,31 @@ class OfflineRunner:
                 heapq.heappush(self._expiry, (state.closed_ts + timeout, sid))
             elif state.closed_ts + timeout <= now:
                 del self.sessions[sid]
+        return alerts
+
+    def _schedule_tick(self, state: SessionState) -> None:
+        if state.sid in self._tick_due:
+            return
+        due = self.detector.tick_due(state)
+        if due is not None:
+            self._tick_due[state.sid] = due
+            heapq.heappush(self._ticks, (due, state.sid))
+
+    def _run_ticks(self, now: int) -> list[Alert]:
+        """Check the quiet sessions whose check is due by ``now``."""
+        alerts: list[Alert] = []
+        ticks = self._ticks
+        while ticks and ticks[0][0] <= now:
+            due, sid = heapq.heappop(ticks)
+            del self._tick_due[sid]
+            state = self.sessions.get(sid)
+            if state is None:
+                continue
+            raised = self.detector.tick(state, due)
+            for alert in raised:
+                self.stats.alerts[alert.kind] += 1
+            alerts += raised
+            self._schedule_tick(state)
         return alerts
 
     def _timeout(self, state: SessionState) -> list[Alert]:

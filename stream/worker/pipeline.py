@@ -36,6 +36,7 @@ from detectors.alerts import Alert, rfc3339
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, DetectorModels
 from detectors.events import Event, EventParser, InvalidEvent, parse_ts
+from detectors.rules import HESITATION_CHECK_MS
 from detectors.session import SessionState
 from detectors.store import SessionStore
 from stream.metrics import Metrics
@@ -320,8 +321,10 @@ class BatchProcessor:
 
     async def sweep(self, limit: int = 1000) -> int:
         """Close sessions idle for longer than the timeout in every owned
-        partition. Event time drives it; a partition with no traffic lets its
-        watermark advance with the wall clock after ``idle_grace_s``."""
+        partition, and check the quiet ones in evaluate or decide for
+        hesitation (:meth:`~detectors.detector.Detector.tick`). Event time
+        drives both; a partition with no traffic lets its watermark advance
+        with the wall clock after ``idle_grace_s``."""
         closed = 0
         now = self.clock()
         timeout = self.config.session_timeout_ms
@@ -332,6 +335,7 @@ class BatchProcessor:
                 watermark += int((idle_s - self.idle_grace_s) * 1000)
             if not watermark:
                 continue
+            await self._tick_quiet(p, part, watermark, limit)
             due = await self._call("due", self.store.due, p, watermark - timeout, limit)
             if not due:
                 continue
@@ -355,6 +359,29 @@ class BatchProcessor:
                 await self._deliver([], hotspots)
         self._update_model_gauges()
         return closed
+
+    async def _tick_quiet(self, p: int, part: PartitionState, watermark: int, limit: int) -> None:
+        """Tick the sessions of partition ``p`` quiet for between one
+        hesitation check interval and ``hesitation_quiet_max_ms`` at the
+        partition's ``watermark``; save the ones a check changed and deliver
+        their alerts through the outbox, as a batch does."""
+        quiet_max = self.config.hesitation_quiet_max_ms
+        sids = await self._call(
+            "due", self.store.due, p, watermark - HESITATION_CHECK_MS, limit, watermark - quiet_max
+        )
+        if not sids:
+            return
+        loaded = await self._load(sids)
+        changed: list[tuple[int, SessionState]] = []
+        for state in loaded.values():
+            checked = state.hes_checked
+            alerts = part.detector.tick(state, watermark)
+            if state.hes_checked != checked:
+                changed.append((p, state))
+                self._take_alerts(alerts, state, [], None)
+        if changed:
+            await self._save(changed)
+            await self._deliver(changed, [])
 
     def _update_model_gauges(self) -> None:
         if not self.partitions:

@@ -213,7 +213,7 @@ def expected_cause(alert: Alert, page_type: str | None) -> str:
         return SIGNAL_BY_NAME[alert.reasons[0].signal].cause
     if alert.rule in ("trust_drop", "trust_floor"):
         return "falling_trust"
-    if alert.rule == "hst_quantile":
+    if alert.rule == "leave_hazard":
         return "unanswered_question" if page_type in ANSWER_PAGES else "long_deliberation"
     return "problem_rate"
 
@@ -268,7 +268,7 @@ def test_severity_and_thresholds(run: Run) -> None:
         assert alert.severity in ("low", "medium", "high")
         if alert.rule == "friction_pileup":
             assert alert.score >= alert.threshold == CFG.friction_alert_score
-        if alert.rule == "hst_quantile":
+        if alert.rule == "leave_hazard":
             assert alert.score > alert.threshold
 
 
@@ -296,9 +296,10 @@ def test_cooldown_suppresses_a_second_alert_within_five_minutes() -> None:
 
 
 def test_without_cooldown_every_pile_up_alerts_up_to_the_cap() -> None:
-    d = pile_ups(DetectorConfig(max_alerts_per_session=3, cooldown_ms=0))
+    unbudgeted = DetectorConfig(alert_budget_per_1000=0, cooldown_ms=0)
+    d = pile_ups(unbudgeted.with_overrides(max_alerts_per_session=3))
     assert [a.episode for a in d.alerts("trust_loss")] == [1, 2, 3]
-    d2 = pile_ups(DetectorConfig(max_alerts_per_session=2, cooldown_ms=0))
+    d2 = pile_ups(unbudgeted.with_overrides(max_alerts_per_session=2))
     assert [a.episode for a in d2.alerts("trust_loss")] == [1, 2]
 
 

@@ -1,5 +1,5 @@
-"""Alert policy: the budget's token bucket, admission, and checkpoints that
-kept the budget on the models before it moved to ``detectors.policy``."""
+"""Alert policy: the budget's token buckets per alert family, admission,
+and checkpoints of an older model format."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from detectors.session import SessionState
 T = 1_700_000_000_000
 
 
-def alert(kind: str = "hesitation", rule: str = "hst_quantile") -> Alert:
+def alert(kind: str = "hesitation", rule: str = "leave_hazard") -> Alert:
     return Alert(
         kind=kind, severity="low", score=0.9, threshold=0.8, subject="s", episode=0,
         session_id="s", user_hash=None, stage="evaluate", page="/compare", reasons=(),
@@ -24,35 +24,51 @@ def alert(kind: str = "hesitation", rule: str = "hst_quantile") -> Alert:
     )  # fmt: skip
 
 
-def test_budget_starts_at_a_tenth_earns_per_session_and_is_capped() -> None:
-    budget = AlertBudget.start(20.0)
-    assert budget.tokens == 2.0
+def test_each_family_starts_at_a_tenth_of_its_share_earns_per_session_and_is_capped() -> None:
+    budget = AlertBudget.start(60.0)
+    assert budget.tokens == [2.0, 2.0, 2.0]
     for _ in range(100_000):
-        budget.earn(20.0)
-    assert budget.tokens == 20.0
+        budget.earn(60.0)
+    assert budget.tokens == [20.0, 20.0, 20.0]
 
 
-def test_an_empty_budget_holds_back_model_alerts_but_not_friction() -> None:
-    config = DetectorConfig(alert_budget_per_1000=10.0, max_alerts_per_session=5)
-    budget = AlertBudget(0.5)
+def test_one_family_cannot_spend_another_below_half_of_its_share() -> None:
+    """Friction piling up used to spend every token; now it has its share,
+    borrows only from a bucket above half full, and the rest stays for the
+    other families."""
+    config = DetectorConfig(
+        alert_budget_per_1000=60.0, max_alerts_per_session=99, cooldown_ms=0
+    )
+    budget = AlertBudget([2.0, 14.0, 20.0])  # friction, trust, hesitation
     state = SessionState("s")
-    assert admit(config, state, budget, alert(), T) is None
-    assert budget.suppressed == 1
-    pileup = admit(config, state, budget, alert("trust_loss", "friction_pileup"), T)
-    assert pileup is not None and pileup.episode == 1
-    assert budget.tokens == -0.5  # friction spends a token it did not have
+    friction = alert("trust_loss", "friction_pileup")
+    admitted = [admit(config, state, budget, friction, T + i) for i in range(30)]
+    # 2 of its own, then from the fullest lender while it keeps half its
+    # capacity (10): 10 from hesitation (20 -> 10) and 4 from trust (14 -> 10)
+    assert sum(a is not None for a in admitted) == 16
+    assert budget.tokens == [0.0, 10.0, 10.0]
+    assert budget.suppressed == 14
+    hesitation = admit(config, state, budget, alert(), T + 100)
+    assert hesitation is not None  # its own share is still there
+
+
+def test_an_empty_family_bucket_holds_back_its_alerts() -> None:
+    config = DetectorConfig(alert_budget_per_1000=30.0, max_alerts_per_session=5)
+    budget = AlertBudget([5.0, 5.0, 0.5])
+    assert admit(config, SessionState("s"), budget, alert(), T) is None
+    assert budget.suppressed == 1 and budget.tokens == [5.0, 5.0, 0.5]
 
 
 def test_a_disabled_budget_admits_everything_and_counts_nothing() -> None:
     config = DetectorConfig(alert_budget_per_1000=0, max_alerts_per_session=5)
     budget = AlertBudget.start(0)
     assert admit(config, SessionState("s"), budget, alert(), T) is not None
-    assert (budget.tokens, budget.suppressed) == (0.0, 0)
+    assert (budget.tokens, budget.suppressed) == ([0.0, 0.0, 0.0], 0)
 
 
 def test_episodes_count_per_kind_and_the_cooldown_is_per_kind() -> None:
     config = DetectorConfig(alert_budget_per_1000=0, max_alerts_per_session=9)
-    state, budget = SessionState("s"), AlertBudget(0)
+    state, budget = SessionState("s"), AlertBudget.start(0)
     first = admit(config, state, budget, alert(), T)
     other_kind = admit(config, state, budget, alert("trust_loss", "trust_drop"), T + 1)
     too_soon = admit(config, state, budget, alert(), T + config.cooldown_ms - 1)
@@ -66,27 +82,22 @@ def test_episodes_count_per_kind_and_the_cooldown_is_per_kind() -> None:
 
 def test_no_alert_after_close_or_beyond_the_session_cap() -> None:
     config = DetectorConfig(alert_budget_per_1000=0)
-    state, budget = SessionState("s"), AlertBudget(0)
+    state, budget = SessionState("s"), AlertBudget.start(0)
     assert admit(config, state, budget, alert(), T) is not None
     assert admit(config, state, budget, alert("trust_loss", "friction_pileup"), T) is None
     closed = replace(SessionState("t"), outcome="exit")
     assert admit(config, closed, budget, alert(), T) is None
 
 
-def test_a_checkpoint_from_before_the_policy_module_loads() -> None:
-    """Checkpoints written before this layout name the class
-    ``detectors.detector.DetectorModels`` and keep the bucket in
-    ``budget_tokens`` and ``suppressed_by_budget``."""
+def test_a_checkpoint_of_the_previous_model_format_is_refused() -> None:
+    """Format 1 (linear trust model, one budget bucket) cannot be read into
+    format 2; the worker then starts its models fresh (and says so)."""
     models = DetectorModels(DetectorConfig())
-    legacy = object.__new__(DetectorModels)
-    legacy.__dict__.update(models.__dict__)
-    del legacy.__dict__["budget"]
-    legacy.__dict__.update(budget_tokens=3.5, suppressed_by_budget=7)
-    header = {"format": MODEL_FORMAT, "river": RIVER_VERSION, "name": MODEL_NAME}
-    blob = pickle.dumps((header, legacy), protocol=2)
-    old_path = blob.replace(b"cdetectors.models\n", b"cdetectors.detector\n")
-    assert old_path != blob
-    loaded = DetectorModels.loads(old_path)
-    assert loaded.budget == AlertBudget(3.5, 7)
-    assert loaded.suppressed_by_budget == 7
-    assert DetectorModels.loads(loaded.dumps()).budget == AlertBudget(3.5, 7)
+    header = {"format": MODEL_FORMAT - 1, "river": RIVER_VERSION, "name": MODEL_NAME}
+    blob = pickle.dumps((header, models), protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        DetectorModels.loads(blob)
+    except ValueError as exc:
+        assert "incompatible model checkpoint" in str(exc)
+    else:
+        raise AssertionError("a format-1 checkpoint was accepted")
