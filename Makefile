@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: system-deps demo test lint typecheck unit integration bench bench-quality bench-uci bench-forward infra-up infra-down clean docs
+.PHONY: system-deps demo test lint typecheck unit integration bench bench-quality bench-learners bench-uci bench-forward infra-up infra-down clean docs
 
 # The virtualenv, with the package in editable mode and every extra the tests use.
 $(STAMP): pyproject.toml
@@ -43,6 +43,10 @@ bench: $(STAMP)
 ## Detection quality on every dataset (simulator, independent generator, real samples): one table.
 bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/bench_quality.py $(ARGS)
+
+## Trust-model learners (linear, forests, Hoeffding trees, production) under the evaluate protocol.
+bench-learners: $(STAMP)
+	$(BIN)/python benchmarks/trust_learners.py $(ARGS)
 
 bench-uci: $(STAMP)
 	$(BIN)/python benchmarks/uci_trust_models.py $(ARGS)
