@@ -79,7 +79,7 @@ from detectors.offline.prefix_features import MIN_PREFIX_EVENTS, best_activity, 
 from detectors.offline.runner import OfflineRunner, RunStats, reorder
 from detectors.session import SessionState
 from detectors.trust import TrustModel, make_trust_model
-from stream.offline_reference import offline_auc
+from stream.offline_reference import SKIPPED, offline_auc
 
 DATASETS = ("simulator", "shop", "travel", "b2b", "diginetica")
 #: Feature snapshots a session contributes to learning, evenly spaced (as
@@ -267,7 +267,7 @@ def run_dataset(name: str, sessions: int, data: Path, offline: bool) -> dict[str
     mismatched = sum(1 for sid, n in lengths.items() if harness.seen.get(sid, 0) != n)
     detector_auc, reason = result.prefix_auc()
     labels = [label for _, label in result.prefix_points()["0.5"]]
-    reference, reference_reason = offline_auc(result) if offline else (None, "skipped")
+    reference, reference_reason = offline_auc(result) if offline else (None, SKIPPED)
     production: TrustModel = candidates[-1].model
     rows = [
         {
