@@ -51,11 +51,11 @@ CHAMPION_MIN_SESSIONS = 200
 #: Snapshots of a session the forest learns (evenly spaced): all of a
 #: converter's up to this many, half as many of a non-converter's. Learning
 #: costs ~0.6 ms a snapshot, the largest cost of a closed session; the
-#: under-sampled class is corrected for in the served probability
-#: (case-control prior correction: the odds are multiplied by the ratio).
+#: under-sampling is corrected for in the served probability (case-control
+#: prior correction: the odds are multiplied by the share of non-converter
+#: snapshots learned over the share of converter snapshots learned).
 FOREST_SNAPSHOTS = 8
 FOREST_NEGATIVE_SNAPSHOTS = 4
-_NEGATIVE_ODDS = FOREST_NEGATIVE_SNAPSHOTS / FOREST_SNAPSHOTS
 
 #: Words for the reasons of a trust-loss alert, by feature.
 TRUST_WORDS: dict[str, str] = {
@@ -169,6 +169,10 @@ class TrustModel:
         self._compiled_at = -1
         self._fast: CompiledForest | None = None
         self._fast_due = True
+        # snapshots offered to and learned by the forest: [offered, learned]
+        # for non-converters, then for converters
+        self._kept = [0, 0, 0, 0]
+        self._odds = 1.0
 
     def predict(self, x: dict[str, float]) -> float:
         """P(goal | features), in [0, 1], from the serving learner."""
@@ -204,9 +208,13 @@ class TrustModel:
         if fast is None or self._fast_due:
             fast = self._fast = compile_forest(self.forest, TRUST_FEATURES)
             self._fast_due = False
+            kept = self._kept
+            if kept[1] and kept[3]:
+                self._odds = (kept[1] / kept[0]) / (kept[3] / kept[2])
         # None: a node type the reader does not know, so River's own walk
         p = self.forest_river(vector) if fast is None else fast.predict(vector)
-        return p * _NEGATIVE_ODDS / (p * _NEGATIVE_ODDS + 1.0 - p) if p < 1.0 else 1.0
+        odds = self._odds
+        return p * odds / (p * odds + 1.0 - p) if p < 1.0 else 1.0
 
     def forest_river(self, vector: Sequence[float]) -> float:
         """The forest's raw probability through River's own trees (reference)."""
@@ -250,9 +258,13 @@ class TrustModel:
                 self.model.learn_one(x, converted)
                 self.learned += 1
             keep = FOREST_SNAPSHOTS if converted else FOREST_NEGATIVE_SNAPSHOTS
-            for x in _evenly(snapshots, keep):
+            chosen = _evenly(snapshots, keep)
+            for x in chosen:
                 self.forest.learn_one(x, converted)
-                self.forest_learned += 1
+            self.forest_learned += len(chosen)
+            side = 2 * int(converted)
+            self._kept[side] += len(snapshots)
+            self._kept[side + 1] += len(chosen)
             if self.closed % FOREST_REFRESH_SESSIONS == 0 or self.closed < 100:
                 self._fast_due = True
         if self.closed % AUC_REFRESH_SESSIONS == 0 or self.closed < 100:

@@ -337,3 +337,22 @@ async def test_giving_up_a_partition_checkpoints_its_models_and_forgets_its_stat
     worker.clock.advance(30)
     await worker.processor.checkpoint()
     assert worker.processor.partitions[0].checkpointed_at == worker.clock()
+
+
+async def test_the_sweep_ticks_quiet_sessions_in_evaluate_from_the_partition_watermark() -> None:
+    """A visitor staring at a comparison page sends nothing; the partition's
+    watermark (moved by other sessions' events) drives the hesitation check."""
+    worker, feed = Worker(), Feed()
+    await worker.processor.process([feed.event("starer", "page_view", 0, page="/compare")])
+    await worker.processor.process(feed.quiet("other", 1, start=10_000))
+    assert await worker.processor.sweep() == 0
+    assert (await worker.state("starer")).hes_checked == T0  # not due yet (30 s)
+    await worker.processor.process(feed.quiet("other2", 1, start=45_000))
+    await worker.processor.sweep()
+    starer = await worker.state("starer")
+    assert starer.hes_checked == T0 + 45_000 and len(starer.moments) == 2
+    assert starer.n_events == 1 and starer.outcome is None
+    await worker.processor.sweep()  # the watermark did not move: no second check
+    assert len((await worker.state("starer")).moments) == 2
+    # a session outside evaluate/decide is never ticked
+    assert (await worker.state("other")).moments == []
