@@ -48,7 +48,8 @@ from typing import Any
 
 from detectors.config import DetectorConfig
 from detectors.events import Event, EventParser, InvalidEvent
-from detectors.offline.evaluation import PREFIXES, Evaluation, evaluate
+from detectors.offline.evaluation import FIXED_COUNTS, PREFIXES, Evaluation, evaluate
+from detectors.offline.prefix_features import ACTIVITY_METRICS
 from detectors.offline.runner import RunStats, reorder
 from detectors.simulation.ground_truth import GroundTruth
 from detectors.simulation.simulator import SimConfig, Simulator
@@ -225,6 +226,7 @@ def run_dataset(name: str, sessions: int, data: Path, offline: bool) -> dict[str
         "best_activity_auc": summary["best_activity_auc"],
         "activity_auc": summary["activity_auc"],
         "offline_auc": summary["offline_auc"],
+        "fixed_count_auc": summary["fixed_count_auc"],
         "alerts_per_1000_sessions": summary["alerts_per_1000_sessions"],
         "alert_precision": summary["alert_precision"],
         "lead_time_s_median": summary["lead_time_s_median"],
@@ -317,6 +319,11 @@ def table_rows(rows: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:
         (f"offline ref. {float(k):.0%}", [_cell((r["offline_auc"] or {}).get(k)) for r in rs])
         for k in keys
     ]
+    for k in map(str, FIXED_COUNTS):
+        out += [
+            (f"trust AUC event {k}", [_cell(r["fixed_count_auc"][k]["trust"]) for r in rs]),
+            (f"best activity ev. {k}", [_best(_best_at(r["fixed_count_auc"][k])) for r in rs]),
+        ]
     out += [
         ("alerts / 1000 sess.", [_cell(r["alerts_per_1000_sessions"], 1) for r in rs]),
         ("alert precision", [_cell(r["alert_precision"]) for r in rs]),
@@ -327,6 +334,15 @@ def table_rows(rows: dict[str, dict[str, Any]]) -> list[tuple[str, list[str]]]:
         ("seconds", [_cell(r["seconds"], 1) for r in rs]),
     ]
     return out
+
+
+def _best_at(fixed: dict[str, Any]) -> dict[str, Any] | None:
+    """The best activity metric at one fixed event count (first wins a tie)."""
+    scored = [(fixed[m], m) for m in ACTIVITY_METRICS if fixed.get(m) is not None]
+    if not scored:
+        return None
+    auc, metric = max(scored, key=lambda pair: pair[0])
+    return {"metric": metric, "auc": auc}
 
 
 def _best(best: dict[str, Any] | None) -> str:
@@ -350,6 +366,9 @@ def print_table(rows: dict[str, dict[str, Any]], skipped: dict[str, str], sessio
         "so far;\noffline ref.: 5-fold gradient boosting on plain prefix counts; recall: share "
         "of sessions\nwith an episode of that kind alerted between its start and their last "
         "event ('-': no\nground truth); hesitation: hesitation alerts, friction: any session alert."
+        "\nevent k: at the k-th event of sessions with more than k events before the goal, a"
+        "\nmoment a live detector can be at (at 25% of the events, 'events so far' is a function"
+        "\nof the session's final length)."
     )
     for name, row in rows.items():
         print(f"\n{name}: {row['describe']}, goal {row['goal']}")

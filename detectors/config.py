@@ -242,6 +242,11 @@ class DetectorConfig:
     hesitation_hazard: float = 0.5
     """A hesitation alert needs the leave hazard at or above this probability:
     more likely than not to leave without the goal within the horizon."""
+    hesitation_hazard_quantile: float = 0.9
+    """... and among the highest hazards of its stage: at or above this
+    rolling quantile of the hazards predicted at the stage's checks. An alert
+    budget admits alerts first come, first served; this keeps the alerts for
+    the moments most at risk (0 turns it off)."""
     hesitation_min_auc: float = 0.75
     """The hesitation rule alerts only while the leave hazard's own rolling
     ROC-AUC on closed sessions is at least this (the same "acceptable
@@ -334,6 +339,10 @@ class DetectorConfig:
         for name in ("hesitation_quantile", "trust_drop_quantile"):
             if not 0.5 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0.5, 1)")
+        if not 0.0 <= self.hesitation_hazard_quantile < 1.0:
+            raise ValueError("hesitation_hazard_quantile must be in [0, 1)")
+        if not 0.0 < self.hesitation_hazard <= 1.0:
+            raise ValueError("hesitation_hazard must be in (0, 1]")
         if not 0.0 < self.trust_drop < 1.0:
             raise ValueError("trust_drop must be in (0, 1)")
         if self.session_timeout_ms <= 0 or self.session_timeout_ms > 30 * 86_400_000:

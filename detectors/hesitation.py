@@ -191,8 +191,12 @@ class LeaveHazard:
     (True, 100)
     """
 
-    def __init__(self, horizon_ms: int) -> None:
+    def __init__(self, horizon_ms: int, quantile: float = 0.9) -> None:
         self.horizon_ms = horizon_ms
+        # per stage: the rolling quantile of the hazards predicted at checks
+        self.levels = {
+            stage: stats.RollingQuantile(quantile, THRESHOLD_WINDOW) for stage in HESITATION_STAGES
+        }
         self.model = compose.Pipeline(
             preprocessing.StandardScaler(),
             linear_model.LogisticRegression(optimizer=optim.AdaGrad(0.1), l2=1e-4),
@@ -208,6 +212,14 @@ class LeaveHazard:
         :data:`HAZARD_FEATURES` order."""
         x = dict(zip(HAZARD_FEATURES, vector, strict=True))
         return float(self.model.predict_proba_one(x).get(True, 0.0))
+
+    def level(self, stage: str, hazard: float) -> float:
+        """The stage's rolling quantile of the hazards seen at checks before
+        this one (0 until the first), then record ``hazard``."""
+        levels = self.levels[stage]
+        current = levels.get()
+        levels.update(hazard)
+        return 0.0 if current is None else float(current)
 
     def learn_session(
         self, moments: Sequence[tuple[int, Sequence[float]]], converted: bool, end_ts: int

@@ -40,7 +40,7 @@ class DetectorModels:
 
     def __init__(self, config: DetectorConfig) -> None:
         self.hesitation = HesitationModel(config)
-        self.hazard = LeaveHazard(config.hesitation_horizon_ms)
+        self.hazard = LeaveHazard(config.hesitation_horizon_ms, config.hesitation_hazard_quantile)
         self.trust = TrustModel(config.trust_drop_quantile, seed=config.seed)
         self.hotspots = HotspotMonitor(config)
         self.signal_means = [stats.Mean() for _ in SIGNALS]

@@ -225,7 +225,7 @@ def hesitation_check(
     if auc is None or auc < config.hesitation_min_auc:
         return None
     p = hazard.predict(vector)
-    threshold = config.hesitation_hazard
+    threshold = max(config.hesitation_hazard, hazard.level(state.stage, p))
     above = p >= threshold
     if state.hes_high:
         state.hes_high = above

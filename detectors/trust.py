@@ -56,6 +56,10 @@ CHAMPION_MIN_SESSIONS = 200
 #: snapshots learned over the share of converter snapshots learned).
 FOREST_SNAPSHOTS = 8
 FOREST_NEGATIVE_SNAPSHOTS = 4
+#: Snapshots of a session the linear model learns (evenly spaced, either
+#: outcome): its learning step costs ~0.1 ms, and more snapshots of one
+#: session add little that its neighbours do not say.
+LINEAR_SNAPSHOTS = 4
 
 #: Words for the reasons of a trust-loss alert, by feature.
 TRUST_WORDS: dict[str, str] = {
@@ -254,7 +258,7 @@ class TrustModel:
                 self.forest_auc_metric.update(converted, forest)
                 self.auc_metric.update(converted, served)
                 self._add_loss(-math.log(max(served if converted else 1.0 - served, 1e-15)))
-            for x in snapshots:
+            for x in _evenly(snapshots, LINEAR_SNAPSHOTS):
                 self.model.learn_one(x, converted)
                 self.learned += 1
             keep = FOREST_SNAPSHOTS if converted else FOREST_NEGATIVE_SNAPSHOTS

@@ -63,6 +63,9 @@ OUTCOME_FIGURES: tuple[str, ...] = (
     "alert_precision",
     "lead_time",
 )
+#: The k-th event at which :meth:`Evaluation.fixed_count_auc` compares
+#: trust and activity: early, middle and late in a typical visit.
+FIXED_COUNTS: tuple[int, ...] = (5, 10, 20)
 #: Below this share of given labels naming an evaluated session, the labels
 #: probably come from another export or use other ids: worth a warning.
 LOW_MATCH_SHARE = 0.5
@@ -198,6 +201,42 @@ class Evaluation:
                 out[metric][key] = None if auc is None else round(auc, 4)
         return out
 
+    def fixed_count_auc(self) -> dict[str, dict[str, Any]]:
+        """ROC-AUC of the trust score and of each activity metric at the
+        k-th event (k in :data:`FIXED_COUNTS`), over the sessions with more
+        than k events before the goal (4 decimals; ``None`` while either
+        outcome has fewer than :data:`~detectors.sample_size.MIN_PER_OUTCOME`
+        sessions).
+
+        Unlike a fraction of the session, the k-th event is a moment a live
+        detector can be at: "events so far" is k for everyone there, so it
+        ranks at chance, while at 25% of the events it is ``ceil(n / 4)``, a
+        function of the session's final length ``n``, which nobody knows
+        while the session runs.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        for k in FIXED_COUNTS:
+            labels: list[bool] = []
+            trust: list[float] = []
+            activity: list[tuple[float, float, float, float]] = []
+            for sid, track in self.tracks.items():
+                if len(track.trace) <= k:
+                    continue
+                score = float(track.scores[k - 1])
+                labels.append(self.converted(sid))
+                trust.append(score if score >= 0 else 0.5)
+                activity.append(snapshots(track.trace, (k,))[0].activity())
+            enough = too_few_outcomes(sum(labels), len(labels) - sum(labels), self.goal_event)
+            figures: dict[str, Any] = {"sessions": len(labels)}
+            columns = [("trust", trust)] + [
+                (metric, [a[i] for a in activity]) for i, metric in enumerate(ACTIVITY_METRICS)
+            ]
+            for name, scores in columns:
+                auc = None if enough else roc_auc(scores, labels)
+                figures[name] = None if auc is None else round(auc, 4)
+            out[str(k)] = figures
+        return out
+
     def prefix_features(self) -> dict[str, tuple[list[list[float]], list[bool]]]:
         """Plain feature rows (:func:`~detectors.offline.prefix_features.feature_names`)
         and outcomes per prefix, for an offline reference model."""
@@ -280,6 +319,7 @@ class Evaluation:
             "invalid_events": dict(self.stats.invalid),
             "prefix_auc": prefix_auc,
             "prefix_sessions": len(self.prefix_points()["0.5"]),
+            "fixed_count_auc": self.fixed_count_auc(),
             "activity_auc": activity,
             "best_activity_auc": best_activity(activity),
             "alerts_per_1000_sessions": round(1000.0 * session_alerts / max(sessions, 1), 2),

@@ -133,7 +133,36 @@ def _prefix_lines(s: dict[str, Any], goal: str) -> list[str]:
         lines.append(f"offline reference   n/a ({na.get('offline_auc', 'not computed')})")
     else:
         lines.append("trust vs offline    " + _versus_offline(trust.get("0.5"), offline.get("0.5")))
-    return lines
+    return lines + _fixed_count_lines(s.get("fixed_count_auc") or {}, goal)
+
+
+def _fixed_count_lines(fixed: dict[str, dict[str, Any]], goal: str) -> list[str]:
+    """AUC at the k-th event: what a live detector can know at that moment.
+
+    >>> fixed = {"10": {"sessions": 40, "trust": 0.8, "events": 0.5, "page_views": 0.6,
+    ...                 "clicks": None, "seconds": 0.7}}
+    >>> for line in _fixed_count_lines(fixed, "purchase"): print(line)
+    at the k-th event   trust    events   page views clicks   seconds  sessions
+      k = 10            0.8      0.5      0.6        n/a      0.7      40
+    <BLANKLINE>
+                        over sessions with more than k events before the purchase: every one
+                        is then at the same point, and "events so far" cannot rank them
+    """
+    if not fixed:
+        return []
+    lines = [f"at the k-th event   {'trust':<9}{'events':<9}{'page views':<11}{'clicks':<9}"
+             f"{'seconds':<9}sessions"]  # fmt: skip
+    for k, f in fixed.items():
+        cells = [_value(f.get(m)) for m in ("trust", "events", "page_views", "clicks", "seconds")]
+        widths = (9, 9, 11, 9, 9)
+        row = "".join(f"{c:<{w}}" for c, w in zip(cells, widths, strict=True))
+        lines.append(f"  {f'k = {k}':<18}{row}{f['sessions']}")
+    return [
+        *lines,
+        "",
+        f"{'':20}over sessions with more than k events before the {goal}: every one",
+        f"{'':20}is then at the same point, and \"events so far\" cannot rank them",
+    ]
 
 
 def _versus_activity(trust: dict[str, Any], best: dict[str, Any]) -> str:
