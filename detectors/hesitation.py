@@ -226,8 +226,13 @@ class LeaveHazard:
     ) -> None:
         """Label a closed session's moments ``(ts, vector)`` by whether it
         ended without the goal within the horizon of each (``end_ts``: epoch
-        ms of the session's last event), predict them, then learn them."""
+        ms of the session's last event), predict them, then learn them.
+        Moments after the last event are not learned (see below)."""
         self.closed += 1
+        # a check after the session's last event saw a visitor who, as it
+        # turned out, had already gone: learning it would teach the model
+        # that silence means leaving, which is true and useless
+        moments = [(ts, vector) for ts, vector in moments if ts <= end_ts]
         if not moments:
             return
         labelled = [

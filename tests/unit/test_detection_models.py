@@ -81,6 +81,17 @@ def test_the_hazard_labels_moments_by_leaving_within_the_horizon() -> None:
     assert fresh.auc_unavailable == "no session with a departure within the horizon; need 10"
 
 
+def test_the_hazard_does_not_learn_checks_made_after_the_visitor_had_gone() -> None:
+    """A tick after the session's last event saw an empty room: learning it
+    would teach "silence means leaving", which makes every alert come late."""
+    hazard = LeaveHazard(horizon_ms=60_000)
+    quiet = [0.5] * len(HAZARD_FEATURES)
+    hazard.learn_session([(200_000, quiet), (230_000, quiet)], False, 100_000)
+    assert (hazard.leavers, hazard.stayers) == (0, 0)  # nothing learned
+    hazard.learn_session([(90_000, quiet), (230_000, quiet)], False, 100_000)
+    assert hazard.leavers == 1
+
+
 def test_a_version_1_state_still_decodes_without_its_snapshots() -> None:
     import json
     import zlib
