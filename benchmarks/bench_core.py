@@ -249,9 +249,6 @@ def _print(f: dict[str, Any]) -> None:
         f"(median delay {t['friction_delay_s_median']} s)"
     )
     print(f"  hesitation recall     {t['hesitation_recall']} of {t['hesitation_episodes']}")
-    for key, verdict in f["targets"].items():
-        met = "met " if verdict["met"] else "MISS"
-        print(f"  target {met}           {key} {verdict['target']}: {verdict['value']}")
     for inc in t["incidents"]:
         late = f" (late by {inc['late_by_s']} s)" if inc["late"] else ""
         print(
