@@ -64,6 +64,15 @@ async def test_due_orders_by_last_seen_and_respects_limit(store: SessionStore) -
     assert await store.due(2, before_ts=5_000, limit=10) == []  # another partition
 
 
+async def test_due_within_a_window_of_last_seen_times(store: SessionStore) -> None:
+    """The worker's hesitation ticks ask for sessions quiet for between 30 s
+    and 5 min: a lower bound, inclusive at both ends."""
+    await store.save(1, [_state("x", 3_000), _state("y", 1_000), _state("z", 9_000)])
+    assert await store.due(1, 9_000, 10, 3_000) == ["x", "z"]
+    assert await store.due(1, 8_999, 10, 1_001) == ["x"]
+    assert await store.due(1, 500, 10, 0) == []
+
+
 async def test_saving_again_moves_last_seen_and_closing_untracks(store: SessionStore) -> None:
     await store.save(0, [_state("s", 1_000)])
     await store.save(0, [_state("s", 8_000)])
