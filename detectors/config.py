@@ -301,9 +301,18 @@ class DetectorConfig:
     alert_budget_per_1000: float = 60.0
     """Alert budget of marketing ops, in session alerts per 1000 sessions,
     every kind included (the project's target for what ops can act on). It
-    is split evenly between friction, trust-model and hesitation alerts, one
-    token bucket each, and an empty bucket borrows only from one above half
-    full (:class:`detectors.policy.AlertBudget`). 0 disables the budget."""
+    is split between friction, trust-model and hesitation alerts by the
+    ``alert_share_*`` weights, one token bucket each, and an empty bucket
+    borrows only from one above half full
+    (:class:`detectors.policy.AlertBudget`). 0 disables the budget."""
+    alert_share_friction: float = 1.0
+    """Weight of friction pile-ups in the alert budget (>= 0; the three
+    weights are normalised). Equal by default: no kind starves another. A
+    shop that acts on broken pages first can weigh friction higher."""
+    alert_share_trust: float = 1.0
+    """Weight of the trust model's alerts in the alert budget (>= 0)."""
+    alert_share_hesitation: float = 1.0
+    """Weight of hesitation alerts in the alert budget (>= 0)."""
     cooldown_ms: int = 5 * 60 * 1000
     """Minimum time between two alerts of the same kind for one session."""
     max_alerts_per_session: int = 1
@@ -319,6 +328,21 @@ class DetectorConfig:
     checked by ``detectors.config.validate_playbook``)."""
     source: str = "urn:disengage:detector"
     """CloudEvents ``source`` attribute of the alerts."""
+
+    @property
+    def alert_budget_capacities(self) -> tuple[float, float, float]:
+        """The alert budget per family (friction, trust, hesitation), in
+        alerts per 1000 sessions: ``alert_budget_per_1000`` split by the
+        normalised ``alert_share_*`` weights.
+
+        >>> config = DetectorConfig(alert_budget_per_1000=60.0, alert_share_friction=2.0)
+        >>> config.alert_budget_capacities
+        (30.0, 15.0, 15.0)
+        """
+        shares = (self.alert_share_friction, self.alert_share_trust, self.alert_share_hesitation)
+        total = sum(shares)
+        a, b, c = (self.alert_budget_per_1000 * w / total for w in shares)
+        return a, b, c
 
     def with_overrides(self, **overrides: Any) -> DetectorConfig:
         """Return a copy with the given fields replaced; unknown names raise.
@@ -339,6 +363,9 @@ class DetectorConfig:
         for name in ("hesitation_quantile", "trust_drop_quantile"):
             if not 0.5 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0.5, 1)")
+        shares = (self.alert_share_friction, self.alert_share_trust, self.alert_share_hesitation)
+        if min(shares) < 0 or sum(shares) <= 0:
+            raise ValueError("alert_share_* must be >= 0 and not all 0")
         if not 0.0 <= self.hesitation_hazard_quantile < 1.0:
             raise ValueError("hesitation_hazard_quantile must be in [0, 1)")
         if not 0.0 < self.hesitation_hazard <= 1.0:

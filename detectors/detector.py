@@ -106,7 +106,7 @@ class Detector:
         cfg = self.config
         ts = event.ts
         if state is None:
-            self.models.budget.earn(cfg.alert_budget_per_1000)
+            self.models.budget.earn(cfg.alert_budget_capacities)
             state = SessionState(
                 event.session_id,
                 user_hash=event.user_hash,

@@ -44,7 +44,7 @@ class DetectorModels:
         self.trust = TrustModel(config.trust_drop_quantile, seed=config.seed)
         self.hotspots = HotspotMonitor(config)
         self.signal_means = [stats.Mean() for _ in SIGNALS]
-        self.budget = AlertBudget.start(config.alert_budget_per_1000)
+        self.budget = AlertBudget.start(config.alert_budget_capacities)
 
     @property
     def suppressed_by_budget(self) -> int:

@@ -11,6 +11,7 @@ of all session alerts. The budget's state lives in the checkpointed models
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from detectors.alerts import Alert
@@ -37,26 +38,29 @@ KIND_SLOT: dict[str, int] = {"hesitation": 0, "trust_loss": 1}
 class AlertBudget:
     """Token buckets of the alert budget (``alert_budget_per_1000``: session
     alerts per 1000 sessions, every family included), one per family of
-    :data:`FAMILIES` with an equal share, so one family cannot starve another.
+    :data:`FAMILIES`, so one family cannot starve another.
 
-    Each bucket earns ``share * per_1000 / 1000`` tokens per new session up to
-    a capacity of ``share * per_1000``, and starts with a tenth of that. An
+    ``capacities`` are the families' shares of the budget in alerts per 1000
+    sessions (:attr:`detectors.config.DetectorConfig.alert_budget_capacities`,
+    equal thirds by default). Each bucket earns ``capacity / 1000`` tokens
+    per new session up to ``capacity``, and starts with a tenth of that. An
     alert spends a token of its family's bucket; when that is empty it may
-    borrow from the fullest other bucket, but only while that one stays above
-    half its capacity: traffic that needs no alerts of a kind lends its
-    share, traffic that does keeps half of it. Over any long stretch the
-    families together spend at most ``per_1000`` per 1000 sessions (plus the
-    capacity held at the start). ``suppressed`` counts the alerts held back.
+    borrow from the bucket furthest above half its capacity, but only while
+    that one stays above half: traffic that needs no alerts of a kind lends
+    its share, traffic that does keeps half of it. Over any long stretch the
+    families together spend at most the budget (plus the tokens held at the
+    start). ``suppressed`` counts the alerts held back.
 
-    >>> budget = AlertBudget.start(30.0)
+    >>> thirds = (10.0, 10.0, 10.0)  # friction, trust, hesitation
+    >>> budget = AlertBudget.start(thirds)
     >>> budget.tokens
     [1.0, 1.0, 1.0]
-    >>> budget.earn(30.0); budget.tokens
+    >>> budget.earn(thirds); budget.tokens
     [1.01, 1.01, 1.01]
-    >>> [budget.spend(30.0, "friction") for _ in range(3)], budget.suppressed
+    >>> [budget.spend(thirds, "friction") for _ in range(3)], budget.suppressed
     ([True, False, False], 2)
     >>> budget.tokens = [0.0, 9.0, 1.0]  # trust's bucket is nearly full: it lends
-    >>> budget.spend(30.0, "friction"), budget.tokens
+    >>> budget.spend(thirds, "friction"), budget.tokens
     (True, [0.0, 8.0, 1.0])
     """
 
@@ -64,31 +68,29 @@ class AlertBudget:
     suppressed: int = 0
 
     @classmethod
-    def start(cls, per_1000: float) -> AlertBudget:
+    def start(cls, capacities: Sequence[float]) -> AlertBudget:
         """Fresh buckets: a tenth of their capacity each."""
-        return cls([per_1000 / len(FAMILIES) / 10.0] * len(FAMILIES))
+        return cls([c / 10.0 for c in capacities])
 
-    def earn(self, per_1000: float) -> None:
+    def earn(self, capacities: Sequence[float]) -> None:
         """Credit one new session (a no-op when the budget is disabled, 0)."""
-        if per_1000 > 0:
-            capacity = per_1000 / len(FAMILIES)
-            step = capacity / 1000.0
-            self.tokens = [min(round(t + step, 9), capacity) for t in self.tokens]
+        if sum(capacities) > 0:
+            pairs = zip(self.tokens, capacities, strict=True)
+            self.tokens = [min(round(t + c / 1000.0, 9), c) for t, c in pairs]
 
-    def spend(self, per_1000: float, family: str) -> bool:
+    def spend(self, capacities: Sequence[float], family: str) -> bool:
         """Take a token for one alert of ``family``: False (and one more
         suppressed alert) when neither its bucket nor a lender has one; True
         when the budget is off."""
-        if per_1000 <= 0:
+        if sum(capacities) <= 0:
             return True
         tokens = self.tokens
         own = FAMILIES.index(family)
         if tokens[own] >= 1.0:
             tokens[own] -= 1.0
             return True
-        half = per_1000 / len(FAMILIES) / 2.0
-        lender = max(range(len(tokens)), key=tokens.__getitem__)
-        if lender != own and tokens[lender] - 1.0 >= half:
+        lender = max(range(len(tokens)), key=lambda i: tokens[i] - capacities[i] / 2.0)
+        if lender != own and tokens[lender] - 1.0 >= capacities[lender] / 2.0:
             tokens[lender] -= 1.0
             return True
         self.suppressed += 1
@@ -108,7 +110,7 @@ def admit(
     last = state.last_alert[slot]
     if last and ts - last < config.cooldown_ms:
         return None
-    if not budget.spend(config.alert_budget_per_1000, FAMILY_OF_RULE[alert.rule]):
+    if not budget.spend(config.alert_budget_capacities, FAMILY_OF_RULE[alert.rule]):
         return None
     state.episodes[slot] += 1
     state.last_alert[slot] = ts

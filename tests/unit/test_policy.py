@@ -25,11 +25,26 @@ def alert(kind: str = "hesitation", rule: str = "leave_hazard") -> Alert:
 
 
 def test_each_family_starts_at_a_tenth_of_its_share_earns_per_session_and_is_capped() -> None:
-    budget = AlertBudget.start(60.0)
+    capacities = DetectorConfig(alert_budget_per_1000=60.0).alert_budget_capacities
+    budget = AlertBudget.start(capacities)
     assert budget.tokens == [2.0, 2.0, 2.0]
     for _ in range(100_000):
-        budget.earn(60.0)
+        budget.earn(capacities)
     assert budget.tokens == [20.0, 20.0, 20.0]
+
+
+def test_unequal_shares_split_the_budget_and_lenders_keep_half_their_own() -> None:
+    config = DetectorConfig(
+        alert_budget_per_1000=60.0, alert_share_friction=4.0, max_alerts_per_session=99,
+        cooldown_ms=0,
+    )  # fmt: skip
+    assert config.alert_budget_capacities == (40.0, 10.0, 10.0)
+    budget = AlertBudget([0.0, 10.0, 10.0])
+    state = SessionState("s")
+    friction = alert("trust_loss", "friction_pileup")
+    admitted = [admit(config, state, budget, friction, T + i) for i in range(20)]
+    assert sum(a is not None for a in admitted) == 10  # 5 from each lender, down to 5 each
+    assert budget.tokens == [0.0, 5.0, 5.0]
 
 
 def test_one_family_cannot_spend_another_below_half_of_its_share() -> None:
@@ -61,14 +76,14 @@ def test_an_empty_family_bucket_holds_back_its_alerts() -> None:
 
 def test_a_disabled_budget_admits_everything_and_counts_nothing() -> None:
     config = DetectorConfig(alert_budget_per_1000=0, max_alerts_per_session=5)
-    budget = AlertBudget.start(0)
+    budget = AlertBudget.start(config.alert_budget_capacities)
     assert admit(config, SessionState("s"), budget, alert(), T) is not None
     assert (budget.tokens, budget.suppressed) == ([0.0, 0.0, 0.0], 0)
 
 
 def test_episodes_count_per_kind_and_the_cooldown_is_per_kind() -> None:
     config = DetectorConfig(alert_budget_per_1000=0, max_alerts_per_session=9)
-    state, budget = SessionState("s"), AlertBudget.start(0)
+    state, budget = SessionState("s"), AlertBudget.start((0.0, 0.0, 0.0))
     first = admit(config, state, budget, alert(), T)
     other_kind = admit(config, state, budget, alert("trust_loss", "trust_drop"), T + 1)
     too_soon = admit(config, state, budget, alert(), T + config.cooldown_ms - 1)
@@ -82,7 +97,7 @@ def test_episodes_count_per_kind_and_the_cooldown_is_per_kind() -> None:
 
 def test_no_alert_after_close_or_beyond_the_session_cap() -> None:
     config = DetectorConfig(alert_budget_per_1000=0)
-    state, budget = SessionState("s"), AlertBudget.start(0)
+    state, budget = SessionState("s"), AlertBudget.start((0.0, 0.0, 0.0))
     assert admit(config, state, budget, alert(), T) is not None
     assert admit(config, state, budget, alert("trust_loss", "friction_pileup"), T) is None
     closed = replace(SessionState("t"), outcome="exit")
