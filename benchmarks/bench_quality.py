@@ -388,13 +388,16 @@ def print_table(rows: dict[str, dict[str, Any]], skipped: dict[str, str], sessio
         print(f"\n{name}: skipped, {reason}")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def dataset_arguments(description: str, sessions: int, floor_help: str) -> argparse.ArgumentParser:
+    """The options the dataset benchmarks share (this one and
+    ``trust_learners.py``): ``--sessions`` (default ``sessions``), ``--only``,
+    ``--json``, ``--no-offline``, ``--data`` and ``--floor``."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument(
         "--sessions",
         type=int,
-        default=10_000,
-        help="sessions of each generated dataset (default 10000)",
+        default=sessions,
+        help=f"sessions of each generated dataset (default {sessions})",
     )
     ap.add_argument(
         "--only",
@@ -406,11 +409,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     ap.add_argument("--no-offline", action="store_true", help="skip the offline reference")
     ap.add_argument("--data", type=Path, default=DATA, help=f"real data folder (default {DATA})")
-    ap.add_argument(
-        "--floor",
-        type=float,
-        default=0.5,
-        help="fail unless the simulator's trust AUC at 75%% is above this",
+    ap.add_argument("--floor", type=float, default=0.5, help=floor_help)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = dataset_arguments(
+        __doc__.split("\n\n")[0],
+        sessions=10_000,
+        floor_help="fail unless the simulator's trust AUC at 75%% is above this",
     )
     args = ap.parse_args(argv)
     rows: dict[str, dict[str, Any]] = {}

@@ -57,7 +57,6 @@ model's AUC at 75% on our simulator above ``--floor``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -66,7 +65,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench_quality import DATA, LOADERS, METRIC_ABBREV, Unavailable, parse_objects
+from bench_quality import (
+    LOADERS,
+    METRIC_ABBREV,
+    Unavailable,
+    dataset_arguments,
+    parse_objects,
+)
 from river import ensemble, forest, tree
 
 from detectors.compiled_forest import make_forest
@@ -345,25 +350,10 @@ def print_dataset(name: str, row: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--sessions", type=int, default=3000, help="sessions of each generated dataset (3000)"
-    )
-    ap.add_argument(
-        "--only",
-        action="append",
-        choices=DATASETS,
-        metavar="NAME",
-        help=f"run only this dataset (repeatable): {', '.join(DATASETS)}",
-    )
-    ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    ap.add_argument("--no-offline", action="store_true", help="skip the offline reference")
-    ap.add_argument("--data", type=Path, default=DATA, help=f"real data folder (default {DATA})")
-    ap.add_argument(
-        "--floor",
-        type=float,
-        default=0.5,
-        help="fail unless the production model's AUC at 75%% on the simulator is above this",
+    ap = dataset_arguments(
+        __doc__.split("\n\n")[0],
+        sessions=3000,
+        floor_help="fail unless the production model's AUC at 75%% on the simulator is above this",
     )
     args = ap.parse_args(argv)
     rows: dict[str, dict[str, Any]] = {}

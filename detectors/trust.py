@@ -165,7 +165,6 @@ class TrustModel:
         self.closed = 0
         self.converted = 0
         self.learned = 0
-        self.forest_learned = 0
         self.serving = "linear"
         self._auc = 0.5
         self._terms: tuple[tuple[int, float, float], ...] = ()
@@ -265,7 +264,6 @@ class TrustModel:
             chosen = _evenly(snapshots, keep)
             for x in chosen:
                 self.forest.learn_one(x, converted)
-            self.forest_learned += len(chosen)
             side = 2 * int(converted)
             self._kept[side] += len(snapshots)
             self._kept[side + 1] += len(chosen)

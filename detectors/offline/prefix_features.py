@@ -24,8 +24,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from detectors.config import EVENT_TYPES, PAGE_TYPES
+from detectors.config import PAGE_TYPES
 from detectors.events import Event
+from detectors.session import TYPE_INDEX, TYPE_ORDER
 
 #: Prefix fractions: the first 25%, 50% and 75% of the events before the goal.
 PREFIXES: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -33,9 +34,8 @@ PREFIXES: tuple[float, ...] = (0.25, 0.5, 0.75)
 MIN_PREFIX_EVENTS = 3
 #: The activity metrics, in report order.
 ACTIVITY_METRICS: tuple[str, ...] = ("events", "page_views", "clicks", "seconds")
-#: Event types in a fixed order: the index stored per event.
-TYPE_ORDER: tuple[str, ...] = tuple(sorted(EVENT_TYPES))
-_TYPE_INDEX: dict[str, int] = {t: i for i, t in enumerate(TYPE_ORDER)}
+# the index stored per event is the session state's (detectors.session.TYPE_INDEX)
+_TYPE_INDEX = TYPE_INDEX
 _PAGE_VIEW = _TYPE_INDEX["page_view"]
 _CLICK = _TYPE_INDEX["click"]
 #: Page-type slot of a page view without a page type (after :data:`PAGE_TYPES`).
