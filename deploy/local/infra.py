@@ -346,20 +346,32 @@ def write_kafka_config(run: Path, port: int, cport: int, major: int) -> None:
         )
 
 
-def start_kafka(run: Path, version: str, tied: bool) -> tuple[Proc, dict[str, Any]]:
-    """Format a fresh KRaft log dir, start kafka.Kafka and wait until it serves metadata."""
+def kafka_java(run: Path, version: str) -> list[str]:
+    """``java`` with the broker's class path and the logging config of ``run``."""
     if shutil.which("java") is None:
         raise InfraError("`java` is not on PATH; the broker needs a JDK 17+")
-    major = kafka_major(version)
     libs = ensure_kafka_libs(version)
     java = ["java", "-Djava.awt.headless=true", "-cp", f"{libs}/*"]
-    if major >= 4:
+    if kafka_major(version) >= 4:
         java += [
             f"-Dlog4j2.configurationFile={run / 'log4j2.properties'}",
             "-Dlog4j2.shutdownHookEnabled=false",
         ]
     else:
         java += [f"-Dlog4j.configuration=file:{run / 'log4j.properties'}"]
+    return java
+
+
+def kafka_server_command(run: Path, version: str) -> list[str]:
+    java = kafka_java(run, version)
+    props = run / "server.properties"
+    return [java[0], "-Xmx1g", "-Xms256m", "-XX:+UseG1GC", *java[1:], "kafka.Kafka", str(props)]
+
+
+def start_kafka(run: Path, version: str, tied: bool) -> tuple[Proc, dict[str, Any]]:
+    """Format a fresh KRaft log dir, start kafka.Kafka and wait until it serves metadata."""
+    major = kafka_major(version)
+    java = kafka_java(run, version)
     props, out = run / "server.properties", run / "logs" / "kafka.out"
     for _ in range(3):  # a port picked as free can be taken before Kafka binds it
         port, cport = free_ports(2)
@@ -378,7 +390,7 @@ def start_kafka(run: Path, version: str, tied: bool) -> tuple[Proc, dict[str, An
         if fmt.returncode != 0:
             raise InfraError(f"kafka-storage format failed:\n{fmt.stdout}{fmt.stderr}")
         log(f"starting Kafka {version} (KRaft) on 127.0.0.1:{port}, controller :{cport}")
-        cmd = [java[0], "-Xmx1g", "-Xms256m", "-XX:+UseG1GC", *java[1:], "kafka.Kafka", str(props)]
+        cmd = kafka_server_command(run, version)
         logs, ready = [run / "logs" / "kafka.log", out], functools.partial(kafka_ready, port)
         if proc := launch("Kafka", cmd, logs, ready, KAFKA_TIMEOUT_S, tied):
             info = {"controller_port": cport, "version": version, "cluster_id": cluster_id}
@@ -386,15 +398,37 @@ def start_kafka(run: Path, version: str, tied: bool) -> tuple[Proc, dict[str, An
     raise InfraError("Kafka: no free port after 3 attempts")
 
 
-def start_redis(run: Path, tied: bool) -> tuple[Proc, dict[str, Any]]:
-    """Start a throw-away redis-server (no persistence) and wait for PONG."""
+def restart_kafka(run: Path, info: dict[str, Any], tied: bool) -> tuple[Proc, dict[str, Any]]:
+    """Start the broker of ``run`` again on its existing data and ports (no format), after
+    it stopped or was killed; ``info`` is what :func:`start_kafka` returned. For the chaos
+    tests (tests/integration/chaos.py)."""
+    port = int(info["port"])
+    log(f"restarting Kafka {info['version']} on its data, 127.0.0.1:{port}")
+    cmd = kafka_server_command(run, str(info["version"]))
+    logs = [run / "logs" / "kafka.log", run / "logs" / "kafka.out"]
+    proc = launch("Kafka", cmd, logs, functools.partial(kafka_ready, port), KAFKA_TIMEOUT_S, tied)
+    if proc is None:
+        raise InfraError(f"Kafka: port {port} was taken while the broker was down")
+    return proc, {**info, "pid": proc.pid}
+
+
+def start_redis(
+    run: Path, tied: bool, persistent: bool = False, port: int | None = None
+) -> tuple[Proc, dict[str, Any]]:
+    """Start a throw-away redis-server (no persistence) and wait for PONG.
+
+    ``persistent``: append-only file in ``run/redis`` (fsync every second), so a restart on
+    the same ``port`` and directory keeps the data (the chaos tests restart Redis this way).
+    """
     exe = ensure_redis_server()
     (run / "redis").mkdir(exist_ok=True)
-    for _ in range(3):
-        (port,) = free_ports(1)
+    fixed = port
+    for _ in range(1 if fixed else 3):
+        (port,) = (fixed,) if fixed else free_ports(1)
         log(f"starting redis-server on 127.0.0.1:{port}")
         cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no"]
-        cmd += ["--save", "", "--appendonly", "no", "--dir", str(run / "redis")]  # no persistence
+        cmd += ["--save", "", "--dir", str(run / "redis")]  # no snapshots
+        cmd += ["--appendonly", "yes" if persistent else "no"]
         logs, ready = [run / "logs" / "redis.log"], functools.partial(redis_ping, port)
         if proc := launch("redis-server", cmd, logs, ready, REDIS_TIMEOUT_S, tied):
             return proc, {"pid": proc.pid, "port": port}

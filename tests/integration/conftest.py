@@ -47,3 +47,15 @@ def env(kafka_bootstrap: str, redis_url: str) -> Iterator[Any]:
     asyncio.run(create_topics(e))
     yield e
     asyncio.run(flush(e))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The chaos suite's table (tests/integration/chaos_report.py), when it ran."""
+    import sys
+
+    report = sys.modules.get(f"{__package__}.chaos_report")
+    lines = report.summary_lines() if report is not None else []
+    if lines:
+        terminalreporter.section("chaos suite (also in .cache/chaos/summary.txt)")
+        for line in lines:
+            terminalreporter.write_line(line)
