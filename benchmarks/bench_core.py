@@ -33,6 +33,7 @@ import sys
 import time
 from typing import Any
 
+from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
 from detectors.detector import Detector
 from detectors.events import Event, EventParser
@@ -73,12 +74,18 @@ def replay_speed(lines: list[str], config: DetectorConfig) -> dict[str, float]:
     parser = EventParser(config)
     runner = OfflineRunner(Detector(config))
     started = time.perf_counter()
-    for event in reorder(parse_lines(lines, parser), config.allowed_lateness_ms):
+    for event in reorder(
+        parse_lines(lines, parser), config.allowed_lateness_ms, StreamClock.for_config(config)
+    ):
         runner.feed(event)
     seconds = time.perf_counter() - started
     # per-event latency of the detector step on a second, instrumented pass
     runner = OfflineRunner(Detector(config))
-    events = list(reorder(parse_lines(lines, parser), config.allowed_lateness_ms))
+    events = list(
+        reorder(
+            parse_lines(lines, parser), config.allowed_lateness_ms, StreamClock.for_config(config)
+        )
+    )
     samples = []
     clock = time.perf_counter_ns
     for event in events:
@@ -173,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
     stats = RunStats()
     parser = EventParser(config)
     result = evaluate(
-        reorder(parse_lines(lines, parser, stats), config.allowed_lateness_ms),
+        reorder(
+            parse_lines(lines, parser, stats),
+            config.allowed_lateness_ms,
+            StreamClock.for_config(config),
+        ),
         config,
         truth=truth,
         stats=stats,

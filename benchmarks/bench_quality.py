@@ -46,6 +46,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
 from detectors.events import Event, EventParser, InvalidEvent
 from detectors.offline.evaluation import FIXED_COUNTS, PREFIXES, Evaluation, evaluate
@@ -208,7 +209,9 @@ def run_dataset(name: str, sessions: int, data: Path, offline: bool) -> dict[str
     config = DetectorConfig(goal_event=loaded.goal)
     stats = RunStats()
     events = reorder(
-        parse_objects(loaded.events, EventParser(config), stats), config.allowed_lateness_ms
+        parse_objects(loaded.events, EventParser(config), stats),
+        config.allowed_lateness_ms,
+        StreamClock.for_config(config),
     )
     result = evaluate(events, config, stats=stats)
     ground, episodes = loaded.truth()

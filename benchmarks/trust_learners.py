@@ -74,6 +74,7 @@ from bench_quality import (
 )
 from river import ensemble, forest, tree
 
+from detectors.clock import StreamClock
 from detectors.compiled_forest import make_forest
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, StepResult
@@ -259,7 +260,7 @@ def run_dataset(name: str, sessions: int, data: Path, offline: bool) -> dict[str
     config = DetectorConfig(goal_event=loaded.goal)
     stats = RunStats()
     parsed = parse_objects(loaded.events, EventParser(config), stats)
-    events = list(reorder(parsed, config.allowed_lateness_ms))
+    events = list(reorder(parsed, config.allowed_lateness_ms, StreamClock.for_config(config)))
     result = evaluate(events, config, stats=stats)
     lengths = session_lengths(result)
     candidates = make_candidates()

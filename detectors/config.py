@@ -172,6 +172,17 @@ class DetectorConfig:
     allowed_lateness_ms: int = 30_000
     """Events older than the session's newest event minus this are late and are
     not applied (30 s covers client batching on flaky mobile links)."""
+    max_clock_skew_ms: int = 10 * 60 * 1000
+    """How far one event may move its stream's clock (10 min). An event
+    further ahead of the clock is still applied to its session but does not
+    move the clock (see :mod:`detectors.clock`), so a client clock hours fast
+    cannot time out every open session. A third of the session timeout: an
+    admitted skew closes idle sessions at most that much early; real clock
+    faults are hours or days."""
+    clock_quorum: int = 3
+    """Distinct sessions that must agree on a time further ahead than
+    ``max_clock_skew_ms`` before the clock jumps there (a gap in traffic,
+    not one bad client)."""
     dedup_capacity: int = 64
     """Event ids remembered per session for de-duplication (see
     :class:`detectors.session.SessionState`)."""
@@ -374,6 +385,10 @@ class DetectorConfig:
             raise ValueError("trust_drop must be in (0, 1)")
         if self.session_timeout_ms <= 0 or self.session_timeout_ms > 30 * 86_400_000:
             raise ValueError("session_timeout_ms must be in (0, 30 days]")
+        if self.max_clock_skew_ms <= 0:
+            raise ValueError("max_clock_skew_ms must be > 0")
+        if self.clock_quorum < 2:
+            raise ValueError("clock_quorum must be at least 2")
         for name in ("rage_min_clicks", "loop_min_visits", "thrash_min_reversals"):
             if getattr(self, name) < 2:
                 raise ValueError(f"{name} must be at least 2")

@@ -23,6 +23,12 @@ from detectors.config import EVENT_TYPES
 from detectors.detector import OUTCOMES, STATUSES
 from detectors.events import INVALID_REASONS
 
+#: Every ``dlq.reason`` the worker writes: the parser's, plus ``late_event``
+#: (older than its session's newest event by more than the allowed lateness),
+#: ``after_close`` (after its session's purchase, or at or before its close by
+#: exit or timeout) and ``tombstone`` (a record with a null value).
+DLQ_REASONS: tuple[str, ...] = (*INVALID_REASONS, "late_event", "after_close", "tombstone")
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
@@ -150,6 +156,32 @@ class Metrics:
             "Unix time of the last successfully processed batch (0 = none yet).",
             registry=r,
         )
+        self.kafka_up = Gauge(
+            "disengage_kafka_up",
+            "1 while the worker's last metadata request to the Kafka brokers succeeded "
+            "(probed every 5 s).",
+            registry=r,
+        )
+        self.redis_up = Gauge(
+            "disengage_redis_up",
+            "1 while Redis answered the worker's last ping within 1 s (probed every 5 s).",
+            registry=r,
+        )
+        self.clock_ahead = Counter(
+            "disengage_clock_ahead_total",
+            "Events further ahead of their partition's stream clock than "
+            "DISENGAGE_MAX_CLOCK_SKEW_MS (a client clock that is wrong): applied to their "
+            "session, but they do not move the clock.",
+            ["partition"],
+            registry=r,
+        )
+        self.produce_failures = Counter(
+            "disengage_produce_failures_total",
+            "Produce calls that failed or timed out (the batch is retried; outboxes are "
+            "delivered before its offsets are committed).",
+            ["what"],
+            registry=r,
+        )
         self.info = Info("disengage_worker", "Worker build and model information.", registry=r)
         # process_* (CPU, RSS, open fds) for the worker-health panel
         ProcessCollector(registry=r)
@@ -161,7 +193,7 @@ class Metrics:
             self.events.labels(etype)
         for status in STATUSES:
             self.event_status.labels(status)
-        for reason in (*INVALID_REASONS, "late_event"):
+        for reason in DLQ_REASONS:
             self.invalid.labels(reason)
             self.dlq.labels(reason)
         for kind in ALERT_KINDS:
@@ -173,6 +205,10 @@ class Metrics:
         for op in REDIS_OPS:
             self.redis_seconds.labels(op)
             self.redis_errors.labels(op)
+        for what in ("alerts", "dead_letters"):
+            self.produce_failures.labels(what)
+        self.kafka_up.set(1)
+        self.redis_up.set(1)
 
     def forget_partition(self, partition: int) -> None:
         """Drop the per-partition series of a partition this worker no longer owns."""
@@ -180,6 +216,9 @@ class Metrics:
         for labels in list(self.consumer_lag._metrics):
             if labels == (label,):
                 self.consumer_lag.remove(*labels)
+        for labels in list(self.clock_ahead._metrics):
+            if labels == (label,):
+                self.clock_ahead.remove(*labels)
         for labels in list(self.hotspot_rate._metrics):
             if labels[2] == label:
                 self.hotspot_rate.remove(*labels)

@@ -20,9 +20,9 @@ Headers = list[tuple[str, bytes]]
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One consumed Kafka record."""
+    """One consumed Kafka record. ``value`` is ``None`` for a tombstone."""
 
-    value: bytes
+    value: bytes | None
     key: bytes | None
     topic: str
     partition: int
@@ -32,10 +32,11 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One record to produce."""
+    """One record to produce (``value`` ``None``: a tombstone, kept as such
+    when dead-lettered)."""
 
     key: bytes | None
-    value: bytes
+    value: bytes | None
     headers: Headers = field(default_factory=list)
 
 
@@ -52,7 +53,8 @@ class Sink(Protocol):
 
 
 def dead_letter(message: Message, reason: str, detail: str, now: float) -> Record:
-    """The original bytes with headers saying why and where from."""
+    """The original bytes (a null value stays null) with headers saying why
+    and where from."""
     headers: Headers = [
         ("dlq.reason", reason.encode()),
         ("dlq.detail", detail[:200].encode("utf-8", "replace")),

@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     batch_timeout_s: float = Field(
         default=0.05, description="Longest wait to fill a batch (seconds)."
     )
+    produce_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait for the brokers to acknowledge the alerts or dead letters "
+        "of a batch (seconds); then the batch counts as failed and is retried in place.",
+    )
     checkpoint_interval_s: float = Field(
         default=60.0, description="Model checkpoint period (seconds)."
     )

@@ -133,12 +133,12 @@ class FakeProducer:
     raised by every send; ``fail_next`` by the next sends, one each."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, dict[str, bytes]]] = []
+        self.sent: list[tuple[str, bytes | None, dict[str, bytes]]] = []
         self.fail: Exception | None = None
         self.fail_next: list[Exception] = []
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None
+        self, topic: str, value: bytes | None, key: bytes | None = None, headers: Any = None
     ) -> asyncio.Future[None]:
         if self.fail is not None:
             raise self.fail
@@ -303,12 +303,14 @@ class FakeSink:
     async def alert_ids_since(self, since_ms: int) -> set[str]:
         self.since.append(since_ms)
         return {
-            json.loads(record.value)["id"] for at, record in self.topic if at * 1000 >= since_ms
+            json.loads(record.value or b"")["id"]
+            for at, record in self.topic
+            if at * 1000 >= since_ms
         }
 
     def alert_ids(self) -> list[str]:
         """Ids of the alerts on the topic, in produce order (repeats kept)."""
-        return [json.loads(record.value)["id"] for _, record in self.topic]
+        return [json.loads(record.value or b"")["id"] for _, record in self.topic]
 
 
 class RecordingStore(MemorySessionStore):

@@ -3,9 +3,11 @@
 :class:`OfflineRunner` is what ``replay``, ``evaluate`` and the embedded demo
 use. It keeps session states in memory, reorders input within the allowed
 lateness (a bounded heap, so a file does not have to fit in memory), and
-closes sessions whose inactivity exceeds the timeout, judged by the event-time
-watermark (the newest event time seen). Closed sessions stay one more timeout
-as tombstones, so late events after a purchase do not open a new session.
+closes sessions whose inactivity exceeds the timeout, judged by the stream's
+event-time clock (:class:`~detectors.clock.StreamClock`: the newest event
+time, which one bad client clock cannot move). Closed sessions stay one more
+timeout as tombstones, so late events after a purchase do not open a new
+session.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.alerts import Alert
+from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, StepResult
 from detectors.events import Event, EventParser, InvalidEvent
@@ -49,7 +52,9 @@ class RunStats:
     """Counters of a run. ``lines`` counts the non-blank input lines read by
     :func:`parse_lines`; ``invalid`` counts those that were not events, by
     :class:`InvalidEvent` reason, and ``bad_lines`` keeps the first
-    :data:`BAD_LINES_KEPT` of them with their line numbers."""
+    :data:`BAD_LINES_KEPT` of them with their line numbers. ``ahead``
+    counts events too far ahead of the stream clock to move it (applied all
+    the same)."""
 
     lines: int = 0
     events: int = 0
@@ -59,11 +64,26 @@ class RunStats:
     alerts: Counter[str] = field(default_factory=Counter)
     closed: Counter[str] = field(default_factory=Counter)
     bad_lines: list[BadLine] = field(default_factory=list)
+    ahead: int = 0
 
     @property
     def valid_lines(self) -> int:
         """Input lines that parsed into an event."""
         return self.lines - sum(self.invalid.values())
+
+    @property
+    def dead_letters(self) -> Counter[str]:
+        """What the worker would dead-letter for the same input, by reason:
+        the invalid lines, late events and events after their session's close."""
+        out = Counter(self.invalid)
+        for status, reason in DEAD_LETTER_STATUSES.items():
+            if self.statuses[status]:
+                out[reason] += self.statuses[status]
+        return out
+
+
+#: Step statuses that the worker dead-letters, with the DLQ reason it uses.
+DEAD_LETTER_STATUSES = {"late": "late_event", "after_close": "after_close"}
 
 
 class OfflineRunner:
@@ -91,7 +111,8 @@ class OfflineRunner:
         self.on_step = on_step
         self.on_close = on_close
         self.stats = RunStats()
-        self.watermark = 0
+        self.clock = StreamClock.for_config(self.config)
+        self._swept = 0  # the clock time of the last sweep
         self._expiry: list[tuple[int, str]] = []  # (due ts, sid), lazy
         self._next_sweep = 0
         # quiet-session checks (Detector.tick): (due ts, sid), at most one
@@ -104,9 +125,16 @@ class OfflineRunner:
         """Sessions open right now (tombstones excluded)."""
         return sum(1 for s in self.sessions.values() if s.outcome is None)
 
+    @property
+    def watermark(self) -> int:
+        """The stream clock: event time (ms) of the last sweep."""
+        return self._swept
+
     def feed(self, event: Event) -> list[Alert]:
         """Apply one event (already in event order) and sweep timeouts."""
-        alerts = self.sweep(event.ts)
+        if self.clock.observe(event.session_id, event.ts):
+            self.stats.ahead += 1
+        alerts = self.sweep(self.clock.now)
         state = self.sessions.get(event.session_id)
         result = self.detector.process(state, event)
         self.stats.events += 1
@@ -130,9 +158,10 @@ class OfflineRunner:
     def sweep(self, now: int) -> list[Alert]:
         """Advance the watermark to ``now`` and close sessions idle for longer
         than the timeout; drop tombstones a timeout after their close."""
-        if now <= self.watermark:
+        self.clock.advance(now)
+        if now <= self._swept:
             return []
-        self.watermark = now
+        self._swept = now
         if now < self._next_sweep:
             return []
         self._next_sweep = now + 1000
@@ -202,14 +231,31 @@ class OfflineRunner:
         return alerts
 
 
-def reorder(events: Iterable[Event], window_ms: int) -> Iterator[Event]:
+def reorder(
+    events: Iterable[Event], window_ms: int, clock: StreamClock | None = None
+) -> Iterator[Event]:
     """Yield events in event-time order, holding at most ``window_ms`` of
     input: anything later than that relative to the newest event seen comes
-    out in arrival position (the detector then judges it late or not)."""
+    out in arrival position (the detector then judges it late or not).
+
+    With a ``clock`` (:meth:`StreamClock.for_config`), "newest" is the
+    stream clock, and an event ahead of it is not held back (it would sit
+    in the heap until the stream caught up, hours later): the events held so
+    far come out first, then it, which is the order the worker, which does
+    not reorder, applies them in.
+    """
     heap: list[tuple[int, int, Event]] = []
     newest = 0
     for seq, event in enumerate(events):
-        newest = max(newest, event.ts)
+        if clock is None:
+            newest = max(newest, event.ts)
+        elif clock.observe(event.session_id, event.ts):
+            while heap:
+                yield heapq.heappop(heap)[2]
+            yield event
+            continue
+        else:
+            newest = clock.now
         heapq.heappush(heap, (event.ts, seq, event))
         while heap and heap[0][0] < newest - window_ms:
             yield heapq.heappop(heap)[2]

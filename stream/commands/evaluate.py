@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         check_plot_target(args.plot)
 
+    from detectors.clock import StreamClock
     from detectors.events import EventParser
     from detectors.offline.evaluation import LOW_MATCH_SHARE, evaluate
     from detectors.offline.runner import RunStats, parse_lines, reorder
@@ -55,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
 
     stats = RunStats()
     with event_lines(args.events, "evaluate") as lines:
-        events = reorder(parse_lines(lines, EventParser(config), stats), config.allowed_lateness_ms)
+        events = reorder(
+            parse_lines(lines, EventParser(config), stats),
+            config.allowed_lateness_ms,
+            StreamClock.for_config(config),
+        )
         result = evaluate(events, config, labels=labels, truth=truth, stats=stats)
     report_invalid(stats, args.events, args.prog)
     require_events(stats, args.events)

@@ -27,13 +27,15 @@ def run(args: argparse.Namespace) -> int:
     check_readable(args.events)
     with event_lines(args.events, "replay") as lines, output(args.output) as out:
         # River loads only now: a bad path or file fails without waiting for it
+        from detectors.clock import StreamClock
         from detectors.detector import Detector
         from detectors.events import EventParser
         from detectors.offline.runner import OfflineRunner, parse_lines, reorder
 
         runner = OfflineRunner(Detector(config))
         stats = runner.stats
-        events = reorder(parse_lines(lines, EventParser(config), stats), config.allowed_lateness_ms)
+        parsed = parse_lines(lines, EventParser(config), stats)
+        events = reorder(parsed, config.allowed_lateness_ms, StreamClock.for_config(config))
         for event in events:
             for alert in runner.feed(event):
                 out.write(
@@ -46,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
         "applied": stats.applied,
         "invalid": dict(stats.invalid),
         "statuses": dict(stats.statuses),
+        "dead_letters": dict(stats.dead_letters),
+        "clock_ahead": stats.ahead,
         "alerts": dict(stats.alerts),
         "sessions_closed": dict(stats.closed),
     }

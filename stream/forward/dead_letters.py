@@ -66,7 +66,7 @@ class Producer(Protocol):
     the record is queued, with an awaitable for its acknowledgement."""
 
     async def send(
-        self, topic: str, value: bytes, key: bytes | None = ..., headers: Any = ...
+        self, topic: str, value: bytes | None, key: bytes | None = ..., headers: Any = ...
     ) -> Awaitable[Any]: ...
 
 
@@ -103,7 +103,7 @@ class DeadLetters:
         out = []
         for m in messages:
             record = dead_letter(
-                Message(m.value or b"", m.key, m.topic, m.partition, m.offset, m.timestamp),
+                Message(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp),
                 reason,
                 detail,
                 now,

@@ -22,10 +22,10 @@ import logging
 import ssl
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from faust.types import TP
@@ -38,21 +38,34 @@ from stream.records import Message, Record
 from stream.redis_store import open_store
 from stream.retry import backoff, retry_forever
 from stream.settings import Settings
-from stream.worker.health import readiness, update_gauges
+from stream.worker.faults import Fault, RepeatFilter, describe
+from stream.worker.health import BrokerProbe, readiness, update_gauges
 from stream.worker.pipeline import BatchProcessor
 
 log = logging.getLogger("disengage.worker")
+
+T = TypeVar("T")
 
 GAUGE_INTERVAL_S = 5.0
 #: Backoff between tries of a failed batch: 0.5 s, doubling, at most 10 s.
 BATCH_BACKOFF = (0.5, 10.0)
 
 
-async def produce_with(app: faust.App, topic: str, records: Sequence[Record]) -> None:
-    """Produce through the Faust app's own producer (acks=all); return after the acks."""
-    producer = app.producer
-    futures = [await producer.send(topic, r.key, r.value, None, None, r.headers) for r in records]
-    await asyncio.gather(*futures)
+async def produce_with(
+    app: faust.App, timeout_s: float, topic: str, records: Sequence[Record]
+) -> None:
+    """Produce through the Faust app's own producer (acks=all); return after
+    the acks, or raise ``TimeoutError`` after ``timeout_s`` (the batch is then
+    retried: a broker that cannot acknowledge must not hang it silently)."""
+
+    async def send_all() -> None:
+        producer = app.producer
+        futures = [
+            await producer.send(topic, r.key, r.value, None, None, r.headers) for r in records
+        ]
+        await asyncio.gather(*futures)
+
+    await asyncio.wait_for(send_all(), timeout=timeout_s)
 
 
 class Runtime:
@@ -74,7 +87,7 @@ class Runtime:
             namespace=settings.topic_interactions,
             clock=time.monotonic,
         )
-        self.sink = KafkaSink(partial(produce_with, app), settings)
+        self.sink = KafkaSink(partial(produce_with, app, settings.produce_timeout_s), settings)
         self.processor = BatchProcessor(
             settings.detector,
             self.store,
@@ -84,10 +97,15 @@ class Runtime:
             idle_grace_s=settings.idle_grace_s,
             cache_sessions=settings.state_cache_sessions,
         )
+        self.broker = BrokerProbe(settings)
         self.lock = asyncio.Lock()  # batches, sweeps and rebalances never interleave
         self.started_at = time.time()
         self.last_batch_at = 0.0
         self.healthy = True
+        self.batches = Fault("Batches", log)
+        self.maintenance = {
+            name: Fault(name, log) for name in ("Expiry sweep", "Model checkpoint", "Gauges")
+        }
 
     def owned(self, tps: Any) -> list[int]:
         topic = self.settings.topic_interactions
@@ -140,6 +158,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=1.0,
         topic_disable_leader=True,
         producer_acks=-1,
+        producer_request_timeout=settings.produce_timeout_s,
         logging_config=None,
     )
     runtime = Runtime(settings, app)
@@ -163,7 +182,7 @@ def create_app(settings: Settings) -> faust.App:
         ):
             messages = [
                 Message(
-                    value=b"" if ev.value is None else bytes(ev.value),
+                    value=None if ev.value is None else bytes(ev.value),
                     key=None if ev.key is None else bytes(ev.key),
                     topic=ev.message.topic,
                     partition=ev.message.partition,
@@ -181,11 +200,13 @@ def create_app(settings: Settings) -> faust.App:
                 on_failure=partial(_batch_failed, runtime, len(messages)),
             )
             runtime.healthy = True
+            runtime.batches.ok()
             runtime.last_batch_at = time.time()
             runtime.metrics.last_batch.set(runtime.last_batch_at)
 
     @app.task
     async def declare_topics() -> None:
+        quiet_library_repeats()  # Faust has set its log handlers up by now
         for topic in (alerts_topic, dlq_topic):
             await topic.maybe_declare()
 
@@ -216,33 +237,33 @@ def create_app(settings: Settings) -> faust.App:
                 async with runtime.lock:
                     await runtime.processor.checkpoint()
                 log.info("models checkpointed at shutdown")
-            except Exception:
-                log.exception("model checkpoint at shutdown failed")
+            except Exception as exc:
+                log.error("model checkpoint at shutdown failed: %s", describe(exc))
+        await runtime.broker.close()
 
     @app.timer(interval=settings.sweep_interval_s)
     async def sweep() -> None:
-        try:
-            async with runtime.lock:
-                closed = await runtime.processor.sweep()
-            if closed:
-                log.info("closed %d idle session(s)", closed)
-        except Exception:
-            log.exception("expiry sweep failed (will retry)")
+        if runtime.processor.store_fault.failing or not runtime.healthy or not runtime.broker.up:
+            return  # Redis or Kafka is down, or batches are failing: a later tick sweeps
+        closed = await _maintain(runtime, "Expiry sweep", runtime.processor.sweep)
+        if closed:
+            log.info("closed %d idle session(s)", closed)
 
     @app.timer(interval=settings.checkpoint_interval_s)
     async def checkpoint() -> None:
-        try:
-            async with runtime.lock:
-                await runtime.processor.checkpoint()
-        except Exception:
-            log.exception("model checkpoint failed (will retry)")
+        if runtime.processor.store_fault.failing:
+            return  # the checkpoint age gauge shows it; retried next interval
+        await _maintain(runtime, "Model checkpoint", runtime.processor.checkpoint)
 
     @app.timer(interval=GAUGE_INTERVAL_S)
     async def gauges() -> None:
+        fault = runtime.maintenance["Gauges"]
         try:
             await update_gauges(app, runtime)
-        except Exception:
-            log.warning("gauge update failed", exc_info=True)
+        except Exception as exc:
+            fault.failed(exc, "gauge update")
+        else:
+            fault.ok()
 
     @app.page("/metrics")
     async def metrics_page(self: View, request: Request) -> Response:
@@ -259,6 +280,7 @@ def create_app(settings: Settings) -> faust.App:
         body = {
             "ready": ready,
             "partitions": sorted(runtime.processor.partitions),
+            "kafka": runtime.broker.up,
             "store": store_ok,
             "rebalancing": bool(app.rebalancing),
             "batches_ok": runtime.healthy,
@@ -273,9 +295,31 @@ async def _process(runtime: Runtime, messages: list[Message]) -> None:
         await runtime.processor.process(messages)
 
 
+async def _maintain(runtime: Runtime, name: str, job: Callable[[], Awaitable[T]]) -> T | None:
+    """Run a timer's ``job`` under the batch lock; a failure is logged once
+    per outage (:class:`Fault`) and retried on the next tick."""
+    fault = runtime.maintenance[name]
+    try:
+        async with runtime.lock:
+            result = await job()
+    except Exception as exc:
+        fault.failed(exc, name.lower())
+        return None
+    fault.ok()
+    return result
+
+
 def _batch_failed(runtime: Runtime, size: int, exc: BaseException, delay: float) -> None:
     runtime.healthy = False
-    log.error("batch of %d failed; retrying in %.1fs", size, delay, exc_info=exc)
+    runtime.batches.failed(exc, f"a batch of {size} (retried in place, never skipped)")
+
+
+def quiet_library_repeats() -> None:
+    """Install :class:`RepeatFilter` on the root handlers: during an outage
+    aiokafka and Faust log every reconnect attempt, often with a traceback."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
+            handler.addFilter(RepeatFilter())
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:

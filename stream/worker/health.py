@@ -1,55 +1,120 @@
 """How the worker reports its health: readiness and the gauges refreshed by a timer.
 
-``/readyz`` and the ``disengage_ready`` gauge share :func:`readiness`, so the
-dashboards and the orchestrator never disagree on what "ready" means.
+``/readyz`` and the ``disengage_worker_ready`` gauge share :func:`readiness`,
+so the dashboards and the orchestrator never disagree on what "ready" means.
+Kafka is judged by :class:`BrokerProbe`, a metadata request of the worker's
+own every :data:`~stream.worker.app.GAUGE_INTERVAL_S`: Faust's consumer keeps
+its assignment through a broker outage, so owning partitions says nothing
+about whether the broker can be reached.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
 
 import faust
+from aiokafka.client import AIOKafkaClient
+
+from stream.kafka_io import client_options
+from stream.settings import Settings
+from stream.worker.faults import Fault
 
 if TYPE_CHECKING:
     from stream.worker.app import Runtime
 
+log = logging.getLogger("disengage.health")
+
 #: Longest wait for the store to answer a ping before it counts as down (seconds).
 PING_TIMEOUT_S = 1.0
+#: Longest wait for the brokers' metadata before Kafka counts as down (seconds).
+BROKER_TIMEOUT_S = 3.0
+
+
+class BrokerProbe:
+    """Whether the Kafka brokers answer a metadata request, with the worker's
+    connection settings; its state changes are logged once each."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client: AIOKafkaClient | None = None
+        self.up = True  # until a probe says otherwise (Faust waits for Kafka at start)
+        self.fault = Fault("Kafka brokers", log)
+
+    async def check(self) -> bool:
+        try:
+            await asyncio.wait_for(self._metadata(), timeout=BROKER_TIMEOUT_S)
+        except Exception as exc:
+            self.up = False
+            self.fault.failed(exc, "metadata request")
+            if self.client is not None and not self.client._conns:  # never bootstrapped
+                await self.close()
+        else:
+            self.up = True
+            self.fault.ok()
+        return self.up
+
+    async def _metadata(self) -> Any:
+        if self.client is None:
+            client = AIOKafkaClient(**client_options(self.settings), request_timeout_ms=2500)
+            self.client = client
+            await client.bootstrap()
+        return await self.client.fetch_all_metadata()
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.close()
 
 
 async def readiness(app: faust.App, runtime: Runtime) -> tuple[bool, bool]:
     """(ready, store reachable): ready = owns partitions, not rebalancing,
-    batches succeeding and Redis answering a ping within :data:`PING_TIMEOUT_S`."""
+    batches succeeding, the brokers answering (as of the last probe) and
+    Redis answering a ping within :data:`PING_TIMEOUT_S`."""
     try:
         await asyncio.wait_for(runtime.store.ping(), timeout=PING_TIMEOUT_S)
         store_ok = True
     except Exception:
         store_ok = False
     ready = (
-        store_ok and runtime.healthy and bool(runtime.processor.partitions) and not app.rebalancing
+        store_ok
+        and runtime.broker.up
+        and runtime.healthy
+        and bool(runtime.processor.partitions)
+        and not app.rebalancing
     )
     return ready, store_ok
 
 
 async def update_gauges(app: faust.App, runtime: Runtime) -> None:
-    """Checkpoint age, readiness (as /readyz), consumer lag per owned
-    partition and open sessions. The first two never wait on Kafka or Redis
-    calls that may hang, so they stay true during an outage."""
+    """Checkpoint age, Kafka and Redis reachability, readiness (as /readyz),
+    consumer lag per owned partition and open sessions. Every call that may
+    hang during an outage has a timeout (:data:`BROKER_TIMEOUT_S`,
+    :data:`PING_TIMEOUT_S`), so the gauges show an outage within one interval."""
     # the checkpoint age keeps growing between checkpoints
     parts = runtime.processor.partitions.values()
     if parts:
         oldest = min(part.checkpointed_at for part in parts)
         runtime.metrics.checkpoint_age.set(max(0.0, runtime.processor.clock() - oldest))
+    kafka_ok = await runtime.broker.check()
+    runtime.metrics.kafka_up.set(1.0 if kafka_ok else 0.0)
     ready, store_ok = await readiness(app, runtime)
     runtime.metrics.ready.set(1.0 if ready else 0.0)
-    if app.rebalancing or not store_ok:
+    runtime.metrics.redis_up.set(1.0 if store_ok else 0.0)
+    if store_ok:
+        runtime.processor.store_fault.ok()
+    else:
+        runtime.processor.store_fault.failed("no answer to a ping within 1 s", "ping")
+    if app.rebalancing or not store_ok or not kafka_ok:
         return
     consumer = app.consumer
     topic = runtime.settings.topic_interactions
     tps = sorted(tp for tp in consumer.assignment() if tp.topic == topic)
     if tps:
-        highwaters = await consumer.highwaters(*tps)
+        highwaters = await asyncio.wait_for(consumer.highwaters(*tps), timeout=BROKER_TIMEOUT_S)
         for tp in tps:
             high = highwaters.get(tp)
             # Faust's own record of the last committed offset (next to read)
@@ -58,6 +123,6 @@ async def update_gauges(app: faust.App, runtime: Runtime) -> None:
                 runtime.metrics.consumer_lag.labels(str(tp.partition)).set(
                     max(0, high - (committed or 0))
                 )
-    runtime.metrics.active_sessions.set(
-        sum([await runtime.store.open_sessions(p) for p in runtime.processor.partitions])
-    )
+    counts = [runtime.store.open_sessions(p) for p in runtime.processor.partitions]
+    total = await asyncio.wait_for(asyncio.gather(*counts), timeout=PING_TIMEOUT_S * 5)
+    runtime.metrics.active_sessions.set(sum(total))

@@ -4,10 +4,13 @@
 and, in this order:
 
 1. parses each with the core's parser; invalid input becomes a dead letter
-   (original bytes plus reason headers), never an exception;
+   (original bytes plus reason headers, a tombstone keeps its null value),
+   never an exception;
 2. loads the states of the batch's sessions from the store (one round trip);
 3. runs the detector of the message's partition over the events in order;
-   session alerts go into the session's delivery *outbox* in its state;
+   session alerts go into the session's delivery *outbox* in its state; an
+   event the detector does not apply is either a duplicate (counted) or
+   dead-lettered (``late_event``, ``after_close``), never dropped unseen;
 4. saves the touched states (one round trip; each state write is atomic);
 5. produces dead letters and alerts and waits for the broker's acks;
 6. clears the delivered outboxes (one round trip).
@@ -16,7 +19,15 @@ Only then may the caller commit the batch's offsets. A crash before step 4
 redelivers the batch and repeats nothing; after step 4 the redelivered events
 are duplicates to the state, and the outbox still holds the alerts, which
 :meth:`BatchProcessor.recover` delivers, skipping any id already on the
-alerts topic. So no alert is lost and none is produced twice.
+alerts topic. So no alert is lost and none is produced twice. A produce that
+fails inside a running worker leaves the processor *undelivered*: the next
+batch or sweep first delivers every pending outbox of the owned partitions
+the same way, so a retried batch (whose events are now duplicates) cannot be
+committed while its alerts wait in an outbox.
+
+Each partition's event-time clock is a :class:`~detectors.clock.StreamClock`:
+an event from a client clock far ahead is applied but does not move it, so
+one bad clock cannot time out every open session.
 
 Models are per input partition (the unit a worker owns), checkpointed to the
 store and warm-started on assignment.
@@ -33,6 +44,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from detectors.alerts import Alert, rfc3339
+from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, DetectorModels
 from detectors.events import Event, EventParser, InvalidEvent, parse_ts
@@ -42,6 +54,7 @@ from detectors.store import SessionStore
 from stream.metrics import Metrics
 from stream.records import Message, Record, Sink, alert_record, dead_letter, record_from_json
 from stream.retry import backoff, retry_forever
+from stream.worker.faults import Fault, Throttled
 from stream.worker.state_cache import StateCache
 
 log = logging.getLogger("disengage.pipeline")
@@ -55,9 +68,9 @@ class PartitionState:
     of the processor's clock; the two are set when the partition is taken."""
 
     detector: Detector
-    wall_at_watermark: float  # when the watermark last moved
+    clock: StreamClock  # the partition's event time (ms)
+    wall_at_watermark: float  # when the clock last moved
     checkpointed_at: float  # when the models were last saved
-    watermark: int = 0  # newest event time seen (ms)
     #: the model's budget-suppression count already added to the metric (a
     #: warm-started model starts from its checkpoint's count)
     suppressed_reported: int = 0
@@ -67,24 +80,44 @@ def checkpoint_name(partition: int) -> str:
     return f"models-p{partition}"
 
 
+#: At most one log line per this many seconds about events ahead of the clock.
+CLOCK_LOG_INTERVAL_S = 60.0
+
 #: Backoff between tries of a failed store call: 0.1 s, doubling, at most 5 s.
 STORE_BACKOFF = (0.1, 5.0)
 
 
-async def retry(op: str, call: Callable[[], Awaitable[T]], *, metrics: Metrics) -> T:
+async def retry(
+    op: str, call: Callable[[], Awaitable[T]], *, metrics: Metrics, fault: Fault | None = None
+) -> T:
     """``await call()`` until it succeeds, backing off :data:`STORE_BACKOFF`.
 
     A batch must not be skipped (that would lose events), so a Redis outage
     stalls the partition instead of crashing the worker or dropping data.
-    Failures are counted per operation and logged in one line each.
+    Every failed try (a timeout included) is counted per operation; ``fault``
+    logs the outage once when it starts and once when it ends.
     """
 
     def failed(exc: BaseException, delay: float) -> None:
         # any client error: the store is unavailable
         metrics.redis_errors.labels(op).inc()
-        log.warning("store %s failed (%s); retrying in %.1fs", op, exc, delay)
+        if fault is not None:
+            fault.failed(exc, f"store {op}")
 
-    return await retry_forever(call, wait=backoff(*STORE_BACKOFF), on_failure=failed)
+    result = await retry_forever(call, wait=backoff(*STORE_BACKOFF), on_failure=failed)
+    if fault is not None:
+        fault.ok()
+    return result
+
+
+#: Detector step statuses that are dead-lettered: reason and detail.
+DEAD_STATUSES = {
+    "late": ("late_event", "older than the session's newest event by more than {} ms"),
+    "after_close": (
+        "after_close",
+        "after its session's purchase, or at or before its close by exit or timeout",
+    ),
+}
 
 
 class BatchProcessor:
@@ -113,9 +146,37 @@ class BatchProcessor:
         self.clock = clock
         self.partitions: dict[int, PartitionState] = {}
         self.cache = StateCache(cache_sessions)
+        #: a produce failed since the last delivery of every pending outbox
+        self.undelivered = False
+        self.store_fault = Fault("Redis", log)
+        self.produce_fault = Fault("Kafka produce", log)
+        self.clock_log = Throttled(log, CLOCK_LOG_INTERVAL_S)
 
     async def _call(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return await retry(op, partial(fn, *args), metrics=self.metrics)
+        return await retry(op, partial(fn, *args), metrics=self.metrics, fault=self.store_fault)
+
+    async def _send(self, what: str, records: Sequence[Record]) -> None:
+        """Produce alerts or dead letters; a failure marks the processor
+        :attr:`undelivered` (see :meth:`deliver_pending`) and is raised."""
+        send = self.sink.send_alerts if what == "alerts" else self.sink.send_dead_letters
+        try:
+            await send(records)
+        except Exception as exc:
+            self.undelivered = True
+            self.metrics.produce_failures.labels(what).inc()
+            self.produce_fault.failed(exc, f"producing {len(records)} {what.replace('_', ' ')}")
+            raise
+        self.produce_fault.ok()
+
+    async def deliver_pending(self) -> int:
+        """After a failed produce: deliver every pending outbox of the owned
+        partitions (skipping ids already on the alerts topic) before anything
+        else is processed or committed. Returns the number delivered."""
+        if not self.undelivered:
+            return 0
+        delivered = await self.recover(list(self.partitions))
+        self.undelivered = False
+        return delivered
 
     # ------------------------------------------------------------ ownership
     async def assign(self, partitions: Iterable[int]) -> None:
@@ -127,6 +188,7 @@ class BatchProcessor:
             now = self.clock()
             self.partitions[p] = PartitionState(
                 detector,
+                StreamClock.for_config(self.config),
                 wall_at_watermark=now,
                 checkpointed_at=now,
                 suppressed_reported=detector.models.suppressed_by_budget,
@@ -169,18 +231,21 @@ class BatchProcessor:
     # ------------------------------------------------------------- the batch
     async def process(self, messages: Sequence[Message]) -> None:
         started = time.perf_counter()
+        await self.deliver_pending()
         now = self.clock()
         metrics = self.metrics
         metrics.batch_size.observe(len(messages))
         dead: list[Record] = []
         events: list[tuple[int, Event, Message]] = []
         for message in messages:
+            if message.value is None:
+                dead.append(self._dead(message, "tombstone", "null value (a tombstone)", now))
+                continue
             try:
                 event = self.parser.parse(message.value)
             except InvalidEvent as exc:
                 metrics.invalid.labels(exc.reason).inc()
-                metrics.dlq.labels(exc.reason).inc()
-                dead.append(dead_letter(message, exc.reason, exc.detail, now))
+                dead.append(self._dead(message, exc.reason, exc.detail, now))
                 continue
             metrics.events.labels(event.type).inc()
             events.append((message.partition, event, message))
@@ -197,19 +262,18 @@ class BatchProcessor:
         for partition, event, message in events:
             part = self.partitions[partition]
             detector = part.detector
-            if event.ts > part.watermark:
-                part.watermark, part.wall_at_watermark = event.ts, now
+            self._observe_clock(partition, part, event, now)
             result = detector.process(states.get(event.session_id), event)
             metrics.event_status.labels(result.status).inc()
-            if result.status == "late":
-                lateness = self.config.allowed_lateness_ms
-                detail = f"older than the session's newest event by more than {lateness} ms"
-                metrics.invalid.labels("late_event").inc()
-                metrics.dlq.labels("late_event").inc()
-                dead.append(dead_letter(message, "late_event", detail, now))
+            if result.status in DEAD_STATUSES:
+                reason, detail = DEAD_STATUSES[result.status]
+                if reason == "late_event":
+                    detail = detail.format(self.config.allowed_lateness_ms)
+                metrics.invalid.labels(reason).inc()
+                dead.append(self._dead(message, reason, detail, now))
                 continue
             if result.status != "applied":
-                continue
+                continue  # a duplicate: applied before, counted above
             state = result.state
             states[event.session_id] = state
             touched[event.session_id] = (partition, state)
@@ -220,10 +284,29 @@ class BatchProcessor:
             self._take_alerts(result.alerts, state, hotspot_alerts, message.timestamp_ms)
         await self._save(touched.values())
         if dead:
-            await self.sink.send_dead_letters(dead)
+            await self._send("dead_letters", dead)
         await self._deliver(list(touched.values()), hotspot_alerts)
         self._update_model_gauges()
         metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    def _dead(self, message: Message, reason: str, detail: str, now: float) -> Record:
+        self.metrics.dlq.labels(reason).inc()
+        return dead_letter(message, reason, detail, now)
+
+    def _observe_clock(
+        self, partition: int, part: PartitionState, event: Event, now: float
+    ) -> None:
+        """Move the partition's clock with ``event``, or count it as ahead."""
+        before = part.clock.now
+        if part.clock.observe(event.session_id, event.ts):
+            self.metrics.clock_ahead.labels(str(partition)).inc()
+            ahead_s = (event.ts - part.clock.now) / 1000
+            self.clock_log.log(
+                f"partition {partition}: an event {ahead_s:.0f} s ahead of the stream clock "
+                "(a wrong client clock?): applied to its session; the clock did not move"
+            )
+        elif part.clock.now > before:
+            part.wall_at_watermark = now
 
     def _take_alerts(
         self,
@@ -240,6 +323,7 @@ class BatchProcessor:
                 hotspots.append(alert)
             else:
                 record = alert_record(alert, self.config.source, produced_at, record_ms)
+                assert record.value is not None
                 state.outbox.append(record.value.decode())
 
     async def _load(self, sids: Sequence[str]) -> dict[str, SessionState]:
@@ -287,7 +371,7 @@ class BatchProcessor:
             records.append(alert_record(alert, self.config.source, produced_at))
             kinds.append((alert.kind, alert.severity, alert.event_time))
         if records:
-            await self.sink.send_alerts(records)
+            await self._send("alerts", records)
             acked = self.clock()
             for kind, severity, event_ms in kinds:
                 self.metrics.alerts.labels(kind, severity).inc()
@@ -325,16 +409,19 @@ class BatchProcessor:
         hesitation (:meth:`~detectors.detector.Detector.tick`). Event time
         drives both; a partition with no traffic lets its watermark advance
         with the wall clock after ``idle_grace_s``."""
+        await self.deliver_pending()
         closed = 0
         now = self.clock()
         timeout = self.config.session_timeout_ms
         for p, part in list(self.partitions.items()):
             idle_s = now - part.wall_at_watermark
-            watermark = part.watermark
-            if part.watermark and idle_s > self.idle_grace_s:
-                watermark += int((idle_s - self.idle_grace_s) * 1000)
+            watermark = part.clock.now
             if not watermark:
                 continue
+            if idle_s > self.idle_grace_s:  # no traffic: event time follows the wall clock
+                watermark += int((idle_s - self.idle_grace_s) * 1000)
+                part.clock.advance(watermark)
+                part.wall_at_watermark = now - self.idle_grace_s
             await self._tick_quiet(p, part, watermark, limit)
             due = await self._call("due", self.store.due, p, watermark - timeout, limit)
             if not due:

@@ -62,3 +62,10 @@ def test_the_code_map_names_every_module() -> None:
         if path.name not in ("__init__.py", "__main__.py") and path.name not in named
     )
     assert not missing, f"ARCHITECTURE.md does not mention {missing}"
+
+
+def test_every_dead_letter_reason_is_documented() -> None:
+    from stream.metrics import DLQ_REASONS
+
+    missing = [reason for reason in DLQ_REASONS if f"`{reason}`" not in README]
+    assert not missing, f"README does not name the DLQ reasons {missing}"

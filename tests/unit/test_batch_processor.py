@@ -88,7 +88,7 @@ class Feed:
     def __init__(self) -> None:
         self.offsets: dict[int, int] = {}
 
-    def message(self, value: bytes, partition: int = 0, key: bytes | None = None) -> Message:
+    def message(self, value: bytes | None, partition: int = 0, key: bytes | None = None) -> Message:
         offset = self.offsets.get(partition, 0)
         self.offsets[partition] = offset + 1
         return Message(value, key, TOPIC, partition, offset, timestamp_ms=T0)
@@ -148,7 +148,7 @@ async def test_alerts_go_through_the_state_outbox_before_they_are_produced() -> 
     await worker.processor.process(feed.pile_up("s1"))
 
     (produced,) = [record for _, record in worker.sink.topic]
-    alert = json.loads(produced.value)
+    alert = json.loads(produced.value or b"")
     assert (alert["type"], alert["data"]["rule"]) == (
         "disengage.alert.trust_loss",
         "friction_pileup",
@@ -226,19 +226,16 @@ async def test_a_failed_produce_retried_in_place_never_duplicates_an_alert_or_an
     assert (state.n_events, state.n_alerts) == (5, 1)
     assert worker.metric("disengage_event_status_total", status="applied") == 5
     assert worker.metric("disengage_event_status_total", status="duplicate") == 5
-    # Known issue 10, finding 3: the retried batch holds only duplicates, so
-    # today the retry does not produce the alert, which waits in the outbox
-    # until the next recovery (a rebalance or a restart). What holds either
-    # way: it is never produced twice, and it is delivered exactly once.
-    assert len(worker.sink.alert_ids()) <= 1
-    await worker.processor.revoke([0])
-    await worker.processor.assign([0])
+    # The retry first delivers the outbox the failed produce left behind, so
+    # the batch is committed only once its alert is on the topic (issue 10,
+    # finding 3: it used to wait there until a rebalance or a restart).
     assert len(worker.sink.alert_ids()) == 1
+    assert (state.outbox, await worker.store.pending(0)) == ([], [])
+    assert worker.metric("disengage_produce_failures_total", what="alerts") == 1
     await worker.processor.process(batch)
     await worker.processor.revoke([0])
     await worker.processor.assign([0])
     assert len(worker.sink.alert_ids()) == 1
-    assert await worker.store.pending(0) == []
 
 
 async def test_duplicate_delivery_applies_each_event_and_alert_once() -> None:
@@ -287,8 +284,11 @@ async def test_the_sweep_closes_sessions_past_the_timeout_and_learns_their_outco
     worker, feed = Worker(), Feed()
     timeout_ms = RULES_ONLY.session_timeout_ms
     await worker.processor.process(feed.quiet("old", 2) + feed.quiet("young", 1, start=60_000))
-    # event time moves on: a session seen one timeout after "old"'s last event
-    await worker.processor.process(feed.quiet("new", 1, start=1000 + timeout_ms + 1))
+    # event time moves on, in steps a stream clock follows (5 min), until one
+    # timeout after "old"'s last event
+    times = [120_000 + 300_000 * k for k in range(6)] + [1000 + timeout_ms + 1]
+    walk = [feed.event("walker", "page_view", t, 0, page=f"/blog/{t}") for t in times]
+    await worker.processor.process(walk)
 
     assert await worker.processor.sweep() == 1
     old = await worker.state("old")
@@ -356,3 +356,89 @@ async def test_the_sweep_ticks_quiet_sessions_in_evaluate_from_the_partition_wat
     assert len((await worker.state("starer")).moments) == 2
     # a session outside evaluate/decide is never ticked
     assert (await worker.state("other")).moments == []
+
+
+async def test_a_produce_that_fails_after_reaching_the_topic_is_not_repeated_by_the_retry() -> None:
+    worker, feed = Worker(), Feed()
+    batch = feed.pile_up("s1")
+    worker.sink.fail_after_alerts.append(ConnectionError("ack lost"))
+    with pytest.raises(ConnectionError):
+        await worker.processor.process(batch)
+    assert len(worker.sink.alert_ids()) == 1  # it reached the topic; the ack did not
+    await worker.processor.process(batch)
+    assert len(worker.sink.alert_ids()) == 1  # skipped by id on the redelivery
+    assert await worker.store.pending(0) == []
+
+
+async def test_a_failed_produce_in_a_sweep_is_delivered_before_the_next_batch() -> None:
+    worker, feed = Worker(), Feed()
+    worker.sink.fail_alerts.append(ConnectionError("broker unavailable"))
+    with pytest.raises(ConnectionError):
+        await worker.processor.process(feed.pile_up("s1"))
+    assert worker.processor.undelivered
+    await worker.processor.sweep()  # the sweep timer runs first
+    assert len(worker.sink.alert_ids()) == 1 and not worker.processor.undelivered
+    await worker.processor.process(feed.quiet("s2", 1, start=20_000))
+    assert len(worker.sink.alert_ids()) == 1
+
+
+async def test_a_tombstone_is_dead_lettered_with_its_null_value() -> None:
+    worker, feed = Worker(), Feed()
+    await worker.processor.process([feed.message(None, key=b"k"), *feed.quiet("ok", 1)])
+    (letter,) = worker.sink.dead_letters
+    assert letter.value is None and letter.key == b"k"
+    assert dict(letter.headers)["dlq.reason"] == b"tombstone"
+    assert worker.metric("disengage_dlq_messages_total", reason="tombstone") == 1
+    assert (await worker.state("ok")).n_events == 1
+
+
+async def test_events_after_a_purchase_are_dead_lettered_not_dropped() -> None:
+    worker, feed = Worker(), Feed()
+    batch = [
+        *feed.quiet("buyer", 1),
+        feed.event("buyer", "purchase", 2000, order_value=10),
+        feed.event("buyer", "page_view", 3000, page="/thank-you"),
+    ]
+    await worker.processor.process(batch)
+    (letter,) = worker.sink.dead_letters
+    headers = dict(letter.headers)
+    assert headers["dlq.reason"] == b"after_close" and headers["dlq.source.offset"] == b"2"
+    assert b"purchase" in headers["dlq.detail"]
+    assert worker.metric("disengage_dlq_messages_total", reason="after_close") == 1
+    assert (await worker.state("buyer")).n_events == 2
+
+
+async def test_a_client_clock_two_hours_fast_closes_no_session() -> None:
+    """Issue 10, finding 1: one event two hours fast used to move the
+    partition's clock, and the next sweep timed out every open session."""
+    worker, feed = Worker(), Feed()
+    two_hours = 2 * 3600 * 1000
+    await worker.processor.process(
+        feed.quiet("a", 2) + feed.quiet("b", 2, start=500) + feed.quiet("c", 1, start=900)
+    )
+    await worker.processor.process([feed.event("c", "page_view", two_hours, page="/blog/x")])
+    assert await worker.processor.sweep() == 0
+    assert worker.metric("disengage_clock_ahead_total", partition="0") == 1
+    assert worker.processor.partitions[0].clock.now == T0 + 1500  # unmoved
+    for sid in "ab":
+        assert (await worker.state(sid)).outcome is None
+    assert (await worker.state("c")).n_events == 2  # applied to its own session
+    # the next events of "a" and "b" are applied as usual
+    await worker.processor.process(feed.quiet("a", 1, start=5000) + feed.quiet("b", 1, start=6000))
+    assert [(await worker.state(sid)).n_events for sid in "ab"] == [3, 3]
+    assert worker.sink.dead_letters == []
+
+
+async def test_a_gap_in_traffic_moves_the_clock_once_sessions_agree() -> None:
+    worker, feed = Worker(), Feed()
+    timeout_ms = RULES_ONLY.session_timeout_ms
+    await worker.processor.process(feed.quiet("night", 2))
+    morning = 8 * 3600 * 1000
+    await worker.processor.process(
+        [feed.event(sid, "page_view", morning + i, page="/") for i, sid in enumerate("xyz")]
+    )
+    assert worker.processor.partitions[0].clock.now == T0 + morning
+    assert worker.metric("disengage_clock_ahead_total", partition="0") == 2  # x, y
+    assert await worker.processor.sweep() == 1
+    state = await worker.state("night")
+    assert (state.outcome, state.closed_ts) == ("timeout", T0 + 1000 + timeout_ms)
