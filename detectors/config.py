@@ -180,9 +180,9 @@ class DetectorConfig:
     admitted skew closes idle sessions at most that much early; real clock
     faults are hours or days."""
     clock_quorum: int = 3
-    """Distinct sessions that must agree on a time further ahead than
-    ``max_clock_skew_ms`` before the clock jumps there (a gap in traffic,
-    not one bad client)."""
+    """Distinct sessions that must have been seen further ahead than
+    ``max_clock_skew_ms`` before the clock jumps (to the latest time that
+    many reached): a gap in traffic, not one bad client."""
     dedup_capacity: int = 64
     """Event ids remembered per session for de-duplication (see
     :class:`detectors.session.SessionState`)."""
