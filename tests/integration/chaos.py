@@ -42,7 +42,7 @@ from detectors.alerts import Alert
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, StepResult
 from detectors.events import Event, EventParser, InvalidEvent
-from detectors.offline.runner import OfflineRunner
+from detectors.offline.runner import DEAD_LETTER_STATUSES, OfflineRunner
 from stream.settings import Settings
 
 from .chaos_report import Expected, Outcome, Sample, family, log_stats, readiness_report, record
@@ -60,8 +60,6 @@ INJECT_AT = 0.35
 #: scenario's length so that a stall (a fault) never lets the worker's clock
 #: run ahead of the stream's, which the replay would never do.
 CHAOS_ENV = {"DISENGAGE_IDLE_GRACE_S": "600"}
-#: Replay statuses the worker dead-letters, with the DLQ reason it uses.
-REPLAY_DEAD = {"late": "late_event", "after_close": "after_close"}
 _databases = itertools.cycle(range(16))
 
 
@@ -181,10 +179,11 @@ def replay(messages: Sequence[Raw], config: DetectorConfig) -> Expected:
             continue
         valid += 1
         alerts += runner.feed(event)
-        if last[0] in REPLAY_DEAD:
-            dead[offset] = REPLAY_DEAD[last[0]]
+        if last[0] in DEAD_LETTER_STATUSES:
+            dead[offset] = DEAD_LETTER_STATUSES[last[0]]
     return Expected(
         alerts={a.id: family(a.kind, a.rule) for a in alerts},
+        labels={a.id: f"{a.kind}/{a.rule}" for a in alerts},
         counts=counts,
         dead=dead,
         valid=valid,
@@ -323,7 +322,7 @@ class ChaosRun:
     def fault_ended(self) -> None:
         self.fault.append(time.time())
 
-    def wait_recovered(self, timeout: float = 120.0) -> float:
+    def wait_recovered(self, timeout: float = 60.0) -> float:
         """Seconds from the end of the fault until /readyz is 200 with the partition owned."""
         import json
 
@@ -376,7 +375,8 @@ class ChaosRun:
             messages=self.messages,
             config=self.config,
             expected=self.expected,
-            alerts=[_alert_of(m.value) for m in alerts],
+            alerts=[_alert_of(m.value)[:2] for m in alerts],
+            labels={a[0]: a[2] for a in map(_alert_of, (m.value for m in alerts))},
             dlq=dlq,
             states=states,
             stored=stored,
@@ -389,11 +389,13 @@ class ChaosRun:
         )
 
 
-def _alert_of(value: bytes) -> tuple[str, str]:
+def _alert_of(value: bytes) -> tuple[str, str, str]:
+    """(id, family, kind/rule) of an alert record's value."""
     import json
 
     event = json.loads(value)
-    return event["id"], family(event["data"]["kind"], event["data"]["rule"])
+    kind, rule = event["data"]["kind"], event["data"]["rule"]
+    return event["id"], family(kind, rule), f"{kind}/{rule}"
 
 
 Fault = Callable[[ChaosRun], None]

@@ -48,6 +48,7 @@ class Expected:
     """What the replay does with the messages (offsets are the messages' indices)."""
 
     alerts: dict[str, str]  # alert id -> family
+    labels: dict[str, str]  # alert id -> kind/rule
     counts: dict[str, int]  # session -> events applied
     dead: dict[int, str]  # source offset -> DLQ reason
     valid: int  # messages that parse into an event
@@ -96,10 +97,24 @@ def readiness_report(samples: list[Sample], fault: list[float], recovered: float
     back = [s for s in samples if s.t > end and s.status == 200 and _owns(s.body)]
     if back:
         report.first_ready_after_s = back[0].t - end
-    report.gauges_down = sorted(
-        {name for s in during for name, v in s.gauges.items() if name != "events" and v == 0}
-    )
+    report.gauges_down = sorted(_gauges_down(samples, start, max(end, recovered)))
     return report
+
+
+def _gauges_down(samples: list[Sample], start: float, end: float) -> set[str]:
+    """Gauges seen at 0 between ``start`` and ``end``, counting a worker's gauge
+    only once it was 1 (a starting worker reports 0 until its first refresh)."""
+    up: set[tuple[int, str]] = set()
+    down: set[str] = set()
+    for s in samples:
+        for name, value in s.gauges.items():
+            if name == "events":
+                continue
+            if value == 1:
+                up.add((s.worker, name))
+            elif (s.worker, name) in up and start <= s.t < end:
+                down.add(name)
+    return down
 
 
 def _owns(body: str) -> bool:
@@ -146,6 +161,7 @@ class Outcome:
     config: DetectorConfig  # the worker's, which the replay used
     expected: Expected
     alerts: list[tuple[str, str]]  # (id, family) in topic order
+    labels: dict[str, str]  # alert id -> kind/rule, of the alerts on the topic
     dlq: list[Any]  # DLQ consumer records
     states: dict[str, SessionState]
     stored: set[str]  # sessions with a state in Redis
@@ -310,8 +326,8 @@ def details_of(outcome: Outcome) -> dict[str, Any]:
     return {
         "row": outcome.row(),
         "problems": outcome.problems(),
-        "missing": {f: sorted(outcome.missing(f)) for f in ("rule", "model")},
-        "extra": {f: sorted(outcome.extra(f)) for f in ("rule", "model")},
+        "missing": {i: outcome.expected.labels[i] for i in sorted(outcome.missing())},
+        "extra": {i: outcome.labels[i] for i in sorted(outcome.extra())},
         "replay statuses": dict(outcome.expected.statuses),
         "replay timeouts": outcome.expected.timeouts,
         "dlq reasons": dict(Counter(_header(d, "dlq.reason") for d in outcome.dlq)),
