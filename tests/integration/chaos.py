@@ -359,16 +359,22 @@ class ChaosRun:
     def tail(self) -> str:
         return self.worker.tail(40)
 
-    def finish(self) -> Outcome:
-        """Stop sampling, collect the worker's output and stop it."""
+    def finish(self, stuck: bool = False) -> Outcome:
+        """Stop sampling, collect the worker's output and stop it (``stuck``: the
+        worker did not recover or finish; it is killed, not stopped)."""
         self._stop.set()
         self._watch.join(timeout=10)
-        metrics = self.worker.metrics()
+        try:
+            metrics = self.worker.metrics()
+        except (OSError, AssertionError):
+            metrics = {}
         alerts = asyncio.run(read_topic(self.env.bootstrap, self.env.alerts))
         dlq = asyncio.run(read_topic(self.env.bootstrap, self.env.dlq))
         states = asyncio.run(load_states(self.env, self.expected.counts))
         stored = asyncio.run(redis_sessions(self.env))
-        code = self.worker.stop()
+        if stuck:
+            self.worker.kill9()
+        code = -9 if stuck else self.worker.stop()
         logs = log_stats([w.log_path for w in self.workers])
         return Outcome(
             name=self.name,
@@ -412,15 +418,19 @@ def run_scenario(
     :meth:`ChaosRun.fault_started` and :meth:`ChaosRun.fault_ended`) once
     :data:`INJECT_AT` of them were processed, let it finish and record the row."""
     run = ChaosRun(infra, name, messages, extra or {})
+    stuck: AssertionError | None = None
     try:
         run.start()
-        if fault is not None:
-            run.wait_processed()
-            fault(run)
-            assert len(run.fault) == 2, "the fault must say when it started and ended"
-            run.wait_recovered()
-        run.wait_done()
-        outcome = run.finish()
+        try:
+            if fault is not None:
+                run.wait_processed()
+                fault(run)
+                assert len(run.fault) == 2, "the fault must say when it started and ended"
+                run.wait_recovered()
+            run.wait_done()
+        except AssertionError as exc:  # still collect what the worker did, for the row
+            stuck = exc
+        outcome = run.finish(stuck=stuck is not None)
     finally:
         run._stop.set()
         for worker in run.workers:
@@ -428,4 +438,6 @@ def run_scenario(
                 worker.proc.kill()
                 worker.proc.wait()
     record(outcome)
+    if stuck is not None:
+        raise stuck
     return outcome

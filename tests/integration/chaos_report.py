@@ -184,6 +184,16 @@ class Outcome:
     def extra(self, which: str | None = None) -> set[str]:
         return self.ids(which) - self.expected_ids(which)
 
+    def model_diff(self, label: str) -> tuple[set[str], set[str]]:
+        """Model-based alerts whose kind/rule starts with ``label``: (missing, extra)."""
+        missing = {i for i in self.missing("model") if self.expected.labels[i].startswith(label)}
+        extra = {i for i in self.extra("model") if self.labels[i].startswith(label)}
+        return missing, extra
+
+    def _diff(self, label: str) -> str:
+        missing, extra = self.model_diff(label)
+        return f"{len(missing)}/{len(extra)}"
+
     @property
     def duplicated(self) -> int:
         return sum(n - 1 for n in Counter(i for i, _ in self.alerts).values())
@@ -285,10 +295,13 @@ class Outcome:
             "missing": str(len(self.missing())),
             "dup": str(self.duplicated),
             "rule miss/extra": f"{len(self.missing('rule'))}/{len(self.extra('rule'))}",
-            "model miss/extra": f"{len(self.missing('model'))}/{len(self.extra('model'))}",
+            "trust miss/extra": self._diff("trust_loss/"),
+            "hesitation miss/extra": self._diff("hesitation/"),
             "dlq got/distinct/exp": f"{len(self.dlq)}/{len(self.dead_offsets())}/"
             f"{len(self.expected.dead)}",
-            "recover s": "-" if self.recover_s is None else f"{self.recover_s:.1f}",
+            "recover s": "-"
+            if r.showed is None
+            else ("never" if self.recover_s is None else f"{self.recover_s:.1f}"),
             "readyz fault": "-" if r.showed is None else ("yes" if r.showed else "no"),
             "gauges 0": ",".join(g.replace("_up", "") for g in r.gauges_down) or "-",
             "warn lines": str(self.logs.warnings),

@@ -68,9 +68,13 @@ def test_baseline_without_fault(infra: PrivateInfra) -> None:
     outcome = run_scenario(infra, "baseline", stream(seed=101))
     assert outcome.expected.alerts, "the stream must raise alerts"
     assert_clean(outcome)
-    # The worker sweeps (timeouts, hesitation ticks) on a 1 s wall-clock timer,
-    # the replay every second of event time; model-based alerts may differ by
-    # that alone, so they are reported, not asserted (see the summary table).
+    # Trust-model alerts are raised on events, in the same order as the replay:
+    # exact without a fault. The hesitation checks of quiet sessions (ticks)
+    # run in the worker's sweep, on a 1 s wall-clock timer between batches of
+    # up to 500 events, and in the replay every second of event time, so the
+    # leave hazard sees other moments and its alerts differ by that alone:
+    # reported in the summary table, not asserted.
+    assert outcome.model_diff("trust_loss/") == (set(), set())
 
 
 def kill_9(run: ChaosRun) -> None:
