@@ -24,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import itertools
+import json
 import os
+import re
 import shutil
 import signal
 import threading
@@ -46,7 +48,17 @@ from detectors.offline.runner import DEAD_LETTER_STATUSES, OfflineRunner
 from stream.settings import Settings
 
 from .chaos_report import Expected, Outcome, Sample, family, log_stats, readiness_report, record
-from .harness import ROOT, Env, Worker, create_topics, flush, load_states, metric_sum, simulated
+from .harness import (
+    ROOT,
+    Env,
+    Worker,
+    create_topics,
+    flush,
+    load_states,
+    metric_sum,
+    produce,
+    simulated,
+)
 
 CHAOS_DIR = ROOT / ".cache" / "chaos"
 #: Messages as produced: (key, value); a ``None`` value is a tombstone.
@@ -84,6 +96,9 @@ class PrivateInfra:
 
     def __init__(self) -> None:
         self.infra = load_infra()
+        for old in CHAOS_DIR.glob("run-*"):  # logs of earlier runs, kept a day
+            if time.time() - old.stat().st_mtime > 86_400:
+                shutil.rmtree(old, ignore_errors=True)
         self.run = CHAOS_DIR / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         (self.run / "logs").mkdir(parents=True)
         self.kafka: Any = None
@@ -266,8 +281,6 @@ class ChaosRun:
 
     def start(self) -> None:
         """Create the topics, produce every message, start the worker."""
-        from .harness import produce
-
         asyncio.run(flush(self.env))
         asyncio.run(create_topics(self.env))
         tombstones_too = cast(list[tuple[bytes | None, bytes]], self.messages)
@@ -278,7 +291,8 @@ class ChaosRun:
         self._watch.start()
 
     def start_worker(self) -> Worker:
-        self.workers.append(Worker(self.env, f"{self.name}-{len(self.workers)}").start())
+        slug = re.sub(r"\W+", "-", self.name).strip("-")
+        self.workers.append(Worker(self.env, f"{slug}-{len(self.workers)}").start())
         return self.worker
 
     def _sample(self) -> None:
@@ -324,8 +338,6 @@ class ChaosRun:
 
     def wait_recovered(self, timeout: float = 60.0) -> float:
         """Seconds from the end of the fault until /readyz is 200 with the partition owned."""
-        import json
-
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
@@ -397,8 +409,6 @@ class ChaosRun:
 
 def _alert_of(value: bytes) -> tuple[str, str, str]:
     """(id, family, kind/rule) of an alert record's value."""
-    import json
-
     event = json.loads(value)
     kind, rule = event["data"]["kind"], event["data"]["rule"]
     return event["id"], family(kind, rule), f"{kind}/{rule}"

@@ -329,7 +329,7 @@ def record(outcome: Outcome) -> None:
     ROWS[:] = [r for r in ROWS if r["scenario"] != outcome.name] + [outcome.row()]
     SUMMARY.parent.mkdir(parents=True, exist_ok=True)
     SUMMARY.write_text("\n".join(summary_lines()) + "\n")
-    details = SUMMARY.with_name(f"{outcome.name}.json")
+    details = SUMMARY.with_name(re.sub(r"\W+", "-", outcome.name).strip("-") + ".json")
     details.write_text(json.dumps(details_of(outcome), indent=2, default=str) + "\n")
 
 
