@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -18,7 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from stream.records import Record
 from stream.settings import Settings
@@ -112,7 +113,10 @@ class KafkaSink:
         await consumer.start()
         ids: set[str] = set()
         try:
-            parts = consumer.partitions_for_topic(self.settings.topic_alerts) or set()
+            parts = consumer.partitions_for_topic(self.settings.topic_alerts)
+            if parts is None:
+                # returning no ids would re-produce what is on the topic: fail, and be retried
+                raise KafkaError(f"no metadata for topic {self.settings.topic_alerts!r} yet")
             tps = [TopicPartition(self.settings.topic_alerts, p) for p in parts]
             if not tps:
                 return ids
@@ -141,5 +145,19 @@ class KafkaSink:
                         if await consumer.position(tp) >= remaining[tp]:
                             remaining.pop(tp)
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
         return ids
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, minus an aiokafka 0.14 race: stopped right after
+    it started, its group coordinator awaits an internal task cancelled
+    before it ran, and the ``CancelledError`` escapes although nobody
+    cancelled the caller. A real cancellation of the caller is re-raised."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.debug("ignored aiokafka's stray CancelledError on consumer.stop()")

@@ -291,8 +291,16 @@ def create_app(settings: Settings) -> faust.App:
 
 
 async def _process(runtime: Runtime, messages: list[Message]) -> None:
-    async with runtime.lock:  # batches, sweeps and rebalances never interleave
-        await runtime.processor.process(messages)
+    try:
+        async with runtime.lock:  # batches, sweeps and rebalances never interleave
+            await runtime.processor.process(messages)
+    except asyncio.CancelledError as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # the worker stops: Faust cancels the agent
+        # a library's stray cancellation must not crash the agent (Faust would
+        # then ack the batch): it is a failure like any other, retried
+        raise RuntimeError("a client call was cancelled from inside") from exc
 
 
 async def _maintain(runtime: Runtime, name: str, job: Callable[[], Awaitable[T]]) -> T | None:
