@@ -17,7 +17,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -106,21 +106,25 @@ class KafkaSink:
         await self.produce(self.settings.topic_dlq, records)
 
     async def alert_ids_since(self, since_ms: int) -> set[str]:
-        """Read the alerts topic from ``since_ms`` (by timestamp) to its end."""
+        """Read the alerts topic from ``since_ms`` (by timestamp) to its end.
+
+        The consumer subscribes to the topic (without a group, so it gets
+        every partition): a consumer that is only assigned partitions later
+        has no metadata for the topic after ``start()``, and would find
+        nothing to skip."""
+        topic = self.settings.topic_alerts
         consumer = AIOKafkaConsumer(
-            **client_options(self.settings), enable_auto_commit=False, group_id=None
+            topic, **client_options(self.settings), enable_auto_commit=False, group_id=None
         )
         await consumer.start()
         ids: set[str] = set()
         try:
-            parts = consumer.partitions_for_topic(self.settings.topic_alerts)
-            if parts is None:
-                # returning no ids would re-produce what is on the topic: fail, and be retried
-                raise KafkaError(f"no metadata for topic {self.settings.topic_alerts!r} yet")
-            tps = [TopicPartition(self.settings.topic_alerts, p) for p in parts]
+            tps = sorted(consumer.assignment())
             if not tps:
-                return ids
-            consumer.assign(tps)
+                if consumer.partitions_for_topic(topic):
+                    # returning no ids would re-produce what is on the topic: fail, and retry
+                    raise KafkaError(f"no partitions of {topic!r} assigned yet")
+                return ids  # no such topic yet: nothing was produced
             ends = await consumer.end_offsets(tps)
             starts = await consumer.offsets_for_times({tp: max(since_ms, 0) for tp in tps})
             remaining = {}
