@@ -177,11 +177,11 @@ class RepeatFilter(logging.Filter):
         if record.exc_info and record.exc_info[1] is not None:
             cause = describe(record.exc_info[1])
             record.msg = f"{record.getMessage()} ({cause})"
-            record.args = None
+            record.args = ()
             record.exc_info = None
             record.exc_text = None
         if dropped:
             window = f"{self.interval_s:.0f} s"
             record.msg = f"{record.getMessage()} [{dropped} similar in the last {window}]"
-            record.args = None
+            record.args = ()
         return True

@@ -4,7 +4,9 @@ a 50-line traceback at WARNING, twice; a broker outage 2,479 ERROR lines)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from types import SimpleNamespace
 
 import pytest
 
@@ -74,3 +76,29 @@ def test_library_repeats_are_folded_and_tracebacks_cut() -> None:
     ours = _record("disengage.pipeline", logging.ERROR, "Unable connect to %s")
     assert all(folded.filter(ours) for _ in range(3))
     assert folded.filter(_record("aiokafka.conn", logging.INFO, "connected to %s"))
+
+
+class _SilentBroker:
+    """A Faust producer whose sends are queued but never acknowledged."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def send(self, *args: object) -> asyncio.Future[None]:
+        self.sent += 1
+        return asyncio.get_running_loop().create_future()
+
+
+async def test_a_produce_that_is_never_acknowledged_fails_after_the_timeout() -> None:
+    """A broker that takes the records but never acks must not hang the batch
+    (Faust's own producer timeout is 20 minutes): it fails, and is retried."""
+    from stream.records import Record
+    from stream.worker.app import produce_with
+
+    app = SimpleNamespace(producer=_SilentBroker())
+    records = [Record(b"k", b"v"), Record(b"k", b"w")]
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await produce_with(app, 0.2, "alerts", records)  # type: ignore[arg-type]
+    assert 0.2 <= asyncio.get_running_loop().time() - started < 2
+    assert app.producer.sent == 2
