@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: system-deps demo test lint typecheck unit integration bench bench-quality bench-learners bench-uci bench-forward infra-up infra-down clean docs
+.PHONY: system-deps demo test chaos lint typecheck unit integration bench bench-quality bench-learners bench-uci bench-forward infra-up infra-down clean docs
 
 # The virtualenv, with the package in editable mode and every extra the tests use.
 $(STAMP): pyproject.toml
@@ -22,6 +22,10 @@ demo: $(STAMP)
 ## real Kafka broker and Redis server started (and always stopped) by infra.py.
 test: $(STAMP) lint typecheck system-deps
 	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python -m pytest $(ARGS)
+
+## The chaos suite alone (also part of `make test`): nine faults on a private broker and Redis.
+chaos: $(STAMP) system-deps
+	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python -m pytest -q tests/integration/test_chaos.py $(ARGS)
 
 ## Debian packages the tests need (redis-server, kcat), when missing.
 system-deps:

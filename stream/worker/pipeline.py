@@ -148,6 +148,10 @@ class BatchProcessor:
         self.cache = StateCache(cache_sessions)
         #: a produce failed since the last delivery of every pending outbox
         self.undelivered = False
+        #: hotspot alerts of a failed produce (they have no outbox): sent by
+        #: :meth:`deliver_pending`, in memory only (see the README)
+        self.hotspot_backlog: list[Alert] = []
+        self._backlog_since_ms = 0
         self.store_fault = Fault("Redis", log)
         self.produce_fault = Fault("Kafka produce", log)
         self.clock_log = Throttled(log, CLOCK_LOG_INTERVAL_S)
@@ -175,6 +179,11 @@ class BatchProcessor:
         if not self.undelivered:
             return 0
         delivered = await self.recover(list(self.partitions))
+        if self.hotspot_backlog:
+            hotspots = self.hotspot_backlog
+            skip = await self.sink.alert_ids_since(self._backlog_since_ms - 5000)
+            delivered += await self._deliver([], [h for h in hotspots if h.id not in skip])
+            self.hotspot_backlog = []
         self.undelivered = False
         return delivered
 
@@ -371,7 +380,13 @@ class BatchProcessor:
             records.append(alert_record(alert, self.config.source, produced_at))
             kinds.append((alert.kind, alert.severity, alert.event_time))
         if records:
-            await self._send("alerts", records)
+            try:
+                await self._send("alerts", records)
+            except Exception:
+                if hotspots and not self.hotspot_backlog:
+                    self._backlog_since_ms = int(self.clock() * 1000)
+                self.hotspot_backlog.extend(h for h in hotspots if h not in self.hotspot_backlog)
+                raise
             acked = self.clock()
             for kind, severity, event_ms in kinds:
                 self.metrics.alerts.labels(kind, severity).inc()

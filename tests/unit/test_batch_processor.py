@@ -442,3 +442,26 @@ async def test_a_gap_in_traffic_moves_the_clock_once_sessions_agree() -> None:
     assert await worker.processor.sweep() == 1
     state = await worker.state("night")
     assert (state.outcome, state.closed_ts) == ("timeout", T0 + 1000 + timeout_ms)
+
+
+async def test_hotspot_alerts_of_a_failed_produce_are_delivered_once_by_the_retry() -> None:
+    """Hotspot alerts have no session outbox: a failed produce keeps them in
+    memory until the next delivery (they used to be lost with the batch)."""
+    from detectors.alerts import Alert
+
+    hotspot = Alert(
+        kind="friction_hotspot", severity="high", score=0.4, threshold=0.2, subject="checkout/2",
+        episode=0, session_id=None, user_hash=None, stage="decide", page=None, reasons=(),
+        suggested_action="x", trigger_event_id="e", event_time=T0, model_version="m",
+        rule="hotspot_rate",
+    )  # fmt: skip
+    worker = Worker()
+    worker.sink.fail_alerts.append(ConnectionError("broker unavailable"))
+    with pytest.raises(ConnectionError):
+        await worker.processor._deliver([], [hotspot])
+    assert worker.sink.alert_ids() == [] and worker.processor.undelivered
+    await worker.processor.process(Feed().quiet("s1", 1))
+    assert worker.sink.alert_ids() == [hotspot.id]
+    assert worker.processor.hotspot_backlog == [] and not worker.processor.undelivered
+    await worker.processor.sweep()
+    assert worker.sink.alert_ids() == [hotspot.id]
