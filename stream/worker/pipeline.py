@@ -18,7 +18,7 @@ and, in this order:
 Only then may the caller commit the batch's offsets. A crash before step 4
 redelivers the batch and repeats nothing; after step 4 the redelivered events
 are duplicates to the state, and the outbox still holds the alerts, which
-:meth:`BatchProcessor.recover` delivers, skipping any id already on the
+:meth:`~stream.worker.delivery.SessionDelivery.recover` delivers, skipping any id already on the
 alerts topic. So no alert is lost and none is produced twice. A produce that
 fails inside a running worker leaves the processor *undelivered*: the next
 batch or sweep first delivers every pending outbox of the owned partitions
@@ -35,27 +35,24 @@ store and warm-started on assignment.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from detectors.alerts import Alert, rfc3339
+from detectors.alerts import Alert
 from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
 from detectors.detector import Detector, DetectorModels
-from detectors.events import Event, EventParser, InvalidEvent, parse_ts
+from detectors.events import Event, EventParser, InvalidEvent
 from detectors.rules import HESITATION_CHECK_MS
 from detectors.session import SessionState
 from detectors.store import SessionStore
 from stream.metrics import Metrics
-from stream.records import Message, Record, Sink, alert_record, dead_letter, record_from_json
-from stream.retry import backoff, retry_forever
-from stream.worker.faults import Fault, Throttled
-from stream.worker.state_cache import StateCache
+from stream.records import Message, Record, Sink, dead_letter
+from stream.worker.delivery import SessionDelivery
+from stream.worker.faults import Throttled
 
 log = logging.getLogger("disengage.pipeline")
 
@@ -83,33 +80,6 @@ def checkpoint_name(partition: int) -> str:
 #: At most one log line per this many seconds about events ahead of the clock.
 CLOCK_LOG_INTERVAL_S = 60.0
 
-#: Backoff between tries of a failed store call: 0.1 s, doubling, at most 5 s.
-STORE_BACKOFF = (0.1, 5.0)
-
-
-async def retry(
-    op: str, call: Callable[[], Awaitable[T]], *, metrics: Metrics, fault: Fault | None = None
-) -> T:
-    """``await call()`` until it succeeds, backing off :data:`STORE_BACKOFF`.
-
-    A batch must not be skipped (that would lose events), so a Redis outage
-    stalls the partition instead of crashing the worker or dropping data.
-    Every failed try (a timeout included) is counted per operation; ``fault``
-    logs the outage once when it starts and once when it ends.
-    """
-
-    def failed(exc: BaseException, delay: float) -> None:
-        # any client error: the store is unavailable
-        metrics.redis_errors.labels(op).inc()
-        if fault is not None:
-            fault.failed(exc, f"store {op}")
-
-    result = await retry_forever(call, wait=backoff(*STORE_BACKOFF), on_failure=failed)
-    if fault is not None:
-        fault.ok()
-    return result
-
-
 #: Detector step statuses that are dead-lettered: reason and detail.
 DEAD_STATUSES = {
     "late": ("late_event", "older than the session's newest event by more than {} ms"),
@@ -120,7 +90,7 @@ DEAD_STATUSES = {
 }
 
 
-class BatchProcessor:
+class BatchProcessor(SessionDelivery):
     """Batches in, state and alerts out. One instance per worker."""
 
     def __init__(
@@ -137,55 +107,11 @@ class BatchProcessor:
         """``clock``: wall-clock seconds (epoch), for alert times, idle
         partitions and checkpoint ages. ``idle_grace_s`` and
         ``cache_sessions``: see the settings of the same names."""
-        self.config = config
+        super().__init__(config, store, sink, metrics, clock, cache_sessions)
         self.parser = EventParser(config)
-        self.store = store
-        self.sink = sink
-        self.metrics = metrics
         self.idle_grace_s = idle_grace_s
-        self.clock = clock
         self.partitions: dict[int, PartitionState] = {}
-        self.cache = StateCache(cache_sessions)
-        #: a produce failed since the last delivery of every pending outbox
-        self.undelivered = False
-        #: hotspot alerts of a failed produce (they have no outbox): sent by
-        #: :meth:`deliver_pending`, in memory only (see the README)
-        self.hotspot_backlog: list[Alert] = []
-        self._backlog_since_ms = 0
-        self.store_fault = Fault("Redis", log)
-        self.produce_fault = Fault("Kafka produce", log)
         self.clock_log = Throttled(log, CLOCK_LOG_INTERVAL_S)
-
-    async def _call(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return await retry(op, partial(fn, *args), metrics=self.metrics, fault=self.store_fault)
-
-    async def _send(self, what: str, records: Sequence[Record]) -> None:
-        """Produce alerts or dead letters; a failure marks the processor
-        :attr:`undelivered` (see :meth:`deliver_pending`) and is raised."""
-        send = self.sink.send_alerts if what == "alerts" else self.sink.send_dead_letters
-        try:
-            await send(records)
-        except Exception as exc:
-            self.undelivered = True
-            self.metrics.produce_failures.labels(what).inc()
-            self.produce_fault.failed(exc, f"producing {len(records)} {what.replace('_', ' ')}")
-            raise
-        self.produce_fault.ok()
-
-    async def deliver_pending(self) -> int:
-        """After a failed produce: deliver every pending outbox of the owned
-        partitions (skipping ids already on the alerts topic) before anything
-        else is processed or committed. Returns the number delivered."""
-        if not self.undelivered:
-            return 0
-        delivered = await self.recover(list(self.partitions))
-        if self.hotspot_backlog:
-            hotspots = self.hotspot_backlog
-            skip = await self.sink.alert_ids_since(self._backlog_since_ms - 5000)
-            delivered += await self._deliver([], [h for h in hotspots if h.id not in skip])
-            self.hotspot_backlog = []
-        self.undelivered = False
-        return delivered
 
     # ------------------------------------------------------------ ownership
     async def assign(self, partitions: Iterable[int]) -> None:
@@ -240,7 +166,7 @@ class BatchProcessor:
     # ------------------------------------------------------------- the batch
     async def process(self, messages: Sequence[Message]) -> None:
         started = time.perf_counter()
-        await self.deliver_pending()
+        await self.deliver_pending(self.partitions)
         now = self.clock()
         metrics = self.metrics
         metrics.batch_size.observe(len(messages))
@@ -317,114 +243,14 @@ class BatchProcessor:
         elif part.clock.now > before:
             part.wall_at_watermark = now
 
-    def _take_alerts(
-        self,
-        alerts: list[Alert],
-        state: SessionState,
-        hotspots: list[Alert],
-        record_ms: int | None,
-    ) -> None:
-        if not alerts:
-            return  # most events raise none
-        produced_at = rfc3339(int(self.clock() * 1000))
-        for alert in alerts:
-            if alert.kind == "friction_hotspot":
-                hotspots.append(alert)
-            else:
-                record = alert_record(alert, self.config.source, produced_at, record_ms)
-                assert record.value is not None
-                state.outbox.append(record.value.decode())
-
-    async def _load(self, sids: Sequence[str]) -> dict[str, SessionState]:
-        """States from the cache, the rest from the store (one round trip)."""
-        states: dict[str, SessionState] = {}
-        missing = []
-        for sid in sids:
-            hit = self.cache.get(sid)
-            if hit is None:
-                missing.append(sid)
-            else:
-                states[sid] = hit
-        if missing:
-            states.update(await self._call("load", self.store.load, missing))
-        return states
-
-    async def _save(self, items: Iterable[tuple[int, SessionState]]) -> None:
-        by_partition: dict[int, list[SessionState]] = {}
-        for partition, state in items:
-            by_partition.setdefault(partition, []).append(state)
-            self.cache.put(partition, state)
-        await self._call("save", self.store.save_many, by_partition)
-
-    async def _deliver(
-        self,
-        states: Sequence[tuple[int, SessionState]],
-        hotspots: Sequence[Alert],
-        skip_ids: set[str] | None = None,
-    ) -> int:
-        """Produce outbox and hotspot alerts, await the acks, then clear the
-        outboxes. Returns the number of records produced."""
-        records: list[Record] = []
-        kinds: list[tuple[str, str, int]] = []
-        with_outbox = [(p, s) for p, s in states if s.outbox]
-        for _, state in with_outbox:
-            for text in state.outbox:
-                event = json.loads(text)
-                if skip_ids and event["id"] in skip_ids:
-                    continue
-                records.append(record_from_json(event, text))
-                data = event["data"]
-                kinds.append((data["kind"], data["severity"], parse_ts(data["event_time"])))
-        produced_at = rfc3339(int(self.clock() * 1000))
-        for alert in hotspots:
-            records.append(alert_record(alert, self.config.source, produced_at))
-            kinds.append((alert.kind, alert.severity, alert.event_time))
-        if records:
-            try:
-                await self._send("alerts", records)
-            except Exception:
-                if hotspots and not self.hotspot_backlog:
-                    self._backlog_since_ms = int(self.clock() * 1000)
-                self.hotspot_backlog.extend(h for h in hotspots if h not in self.hotspot_backlog)
-                raise
-            acked = self.clock()
-            for kind, severity, event_ms in kinds:
-                self.metrics.alerts.labels(kind, severity).inc()
-                self.metrics.event_to_alert.labels(kind).observe(max(0.0, acked - event_ms / 1000))
-        if with_outbox:
-            for _, state in with_outbox:
-                state.outbox = []
-            await self._save(with_outbox)
-        return len(records)
-
     # ---------------------------------------------------------- maintenance
-    async def recover(self, partitions: Iterable[int]) -> int:
-        """Deliver outboxes left pending in ``partitions`` by a crash, skipping
-        ids the alerts topic already has. Returns the number delivered."""
-        delivered = 0
-        for p in partitions:
-            pending = await self._call("pending", self.store.pending, p)
-            if not pending:
-                continue
-            loaded = await self._call("load", self.store.load, pending)
-            states = [(p, s) for s in loaded.values() if s.outbox]
-            oldest = min(
-                (parse_ts(json.loads(t)["producedat"]) for _, s in states for t in s.outbox),
-                default=None,
-            )
-            skip = set() if oldest is None else await self.sink.alert_ids_since(oldest - 5000)
-            sent = await self._deliver(states, [], skip_ids=skip)
-            delivered += sent
-            log.info("partition %d: delivered %d pending alert(s) after a restart", p, sent)
-        return delivered
-
     async def sweep(self, limit: int = 1000) -> int:
         """Close sessions idle for longer than the timeout in every owned
         partition, and check the quiet ones in evaluate or decide for
         hesitation (:meth:`~detectors.detector.Detector.tick`). Event time
         drives both; a partition with no traffic lets its watermark advance
         with the wall clock after ``idle_grace_s``."""
-        await self.deliver_pending()
+        await self.deliver_pending(self.partitions)
         closed = 0
         now = self.clock()
         timeout = self.config.session_timeout_ms
