@@ -236,11 +236,15 @@ def pipeline() -> dict[str, Any]:
         lay.place(
             stat(
                 "Workers up / ready",
-                "Scraped workers that answer (up) and that own partitions, reach Redis and "
-                "process batches (ready). Alerts: DisengageWorkerDown, DisengageWorkerNotReady.",
+                "Scraped workers that answer (up); that own partitions, reach Kafka and Redis "
+                "and process batches (ready); and whose probes of the Kafka brokers and Redis "
+                "succeed. Alerts: DisengageWorkerDown, DisengageWorkerNotReady, "
+                "DisengageKafkaUnreachable, DisengageRedisUnavailable.",
                 targets(
                     ('sum(up{job="disengage-worker", instance=~"$instance"})', "up"),
                     (f"sum(disengage_worker_ready{{{SEL}}})", "ready"),
+                    (f"sum(disengage_kafka_up{{{SEL}}})", "kafka"),
+                    (f"sum(disengage_redis_up{{{SEL}}})", "redis"),
                 ),
                 thresholds=[(0, "red"), (1, "green")],
             ),
