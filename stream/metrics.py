@@ -31,6 +31,8 @@ DLQ_REASONS: tuple[str, ...] = (*INVALID_REASONS, "late_event", "after_close", "
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: The stages of a worker batch, in order (``disengage_batch_stage_seconds``).
+BATCH_STAGES = ("recover", "parse", "load", "detect", "save", "produce", "gauges")
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
@@ -70,6 +72,15 @@ class Metrics:
         self.batch_seconds = Histogram(
             "disengage_batch_seconds",
             "Processing time of one batch, consume to commit-ready.",
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.batch_stage_seconds = Histogram(
+            "disengage_batch_stage_seconds",
+            "Time of one stage of a batch: recover (pending outboxes after a failed produce), "
+            "parse, load (states, and models of newly owned partitions), detect, save, "
+            "produce (dead letters and alerts, until acknowledged), gauges (model gauges).",
+            ["stage"],
             buckets=BATCH_SECONDS_BUCKETS,
             registry=r,
         )
@@ -207,6 +218,8 @@ class Metrics:
             self.redis_errors.labels(op)
         for what in ("alerts", "dead_letters"):
             self.produce_failures.labels(what)
+        for stage in BATCH_STAGES:
+            self.batch_stage_seconds.labels(stage)
         self.kafka_up.set(1)
         self.redis_up.set(1)
 

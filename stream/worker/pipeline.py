@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from prometheus_client import Histogram
+
 from detectors.alerts import Alert
 from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
@@ -88,6 +90,14 @@ DEAD_STATUSES = {
         "after its session's purchase, or at or before its close by exit or timeout",
     ),
 }
+
+
+def _lap(stage: Histogram, name: str, since: float) -> float:
+    """Observe the time of stage ``name`` (since ``since``, perf-counter
+    seconds) and return now, the start of the next stage."""
+    now = time.perf_counter()
+    stage.labels(name).observe(now - since)
+    return now
 
 
 class BatchProcessor(SessionDelivery):
@@ -166,9 +176,12 @@ class BatchProcessor(SessionDelivery):
     # ------------------------------------------------------------- the batch
     async def process(self, messages: Sequence[Message]) -> None:
         started = time.perf_counter()
-        await self.deliver_pending(self.partitions)
-        now = self.clock()
         metrics = self.metrics
+        stage = metrics.batch_stage_seconds
+        await self.deliver_pending(self.partitions)
+        mark = time.perf_counter()
+        stage.labels("recover").observe(mark - started)
+        now = self.clock()
         metrics.batch_size.observe(len(messages))
         dead: list[Record] = []
         events: list[tuple[int, Event, Message]] = []
@@ -184,6 +197,7 @@ class BatchProcessor(SessionDelivery):
                 continue
             metrics.events.labels(event.type).inc()
             events.append((message.partition, event, message))
+        mark = _lap(stage, "parse", mark)
         # Own (and recover the outboxes of) every partition of the batch before
         # loading any state: recovery rewrites states, and a copy loaded before
         # it would still carry the outbox it delivered.
@@ -192,6 +206,7 @@ class BatchProcessor(SessionDelivery):
             await self.assign(unowned)
         sids = list(dict.fromkeys(e.session_id for _, e, _ in events))
         states = await self._load(sids)
+        mark = _lap(stage, "load", mark)
         touched: dict[str, tuple[int, SessionState]] = {}
         hotspot_alerts: list[Alert] = []
         for partition, event, message in events:
@@ -217,11 +232,15 @@ class BatchProcessor(SessionDelivery):
             if result.closed and state.outcome:
                 metrics.sessions_closed.labels(state.outcome).inc()
             self._take_alerts(result.alerts, state, hotspot_alerts, message.timestamp_ms)
+        mark = _lap(stage, "detect", mark)
         await self._save(touched.values())
+        mark = _lap(stage, "save", mark)
         if dead:
             await self._send("dead_letters", dead)
         await self._deliver(list(touched.values()), hotspot_alerts)
+        mark = _lap(stage, "produce", mark)
         self._update_model_gauges()
+        _lap(stage, "gauges", mark)
         metrics.batch_seconds.observe(time.perf_counter() - started)
 
     def _dead(self, message: Message, reason: str, detail: str, now: float) -> Record:

@@ -465,3 +465,17 @@ async def test_hotspot_alerts_of_a_failed_produce_are_delivered_once_by_the_retr
     assert worker.processor.hotspot_backlog == [] and not worker.processor.undelivered
     await worker.processor.sweep()
     assert worker.sink.alert_ids() == [hotspot.id]
+
+
+async def test_every_stage_of_a_batch_is_timed_and_they_add_up_to_the_batch() -> None:
+    from stream.metrics import BATCH_STAGES
+
+    worker, feed = Worker(), Feed()
+    await worker.processor.process([*feed.pile_up("s1"), feed.message(b"{not json")])
+    counts = {
+        s: worker.metric("disengage_batch_stage_seconds_count", stage=s) for s in BATCH_STAGES
+    }
+    assert counts == dict.fromkeys(BATCH_STAGES, 1.0)
+    stages = sum(worker.metric("disengage_batch_stage_seconds_sum", stage=s) for s in BATCH_STAGES)
+    batch = worker.metric("disengage_batch_seconds_sum")
+    assert 0 < stages <= batch
