@@ -19,7 +19,10 @@ It prints, all measured in the same run:
   generator), to the alert's produce time (``producedat``);
 * **memory**: Redis bytes per stored session (``MEMORY USAGE`` of the state
   keys, plus the expiry index), and the worker's RSS sampled during the
-  backlog run, to show whether it grows after warm-up.
+  backlog run, to show whether it grows after warm-up;
+* **where the time goes**: each stage's share of the worker's batch time
+  (``disengage_batch_stage_seconds``: recover, parse, load, detect, save,
+  produce, gauges) over the backlog run.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from detectors.events import parse_ts  # noqa: E402
 from detectors.simulation.simulator import SimConfig, Simulator  # noqa: E402
 from stream.commands.live import EVENTS_PER_SESSION  # noqa: E402
+from stream.metrics import BATCH_STAGES  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
     Env,
     Worker,
@@ -262,6 +266,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "ratio_to_baseline": round(run["events_per_s"] / baseline, 3),
         "latency_at_half_load": latency,
         "backlog_alerts": metric_sum(hist, "disengage_alerts_total"),
+        "batch_stage_share": stage_shares(hist),
         "redis": redis_mem,
         "rss_mb": {
             "after_20pct": round(warm[0], 1) if warm else None,
@@ -270,6 +275,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "growth_after_warmup_mb": round(rss[-1][1] - warm[0], 1) if warm else None,
         },
     }
+
+
+def stage_shares(samples: dict[str, float]) -> dict[str, float]:
+    """Each stage's share of the worker's batch time (``disengage_batch_stage_seconds``)."""
+    sums = {
+        stage: metric_sum(samples, "disengage_batch_stage_seconds_sum", stage=stage)
+        for stage in BATCH_STAGES
+    }
+    total = sum(sums.values())
+    return {stage: round(value / total, 3) for stage, value in sums.items()} if total else {}
 
 
 def main() -> int:
