@@ -43,6 +43,7 @@ from detectors.signal_protocol import CLOSE, EVENT, LEAVE, Signal, SignalHit, St
 from detectors.signals import SIGNAL_TYPES
 
 __all__ = [
+    "DEAD_LETTER_STATUSES",
     "MODEL_FORMAT",
     "MODEL_NAME",
     "OUTCOMES",
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 STATUSES = ("applied", "duplicate", "late", "after_close")
+#: Step statuses that the worker dead-letters, with the ``dlq.reason`` it uses.
+DEAD_LETTER_STATUSES = {"late": "late_event", "after_close": "after_close"}
 OUTCOMES = ("converted", "exit", "timeout")
 
 _SCORE_TRIGGERS = frozenset({"page_view", "add_to_cart", "remove_from_cart", "checkout_step"})

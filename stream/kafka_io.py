@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from stream.records import Record
+from stream.retry import cancelled_by_caller
 from stream.settings import Settings
 
 log = logging.getLogger("disengage.kafka")
@@ -161,7 +162,6 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     try:
         await consumer.stop()
     except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if cancelled_by_caller():
             raise
         log.debug("ignored aiokafka's stray CancelledError on consumer.stop()")

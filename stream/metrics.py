@@ -20,14 +20,14 @@ from prometheus_client import (
 
 from detectors.alerts import ALERT_KINDS, SEVERITIES
 from detectors.config import EVENT_TYPES
-from detectors.detector import OUTCOMES, STATUSES
+from detectors.detector import DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
 from detectors.events import INVALID_REASONS
 
 #: Every ``dlq.reason`` the worker writes: the parser's, plus ``late_event``
 #: (older than its session's newest event by more than the allowed lateness),
 #: ``after_close`` (after its session's purchase, or at or before its close by
 #: exit or timeout) and ``tombstone`` (a record with a null value).
-DLQ_REASONS: tuple[str, ...] = (*INVALID_REASONS, "late_event", "after_close", "tombstone")
+DLQ_REASONS: tuple[str, ...] = (*INVALID_REASONS, *DEAD_LETTER_STATUSES.values(), "tombstone")
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

@@ -44,7 +44,7 @@ from tenacity.wait import wait_base
 
 T = TypeVar("T")
 
-__all__ = ["Stopped", "backoff", "retry_forever"]
+__all__ = ["Stopped", "backoff", "cancelled_by_caller", "retry_forever"]
 
 
 class Stopped(Exception):
@@ -114,3 +114,11 @@ async def retry_forever(
     )
     return await retrying(fn)
 
+
+def cancelled_by_caller() -> bool:
+    """Whether the running task is really being cancelled, as opposed to a
+    ``CancelledError`` that leaked out of a library call (aiokafka 0.14's
+    ``consumer.stop()`` right after ``start()``): only the first must be
+    re-raised; the second is a failure like any other, to retry."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

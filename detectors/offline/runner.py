@@ -21,7 +21,7 @@ from typing import Any
 from detectors.alerts import Alert
 from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
-from detectors.detector import Detector, StepResult
+from detectors.detector import DEAD_LETTER_STATUSES, Detector, StepResult
 from detectors.events import Event, EventParser, InvalidEvent
 from detectors.session import SessionState
 
@@ -80,10 +80,6 @@ class RunStats:
             if self.statuses[status]:
                 out[reason] += self.statuses[status]
         return out
-
-
-#: Step statuses that the worker dead-letters, with the DLQ reason it uses.
-DEAD_LETTER_STATUSES = {"late": "late_event", "after_close": "after_close"}
 
 
 class OfflineRunner:

@@ -36,7 +36,7 @@ from stream.kafka_io import KafkaSink
 from stream.metrics import Metrics
 from stream.records import Message, Record
 from stream.redis_store import open_store
-from stream.retry import backoff, retry_forever
+from stream.retry import backoff, cancelled_by_caller, retry_forever
 from stream.settings import Settings
 from stream.worker.faults import Fault, RepeatFilter, describe
 from stream.worker.health import BrokerProbe, readiness, update_gauges
@@ -101,11 +101,15 @@ class Runtime:
         self.lock = asyncio.Lock()  # batches, sweeps and rebalances never interleave
         self.started_at = time.time()
         self.last_batch_at = 0.0
-        self.healthy = True
         self.batches = Fault("Batches", log)
         self.maintenance = {
             name: Fault(name, log) for name in ("Expiry sweep", "Model checkpoint", "Gauges")
         }
+
+    @property
+    def healthy(self) -> bool:
+        """Batches succeed: the last one was not a failure being retried."""
+        return not self.batches.failing
 
     def owned(self, tps: Any) -> list[int]:
         topic = self.settings.topic_interactions
@@ -199,7 +203,6 @@ def create_app(settings: Settings) -> faust.App:
                 wait=backoff(*BATCH_BACKOFF),
                 on_failure=partial(_batch_failed, runtime, len(messages)),
             )
-            runtime.healthy = True
             runtime.batches.ok()
             runtime.last_batch_at = time.time()
             runtime.metrics.last_batch.set(runtime.last_batch_at)
@@ -295,8 +298,7 @@ async def _process(runtime: Runtime, messages: list[Message]) -> None:
         async with runtime.lock:  # batches, sweeps and rebalances never interleave
             await runtime.processor.process(messages)
     except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if cancelled_by_caller():
             raise  # the worker stops: Faust cancels the agent
         # a library's stray cancellation must not crash the agent (Faust would
         # then ack the batch): it is a failure like any other, retried
@@ -318,7 +320,6 @@ async def _maintain(runtime: Runtime, name: str, job: Callable[[], Awaitable[T]]
 
 
 def _batch_failed(runtime: Runtime, size: int, exc: BaseException, delay: float) -> None:
-    runtime.healthy = False
     runtime.batches.failed(exc, f"a batch of {size} (retried in place, never skipped)")
 
 

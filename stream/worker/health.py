@@ -49,18 +49,21 @@ class BrokerProbe:
         except Exception as exc:
             self.up = False
             self.fault.failed(exc, "metadata request")
-            if self.client is not None and not self.client._conns:  # never bootstrapped
-                await self.close()
         else:
             self.up = True
             self.fault.ok()
         return self.up
 
     async def _metadata(self) -> Any:
-        if self.client is None:
+        if self.client is None:  # kept only once bootstrapped: a failed one is replaced
             client = AIOKafkaClient(**client_options(self.settings), request_timeout_ms=2500)
+            try:
+                await client.bootstrap()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await client.close()
+                raise
             self.client = client
-            await client.bootstrap()
         return await self.client.fetch_all_metadata()
 
     async def close(self) -> None:

@@ -46,7 +46,7 @@ from prometheus_client import Histogram
 from detectors.alerts import Alert
 from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
-from detectors.detector import Detector, DetectorModels
+from detectors.detector import DEAD_LETTER_STATUSES, Detector, DetectorModels
 from detectors.events import Event, EventParser, InvalidEvent
 from detectors.rules import HESITATION_CHECK_MS
 from detectors.session import SessionState
@@ -82,13 +82,10 @@ def checkpoint_name(partition: int) -> str:
 #: At most one log line per this many seconds about events ahead of the clock.
 CLOCK_LOG_INTERVAL_S = 60.0
 
-#: Detector step statuses that are dead-lettered: reason and detail.
-DEAD_STATUSES = {
-    "late": ("late_event", "older than the session's newest event by more than {} ms"),
-    "after_close": (
-        "after_close",
-        "after its session's purchase, or at or before its close by exit or timeout",
-    ),
+#: The ``dlq.detail`` of the dead-lettered step statuses (``DEAD_LETTER_STATUSES``).
+DEAD_DETAILS = {
+    "late": "older than the session's newest event by more than {lateness} ms",
+    "after_close": "after its session's purchase, or at or before its close by exit or timeout",
 }
 
 
@@ -215,10 +212,11 @@ class BatchProcessor(SessionDelivery):
             self._observe_clock(partition, part, event, now)
             result = detector.process(states.get(event.session_id), event)
             metrics.event_status.labels(result.status).inc()
-            if result.status in DEAD_STATUSES:
-                reason, detail = DEAD_STATUSES[result.status]
-                if reason == "late_event":
-                    detail = detail.format(self.config.allowed_lateness_ms)
+            reason = DEAD_LETTER_STATUSES.get(result.status)
+            if reason is not None:
+                detail = DEAD_DETAILS[result.status].format(
+                    lateness=self.config.allowed_lateness_ms
+                )
                 metrics.invalid.labels(reason).inc()
                 dead.append(self._dead(message, reason, detail, now))
                 continue

@@ -42,9 +42,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from detectors.alerts import Alert
 from detectors.config import DetectorConfig
-from detectors.detector import Detector, StepResult
+from detectors.detector import DEAD_LETTER_STATUSES, Detector, StepResult
 from detectors.events import Event, EventParser, InvalidEvent
-from detectors.offline.runner import DEAD_LETTER_STATUSES, OfflineRunner
+from detectors.offline.runner import OfflineRunner
 from stream.settings import Settings
 
 from .chaos_report import Expected, Outcome, Sample, family, log_stats, readiness_report, record

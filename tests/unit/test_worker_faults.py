@@ -102,3 +102,30 @@ async def test_a_produce_that_is_never_acknowledged_fails_after_the_timeout() ->
         await produce_with(app, 0.2, "alerts", records)  # type: ignore[arg-type]
     assert 0.2 <= asyncio.get_running_loop().time() - started < 2
     assert app.producer.sent == 2
+
+
+async def test_a_leaked_cancellation_is_told_apart_from_a_real_one() -> None:
+    from stream.retry import cancelled_by_caller
+
+    async def leaks() -> bool:
+        try:
+            raise asyncio.CancelledError  # as aiokafka's consumer.stop() may
+        except asyncio.CancelledError:
+            return cancelled_by_caller()
+
+    assert await asyncio.create_task(leaks()) is False
+    seen: list[bool] = []
+
+    async def cancelled() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append(cancelled_by_caller())
+            raise
+
+    task = asyncio.create_task(cancelled())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert seen == [True]
