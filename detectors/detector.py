@@ -2,8 +2,9 @@
 
 ``Detector.process(state, event)`` applies one parsed event to one session's
 state and returns the new state with any alerts. ``Detector.close(state,
-outcome, ts)`` ends a session, feeds its labelled snapshots to the trust model
-and its last page to the hotspot monitor. The models (hesitation, trust,
+outcome, ts)`` ends a session: its labelled snapshots and moments become a
+:class:`~detectors.training.Example` for the models to learn, and its last
+page goes to the hotspot monitor. The models (hesitation, trust,
 hotspots, alert budget) are shared by all sessions a detector sees and live
 in :class:`~detectors.models.DetectorModels`.
 
@@ -23,7 +24,6 @@ from detectors.alerts import Alert
 from detectors.config import DELIBERATION_STAGES, EVENT_TYPES, DetectorConfig
 from detectors.events import Event
 from detectors.explain import hotspot_alert
-from detectors.features import vector_to_features
 from detectors.journey import JourneyTracker, step_label
 
 # DetectorModels and its format constants lived here; pickled checkpoints
@@ -41,6 +41,7 @@ from detectors.rules import (
 from detectors.session import TYPE_INDEX, SessionState, id_hash48, page_key
 from detectors.signal_protocol import CLOSE, EVENT, LEAVE, Signal, SignalHit, Step
 from detectors.signals import SIGNAL_TYPES
+from detectors.training import Example
 
 __all__ = [
     "DEAD_LETTER_STATUSES",
@@ -91,9 +92,18 @@ class Detector:
     'duplicate'
     """
 
-    def __init__(self, config: DetectorConfig, models: DetectorModels | None = None) -> None:
+    def __init__(
+        self, config: DetectorConfig, models: DetectorModels | None = None, *, learn: bool = True
+    ) -> None:
+        """``learn``: learn each closed session's :class:`~detectors.training.Example`
+        at once (offline); without it the examples wait in :attr:`examples`
+        for the caller to send to the trainer, and the learned models never
+        change here (the worker)."""
         self.config = config.validate()
         self.models = models if models is not None else DetectorModels(config)
+        self.learn = learn
+        #: examples of sessions closed since the caller last took them (``learn`` off)
+        self.examples: list[Example] = []
         self.journey = JourneyTracker(config)
         self.signals: tuple[Signal, ...] = tuple(cls(config) for cls in SIGNAL_TYPES)
         # who observes what, in registry order, resolved once
@@ -284,9 +294,10 @@ class Detector:
 
     # ------------------------------------------------------------------ close
     def close(self, state: SessionState, outcome: str, ts: int) -> list[Alert]:
-        """End a session: learn its labelled snapshots, count its signals for
-        the baselines and give its last page to the hotspot monitor. Closing
-        twice is a no-op."""
+        """End a session: make its :class:`~detectors.training.Example` (its
+        labelled snapshots and moments and its signal counts), learn it or
+        keep it (see ``learn``), and give its last page to the hotspot
+        monitor. Closing twice is a no-op."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
         if state.outcome is not None:
@@ -300,13 +311,22 @@ class Detector:
         self.journey.close_stage_time(state, end)
         state.outcome = outcome
         state.closed_ts = end
-        models = self.models
-        models.trust.learn_session([vector_to_features(v) for _, v in state.snapshots], converted)
-        models.hazard.learn_session(state.moments, converted, state.last_ts)
-        state.moments = []
-        for mean, count in zip(models.signal_means, state.signal_counts, strict=True):
-            mean.update(count)
+        example = Example(
+            state.sid,
+            state.start_ts,
+            end,
+            state.last_ts,
+            outcome,
+            tuple(state.snapshots),
+            tuple(state.moments),
+            tuple(state.signal_counts),
+        )
         state.snapshots = []
+        state.moments = []
+        if self.learn:
+            self.models.learn(example)
+        else:
+            self.examples.append(example)
         alerts: list[Alert] = []
         if state.page_enter:
             problem = state.page_friction or not converted

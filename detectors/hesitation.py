@@ -16,9 +16,12 @@ The anomaly score:
 
 One Half-Space Trees model per stage where hesitation matters (evaluate and
 decide) scores the moment-features of :func:`detectors.features.hesitation_features`
-and then learns them (score first, learn after). The alert threshold is not
-a constant: it is the rolling ``hesitation_quantile`` of the scores the same
-stage model produced, so it follows the traffic. Only an anomaly in the
+(:meth:`HesitationModel.score`, which changes nothing). It learns from the
+moments of closed sessions (:meth:`HesitationModel.learn_one`, score first,
+learn after), where the trust and hazard models learn too: in the trainer, or
+at once offline. The alert threshold is not a constant: it is the rolling
+``hesitation_quantile`` of the scores the stage model gave the moments it
+learned, so it follows the traffic. Only an anomaly in the
 hesitant direction counts (longer than usual dwell or time without progress,
 more reversals or revisits); an unusually *fast* visitor is not hesitating.
 
@@ -120,8 +123,8 @@ class HesitationModel:
             stage: _StageModel(config, config.seed + i) for i, stage in enumerate(HESITATION_STAGES)
         }
 
-    def score_one(self, stage: str, x: dict[str, float]) -> HesitationScore:
-        """Score ``x`` against the stage's normal, then learn it."""
+    def score(self, stage: str, x: dict[str, float]) -> HesitationScore:
+        """Score ``x`` against the stage's normal; changes nothing."""
         model = self.models[stage]
         score = float(model.hst.score_one(x))
         threshold: float | None = None
@@ -129,10 +132,20 @@ class HesitationModel:
             current = model.quantile.get()
             threshold = None if current is None else float(current)
         hesitant = any(x[name] > model.mean[name] + model.std(name) for name in _HESITANT)
-        model.hst.learn_one(x)
-        model.quantile.update(score)
-        model.update_moments(x)
         return HesitationScore(score, threshold, hesitant)
+
+    def learn_one(self, stage: str, x: dict[str, float]) -> HesitationScore:
+        """Score ``x`` (as :meth:`score`), then learn it: the trees, the
+        threshold's window and the stage's feature means."""
+        result = self.score(stage, x)
+        model = self.models[stage]
+        model.hst.learn_one(x)
+        model.quantile.update(result.score)
+        model.update_moments(x)
+        return result
+
+    #: the former name of :meth:`learn_one`
+    score_one = learn_one
 
     def explain(self, stage: str, x: dict[str, float]) -> list[tuple[str, float, float, float]]:
         """Features furthest above the stage's mean: (name, value, mean, z),
@@ -164,6 +177,21 @@ HAZARD_FEATURES: tuple[str, ...] = (
     "quiet",
 )
 
+_IN_DECIDE = HAZARD_FEATURES.index("in_decide")
+
+
+def moment_stage(vector: Sequence[float]) -> str:
+    """The stage of a moment (:data:`HAZARD_FEATURES` order): decide when it
+    was in the basket or checkout, else evaluate."""
+    return HESITATION_STAGES[-1] if vector[_IN_DECIDE] >= 0.5 else HESITATION_STAGES[0]
+
+
+def moment_features(vector: Sequence[float]) -> dict[str, float]:
+    """The :data:`~detectors.features.HESITATION_FEATURES` of a moment, the
+    anomaly model's input (the first entries of :data:`HAZARD_FEATURES`)."""
+    return {name: float(vector[i]) for i, name in enumerate(HESITATION_FEATURES)}
+
+
 #: Window of the hazard model's rolling ROC-AUC (labelled moments).
 HAZARD_METRIC_WINDOW = 5000
 
@@ -193,7 +221,8 @@ class LeaveHazard:
 
     def __init__(self, horizon_ms: int, quantile: float = 0.9) -> None:
         self.horizon_ms = horizon_ms
-        # per stage: the rolling quantile of the hazards predicted at checks
+        # per stage: the rolling quantile of the hazards predicted for the
+        # moments learned (before learning them)
         self.levels = {
             stage: stats.RollingQuantile(quantile, THRESHOLD_WINDOW) for stage in HESITATION_STAGES
         }
@@ -213,12 +242,10 @@ class LeaveHazard:
         x = dict(zip(HAZARD_FEATURES, vector, strict=True))
         return float(self.model.predict_proba_one(x).get(True, 0.0))
 
-    def level(self, stage: str, hazard: float) -> float:
-        """The stage's rolling quantile of the hazards seen at checks before
-        this one (0 until the first), then record ``hazard``."""
-        levels = self.levels[stage]
-        current = levels.get()
-        levels.update(hazard)
+    def level(self, stage: str) -> float:
+        """The stage's rolling quantile of the hazards the model predicted for
+        the moments it learned (0 before the first); changes nothing."""
+        current = self.levels[stage].get()
         return 0.0 if current is None else float(current)
 
     def learn_session(
@@ -229,6 +256,8 @@ class LeaveHazard:
         ms of the session's last event), predict them, then learn them.
         Moments after the last event are not learned (see below)."""
         self.closed += 1
+        for _, vector in moments:  # the thresholds see every check, as served
+            self.levels[moment_stage(vector)].update(self.predict(vector))
         # a check after the session's last event saw a visitor who, as it
         # turned out, had already gone: learning it would teach the model
         # that silence means leaving, which is true and useless

@@ -1,10 +1,20 @@
-"""The shared online models of a detector, and their checkpoint format.
+"""The shared online models of a detector, and their snapshot format.
 
-One :class:`DetectorModels` is shared by every session a detector sees:
-the hesitation model, the trust model, the hotspot monitor, the per-signal
-baselines (mean count per closed session) and the alert budget. It is
-bounded in memory and pickles with a version header; the worker checkpoints
-it per partition.
+One :class:`DetectorModels` is shared by every session a detector sees. It
+holds two kinds of state:
+
+* the **learned** models (:data:`LEARNED`): the trust model, the leave
+  hazard, the hesitation anomaly model and the per-signal baselines (mean
+  count per closed session). They change only in :meth:`DetectorModels.learn`,
+  from the :class:`~detectors.training.Example` of a closed session; scoring
+  reads them and changes nothing. Offline they learn at each close; in a
+  deployment the trainer learns them from the training topic and publishes
+  versions (:meth:`DetectorModels.dumps_learned`), which the workers adopt
+  between batches (:meth:`DetectorModels.adopt`);
+* the **local** state of one detector: the hotspot monitor (page leaves, in
+  event time, raise incidents at once) and the alert budget's token buckets.
+
+Both are bounded in memory and pickle with a version header.
 """
 
 from __future__ import annotations
@@ -15,15 +25,34 @@ from importlib.metadata import version
 from river import stats
 
 from detectors.config import DetectorConfig
-from detectors.hesitation import HesitationModel, LeaveHazard
+from detectors.features import vector_to_features
+from detectors.hesitation import HesitationModel, LeaveHazard, moment_features, moment_stage
 from detectors.hotspots import HotspotMonitor
 from detectors.policy import AlertBudget
 from detectors.signals import SIGNALS
+from detectors.training import Example
 from detectors.trust import TrustModel
 
-MODEL_FORMAT = 2
+MODEL_FORMAT = 3
 RIVER_VERSION = version("river")
-MODEL_NAME = "trust-arf+lr.v2+hazard-lr.v1+hst.v1+adwin.v1"
+MODEL_NAME = "trust-arf+lr.v3+hazard-lr.v2+hst.v2+adwin.v1"
+#: The attributes of :class:`DetectorModels` that :meth:`~DetectorModels.learn`
+#: changes and a published version carries.
+LEARNED = ("trust", "hazard", "hesitation", "signal_means")
+#: The attributes that stay with one detector (a worker's partition): its
+#: checkpoint (:meth:`DetectorModels.dumps_local`).
+LOCAL = ("hotspots", "budget")
+
+
+def _check_header(header: object) -> None:
+    if not isinstance(header, dict):
+        raise ValueError("not a model snapshot")
+    if header.get("format") != MODEL_FORMAT or header.get("name") != MODEL_NAME:
+        raise ValueError(f"incompatible model snapshot {header!r}")
+    if header.get("river") != RIVER_VERSION:
+        raise ValueError(
+            f"snapshot made with River {header.get('river')}, running {RIVER_VERSION}"
+        )
 
 
 class DetectorModels:
@@ -45,6 +74,8 @@ class DetectorModels:
         self.hotspots = HotspotMonitor(config)
         self.signal_means = [stats.Mean() for _ in SIGNALS]
         self.budget = AlertBudget.start(config.alert_budget_capacities)
+        #: the published version adopted (``None``: learned here)
+        self.tag: str | None = None
 
     @property
     def suppressed_by_budget(self) -> int:
@@ -53,9 +84,28 @@ class DetectorModels:
 
     @property
     def version(self) -> str:
-        """Model family plus the number of sessions learned: names the exact
-        model state that made a decision."""
-        return f"{MODEL_NAME}@{self.trust.closed}"
+        """Names the exact model state that made a decision: the published
+        version adopted last (see :meth:`adopt`), else the model family plus
+        the number of sessions learned."""
+        return self.tag or f"{MODEL_NAME}@{self.trust.closed}"
+
+    @property
+    def examples(self) -> int:
+        """Closed sessions learned (:meth:`learn` calls)."""
+        return self.trust.closed
+
+    def learn(self, example: Example) -> None:
+        """Learn one closed session: its trust snapshots, its hesitation
+        moments (the anomaly model and the leave hazard) and its signal
+        counts. The only place the learned models change."""
+        converted = example.converted
+        self.trust.learn_session([vector_to_features(v) for _, v in example.snapshots], converted)
+        for _, vector in example.moments:
+            self.hesitation.learn_one(moment_stage(vector), moment_features(vector))
+        self.hazard.learn_session(example.moments, converted, example.last_ts)
+        for mean, count in zip(self.signal_means, example.signal_counts, strict=False):
+            mean.update(count)
+        self.tag = None
 
     def dumps(self) -> bytes:
         """Pickle with a header recording the format and River version."""
@@ -67,12 +117,48 @@ class DetectorModels:
         """Inverse of :meth:`dumps`; ``ValueError`` when format or River
         version differ (a River upgrade invalidates checkpoints)."""
         header, models = pickle.loads(blob)
-        if header.get("format") != MODEL_FORMAT or header.get("name") != MODEL_NAME:
-            raise ValueError(f"incompatible model checkpoint {header!r}")
-        if header.get("river") != RIVER_VERSION:
-            raise ValueError(
-                f"checkpoint made with River {header.get('river')}, running {RIVER_VERSION}"
-            )
+        _check_header(header)
         if not isinstance(models, DetectorModels):
             raise ValueError("checkpoint does not hold DetectorModels")
+        if not hasattr(models, "tag"):
+            models.tag = None
         return models
+
+    def dumps_learned(self) -> bytes:
+        """The learned models only (:data:`LEARNED`), as a published version
+        carries them; :meth:`adopt` takes them in."""
+        header = {"format": MODEL_FORMAT, "river": RIVER_VERSION, "name": MODEL_NAME}
+        learned = {name: getattr(self, name) for name in LEARNED}
+        return pickle.dumps((header, learned), protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def loads_learned(blob: bytes) -> dict[str, object]:
+        """Inverse of :meth:`dumps_learned` (``ValueError`` as :meth:`loads`)."""
+        header, learned = pickle.loads(blob)
+        _check_header(header)
+        if not isinstance(learned, dict) or set(learned) != set(LEARNED):
+            raise ValueError("snapshot does not hold the learned models")
+        return learned
+
+    def dumps_local(self) -> bytes:
+        """The local state only (:data:`LOCAL`): a worker partition's checkpoint."""
+        header = {"format": MODEL_FORMAT, "river": RIVER_VERSION, "name": MODEL_NAME}
+        local = {name: getattr(self, name) for name in LOCAL}
+        return pickle.dumps((header, local), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore_local(self, blob: bytes) -> None:
+        """Take the local state of :meth:`dumps_local` (``ValueError`` as :meth:`loads`)."""
+        header, local = pickle.loads(blob)
+        _check_header(header)
+        if not isinstance(local, dict) or set(local) != set(LOCAL):
+            raise ValueError("checkpoint does not hold the local state")
+        for name in LOCAL:
+            setattr(self, name, local[name])
+
+    def adopt(self, learned: dict[str, object], tag: str) -> None:
+        """Serve the learned models of a published version (from
+        :meth:`loads_learned`), named ``tag`` in alerts; the local hotspot
+        monitor and alert budget are kept."""
+        for name in LEARNED:
+            setattr(self, name, learned[name])
+        self.tag = tag

@@ -168,7 +168,7 @@ def _trust_rule(
     if auc is not None and auc >= config.trust_min_auc:
         base = trust.base_rate
         fall = state.trust_peak - state.trust
-        fall_threshold = trust.observe_drop(fall)
+        fall_threshold = trust.drop_threshold()
         drop = (
             fall_threshold is not None
             and fall > fall_threshold
@@ -215,7 +215,7 @@ def hesitation_check(
     ts = trigger if isinstance(trigger, int) else trigger.ts
     state.hes_checked = ts
     x = hesitation_features(state, ts)
-    hes = models.hesitation.score_one(state.stage, x)
+    hes = models.hesitation.score(state.stage, x)
     vector = moment_vector(state, ts, x, hes.score)
     state.moments.append((ts, snapshot_vector(vector)))
     if len(state.moments) > MOMENTS_CAP:
@@ -225,7 +225,7 @@ def hesitation_check(
     if auc is None or auc < config.hesitation_min_auc:
         return None
     p = hazard.predict(vector)
-    threshold = max(config.hesitation_hazard, hazard.level(state.stage, p))
+    threshold = max(config.hesitation_hazard, hazard.level(state.stage))
     above = p >= threshold
     if state.hes_high:
         state.hes_high = above

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from river import compose, linear_model, metrics, optim, preprocessing, stats
 
 from detectors.compiled_forest import CompiledForest, compile_forest, make_forest
+from detectors.config import DELIBERATION_STAGES, STAGE_INDEX
 from detectors.features import TRUST_FEATURES
 from detectors.sample_size import too_few_outcomes
 
@@ -105,6 +106,17 @@ TRUST_WORDS: dict[str, str] = {
     "stage_before": "previous journey stage",
     "stage_before_that": "journey stage before the previous one",
 }
+
+
+_STAGE_NOW = TRUST_FEATURES.index("stage_now")
+#: ``stage_now`` values of the deliberation stages (``STAGE_INDEX / 4``)
+_DELIBERATION_LEVELS = tuple(STAGE_INDEX[s] / (len(STAGE_INDEX) - 1) for s in DELIBERATION_STAGES)
+
+
+def _deliberating(vector: Sequence[float]) -> bool:
+    """Whether a snapshot was taken in a deliberation stage."""
+    now = vector[_STAGE_NOW]
+    return any(abs(now - level) < 1e-3 for level in _DELIBERATION_LEVELS)
 
 
 def make_trust_model() -> compose.Pipeline:
@@ -249,10 +261,14 @@ class TrustModel:
         self.converted += int(converted)
         if snapshots:
             vectors = [[x[name] for name in TRUST_FEATURES] for x in snapshots]
+            peak = 0.0
             for vector in vectors:
                 linear = self._linear_vector(vector)
                 forest = self._forest_vector(vector)
                 served = forest if self.serving == "forest" else linear
+                peak = max(peak, served)
+                if _deliberating(vector):  # where the drop rule decides
+                    self.observe_drop(peak - served)
                 self.linear_auc_metric.update(converted, linear)
                 self.forest_auc_metric.update(converted, forest)
                 self.auc_metric.update(converted, served)
@@ -282,15 +298,18 @@ class TrustModel:
         linear_auc = float(self.linear_auc_metric.get())
         self.serving = "forest" if ready and forest_auc >= linear_auc else "linear"
 
-    def observe_drop(self, drop: float) -> float | None:
-        """Record a fall from a session's peak (absolute probability) and
-        return the adaptive threshold in force before it, ``None`` until 100
-        falls were seen."""
+    def drop_threshold(self) -> float | None:
+        """The adaptive threshold of a fall from a session's peak (absolute
+        probability): the rolling ``drop_quantile`` of the falls the serving
+        learner showed in the deliberation-stage snapshots it learned, ``None``
+        until 100 were seen. Changes nothing."""
         current = self.drops.get()
-        threshold = float(current) if self.drops_seen >= 100 and current is not None else None
+        return float(current) if self.drops_seen >= 100 and current is not None else None
+
+    def observe_drop(self, drop: float) -> None:
+        """Record one fall from a session's peak (absolute probability)."""
         self.drops.update(drop)
         self.drops_seen += 1
-        return threshold
 
     def _add_loss(self, loss: float) -> None:
         if len(self._losses) == self._losses.maxlen:

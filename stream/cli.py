@@ -8,8 +8,9 @@ Subcommands that need no infrastructure:
 * ``evaluate``: prequential evaluation against outcomes;
 * ``convert otto``: turn the OTTO sample into contract events.
 
-``worker``, ``simulate --kafka``, ``alerts tail`` and ``alerts forward`` need
-Kafka (and the worker and the forwarder Redis).
+``worker``, ``trainer``, ``simulate --kafka``, ``alerts tail`` and ``alerts
+forward`` need Kafka (and the worker, the trainer and the forwarder Redis);
+``models`` needs Redis.
 
 Most subcommands live in :mod:`stream.commands` (one module each, with its
 parser); this module assembles them. Exit codes: 0 done, 1 failed while
@@ -23,7 +24,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from stream.commands import convert, demo, evaluate, replay, simulate, tail, worker
+from stream.commands import convert, demo, evaluate, models, replay, simulate, tail, trainer, worker
 from stream.commands.arguments import CommandError
 from stream.forward.command import add_parser as add_forward_parser
 
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_parser(sub)
 
     worker.add_parser(sub)
+    trainer.add_parser(sub)
+    models.add_parser(sub)
 
     p = sub.add_parser("alerts", help="the alerts topic")
     alerts = p.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")

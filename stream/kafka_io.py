@@ -44,29 +44,46 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+#: The models topic: compacted (the newest version per pipeline is kept), and
+#: records up to 64 MB (a version is ~5 MB compressed).
+MODELS_TOPIC_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(64 * 1024 * 1024)}
+#: Largest record the trainer produces to the models topic (bytes).
+MODELS_MAX_BYTES = 64 * 1024 * 1024
+
+
 async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
-    """Create the interactions, alerts and dead-letter topics (and ``extra``)
-    when absent; return the names created."""
+    """Create the interactions, alerts, dead-letter, training and models
+    topics (and ``extra``) when absent; return the names created. The
+    training topic has one partition (one trainer learns it in order); the
+    models topic is compacted, with one partition."""
     wanted = [settings.topic_interactions, settings.topic_alerts, settings.topic_dlq, *extra]
-    return await create_missing_topics(settings, wanted)
+    specs = {name: NewTopic(name, settings.topic_partitions, 1) for name in wanted}
+    specs[settings.topic_training] = NewTopic(settings.topic_training, 1, 1)
+    specs[settings.topic_models] = NewTopic(
+        settings.topic_models, 1, 1, topic_configs=MODELS_TOPIC_CONFIG
+    )
+    return await _create_missing(settings, list(specs.values()))
 
 
 async def create_missing_topics(settings: Settings, topics: Sequence[str]) -> list[str]:
     """Create those of ``topics`` that do not exist, with the configured
     partition count; return the names created."""
+    specs = [NewTopic(t, settings.topic_partitions, 1) for t in dict.fromkeys(topics)]
+    return await _create_missing(settings, specs)
+
+
+async def _create_missing(settings: Settings, specs: Sequence[NewTopic]) -> list[str]:
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        missing = [spec for spec in specs if spec.name not in existing]
         if missing:
             # another worker may win the race to create them
             with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(
-                    [NewTopic(t, settings.topic_partitions, 1) for t in missing]
-                )
-            log.info("created topics %s", ", ".join(missing))
-        return missing
+                await admin.create_topics(missing)
+            log.info("created topics %s", ", ".join(spec.name for spec in missing))
+        return [spec.name for spec in missing]
     finally:
         await admin.close()
 
@@ -90,7 +107,8 @@ Produce = Callable[[str, Sequence[Record]], Awaitable[None]]
 
 
 class KafkaSink:
-    """Alerts and dead letters to Kafka; each ``send_*`` returns after acks.
+    """Alerts, dead letters and training examples to Kafka; each ``send_*``
+    returns after acks.
 
     ``produce`` is the producer's send-and-wait (the worker's is the Faust
     app's own producer); the topics come from ``settings``.
@@ -105,6 +123,9 @@ class KafkaSink:
 
     async def send_dead_letters(self, records: Sequence[Record]) -> None:
         await self.produce(self.settings.topic_dlq, records)
+
+    async def send_training(self, records: Sequence[Record]) -> None:
+        await self.produce(self.settings.topic_training, records)
 
     async def alert_ids_since(self, since_ms: int) -> set[str]:
         """Read the alerts topic from ``since_ms`` (by timestamp) to its end.

@@ -193,6 +193,29 @@ class Metrics:
             ["what"],
             registry=r,
         )
+        self.training_examples = Counter(
+            "disengage_training_examples_total",
+            "Labelled examples of closed sessions produced to the training topic.",
+            registry=r,
+        )
+        self.model_version = Gauge(
+            "disengage_model_version",
+            "Number of the published model version the worker serves (0 = none yet: the "
+            "model-based rules are off).",
+            registry=r,
+        )
+        self.model_age = Gauge(
+            "disengage_model_age_seconds",
+            "Age of the model version the worker serves (seconds since the trainer published "
+            "it; 0 = none yet).",
+            registry=r,
+        )
+        self.model_loads = Counter(
+            "disengage_model_loads_total",
+            "Model versions loaded by the worker, by result (loaded, failed).",
+            ["result"],
+            registry=r,
+        )
         self.info = Info("disengage_worker", "Worker build and model information.", registry=r)
         # process_* (CPU, RSS, open fds) for the worker-health panel
         ProcessCollector(registry=r)
@@ -216,8 +239,10 @@ class Metrics:
         for op in REDIS_OPS:
             self.redis_seconds.labels(op)
             self.redis_errors.labels(op)
-        for what in ("alerts", "dead_letters"):
+        for what in ("alerts", "dead_letters", "training"):
             self.produce_failures.labels(what)
+        for result in ("loaded", "failed"):
+            self.model_loads.labels(result)
         for stage in BATCH_STAGES:
             self.batch_stage_seconds.labels(stage)
         self.kafka_up.set(1)
@@ -240,17 +265,71 @@ class Metrics:
         self.redis_seconds.labels(op).observe(seconds)
 
 
+class TrainerMetrics:
+    """Metrics of ``disengage trainer`` (``DISENGAGE_TRAINER_METRICS_PORT``), on
+    a registry of their own; pass ``registry`` to isolate (tests)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.records = Counter(
+            "disengage_trainer_records_total",
+            "Training records read, by what the trainer did: learned, duplicate (an id "
+            "learned already) or invalid.",
+            ["status"],
+            registry=r,
+        )
+        self.active = Gauge(
+            "disengage_trainer_active",
+            "1 while this trainer owns the training topic and learns (the others stand by).",
+            registry=r,
+        )
+        self.lag = Gauge(
+            "disengage_trainer_lag",
+            "Training records not yet learned (end offset minus position).",
+            registry=r,
+        )
+        self.published = Counter(
+            "disengage_models_published_total", "Model versions published.", registry=r
+        )
+        self.publish_seconds = Histogram(
+            "disengage_model_publish_seconds",
+            "Time to publish one version: pickle, compress, models topic and Redis (seconds).",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.version = Gauge(
+            "disengage_trainer_model_version", "Number of the latest published version.", registry=r
+        )
+        self.examples = Gauge(
+            "disengage_trainer_examples",
+            "Closed sessions the deployment's models learned in total.",
+            registry=r,
+        )
+        self.auc = Gauge(
+            "disengage_trainer_auc",
+            "Progressive ROC-AUC of the latest version's models (trust: P(goal) on "
+            "snapshots; hazard: P(leave soon) on moments); absent until validated.",
+            ["model"],
+            registry=r,
+        )
+        for status in ("learned", "duplicate", "invalid"):
+            self.records.labels(status)
+
+
 def markdown_table() -> str:
     """The metrics reference as a Markdown table (README)."""
     rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
     metrics = Metrics()
     forwarder = ForwarderMetrics()  # disengage alerts forward
+    trainer = TrainerMetrics()  # disengage trainer
+    parts = (metrics, forwarder, trainer)
     declared = {
         m._name: m._labelnames
-        for m in [*vars(metrics).values(), *vars(forwarder).values()]
+        for part in parts
+        for m in vars(part).values()
         if hasattr(m, "_labelnames")
     }
-    for family in [*metrics.registry.collect(), *forwarder.registry.collect()]:
+    for family in [f for part in parts for f in part.registry.collect()]:
         if family.name.startswith("process_"):
             continue  # prometheus_client's standard process metrics
         labels = sorted(declared.get(family.name, ()))

@@ -41,11 +41,14 @@ class Record:
 
 
 class Sink(Protocol):
-    """Where alerts and dead letters go; ``send_*`` return after the acks."""
+    """Where alerts, dead letters and training examples go; ``send_*``
+    return after the acks."""
 
     async def send_alerts(self, records: Sequence[Record]) -> None: ...
 
     async def send_dead_letters(self, records: Sequence[Record]) -> None: ...
+
+    async def send_training(self, records: Sequence[Record]) -> None: ...
 
     async def alert_ids_since(self, since_ms: int) -> set[str]:
         """Ids of alerts on the alerts topic with a timestamp >= ``since_ms``."""

@@ -122,6 +122,16 @@ class Settings(BaseSettings):
         default="interactions.dlq",
         description="Dead-letter topic: original bytes plus reason headers.",
     )
+    topic_training: str = Field(
+        default="training",
+        description="Training topic: each closed session's labelled example, from the workers "
+        "to the trainer. Created with one partition (one trainer learns it in order).",
+    )
+    topic_models: str = Field(
+        default="models",
+        description="Compacted topic of published model versions (the durable copy of the "
+        "trainer's state; Redis holds the versions the workers load).",
+    )
     topic_partitions: int = Field(
         default=6, description="Partitions used when the worker creates missing topics."
     )
@@ -149,6 +159,30 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest wait for the brokers to acknowledge the alerts or dead letters "
         "of a batch (seconds); then the batch counts as failed and is retried in place.",
+    )
+    model_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often a worker checks for a newer (or newly pinned) model version "
+        "(seconds); it is loaded in the background and served from the next batch.",
+    )
+    trainer_group: str = Field(
+        default="disengage-trainer",
+        description="Kafka consumer group of the trainers: one learns, the others stand by.",
+    )
+    trainer_publish_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="The trainer publishes a new model version at most this often, when it "
+        "learned something (seconds). Publishing costs ~0.3 s of CPU (pickling ~6 MB).",
+    )
+    trainer_metrics_port: int = Field(
+        default=9465, description="Port of the trainer's /metrics, /healthz and /readyz."
+    )
+    models_keep: int = Field(
+        default=20,
+        ge=1,
+        description="Model versions kept in Redis (a pinned one is never deleted).",
     )
     checkpoint_interval_s: float = Field(
         default=60.0, description="Model checkpoint period (seconds)."

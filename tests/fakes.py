@@ -263,7 +263,8 @@ class FakeSink:
     share it between two sinks to let it outlive a simulated crash. Scripted
     failures, one per send, in order: ``fail_alerts`` are raised instead of
     producing (nothing reaches the topic), ``fail_after_alerts`` after the
-    records reached it (the acks were lost). ``since`` lists the arguments of
+    records reached it (the acks were lost), ``fail_training`` instead of
+    producing training examples. ``since`` lists the arguments of
     :meth:`alert_ids_since`.
 
     >>> import asyncio
@@ -280,11 +281,17 @@ class FakeSink:
     """
 
     def __init__(
-        self, clock: Callable[[], float], topic: list[tuple[float, Record]] | None = None
+        self,
+        clock: Callable[[], float],
+        topic: list[tuple[float, Record]] | None = None,
+        training: list[Record] | None = None,
     ) -> None:
         self.clock = clock
         self.topic: list[tuple[float, Record]] = [] if topic is None else topic
         self.dead_letters: list[Record] = []
+        #: the training topic (shared like ``topic`` when given)
+        self.training: list[Record] = [] if training is None else training
+        self.fail_training: list[Exception] = []
         self.fail_alerts: list[Exception] = []
         self.fail_after_alerts: list[Exception] = []
         self.since: list[int] = []
@@ -299,6 +306,11 @@ class FakeSink:
 
     async def send_dead_letters(self, records: Sequence[Record]) -> None:
         self.dead_letters.extend(records)
+
+    async def send_training(self, records: Sequence[Record]) -> None:
+        if self.fail_training:
+            raise self.fail_training.pop(0)
+        self.training.extend(records)
 
     async def alert_ids_since(self, since_ms: int) -> set[str]:
         self.since.append(since_ms)

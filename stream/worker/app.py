@@ -34,12 +34,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream.kafka_io import KafkaSink
 from stream.metrics import Metrics
+from stream.model_registry import ModelRegistry
 from stream.records import Message, Record
 from stream.redis_store import open_store
 from stream.retry import backoff, cancelled_by_caller, retry_forever
 from stream.settings import Settings
 from stream.worker.faults import Fault, RepeatFilter, describe
 from stream.worker.health import BrokerProbe, readiness, update_gauges
+from stream.worker.model_feed import ModelFeed
 from stream.worker.pipeline import BatchProcessor
 
 log = logging.getLogger("disengage.worker")
@@ -88,6 +90,14 @@ class Runtime:
             clock=time.monotonic,
         )
         self.sink = KafkaSink(partial(produce_with, app, settings.produce_timeout_s), settings)
+        # the published model versions; a memory:// store has no registry
+        # (the worker then serves untrained models: transparent rules only)
+        client = getattr(self.store, "client", None)
+        self.feed = (
+            ModelFeed(ModelRegistry(client, settings.topic_interactions), self.metrics)
+            if client is not None
+            else None
+        )
         self.processor = BatchProcessor(
             settings.detector,
             self.store,
@@ -96,6 +106,7 @@ class Runtime:
             clock=time.time,
             idle_grace_s=settings.idle_grace_s,
             cache_sessions=settings.state_cache_sessions,
+            feed=self.feed,
         )
         self.broker = BrokerProbe(settings)
         self.lock = asyncio.Lock()  # batches, sweeps and rebalances never interleave
@@ -103,7 +114,7 @@ class Runtime:
         self.last_batch_at = 0.0
         self.batches = Fault("Batches", log)
         self.maintenance = {
-            name: Fault(name, log) for name in ("Expiry sweep", "Model checkpoint", "Gauges")
+            name: Fault(name, log) for name in ("Expiry sweep", "Hotspot checkpoint", "Gauges")
         }
 
     @property
@@ -178,6 +189,14 @@ def create_app(settings: Settings) -> faust.App:
         )
         for name in (settings.topic_interactions, settings.topic_alerts, settings.topic_dlq)
     )
+    # one partition: one trainer learns the examples in the order they closed
+    training_topic = app.topic(
+        settings.topic_training,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=1,
+        internal=True,
+    )
 
     @app.agent(interactions)
     async def detect(stream: Any) -> None:
@@ -210,7 +229,7 @@ def create_app(settings: Settings) -> faust.App:
     @app.task
     async def declare_topics() -> None:
         quiet_library_repeats()  # Faust has set its log handlers up by now
-        for topic in (alerts_topic, dlq_topic):
+        for topic in (alerts_topic, dlq_topic, training_topic):
             await topic.maybe_declare()
 
     @app.on_partitions_revoked.connect
@@ -221,7 +240,7 @@ def create_app(settings: Settings) -> faust.App:
                 await runtime.processor.revoke(parts)
             for p in parts:
                 runtime.metrics.forget_partition(p)
-            log.info("revoked partitions %s (models checkpointed)", parts)
+            log.info("revoked partitions %s (hotspots checkpointed)", parts)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
@@ -239,10 +258,18 @@ def create_app(settings: Settings) -> faust.App:
             try:
                 async with runtime.lock:
                     await runtime.processor.checkpoint()
-                log.info("models checkpointed at shutdown")
+                log.info("hotspots checkpointed at shutdown")
             except Exception as exc:
-                log.error("model checkpoint at shutdown failed: %s", describe(exc))
+                log.error("hotspot checkpoint at shutdown failed: %s", describe(exc))
         await runtime.broker.close()
+
+    @app.timer(interval=settings.model_poll_s)
+    async def models() -> None:
+        # outside the batch lock: the load runs in a thread, and the version
+        # is adopted at the start of the next batch
+        if runtime.feed is not None:
+            await runtime.feed.poll()
+            runtime.metrics.model_age.set(runtime.feed.age_s())
 
     @app.timer(interval=settings.sweep_interval_s)
     async def sweep() -> None:
@@ -256,7 +283,7 @@ def create_app(settings: Settings) -> faust.App:
     async def checkpoint() -> None:
         if runtime.processor.store_fault.failing:
             return  # the checkpoint age gauge shows it; retried next interval
-        await _maintain(runtime, "Model checkpoint", runtime.processor.checkpoint)
+        await _maintain(runtime, "Hotspot checkpoint", runtime.processor.checkpoint)
 
     @app.timer(interval=GAUGE_INTERVAL_S)
     async def gauges() -> None:

@@ -1,8 +1,9 @@
 """Session state and alert delivery of the worker: the store round trips
 and the outbox protocol, below the batch logic of :mod:`stream.worker.pipeline`.
 
-A session alert is written into its session's *outbox*, in the same atomic
-write as the state, before it is produced; the outbox is cleared only after
+A session alert, and the training example of a session that closed, is
+written into its session's *outbox*, in the same atomic write as the state,
+before it is produced; the outbox is cleared only after
 the broker acknowledged it. :meth:`SessionDelivery.recover` delivers outboxes
 left pending by a crash or a failed produce, skipping ids the alerts topic
 already has, so an alert is neither lost nor produced twice. A failed
@@ -24,6 +25,7 @@ from detectors.config import DetectorConfig
 from detectors.events import parse_ts
 from detectors.session import SessionState
 from detectors.store import SessionStore
+from detectors.training import EXAMPLE_TYPE, Example, example_event
 from stream.metrics import Metrics
 from stream.records import Record, Sink, alert_record, record_from_json
 from stream.retry import backoff, retry_forever
@@ -33,6 +35,9 @@ from stream.worker.state_cache import StateCache
 log = logging.getLogger("disengage.pipeline")
 
 T = TypeVar("T")
+
+#: Sort key of an example closed by the sweep (after every input-closed one).
+_SWEPT = 2**63
 
 #: Backoff between tries of a failed store call: 0.1 s, doubling, at most 5 s.
 STORE_BACKOFF = (0.1, 5.0)
@@ -112,6 +117,23 @@ class SessionDelivery:
             self.cache.put(partition, state)
         await self._call("save", self.store.save_many, by_partition)
 
+    def _take_examples(
+        self, examples: list[Example], state: SessionState, offset: int | None
+    ) -> None:
+        """Put the training examples of ``state``'s session (closed just now
+        by the input record at ``offset``, or by the sweep: ``None``) into its
+        outbox, to go to the training topic with its alerts."""
+        if not examples:
+            return
+        produced_at = rfc3339(int(self.clock() * 1000))
+        for example in examples:
+            event = example_event(example, self.config.source, produced_at)
+            event["producedat"] = produced_at
+            if offset is not None:
+                event["inputoffset"] = offset
+            state.outbox.append(json.dumps(event, separators=(",", ":")))
+        examples.clear()
+
     def _take_alerts(
         self,
         alerts: list[Alert],
@@ -131,9 +153,13 @@ class SessionDelivery:
                 state.outbox.append(record.value.decode())
 
     async def _send(self, what: str, records: Sequence[Record]) -> None:
-        """Produce alerts or dead letters; a failure marks the processor
+        """Produce alerts, dead letters or training examples; a failure marks the processor
         :attr:`undelivered` (see :meth:`deliver_pending`) and is raised."""
-        send = self.sink.send_alerts if what == "alerts" else self.sink.send_dead_letters
+        send = {
+            "alerts": self.sink.send_alerts,
+            "dead_letters": self.sink.send_dead_letters,
+            "training": self.sink.send_training,
+        }[what]
         try:
             await send(records)
         except Exception as exc:
@@ -149,14 +175,25 @@ class SessionDelivery:
         hotspots: Sequence[Alert],
         skip_ids: set[str] | None = None,
     ) -> int:
-        """Produce outbox and hotspot alerts, await the acks, then clear the
-        outboxes. Returns the number of records produced."""
+        """Produce outbox and hotspot alerts and the outboxes' training
+        examples, await the acks, then clear the outboxes. Returns the number
+        of alerts produced."""
         records: list[Record] = []
+        training: list[tuple[tuple[int, int, str], Record]] = []
         kinds: list[tuple[str, str, int]] = []
         with_outbox = [(p, s) for p, s in states if s.outbox]
         for _, state in with_outbox:
             for text in state.outbox:
                 event = json.loads(text)
+                if event.get("type") == EXAMPLE_TYPE:
+                    # at least once: the trainer drops a copy by its id
+                    order = (
+                        event.get("inputoffset", _SWEPT),
+                        event["data"]["closed_ts"],
+                        state.sid,
+                    )
+                    training.append((order, Record(state.sid.encode(), text.encode())))
+                    continue
                 if skip_ids and event["id"] in skip_ids:
                     continue
                 records.append(record_from_json(event, text))
@@ -178,6 +215,13 @@ class SessionDelivery:
             for kind, severity, event_ms in kinds:
                 self.metrics.alerts.labels(kind, severity).inc()
                 self.metrics.event_to_alert.labels(kind).observe(max(0.0, acked - event_ms / 1000))
+        if training:
+            # in the order their sessions closed in the input, whatever the
+            # batch boundaries or a recovery's order: one partition's
+            # examples reach the trainer in the same order on every run
+            training.sort(key=lambda item: item[0])
+            await self._send("training", [record for _, record in training])
+            self.metrics.training_examples.inc(len(training))
         if with_outbox:
             for _, state in with_outbox:
                 state.outbox = []

@@ -29,8 +29,12 @@ Each partition's event-time clock is a :class:`~detectors.clock.StreamClock`:
 an event from a client clock far ahead is applied but does not move it, so
 one bad clock cannot time out every open session.
 
-Models are per input partition (the unit a worker owns), checkpointed to the
-store and warm-started on assignment.
+The worker learns nothing: its detectors score with the learned models of
+the version the trainer published last (or the pinned one), adopted between
+batches from a :class:`~stream.worker.model_feed.ModelFeed`, and each closed
+session's labelled example goes through the outbox to the training topic.
+Only the hotspot monitor and the alert budget are per input partition,
+checkpointed to the store and warm-started on assignment.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from stream.metrics import Metrics
 from stream.records import Message, Record, Sink, dead_letter
 from stream.worker.delivery import SessionDelivery
 from stream.worker.faults import Throttled
+from stream.worker.model_feed import ModelFeed
 
 log = logging.getLogger("disengage.pipeline")
 
@@ -76,7 +81,8 @@ class PartitionState:
 
 
 def checkpoint_name(partition: int) -> str:
-    return f"models-p{partition}"
+    """The store blob of a partition's local state (hotspots and alert budget)."""
+    return f"local-p{partition}"
 
 
 #: At most one log line per this many seconds about events ahead of the clock.
@@ -110,11 +116,15 @@ class BatchProcessor(SessionDelivery):
         clock: Callable[[], float],
         idle_grace_s: float,
         cache_sessions: int,
+        feed: ModelFeed | None = None,
     ) -> None:
         """``clock``: wall-clock seconds (epoch), for alert times, idle
         partitions and checkpoint ages. ``idle_grace_s`` and
-        ``cache_sessions``: see the settings of the same names."""
+        ``cache_sessions``: see the settings of the same names. ``feed``:
+        the published model versions to serve (``None``: the models stay
+        as they start, untrained)."""
         super().__init__(config, store, sink, metrics, clock, cache_sessions)
+        self.feed = feed
         self.parser = EventParser(config)
         self.idle_grace_s = idle_grace_s
         self.partitions: dict[int, PartitionState] = {}
@@ -125,8 +135,13 @@ class BatchProcessor(SessionDelivery):
         """Take ownership: warm-start models from checkpoints, then deliver
         any outbox left behind by a previous owner."""
         new = [p for p in partitions if p not in self.partitions]
+        self._adopt_models()
+        current = self.feed.current if self.feed is not None else None
         for p in new:
-            detector = Detector(self.config, await self._models(p))
+            models = await self._models(p)
+            if current is not None:
+                models.adopt(current.learned, current.tag)
+            detector = Detector(self.config, models, learn=False)
             now = self.clock()
             self.partitions[p] = PartitionState(
                 detector,
@@ -138,17 +153,24 @@ class BatchProcessor(SessionDelivery):
         if new:
             await self.recover(new)
 
-    async def _models(self, partition: int) -> DetectorModels | None:
+    async def _models(self, partition: int) -> DetectorModels:
+        """Fresh models with the partition's checkpointed local state."""
+        models = DetectorModels(self.config)
         blob = await self._call("load_blob", self.store.load_blob, checkpoint_name(partition))
-        if not isinstance(blob, bytes):
-            return None
-        try:
-            models = DetectorModels.loads(blob)
-        except Exception as exc:  # incompatible or corrupt: start fresh, say so
-            log.warning("partition %d: ignoring model checkpoint (%s)", partition, exc)
-            return None
-        log.info("partition %d: warm start from %s", partition, models.version)
+        if isinstance(blob, bytes):
+            try:
+                models.restore_local(blob)
+            except Exception as exc:  # incompatible or corrupt: start fresh, say so
+                log.warning("partition %d: ignoring the hotspot checkpoint (%s)", partition, exc)
         return models
+
+    def _adopt_models(self) -> None:
+        """Serve the version the feed loaded since the last batch, if any."""
+        loaded = self.feed.take() if self.feed is not None else None
+        if loaded is None:
+            return
+        for part in self.partitions.values():
+            part.detector.models.adopt(loaded.learned, loaded.tag)
 
     async def revoke(self, partitions: Iterable[int]) -> None:
         """Give up partitions: checkpoint their models first, and forget their
@@ -161,12 +183,13 @@ class BatchProcessor(SessionDelivery):
         self.cache.forget(revoked)
 
     async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
-        """Save the models of the given (default: all owned) partitions."""
+        """Save the local state (hotspot monitor, alert budget; ~20 KB) of the
+        given (default: all owned) partitions."""
         for p in list(self.partitions if partitions is None else partitions):
             part = self.partitions.get(p)
             if part is None:
                 continue
-            blob = part.detector.models.dumps()
+            blob = part.detector.models.dumps_local()
             await self._call("save_blob", self.store.save_blob, checkpoint_name(p), blob)
             part.checkpointed_at = self.clock()
 
@@ -175,6 +198,7 @@ class BatchProcessor(SessionDelivery):
         started = time.perf_counter()
         metrics = self.metrics
         stage = metrics.batch_stage_seconds
+        self._adopt_models()
         await self.deliver_pending(self.partitions)
         mark = time.perf_counter()
         stage.labels("recover").observe(mark - started)
@@ -229,6 +253,7 @@ class BatchProcessor(SessionDelivery):
                 metrics.trust_score.observe(state.trust)
             if result.closed and state.outcome:
                 metrics.sessions_closed.labels(state.outcome).inc()
+                self._take_examples(detector.examples, state, message.offset)
             self._take_alerts(result.alerts, state, hotspot_alerts, message.timestamp_ms)
         mark = _lap(stage, "detect", mark)
         await self._save(touched.values())
@@ -267,6 +292,7 @@ class BatchProcessor(SessionDelivery):
         hesitation (:meth:`~detectors.detector.Detector.tick`). Event time
         drives both; a partition with no traffic lets its watermark advance
         with the wall clock after ``idle_grace_s``."""
+        self._adopt_models()
         await self.deliver_pending(self.partitions)
         closed = 0
         now = self.clock()
@@ -294,14 +320,14 @@ class BatchProcessor(SessionDelivery):
                 if state.last_ts + timeout > watermark:
                     continue  # touched since it was indexed
                 hotspots += part.detector.close(state, "timeout", state.last_ts + timeout)
+                self._take_examples(part.detector.examples, state, None)
                 self.metrics.sessions_closed.labels("timeout").inc()
                 to_save.append((p, state))
                 closed += 1
             # expired states that vanished (TTL) or closed elsewhere: untrack them
             stale = [SessionState(sid, outcome="timeout") for sid in due if sid not in loaded]
             await self._save(to_save + [(p, s) for s in stale])
-            if hotspots:
-                await self._deliver([], hotspots)
+            await self._deliver(to_save, hotspots)
         self._update_model_gauges()
         return closed
 

@@ -67,6 +67,10 @@ class Env:
         return f"dlq-{self.tag}"
 
     @property
+    def training(self) -> str:
+        return f"training-{self.tag}"
+
+    @property
     def redis_db_url(self) -> str:
         return redis_db_url(self.redis_url, self.db)
 
@@ -79,6 +83,10 @@ class Env:
                 "DISENGAGE_TOPIC_INTERACTIONS": self.interactions,
                 "DISENGAGE_TOPIC_ALERTS": self.alerts,
                 "DISENGAGE_TOPIC_DLQ": self.dlq,
+                "DISENGAGE_TOPIC_TRAINING": self.training,
+                "DISENGAGE_TOPIC_MODELS": f"models-{self.tag}",
+                "DISENGAGE_TRAINER_GROUP": f"trainer-{self.tag}",
+                "DISENGAGE_TRAINER_METRICS_PORT": str(port),
                 "DISENGAGE_TOPIC_PARTITIONS": str(self.partitions),
                 "DISENGAGE_CONSUMER_GROUP": f"group-{self.tag}",
                 "DISENGAGE_METRICS_PORT": str(port),

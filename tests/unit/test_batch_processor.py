@@ -16,6 +16,7 @@ import pytest
 
 from detectors.config import DetectorConfig
 from detectors.session import SessionState
+from detectors.training import example_from_event
 from stream.metrics import Metrics
 from stream.records import Message
 from stream.settings import Settings
@@ -280,7 +281,7 @@ async def test_malformed_and_late_input_become_dead_letters_with_reasons() -> No
     assert (await worker.state("late")).n_events == 1
 
 
-async def test_the_sweep_closes_sessions_past_the_timeout_and_learns_their_outcome() -> None:
+async def test_the_sweep_closes_sessions_past_the_timeout_and_sends_their_example() -> None:
     worker, feed = Worker(), Feed()
     timeout_ms = RULES_ONLY.session_timeout_ms
     await worker.processor.process(feed.quiet("old", 2) + feed.quiet("young", 1, start=60_000))
@@ -295,7 +296,12 @@ async def test_the_sweep_closes_sessions_past_the_timeout_and_learns_their_outco
     assert old.outcome == "timeout"
     assert (await worker.state("young")).outcome is None
     assert worker.metric("disengage_sessions_closed_total", outcome="timeout") == 1
-    assert worker.processor.partitions[0].detector.models.trust.closed == 1  # learned
+    # the worker learns nothing: the labelled example goes to the training topic
+    assert worker.processor.partitions[0].detector.models.trust.closed == 0
+    (record,) = worker.sink.training
+    example = example_from_event(record.value or b"")
+    assert (example.sid, example.outcome, record.key) == ("old", "timeout", b"old")
+    assert example.closed_ts == old.last_ts + timeout_ms and not old.outbox
     assert await worker.store.open_sessions(0) == 2
     assert await worker.processor.sweep() == 0  # closed once
 

@@ -156,7 +156,10 @@ def test_trust_contributions_most_negative_first() -> None:
 
 def test_trust_drop_threshold_needs_100_falls() -> None:
     model = TrustModel(drop_quantile=0.9)
-    thresholds = [model.observe_drop(i / 100) for i in range(101)]
+    thresholds = []
+    for i in range(101):
+        thresholds.append(model.drop_threshold())
+        model.observe_drop(i / 100)
     assert all(t is None for t in thresholds[:100])
     assert thresholds[100] == pytest.approx(0.9, abs=0.02)
 

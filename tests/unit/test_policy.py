@@ -113,6 +113,6 @@ def test_a_checkpoint_of_the_previous_model_format_is_refused() -> None:
     try:
         DetectorModels.loads(blob)
     except ValueError as exc:
-        assert "incompatible model checkpoint" in str(exc)
+        assert "incompatible model snapshot" in str(exc)
     else:
         raise AssertionError("a format-1 checkpoint was accepted")

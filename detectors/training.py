@@ -1,0 +1,148 @@
+"""Labelled sessions: what the models learn from, and how it travels.
+
+When a session closes, :class:`~detectors.detector.Detector` makes one
+:class:`Example` of it: its trust snapshots (features only, no model output),
+its hesitation moments, its signal counts and its outcome. Offline (replay,
+the demo, evaluation) the detector learns the example at once. In the worker
+the example goes through the session's outbox onto the training topic, in the
+same batch as the session's alerts, and the trainer learns the examples of the
+whole deployment in topic order (:meth:`~detectors.models.DetectorModels.learn`).
+Both paths run the same learning code on the same examples.
+
+An example's :attr:`Example.id` is deterministic (the session id and the
+visit's start time), so the trainer drops a copy re-produced after a crash.
+:meth:`Example.to_json` / :meth:`Example.from_json` are exact: the vectors are
+float32 in the state and travel as their packed bytes (base64).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: Version of the JSON form; a reader refuses another.
+EXAMPLE_FORMAT = 1
+#: The CloudEvents ``type`` of a training record.
+EXAMPLE_TYPE = "io.disengage.training.v1"
+
+Vectors = tuple[tuple[int, "array[float]"], ...]
+
+
+class InvalidExample(ValueError):
+    """A training record that is not an :class:`Example` of this format."""
+
+
+def _pack(vectors: Vectors) -> list[list[Any]]:
+    return [[ts, base64.b64encode(v.tobytes()).decode()] for ts, v in vectors]
+
+
+def _unpack(rows: Any) -> Vectors:
+    out = []
+    for ts, text in rows:
+        vector = array("f")
+        vector.frombytes(base64.b64decode(text))
+        out.append((int(ts), vector))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One closed session, labelled.
+
+    Times are epoch ms of event time. ``snapshots`` are trust feature
+    vectors (:data:`~detectors.features.TRUST_FEATURES` order) taken while
+    the session ran; ``moments`` are hesitation moments
+    (:data:`~detectors.hesitation.HAZARD_FEATURES` order); ``signal_counts``
+    follow :data:`~detectors.signals.SIGNALS`.
+
+    >>> v = array("f", [0.5, 1.0])
+    >>> e = Example("s1", 1000, 5000, 4000, "exit", ((2000, v),), (), (1, 0))
+    >>> Example.from_json(e.to_json()) == e, e.converted, len(e.id)
+    (True, False, 32)
+    """
+
+    sid: str
+    start_ts: int  # the visit's first event (a reopened session id is a new visit)
+    closed_ts: int
+    last_ts: int  # the session's last event
+    outcome: str  # one of detectors.detector.OUTCOMES
+    snapshots: Vectors
+    moments: Vectors
+    signal_counts: tuple[int, ...]
+
+    @property
+    def converted(self) -> bool:
+        return self.outcome == "converted"
+
+    @property
+    def id(self) -> str:
+        """Deterministic: 32 hex digits of SHA-256 over session id and visit start."""
+        return hashlib.sha256(f"{self.sid}\x00{self.start_ts}".encode()).hexdigest()[:32]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": EXAMPLE_FORMAT,
+            "sid": self.sid,
+            "start_ts": self.start_ts,
+            "closed_ts": self.closed_ts,
+            "last_ts": self.last_ts,
+            "outcome": self.outcome,
+            "snapshots": _pack(self.snapshots),
+            "moments": _pack(self.moments),
+            "signal_counts": list(self.signal_counts),
+        }
+
+    @staticmethod
+    def from_json(data: Any) -> Example:
+        """Inverse of :meth:`to_json`; :class:`InvalidExample` for anything else."""
+        if not isinstance(data, dict) or data.get("format") != EXAMPLE_FORMAT:
+            raise InvalidExample(f"not a training example of format {EXAMPLE_FORMAT}")
+        try:
+            return Example(
+                str(data["sid"]),
+                int(data["start_ts"]),
+                int(data["closed_ts"]),
+                int(data["last_ts"]),
+                str(data["outcome"]),
+                _unpack(data["snapshots"]),
+                _unpack(data["moments"]),
+                tuple(int(c) for c in data["signal_counts"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidExample(f"malformed training example: {exc}") from exc
+
+
+def example_event(example: Example, source: str, produced_at: str) -> dict[str, Any]:
+    """The example as a CloudEvent (JSON form), the value of a training record."""
+    return {
+        "specversion": "1.0",
+        "id": example.id,
+        "source": source,
+        "type": EXAMPLE_TYPE,
+        "subject": example.sid,
+        "time": produced_at,
+        "datacontenttype": "application/json",
+        "data": example.to_json(),
+    }
+
+
+def example_from_event(value: bytes | str) -> Example:
+    """The :class:`Example` in a training record's value."""
+    try:
+        event = json.loads(value)
+    except ValueError as exc:
+        raise InvalidExample(f"not JSON: {exc}") from exc
+    if not isinstance(event, dict) or event.get("type") != EXAMPLE_TYPE:
+        raise InvalidExample(f"not a {EXAMPLE_TYPE} event")
+    return Example.from_json(event.get("data"))
+
+
+def same_examples(a: Sequence[Example], b: Sequence[Example]) -> bool:
+    """Whether two sequences hold the same examples by id and content,
+    regardless of order or duplicates."""
+    return {e.id: e.to_json() for e in a} == {e.id: e.to_json() for e in b}

@@ -1,0 +1,216 @@
+"""Published model versions: the trainer writes them, the workers and
+``disengage models`` read them.
+
+A version is the learned models (:meth:`detectors.models.DetectorModels.dumps_learned`,
+zlib-compressed) plus its metadata (:class:`ModelVersion`). Versions are
+numbered 1, 2, ... by the trainer. The workers serve the *pinned* version when
+one is pinned (``disengage models promote`` / ``rollback``), else the latest.
+
+Redis keys (``<ns>`` is the pipeline's namespace, the input topic's name;
+``{<ns>}`` is a Redis Cluster hash tag, so one transaction covers them all):
+
+* ``dg:model:{<ns>}:<n>``: the learned models of version ``n``;
+* ``dg:models:{<ns>}``: hash of ``n`` to the version's metadata (JSON);
+* ``dg:models:{<ns>}:latest``: the newest version published;
+* ``dg:models:{<ns>}:pin``: the version pinned for serving (absent: latest);
+* ``dg:trainer:{<ns>}``: the trainer's resume state (:class:`TrainerState`).
+
+A publish writes the blob, the metadata, ``latest`` and the trainer state in
+one ``MULTI``/``EXEC``: a reader never sees a version without its models, and
+a restarted trainer resumes exactly where the version it loads left off.
+The trainer also produces each version to the compacted models topic
+(:func:`pack_snapshot`), from which it restores when Redis has lost them.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+#: zlib level of the published blobs: 1 is ~4x faster than the default and
+#: only ~5% larger on pickled River models.
+COMPRESSION_LEVEL = 1
+
+
+def _keys(ns: str) -> dict[str, str]:
+    tag = f"{{{ns}}}"
+    return {
+        "meta": f"dg:models:{tag}",
+        "latest": f"dg:models:{tag}:latest",
+        "pin": f"dg:models:{tag}:pin",
+        "trainer": f"dg:trainer:{tag}",
+    }
+
+
+def model_key(ns: str, number: int) -> str:
+    return f"dg:model:{{{ns}}}:{number}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """What ``disengage models list`` shows of a version. ``offset``: the
+    next training-topic offset, so the version covers every example before it;
+    ``examples``: sessions learned in total; the AUCs are the progressive
+    (predict first, then learn) ROC-AUCs over the last 5000 labelled
+    snapshots or moments, ``None`` until enough outcomes of both kinds."""
+
+    number: int
+    created_ms: int
+    offset: int
+    examples: int
+    trust_auc: float | None
+    hazard_auc: float | None
+    serving: str  # the trust learner serving: "forest" or "linear"
+    size: int  # bytes, compressed
+
+    @property
+    def tag(self) -> str:
+        """The name alerts carry in ``model_version``."""
+        return f"v{self.number}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @staticmethod
+    def from_json(text: str | bytes) -> ModelVersion:
+        return ModelVersion(**json.loads(text))
+
+
+@dataclass(slots=True)
+class TrainerState:
+    """Where the trainer stands: the version its models are, the next
+    training-topic offset to learn, and the ids of the examples learned most
+    recently (oldest first), against copies re-produced after a crash."""
+
+    version: int = 0
+    offset: int = 0
+    recent_ids: list[str] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @staticmethod
+    def from_bytes(blob: bytes) -> TrainerState:
+        data = json.loads(blob)
+        return TrainerState(int(data["version"]), int(data["offset"]), list(data["recent_ids"]))
+
+
+def pack_snapshot(state: TrainerState, learned: bytes) -> bytes:
+    """One record of the models topic: the trainer state and the learned
+    models (already compressed), length-prefixed."""
+    head = state.to_bytes()
+    return struct.pack(">I", len(head)) + head + learned
+
+
+def unpack_snapshot(blob: bytes) -> tuple[TrainerState, bytes]:
+    """Inverse of :func:`pack_snapshot`; ``ValueError`` when malformed."""
+    if len(blob) < 4:
+        raise ValueError("model snapshot too short")
+    (size,) = struct.unpack(">I", blob[:4])
+    try:
+        state = TrainerState.from_bytes(blob[4 : 4 + size])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"malformed model snapshot: {exc}") from exc
+    return state, blob[4 + size :]
+
+
+def compress(blob: bytes) -> bytes:
+    return zlib.compress(blob, COMPRESSION_LEVEL)
+
+
+def decompress(blob: bytes) -> bytes:
+    return zlib.decompress(blob)
+
+
+class ModelRegistry:
+    """The versions of one pipeline (namespace ``ns``) in Redis."""
+
+    def __init__(self, client: aioredis.Redis | Any, ns: str) -> None:
+        self.client = client
+        self.ns = ns
+        self.keys = _keys(ns)
+
+    async def publish(
+        self, version: ModelVersion, learned: bytes, state: TrainerState, keep: int
+    ) -> list[int]:
+        """Store ``version`` (its compressed ``learned`` models) as the latest
+        with the trainer's ``state``, in one transaction; then delete the
+        versions older than the ``keep`` newest, except a pinned one.
+        Returns the numbers deleted."""
+        k = self.keys
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(model_key(self.ns, version.number), learned)
+            pipe.hset(k["meta"], str(version.number), version.to_json())
+            pipe.set(k["latest"], str(version.number))
+            pipe.set(k["trainer"], state.to_bytes())
+            await pipe.execute()
+        return await self._prune(keep)
+
+    async def _prune(self, keep: int) -> list[int]:
+        numbers = sorted(await self.numbers())
+        pinned = await self.pinned()
+        old = [n for n in numbers[: max(0, len(numbers) - keep)] if n != pinned]
+        if old:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(*(model_key(self.ns, n) for n in old))
+                pipe.hdel(self.keys["meta"], *(str(n) for n in old))
+                await pipe.execute()
+        return old
+
+    async def numbers(self) -> list[int]:
+        return sorted(int(n) for n in await self.client.hkeys(self.keys["meta"]))
+
+    async def versions(self) -> list[ModelVersion]:
+        """Every stored version, oldest first."""
+        raw = await self.client.hgetall(self.keys["meta"])
+        return sorted((ModelVersion.from_json(v) for v in raw.values()), key=lambda v: v.number)
+
+    async def version(self, number: int) -> ModelVersion | None:
+        raw = await self.client.hget(self.keys["meta"], str(number))
+        return None if raw is None else ModelVersion.from_json(raw)
+
+    async def latest(self) -> int | None:
+        raw = await self.client.get(self.keys["latest"])
+        return None if raw is None else int(raw)
+
+    async def pinned(self) -> int | None:
+        raw = await self.client.get(self.keys["pin"])
+        return None if raw is None else int(raw)
+
+    async def serving(self) -> int | None:
+        """The version workers serve: the pinned one, else the latest (one round trip)."""
+        latest, pin = await self.client.mget([self.keys["latest"], self.keys["pin"]])
+        chosen = pin if pin is not None else latest
+        return None if chosen is None else int(chosen)
+
+    async def load(self, number: int) -> bytes | None:
+        """The compressed learned models of version ``number`` (``None``: gone)."""
+        blob = await self.client.get(model_key(self.ns, number))
+        return None if blob is None else _as_bytes(blob)
+
+    async def pin(self, number: int) -> None:
+        """Serve ``number`` until unpinned; ``KeyError`` when it is not stored."""
+        if await self.version(number) is None:
+            raise KeyError(number)
+        await self.client.set(self.keys["pin"], str(number))
+
+    async def unpin(self) -> None:
+        """Serve the latest version again."""
+        await self.client.delete(self.keys["pin"])
+
+    async def trainer_state(self) -> TrainerState | None:
+        raw = await self.client.get(self.keys["trainer"])
+        return None if raw is None else TrainerState.from_bytes(_as_bytes(raw))
+
+
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):  # a client made with decode_responses
+        raise TypeError("the model registry needs a Redis client without decode_responses")
+    raise TypeError(f"unexpected Redis value {type(value).__name__}")

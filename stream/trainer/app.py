@@ -1,0 +1,74 @@
+"""The trainer's composition root: Redis, the service, its web endpoints and signals.
+
+``/metrics`` (Prometheus), ``/healthz`` (the process is up) and ``/readyz``
+(its Kafka clients started; ``active`` says whether it is the one learning)
+listen on ``DISENGAGE_TRAINER_METRICS_PORT``. SIGTERM or SIGINT stops it
+after the step in flight; it publishes what it learned before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stream.metrics import TrainerMetrics
+from stream.model_registry import ModelRegistry
+from stream.redis_store import redis_from_url
+from stream.settings import Settings
+from stream.trainer.service import TrainerService
+
+log = logging.getLogger("disengage.trainer")
+
+
+def web_app(service: TrainerService, started_at: float) -> web.Application:
+    """``/metrics``, ``/healthz`` and ``/readyz`` of one trainer."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        body = generate_latest(service.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "uptime_s": round(time.time() - started_at)})
+
+    async def readyz(request: web.Request) -> web.Response:
+        body = {
+            "ready": service.ready,
+            "active": service.trainer is not None,
+            "version": service.version,
+            "offset": None if service.trainer is None else service.trainer.offset,
+        }
+        return web.json_response(body, status=200 if service.ready else 503)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run one trainer until ``stop`` is set or SIGTERM/SIGINT arrives."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    client = redis_from_url(settings.redis_url, settings.redis_password, settings.redis_tls)
+    registry = ModelRegistry(client, settings.topic_interactions)
+    service = TrainerService(settings, registry, TrainerMetrics())
+    runner = web.AppRunner(web_app(service, time.time()), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.metrics_bind, settings.trainer_metrics_port)
+    await site.start()
+    log.info("trainer metrics on %s:%d", settings.metrics_bind, settings.trainer_metrics_port)
+    try:
+        await service.run(stop)
+    finally:
+        await runner.cleanup()
+        await client.aclose()

@@ -1,0 +1,318 @@
+"""``disengage trainer``: one learner for the whole deployment.
+
+The trainer consumes the training topic (one partition) in a consumer group
+of its own (``DISENGAGE_TRAINER_GROUP``). The group gives the partition to one
+member: that one learns, any other stands by and takes over when it dies (the
+group's session timeout, 10 s, then a rebalance).
+
+On taking the partition the trainer restores the newest published version
+with its resume state (:class:`~stream.model_registry.TrainerState`), from
+Redis or, when Redis lost it, from the compacted models topic, and seeks to
+the offset that version covers. It never relies on committed offsets: what it
+learned is exactly what its models say. Records are learned in order by
+:class:`~detectors.trainer.Trainer` (duplicates dropped by example id), and
+at most every ``DISENGAGE_TRAINER_PUBLISH_S`` a new version is published: to
+the models topic first (the durable copy), then to Redis in one transaction
+(what the workers load). A trainer that loses the partition publishes what it
+learned first. A crash loses only what was learned since the last publish,
+which the next owner learns again from the same records in the same order:
+the models end up identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from detectors.models import DetectorModels
+from detectors.trainer import Trainer
+from stream.kafka_io import MODELS_MAX_BYTES, client_options, make_producer, stop_consumer
+from stream.metrics import TrainerMetrics
+from stream.model_registry import (
+    ModelRegistry,
+    ModelVersion,
+    TrainerState,
+    compress,
+    decompress,
+    pack_snapshot,
+    unpack_snapshot,
+)
+from stream.settings import Settings
+from stream.worker.faults import Fault
+
+log = logging.getLogger("disengage.trainer")
+
+#: Records taken per poll of the training topic.
+POLL_RECORDS = 500
+
+
+class Restored:
+    """A trainer rebuilt from a published version (or fresh)."""
+
+    def __init__(self, trainer: Trainer, version: int, source: str) -> None:
+        self.trainer = trainer
+        self.version = version
+        self.source = source  # "redis", "models topic" or "fresh"
+
+
+def rebuild(settings: Settings, state: TrainerState | None, learned: bytes | None) -> Trainer:
+    """A :class:`Trainer` with the models of ``learned`` (compressed
+    :meth:`DetectorModels.dumps_learned`) at ``state``'s position; fresh
+    when either is missing."""
+    models = DetectorModels(settings.detector)
+    if state is None or learned is None:
+        return Trainer(settings.detector, models)
+    models.adopt(DetectorModels.loads_learned(decompress(learned)), f"v{state.version}")
+    models.tag = None  # learning goes on from here
+    return Trainer(settings.detector, models, offset=state.offset, recent_ids=state.recent_ids)
+
+
+class TrainerService:
+    """The trainer's loop over one consumer, one producer and the registry."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        metrics: TrainerMetrics,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+        self.clock = clock
+        self.trainer: Trainer | None = None  # set while this one owns the partition
+        self.version = 0  # the version the trainer's models are (0: none)
+        self.dirty = False  # learned since the last publish
+        self.published_at = clock()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: Any = None
+        self.tp = TopicPartition(settings.topic_training, 0)
+        self.lock = asyncio.Lock()  # learning, publishing and rebalances never interleave
+        self.ready = False
+        self.fault = Fault("Trainer", log)
+
+    # ---------------------------------------------------------------- lifecycle
+    async def run(self, stop: asyncio.Event) -> None:
+        """Learn until ``stop`` is set; then publish what was learned."""
+        s = self.settings
+        self.consumer = AIOKafkaConsumer(
+            **client_options(s),
+            group_id=s.trainer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+        )
+        self.producer = make_producer(s, max_request_size=MODELS_MAX_BYTES, linger_ms=0)
+        await self.producer.start()
+        await self.consumer.start()
+        self.consumer.subscribe([s.topic_training], listener=_Listener(self))
+        self.ready = True
+        try:
+            while not stop.is_set():
+                try:
+                    await self._step()
+                except Exception as exc:  # Redis or Kafka away: retried, logged once
+                    self.fault.failed(exc, "training step")
+                    await asyncio.sleep(1.0)
+                else:
+                    self.fault.ok()
+        finally:
+            self.ready = False
+            async with self.lock:
+                if self.trainer is not None and self.dirty:
+                    with contextlib.suppress(Exception):
+                        await self.publish()
+            await stop_consumer(self.consumer)
+            await self.producer.stop()
+
+    async def _step(self) -> None:
+        assert self.consumer is not None
+        batch = await self.consumer.getmany(timeout_ms=500, max_records=POLL_RECORDS)
+        async with self.lock:
+            for tp, records in batch.items():
+                if tp == self.tp and self.trainer is not None:
+                    self._learn(records)
+            if self.trainer is not None and self._publish_due():
+                await self.publish()
+            await self._update_lag()
+
+    def _learn(self, records: list[Any]) -> None:
+        trainer = self.trainer
+        assert trainer is not None
+        for record in records:
+            status = trainer.apply(record.offset, record.value)
+            self.metrics.records.labels(status).inc()
+            if status == "learned":
+                self.dirty = True
+            elif status == "invalid":
+                log.warning(
+                    "training record at offset %d refused: %s", record.offset, trainer.last_error
+                )
+        self.metrics.examples.set(trainer.models.examples)
+
+    def _publish_due(self) -> bool:
+        return self.dirty and self.clock() - self.published_at >= self.settings.trainer_publish_s
+
+    async def _update_lag(self) -> None:
+        if self.trainer is None or self.consumer is None:
+            self.metrics.lag.set(0)
+            return
+        end = self.consumer.highwater(self.tp)
+        if end is not None:
+            self.metrics.lag.set(max(0, end - self.trainer.offset))
+
+    # ------------------------------------------------------------------ publish
+    async def publish(self) -> ModelVersion:
+        """Publish the trainer's models as a new version: models topic, then Redis."""
+        trainer = self.trainer
+        assert trainer is not None
+        started = time.perf_counter()
+        models = trainer.models
+        learned = await asyncio.to_thread(lambda: compress(models.dumps_learned()))
+        latest = await self.registry.latest() or 0
+        number = max(latest, self.version) + 1
+        state = TrainerState(number, trainer.offset, trainer.recent_ids)
+        trust, hazard = models.trust, models.hazard
+        version = ModelVersion(
+            number=number,
+            created_ms=int(time.time() * 1000),
+            offset=trainer.offset,
+            examples=models.examples,
+            trust_auc=None if trust.auc is None else round(trust.auc, 4),
+            hazard_auc=None if hazard.auc is None else round(hazard.auc, 4),
+            serving=trust.serving,
+            size=len(learned),
+        )
+        await self.producer.send_and_wait(
+            self.settings.topic_models,
+            pack_snapshot(state, learned),
+            key=self.registry.ns.encode(),
+            headers=[("model.version", str(number).encode())],
+        )
+        await self.registry.publish(version, learned, state, self.settings.models_keep)
+        self.version = number
+        self.dirty = False
+        self.published_at = self.clock()
+        m = self.metrics
+        m.published.inc()
+        m.publish_seconds.observe(time.perf_counter() - started)
+        m.version.set(number)
+        for name, auc in (("trust", version.trust_auc), ("hazard", version.hazard_auc)):
+            if auc is not None:
+                m.auc.labels(name).set(auc)
+        log.info(
+            "published model version v%d: %d sessions learned, offset %d, trust AUC %s, %d bytes",
+            number,
+            version.examples,
+            version.offset,
+            version.trust_auc,
+            version.size,
+        )
+        return version
+
+    # ---------------------------------------------------------------- ownership
+    async def take_over(self) -> Restored:
+        """Own the training partition: restore the newest version and seek to
+        the offset it covers."""
+        restored = await self.restore()
+        self.trainer = restored.trainer
+        self.version = restored.version
+        self.dirty = False
+        self.published_at = self.clock()
+        assert self.consumer is not None
+        self.consumer.seek(self.tp, restored.trainer.offset)
+        self.metrics.active.set(1)
+        self.metrics.examples.set(restored.trainer.models.examples)
+        log.info(
+            "training partition taken: resuming from %s (version v%d, offset %d)",
+            restored.source,
+            restored.version,
+            restored.trainer.offset,
+        )
+        return restored
+
+    async def hand_over(self) -> None:
+        """Give the partition up, publishing what was learned first."""
+        if self.trainer is not None and self.dirty:
+            try:
+                await self.publish()
+            except Exception as exc:  # the next owner learns it again
+                log.warning("could not publish before handing over: %s", exc)
+        self.trainer = None
+        self.metrics.active.set(0)
+        log.info("training partition handed over")
+
+    async def restore(self) -> Restored:
+        """The newest resume state: Redis, else the models topic, else fresh."""
+        state = await self.registry.trainer_state()
+        if state is not None:
+            learned = await self.registry.load(state.version)
+            if learned is not None:
+                trainer = await asyncio.to_thread(rebuild, self.settings, state, learned)
+                return Restored(trainer, state.version, "redis")
+            log.warning("trainer state names v%d, which Redis no longer has", state.version)
+        snapshot = await self._snapshot_from_topic()
+        if snapshot is not None:
+            state, learned = snapshot
+            trainer = await asyncio.to_thread(rebuild, self.settings, state, learned)
+            return Restored(trainer, state.version, "models topic")
+        return Restored(rebuild(self.settings, None, None), 0, "fresh")
+
+    async def _snapshot_from_topic(self) -> tuple[TrainerState, bytes] | None:
+        """The last record of this pipeline on the compacted models topic."""
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            **client_options(s),
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MODELS_MAX_BYTES,
+            fetch_max_bytes=MODELS_MAX_BYTES,
+        )
+        await consumer.start()
+        try:
+            if s.topic_models not in await consumer.topics():
+                return None
+            tp = TopicPartition(s.topic_models, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            found: bytes | None = None
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    if record.key == self.registry.ns.encode() and record.value is not None:
+                        found = record.value
+            return None if found is None else unpack_snapshot(found)
+        except (KafkaError, ValueError) as exc:
+            log.warning("could not read the models topic: %s", exc)
+            return None
+        finally:
+            await stop_consumer(consumer)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Rebalances of the trainer group: take over or hand over the partition."""
+
+    def __init__(self, service: TrainerService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if self.service.tp in revoked and self.service.trainer is not None:
+            async with self.service.lock:
+                await self.service.hand_over()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        if self.service.tp in assigned:
+            async with self.service.lock:
+                await self.service.take_over()

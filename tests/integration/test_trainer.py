@@ -1,0 +1,310 @@
+"""One model for the whole consumer group (issue 11): the training topic, the
+trainer and the model versions, on the real broker and Redis.
+
+* The workers learn nothing: every closed session's labelled example reaches
+  the training topic once its session closes, and the deduplicated examples
+  hold exactly the labelled snapshots the offline replay of the same events
+  makes.
+* The trainer learns them all, from every partition, into one model: its
+  published version equals the core learning the same records offline, and
+  the workers serve it.
+* ``kill -9`` of a worker and of the active trainer mid-stream: a standby
+  trainer takes over within 30 s, and the final models predict exactly what
+  an uninterrupted trainer's do.
+* ``disengage models list | promote | rollback`` on the real registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from detectors.config import DetectorConfig
+from detectors.detector import Detector
+from detectors.events import EventParser
+from detectors.features import HESITATION_FEATURES
+from detectors.models import DetectorModels
+from detectors.offline.runner import OfflineRunner
+from detectors.trainer import Trainer
+from detectors.training import Example, example_from_event
+from stream.model_registry import ModelRegistry, ModelVersion, TrainerState, compress, decompress
+
+from .chaos import past_sessions
+from .conftest import RULES_ONLY
+from .harness import ROOT, Env, Worker, consume, create_topics, event_records, flush, produce
+
+pytestmark = pytest.mark.integration
+
+#: Trainer and worker settings of these tests: publish every second, poll
+#: every half second; no wall-clock timeouts (the replay has no wall clock).
+FAST = {
+    "DISENGAGE_TRAINER_PUBLISH_S": "1",
+    "DISENGAGE_MODEL_POLL_S": "0.5",
+    "DISENGAGE_IDLE_GRACE_S": "600",
+}
+
+
+def replay_examples(events: Sequence[dict[str, Any]]) -> list[Example]:
+    """The examples the offline detector makes of ``events`` (in order), as
+    a worker that learns nothing would: closes by events and by timeouts of
+    the stream clock, none at the end of input."""
+    config = DetectorConfig().with_overrides(**{k: int(v) for k, v in _rules().items()})
+    detector = Detector(config, learn=False)
+    runner = OfflineRunner(detector)
+    parse = EventParser(config).parse
+    for event in events:
+        runner.feed(parse(json.dumps(event)))
+    return list(detector.examples)
+
+
+def _rules() -> dict[str, str]:
+    names = {
+        "DISENGAGE_TRUST_MIN_CLOSED": "trust_min_closed",
+        "DISENGAGE_HESITATION_WARMUP": "hesitation_warmup",
+        "DISENGAGE_ALERT_BUDGET_PER_1000": "alert_budget_per_1000",
+        "DISENGAGE_HOTSPOT_MIN_VISITS": "hotspot_min_visits",
+    }
+    return {names[k]: v for k, v in RULES_ONLY.items()}
+
+
+def labelled(example: Example) -> tuple[Any, ...]:
+    """What a run must agree on: the outcome, the close and the labelled
+    snapshots and signal counts. The moments are left out: they carry the
+    anomaly and trust scores of the model version served at the time."""
+    snapshots = tuple((ts, tuple(v)) for ts, v in example.snapshots)
+    return (example.outcome, example.closed_ts, snapshots, example.signal_counts)
+
+
+async def training_records(env: Env, expected: int, timeout: float = 120.0) -> list[Any]:
+    """The training topic's records, once ``expected`` distinct examples are on it."""
+
+    def done(messages: list[Any]) -> bool:
+        return len({example_from_event(m.value).id for m in messages}) >= expected
+
+    return await consume(env.bootstrap, env.training, until=done, timeout=timeout)
+
+
+def registry(env: Env) -> tuple[aioredis.Redis, ModelRegistry]:
+    client = aioredis.Redis.from_url(env.redis_db_url)
+    return client, ModelRegistry(client, env.interactions)
+
+
+async def published_through(env: Env, offset: int, timeout: float = 90.0) -> ModelVersion:
+    """The latest version once it covers the training topic up to ``offset``."""
+    client, reg = registry(env)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            latest = await reg.latest()
+            version = None if latest is None else await reg.version(latest)
+            if version is not None and version.offset >= offset:
+                return version
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"no version covers training offset {offset} after {timeout}s")
+    finally:
+        await client.aclose()
+
+
+async def learned_models(env: Env, number: int) -> DetectorModels:
+    client, reg = registry(env)
+    try:
+        blob = await reg.load(number)
+    finally:
+        await client.aclose()
+    assert blob is not None
+    models = DetectorModels(DetectorConfig())
+    models.adopt(DetectorModels.loads_learned(decompress(blob)), f"v{number}")
+    return models
+
+
+def predictions(models: DetectorModels, probe: Sequence[Example]) -> list[float]:
+    """Every learned model's output on a fixed probe set."""
+    out: list[float] = []
+    for example in probe:
+        for _, vector in example.snapshots:
+            out.append(models.trust.predict_vector(list(vector)))
+        for _, vector in example.moments:
+            out.append(models.hazard.predict(list(vector)))
+            x = {name: float(v) for name, v in zip(HESITATION_FEATURES, vector, strict=False)}
+            out.append(models.hesitation.score("evaluate", x).score)
+    out += [mean.get() for mean in models.signal_means]
+    return out
+
+
+def offline_trainer(records: Sequence[Any]) -> Trainer:
+    """The core's trainer over the same records in the same order."""
+    trainer = Trainer(DetectorConfig())
+    for record in records:
+        trainer.apply(record.offset, record.value)
+    return trainer
+
+
+def sorted_records(records: Sequence[Any]) -> list[Any]:
+    return sorted(records, key=lambda m: m.offset)
+
+
+# -------------------------------------------------------------------------- tests
+async def test_the_trainer_learns_one_model_from_every_partition(env: Env) -> None:
+    events = past_sessions(300, seed=31)
+    expected = replay_examples(events)
+    assert len(expected) > 150, "the simulated sessions must close"
+    env.extra.update(FAST)
+    worker = Worker(env).start()
+    trainer = Worker(env, "trainer", ("trainer",)).start()
+    try:
+        worker.wait_ready(partitions=env.partitions)
+        trainer.wait_ready()
+        await produce(env.bootstrap, env.interactions, event_records(events))
+        records = sorted_records(await training_records(env, len(expected)))
+
+        # every session's example, once each after deduplication, as the replay made it
+        got = {}
+        for record in records:
+            example = example_from_event(record.value)
+            got[example.id] = labelled(example)
+        assert got == {e.id: labelled(e) for e in expected}
+        keys = {record.key for record in records}
+        assert keys == {e.sid.encode() for e in expected}  # keyed by session
+
+        # one version covers every partition's examples, learned as the core learns them
+        version = await published_through(env, records[-1].offset + 1)
+        assert version.examples == len(got)
+        served = await learned_models(env, version.number)
+        reference = offline_trainer(records).models
+        probe = [example_from_event(r.value) for r in records[:40]]
+        assert predictions(served, probe) == predictions(reference, probe)
+
+        # the worker serves it, and says so
+        deadline = time.monotonic() + 30
+        while worker.metrics().get("disengage_model_version{}", 0) < version.number:
+            assert time.monotonic() < deadline, worker.tail()
+            time.sleep(0.5)
+        trainer_metrics = trainer.metrics()
+        assert trainer_metrics["disengage_trainer_active{}"] == 1
+        assert trainer_metrics["disengage_trainer_records_total{status=learned}"] == len(got)
+        assert worker.metrics()["disengage_training_examples_total{}"] >= len(got)
+    finally:
+        worker.stop()
+        trainer.stop()
+
+
+async def test_kill_9_of_a_worker_and_of_the_trainer_leaves_the_same_models(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    events = past_sessions(300, seed=32)
+    expected = replay_examples(events)
+    env = Env(kafka_bootstrap, redis_url, db=14, partitions=1, extra={**RULES_ONLY, **FAST})
+    await flush(env)
+    await create_topics(env)
+    worker = Worker(env).start()
+    active = Worker(env, "trainer-a", ("trainer",)).start()
+    standby: Worker | None = None
+    try:
+        worker.wait_ready(partitions=1)
+        active.wait_ready()
+        await produce(env.bootstrap, env.interactions, event_records(events))
+        # kill -9 the worker once some examples are out, and start it again
+        await training_records(env, len(expected) // 4)
+        worker.kill9()
+        worker = Worker(env, "w2").start()
+        # the standby joins; then kill -9 the active trainer mid-stream
+        standby = Worker(env, "trainer-b", ("trainer",)).start()
+        standby.wait_ready()
+        await training_records(env, len(expected) // 2)
+        active.kill9()
+        killed_at = time.monotonic()
+        while json.loads(standby.get("/readyz")[1]).get("active") is not True:
+            assert time.monotonic() - killed_at < 30, "the standby did not take over in 30 s"
+            time.sleep(0.2)
+        takeover_s = time.monotonic() - killed_at
+        records = sorted_records(await training_records(env, len(expected)))
+        version = await published_through(env, records[-1].offset + 1)
+    finally:
+        worker.stop()
+        active.stop()  # no-op when killed
+        if standby is not None:
+            standby.stop()
+    print(f"trainer takeover after kill -9: {takeover_s:.1f} s")
+
+    # the deduplicated labelled snapshots are those of the replay: nothing lost or doubled
+    got = {example_from_event(r.value).id: labelled(example_from_event(r.value)) for r in records}
+    assert got == {e.id: labelled(e) for e in expected}
+    # and the models equal those of one trainer that never stopped, on the same records
+    served = await learned_models(env, version.number)
+    uninterrupted = offline_trainer(records).models
+    probe = [example_from_event(r.value) for r in records[:40]]
+    assert predictions(served, probe) == predictions(uninterrupted, probe)
+    assert version.examples == len(got)
+    await flush(env)
+
+
+async def test_models_list_promote_and_rollback(env: Env) -> None:
+    client, reg = registry(env)
+    models = DetectorModels(DetectorConfig())
+    learned = compress(models.dumps_learned())
+    try:
+        for n in (1, 2, 3):
+            version = ModelVersion(n, int(time.time() * 1000), 10 * n, n, None, 0.71, "linear", 9)
+            await reg.publish(version, learned, TrainerState(n, 10 * n, []), keep=20)
+        cli = CLI(env)
+        listed = [json.loads(line) for line in cli("list", "--json").splitlines()]
+        assert [(v["version"], v["served"], v["latest"]) for v in listed] == [
+            ("v1", False, False),
+            ("v2", False, False),
+            ("v3", True, True),
+        ]
+        assert "rolled back from v3 to v2" in cli("rollback")
+        assert await reg.serving() == 2 and await reg.pinned() == 2
+        await reg.publish(
+            ModelVersion(4, 0, 40, 4, None, None, "linear", 9), learned, TrainerState(4, 40), 20
+        )
+        assert await reg.serving() == 2  # pinned: a new version is not served
+        assert "v2" in cli("list") and "served (pinned)" in cli("list")
+        assert "rolled back from v2 to v1" in cli("rollback")
+        failed = cli.run("rollback")
+        assert failed.returncode == 1 and "oldest stored version" in failed.stderr
+        failed = cli.run("promote", "v9")
+        assert failed.returncode == 1 and "no model version v9 is stored" in failed.stderr
+        assert cli.run("promote", "nine").returncode == 2
+        assert "pinned v3" in cli("promote", "3")
+        assert await reg.serving() == 3
+        assert "follow the trainer" in cli("promote", "latest")
+        assert await reg.serving() == 4 and await reg.pinned() is None
+        # the oldest versions are pruned, a pinned one never
+        await reg.pin(1)
+        await reg.publish(
+            ModelVersion(5, 0, 50, 5, None, None, "linear", 9), learned, TrainerState(5, 50), 2
+        )
+        assert await reg.numbers() == [1, 4, 5]
+    finally:
+        await client.aclose()
+
+
+class CLI:
+    """``disengage models`` as a subprocess on the test's Redis."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env.worker_env(0)
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "stream", "models", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def __call__(self, *args: str) -> str:
+        done = self.run(*args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
