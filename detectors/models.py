@@ -126,7 +126,9 @@ class DetectorModels:
 
     def dumps_learned(self) -> bytes:
         """The learned models only (:data:`LEARNED`), as a published version
-        carries them; :meth:`adopt` takes them in."""
+        carries them (prepared for scoring, :meth:`TrustModel.prepare`);
+        :meth:`adopt` takes them in."""
+        self.trust.prepare()
         header = {"format": MODEL_FORMAT, "river": RIVER_VERSION, "name": MODEL_NAME}
         learned = {name: getattr(self, name) for name in LEARNED}
         return pickle.dumps((header, learned), protocol=pickle.HIGHEST_PROTOCOL)

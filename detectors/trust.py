@@ -221,11 +221,7 @@ class TrustModel:
         non-converters (see :data:`FOREST_NEGATIVE_SNAPSHOTS`)."""
         fast = self._fast
         if fast is None or self._fast_due:
-            fast = self._fast = compile_forest(self.forest, TRUST_FEATURES)
-            self._fast_due = False
-            kept = self._kept
-            if kept[1] and kept[3]:
-                self._odds = (kept[1] / kept[0]) / (kept[3] / kept[2])
+            fast = self._refresh_forest()
         # None: a node type the reader does not know, so River's own walk
         p = self.forest_river(vector) if fast is None else fast.predict(vector)
         odds = self._odds
@@ -239,6 +235,25 @@ class TrustModel:
     def predict_river(self, x: dict[str, float]) -> float:
         """The linear model's probability through River's own pipeline (reference)."""
         return float(self.model.predict_proba_one(x).get(True, 0.0))
+
+    def _refresh_forest(self) -> CompiledForest | None:
+        """Read the forest into its fast form, with its prior correction."""
+        fast = self._fast = compile_forest(self.forest, TRUST_FEATURES)
+        self._fast_due = False
+        kept = self._kept
+        if kept[1] and kept[3]:
+            self._odds = (kept[1] / kept[0]) / (kept[3] / kept[2])
+        return fast
+
+    def prepare(self) -> None:
+        """Bring the fast scoring forms (the compiled forest, the folded
+        linear terms) up to date, as the next prediction would. A published
+        version is prepared, so the workers' scoring changes nothing, not
+        even a cache; predictions are the same either way."""
+        if self._fast is None or self._fast_due:
+            self._refresh_forest()
+        if self._compiled_at != self.learned:
+            self._compile()
 
     def _compile(self) -> None:
         scaler = self.model.steps["StandardScaler"]

@@ -98,7 +98,8 @@ class Metrics:
         )
         self.trust_auc = Gauge(
             "disengage_trust_auc",
-            "Rolling ROC-AUC of the trust score against real outcomes (0.5 = chance).",
+            "Rolling ROC-AUC of the served trust model against real outcomes (0.5 = chance), "
+            "as the trainer measured it (predict first, then learn).",
             registry=r,
         )
         self.trust_log_loss = Gauge(
@@ -106,7 +107,7 @@ class Metrics:
         )
         self.trust_learned = Gauge(
             "disengage_trust_sessions_learned",
-            "Closed sessions the trust model has learned from.",
+            "Closed sessions the served trust model has learned from (all partitions).",
             registry=r,
         )
         self.trust_score = Histogram(
@@ -133,7 +134,8 @@ class Metrics:
         )
         self.checkpoint_age = Gauge(
             "disengage_model_checkpoint_age_seconds",
-            "Seconds since the models were last checkpointed to Redis.",
+            "Seconds since the local state of the owned partitions (hotspot monitors, alert "
+            "budget) was last checkpointed to Redis.",
             registry=r,
         )
         self.hotspot_rate = Gauge(

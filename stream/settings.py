@@ -177,7 +177,7 @@ class Settings(BaseSettings):
         "learned something (seconds). Publishing costs ~0.3 s of CPU (pickling ~6 MB).",
     )
     trainer_metrics_port: int = Field(
-        default=9465, description="Port of the trainer's /metrics, /healthz and /readyz."
+        default=9466, description="Port of the trainer's /metrics, /healthz and /readyz."
     )
     models_keep: int = Field(
         default=20,

@@ -84,11 +84,12 @@ def metric_names(expr: str) -> set[str]:
 
 
 def exported_metric_names() -> set[str]:
-    """Every sample name a worker's /metrics can carry."""
-    from stream.metrics import Metrics
+    """Every sample name a worker's or a trainer's /metrics can carry."""
+    from stream.metrics import Metrics, TrainerMetrics
 
     names: set[str] = set()
-    for family in Metrics().registry.collect():
+    families = [*Metrics().registry.collect(), *TrainerMetrics().registry.collect()]
+    for family in families:
         name, kind = family.name, family.type
         if kind == "counter":
             names |= {name + "_total", name + "_created"}

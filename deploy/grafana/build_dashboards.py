@@ -577,10 +577,40 @@ def disengagement() -> dict[str, Any]:
         lay.place(
             stat(
                 "Sessions learned from",
-                "Closed sessions the trust models have learned from (all workers).",
-                targets((f"sum(disengage_trust_sessions_learned{{{SEL}}})", "sessions")),
+                "Closed sessions the served model version has learned from (the trainer "
+                "learns every partition's; the highest of the workers).",
+                targets((f"max(disengage_trust_sessions_learned{{{SEL}}})", "sessions")),
             ),
-            12,
+            4,
+            8,
+        )
+    )
+    panels.append(
+        lay.place(
+            stat(
+                "Model version served",
+                "The published model version the workers serve (lowest and highest over the "
+                "workers; 0 = none yet). `disengage models list` shows them all.",
+                targets(
+                    (f"min(disengage_model_version{{{SEL}}})", "lowest"),
+                    (f"max(disengage_model_version{{{SEL}}})", "highest"),
+                ),
+            ),
+            4,
+            8,
+        )
+    )
+    panels.append(
+        lay.place(
+            stat(
+                "Model age",
+                "Age of the oldest version a worker serves. Alert DisengageModelStale above 15 "
+                "minutes while sessions close.",
+                targets((f"max(disengage_model_age_seconds{{{SEL}}})", "age")),
+                unit="s",
+                thresholds=[(0, "green"), (900, "orange")],
+            ),
+            4,
             8,
         )
     )

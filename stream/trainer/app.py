@@ -22,6 +22,7 @@ from stream.model_registry import ModelRegistry
 from stream.redis_store import redis_from_url
 from stream.settings import Settings
 from stream.trainer.service import TrainerService
+from stream.worker.faults import quiet_library_repeats
 
 log = logging.getLogger("disengage.trainer")
 
@@ -55,6 +56,7 @@ def web_app(service: TrainerService, started_at: float) -> web.Application:
 async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run one trainer until ``stop`` is set or SIGTERM/SIGINT arrives."""
     stop = stop or asyncio.Event()
+    quiet_library_repeats()  # aiokafka logs every reconnect attempt during an outage
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -39,7 +39,7 @@ from stream.records import Message, Record
 from stream.redis_store import open_store
 from stream.retry import backoff, cancelled_by_caller, retry_forever
 from stream.settings import Settings
-from stream.worker.faults import Fault, RepeatFilter, describe
+from stream.worker.faults import Fault, describe, quiet_library_repeats
 from stream.worker.health import BrokerProbe, readiness, update_gauges
 from stream.worker.model_feed import ModelFeed
 from stream.worker.pipeline import BatchProcessor
@@ -348,14 +348,6 @@ async def _maintain(runtime: Runtime, name: str, job: Callable[[], Awaitable[T]]
 
 def _batch_failed(runtime: Runtime, size: int, exc: BaseException, delay: float) -> None:
     runtime.batches.failed(exc, f"a batch of {size} (retried in place, never skipped)")
-
-
-def quiet_library_repeats() -> None:
-    """Install :class:`RepeatFilter` on the root handlers: during an outage
-    aiokafka and Faust log every reconnect attempt, often with a traceback."""
-    for handler in logging.getLogger().handlers:
-        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
-            handler.addFilter(RepeatFilter())
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:

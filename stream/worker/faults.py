@@ -185,3 +185,11 @@ class RepeatFilter(logging.Filter):
             record.msg = f"{record.getMessage()} [{dropped} similar in the last {window}]"
             record.args = ()
         return True
+
+
+def quiet_library_repeats() -> None:
+    """Install :class:`RepeatFilter` on the root handlers: during an outage
+    aiokafka and Faust log every reconnect attempt, often with a traceback."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RepeatFilter) for f in handler.filters):
+            handler.addFilter(RepeatFilter())

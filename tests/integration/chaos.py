@@ -6,7 +6,12 @@ The suite runs on a Kafka broker and a persistent redis-server of its own
 ones that ``deploy/local/infra.py run`` exports, because it kills and
 restarts them. Each scenario (:class:`ChaosRun`) gets its own topics, with one
 partition so that the worker sees the events in the very order of the replay,
-its own consumer group and its own Redis database. The models are on.
+its own consumer group and its own Redis database. A trainer runs next to the
+worker: every scenario also checks that the training topic holds exactly the
+replay's labelled examples and that the trainer's last version equals the core
+learning the same records (:func:`~tests.integration.training.training_problems`).
+The model-based alert rules are out of reach: which version scores an event
+depends on when the trainer published it, which no replay can reproduce.
 
 Expected output is :func:`replay` over the same messages in the same order
 with the worker's own :class:`~detectors.config.DetectorConfig`: its alert
@@ -59,6 +64,7 @@ from .harness import (
     produce,
     simulated,
 )
+from .training import training_problems
 
 CHAOS_DIR = ROOT / ".cache" / "chaos"
 #: Messages as produced: (key, value); a ``None`` value is a tombstone.
@@ -71,7 +77,13 @@ INJECT_AT = 0.35
 #: checkpoints). The replay has no wall clock: the idle grace is set past the
 #: scenario's length so that a stall (a fault) never lets the worker's clock
 #: run ahead of the stream's, which the replay would never do.
-CHAOS_ENV = {"DISENGAGE_IDLE_GRACE_S": "600"}
+CHAOS_ENV = {
+    "DISENGAGE_IDLE_GRACE_S": "600",
+    "DISENGAGE_TRUST_MIN_CLOSED": "100000000",
+    "DISENGAGE_HESITATION_WARMUP": "100000000",
+    "DISENGAGE_TRAINER_PUBLISH_S": "1",
+    "DISENGAGE_MODEL_POLL_S": "0.5",
+}
 _databases = itertools.cycle(range(16))
 
 
@@ -179,7 +191,8 @@ def replay(messages: Sequence[Raw], config: DetectorConfig) -> Expected:
         if result.status == "applied":
             counts[event.session_id] = result.state.n_events
 
-    runner = OfflineRunner(Detector(config), on_step=on_step)
+    detector = Detector(config, learn=False)  # the worker learns nothing
+    runner = OfflineRunner(detector, on_step=on_step)
     alerts: list[Alert] = []
     dead: dict[int, str] = {}
     valid = 0
@@ -204,6 +217,7 @@ def replay(messages: Sequence[Raw], config: DetectorConfig) -> Expected:
         valid=valid,
         timeouts=runner.stats.closed["timeout"],
         statuses=statuses,
+        examples=list(detector.examples),
     )
 
 
@@ -267,6 +281,7 @@ class ChaosRun:
         self.config = Settings.from_env(self.env.worker_env(0)).detector
         self.expected = replay(messages, self.config)
         self.workers: list[Worker] = []
+        self.trainers: list[Worker] = []
         self.samples: list[Sample] = []
         self.fault: list[float] = []  # [start, end] in time.time()
         self.recover_s: float | None = None
@@ -287,13 +302,25 @@ class ChaosRun:
         sent = asyncio.run(produce(self.env.bootstrap, self.env.interactions, tombstones_too))
         assert sent == len(self.messages)
         self.start_worker()
+        self.start_trainer()
         self.worker.wait_ready(partitions=1)
+        self.trainer.wait_ready()
         self._watch.start()
 
     def start_worker(self) -> Worker:
         slug = re.sub(r"\W+", "-", self.name).strip("-")
         self.workers.append(Worker(self.env, f"{slug}-{len(self.workers)}").start())
         return self.worker
+
+    @property
+    def trainer(self) -> Worker:
+        return self.trainers[-1]
+
+    def start_trainer(self) -> Worker:
+        slug = re.sub(r"\W+", "-", self.name).strip("-")
+        name = f"{slug}-trainer-{len(self.trainers)}"
+        self.trainers.append(Worker(self.env, name, ("trainer",)).start())
+        return self.trainer
 
     def _sample(self) -> None:
         while not self._stop.wait(POLL_S):
@@ -384,10 +411,16 @@ class ChaosRun:
         dlq = asyncio.run(read_topic(self.env.bootstrap, self.env.dlq))
         states = asyncio.run(load_states(self.env, self.expected.counts))
         stored = asyncio.run(redis_sessions(self.env))
+        training = asyncio.run(read_topic(self.env.bootstrap, self.env.training))
+        trained = training_problems(self.env, self.expected.examples, training)
         if stuck:
             self.worker.kill9()
         code = -9 if stuck else self.worker.stop()
-        logs = log_stats([w.log_path for w in self.workers])
+        if self.trainer.stop() != 0:
+            trained.append(
+                f"the trainer exited with {self.trainer.proc and self.trainer.proc.returncode}"
+            )
+        logs = log_stats([w.log_path for w in (*self.workers, *self.trainers)])
         return Outcome(
             name=self.name,
             messages=self.messages,
@@ -404,6 +437,7 @@ class ChaosRun:
             logs=logs,
             exit_code=code,
             seconds=time.time() - self.started,
+            training=trained,
         )
 
 
@@ -443,7 +477,7 @@ def run_scenario(
         outcome = run.finish(stuck=stuck is not None)
     finally:
         run._stop.set()
-        for worker in run.workers:
+        for worker in (*run.workers, *run.trainers):
             if worker.proc is not None and worker.proc.poll() is None:
                 worker.proc.kill()
                 worker.proc.wait()

@@ -15,6 +15,7 @@ from typing import Any
 
 from detectors.config import DetectorConfig
 from detectors.session import SessionState
+from detectors.training import Example
 
 from .harness import ROOT, metric_sum
 
@@ -54,6 +55,7 @@ class Expected:
     valid: int  # messages that parse into an event
     timeouts: int  # sessions closed by timeout
     statuses: Counter[str]
+    examples: list[Example] = field(default_factory=list)  # closed sessions, labelled
 
 
 # ------------------------------------------------------------------------ readiness
@@ -171,6 +173,7 @@ class Outcome:
     logs: LogStats
     exit_code: int
     seconds: float
+    training: list[str] = field(default_factory=list)  # problems of the training topic/trainer
 
     def ids(self, which: str | None = None) -> set[str]:
         return {i for i, f in self.alerts if which is None or f == which}
@@ -283,7 +286,7 @@ class Outcome:
             )
         if self.exit_code != 0:
             out.append(f"the worker exited with {self.exit_code} on SIGTERM at the end")
-        return out
+        return out + self.training
 
     def row(self) -> dict[str, str]:
         r = self.readiness
@@ -304,6 +307,7 @@ class Outcome:
             else ("never" if self.recover_s is None else f"{self.recover_s:.1f}"),
             "readyz fault": "-" if r.showed is None else ("yes" if r.showed else "no"),
             "gauges 0": ",".join(g.replace("_up", "") for g in r.gauges_down) or "-",
+            "training": "ok" if not self.training else f"{len(self.training)} problem(s)",
             "warn lines": str(self.logs.warnings),
             "s": f"{self.seconds:.0f}",
         }

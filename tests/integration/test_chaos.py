@@ -67,14 +67,8 @@ def assert_fault_seen(outcome: Outcome, *gauges: str) -> None:
 def test_baseline_without_fault(infra: PrivateInfra) -> None:
     outcome = run_scenario(infra, "baseline", stream(seed=101))
     assert outcome.expected.alerts, "the stream must raise alerts"
-    assert_clean(outcome)
-    # Trust-model alerts are raised on events, in the same order as the replay:
-    # exact without a fault. The hesitation checks of quiet sessions (ticks)
-    # run in the worker's sweep, on a 1 s wall-clock timer between batches of
-    # up to 500 events, and in the replay every second of event time, so the
-    # leave hazard sees other moments and its alerts differ by that alone:
-    # reported in the summary table, not asserted.
-    assert outcome.model_diff("trust_loss/") == (set(), set())
+    assert outcome.expected.examples, "sessions must close, so that the trainer learns"
+    assert_clean(outcome)  # the training topic and the trainer's models included
 
 
 def kill_9(run: ChaosRun) -> None:
@@ -100,6 +94,31 @@ def test_worker_killed_with_sigkill(infra: PrivateInfra) -> None:
     )
     assert_clean(outcome)
     assert_fault_seen(outcome)
+
+
+def kill_9_trainer(run: ChaosRun) -> None:
+    deadline = time.time() + 30
+    while json.loads(run.trainer.get("/readyz")[1]).get("version", 0) < 1:
+        assert time.time() < deadline, f"the trainer published nothing\n{run.trainer.tail()}"
+        time.sleep(0.1)
+    run.fault_started()
+    run.trainer.kill9()
+    trainer = run.start_trainer()
+    trainer.wait_ready()
+    deadline = time.time() + 30
+    while not (info := json.loads(trainer.get("/readyz")[1])).get("active"):
+        assert time.time() < deadline, f"the restarted trainer never took over\n{trainer.tail()}"
+        time.sleep(0.2)
+    # it resumed from the version it published before the kill, not from scratch
+    assert info["version"] >= 1 and info["offset"] > 0, info
+    run.fault_ended()
+
+
+def test_trainer_killed_with_sigkill(infra: PrivateInfra) -> None:
+    # no standby here: the restarted trainer resumes from the last version it
+    # published (the takeover by a standby is in test_trainer.py)
+    outcome = run_scenario(infra, "kill -9 trainer", stream(seed=111), kill_9_trainer)
+    assert_clean(outcome)
 
 
 def sigterm(run: ChaosRun) -> None:

@@ -16,7 +16,6 @@ trainer and the model versions, on the real broker and Redis.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -25,21 +24,28 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from detectors.config import DetectorConfig
 from detectors.detector import Detector
 from detectors.events import EventParser
-from detectors.features import HESITATION_FEATURES
 from detectors.models import DetectorModels
 from detectors.offline.runner import OfflineRunner
-from detectors.trainer import Trainer
 from detectors.training import Example, example_from_event
-from stream.model_registry import ModelRegistry, ModelVersion, TrainerState, compress, decompress
+from stream.model_registry import ModelVersion, TrainerState, compress
 
 from .chaos import past_sessions
 from .conftest import RULES_ONLY
-from .harness import ROOT, Env, Worker, consume, create_topics, event_records, flush, produce
+from .harness import ROOT, Env, Worker, create_topics, event_records, flush, produce
+from .training import (
+    labelled,
+    learned_models,
+    offline_trainer,
+    predictions,
+    published_through,
+    registry,
+    sorted_records,
+    training_records,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -73,82 +79,6 @@ def _rules() -> dict[str, str]:
         "DISENGAGE_HOTSPOT_MIN_VISITS": "hotspot_min_visits",
     }
     return {names[k]: v for k, v in RULES_ONLY.items()}
-
-
-def labelled(example: Example) -> tuple[Any, ...]:
-    """What a run must agree on: the outcome, the close and the labelled
-    snapshots and signal counts. The moments are left out: they carry the
-    anomaly and trust scores of the model version served at the time."""
-    snapshots = tuple((ts, tuple(v)) for ts, v in example.snapshots)
-    return (example.outcome, example.closed_ts, snapshots, example.signal_counts)
-
-
-async def training_records(env: Env, expected: int, timeout: float = 120.0) -> list[Any]:
-    """The training topic's records, once ``expected`` distinct examples are on it."""
-
-    def done(messages: list[Any]) -> bool:
-        return len({example_from_event(m.value).id for m in messages}) >= expected
-
-    return await consume(env.bootstrap, env.training, until=done, timeout=timeout)
-
-
-def registry(env: Env) -> tuple[aioredis.Redis, ModelRegistry]:
-    client = aioredis.Redis.from_url(env.redis_db_url)
-    return client, ModelRegistry(client, env.interactions)
-
-
-async def published_through(env: Env, offset: int, timeout: float = 90.0) -> ModelVersion:
-    """The latest version once it covers the training topic up to ``offset``."""
-    client, reg = registry(env)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            latest = await reg.latest()
-            version = None if latest is None else await reg.version(latest)
-            if version is not None and version.offset >= offset:
-                return version
-            await asyncio.sleep(0.5)
-        raise AssertionError(f"no version covers training offset {offset} after {timeout}s")
-    finally:
-        await client.aclose()
-
-
-async def learned_models(env: Env, number: int) -> DetectorModels:
-    client, reg = registry(env)
-    try:
-        blob = await reg.load(number)
-    finally:
-        await client.aclose()
-    assert blob is not None
-    models = DetectorModels(DetectorConfig())
-    models.adopt(DetectorModels.loads_learned(decompress(blob)), f"v{number}")
-    return models
-
-
-def predictions(models: DetectorModels, probe: Sequence[Example]) -> list[float]:
-    """Every learned model's output on a fixed probe set."""
-    out: list[float] = []
-    for example in probe:
-        for _, vector in example.snapshots:
-            out.append(models.trust.predict_vector(list(vector)))
-        for _, vector in example.moments:
-            out.append(models.hazard.predict(list(vector)))
-            x = {name: float(v) for name, v in zip(HESITATION_FEATURES, vector, strict=False)}
-            out.append(models.hesitation.score("evaluate", x).score)
-    out += [mean.get() for mean in models.signal_means]
-    return out
-
-
-def offline_trainer(records: Sequence[Any]) -> Trainer:
-    """The core's trainer over the same records in the same order."""
-    trainer = Trainer(DetectorConfig())
-    for record in records:
-        trainer.apply(record.offset, record.value)
-    return trainer
-
-
-def sorted_records(records: Sequence[Any]) -> list[Any]:
-    return sorted(records, key=lambda m: m.offset)
 
 
 # -------------------------------------------------------------------------- tests

@@ -418,6 +418,8 @@ def served_ports(name: str) -> set[int]:
         ports.add(int(argv[argv.index("--metrics-port") + 1]))
     if argv[:1] == ["worker"]:
         ports.add(settings_of(name).metrics_port)
+    if argv[:1] == ["trainer"]:
+        ports.add(settings_of(name).trainer_metrics_port)
     return ports
 
 
@@ -648,7 +650,19 @@ def test_topic_initialiser_creates_the_topics_the_workers_use() -> None:
             topics |= set(loop.group(2).split())
         else:
             topics.add(arg)
-    partitions = {int(p) for p in re.findall(r"--partitions[ =]\"?(\d+)", script)}
+    # every topic with the workers' partition count, but the training topic (one
+    # partition: one trainer learns it in order) and the compacted models topic
+    singles = {}
+    for command in re.split(r"\n(?=\s*/opt/kafka)", script):
+        named = re.search(r"--topic[ =]\"?([^\s\"$]+)", command)
+        if named and re.search(r"--partitions[ =]\"?1\b", command):
+            singles[named.group(1)] = command
+    partitions = {
+        int(p)
+        for command in re.split(r"\n(?=\s*/opt/kafka)", script)
+        if command not in singles.values()
+        for p in re.findall(r"--partitions[ =]\"?(\d+)", command)
+    }
     assert len(partitions) == 1, f"{TOPICS_INIT}: one --partitions count, got {partitions}"
     (count,) = partitions
     assert re.search(r"--replication-factor[ =]\"?1\b", script), "single node: replication 1"
@@ -671,6 +685,14 @@ def test_topic_initialiser_creates_the_topics_the_workers_use() -> None:
             args = build_parser().parse_args(argv)
             wanted.add(args.dlq_topic or f"{settings.topic_alerts}.forward.dlq")
         assert wanted <= topics, f"{TOPICS_INIT} does not create {sorted(wanted - topics)}"
+        assert settings.topic_training in singles, (
+            f"{TOPICS_INIT}: create {settings.topic_training} with --partitions 1"
+        )
+        models = singles.get(settings.topic_models, "")
+        assert "cleanup.policy=compact" in models and "max.message.bytes" in models, (
+            f"{TOPICS_INIT}: create {settings.topic_models} with one partition, compacted, "
+            "with room for a model version (max.message.bytes)"
+        )
         assert settings.topic_partitions == count, (
             f"service {name}: DISENGAGE_TOPIC_PARTITIONS={settings.topic_partitions}, "
             f"{TOPICS_INIT} creates {count} partitions"

@@ -1,0 +1,133 @@
+"""Checks of the training topic and the trainer, shared by the trainer's tests
+and the chaos suite: what a run's examples and models must equal."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from detectors.config import DetectorConfig
+from detectors.features import HESITATION_FEATURES
+from detectors.models import DetectorModels
+from detectors.trainer import Trainer
+from detectors.training import Example, example_from_event
+from stream.model_registry import ModelRegistry, ModelVersion, decompress
+
+from .harness import Env, consume
+
+
+def labelled(example: Example) -> tuple[Any, ...]:
+    """What a run must agree on: the outcome, the close and the labelled
+    snapshots and signal counts. The moments are left out: they carry the
+    anomaly and trust scores of the model version served at the time."""
+    snapshots = tuple((ts, tuple(v)) for ts, v in example.snapshots)
+    return (example.outcome, example.closed_ts, snapshots, example.signal_counts)
+
+
+async def training_records(env: Env, expected: int, timeout: float = 120.0) -> list[Any]:
+    """The training topic's records, once ``expected`` distinct examples are on it."""
+
+    def done(messages: list[Any]) -> bool:
+        return len({example_from_event(m.value).id for m in messages}) >= expected
+
+    return await consume(env.bootstrap, env.training, until=done, timeout=timeout)
+
+
+def registry(env: Env) -> tuple[aioredis.Redis, ModelRegistry]:
+    client = aioredis.Redis.from_url(env.redis_db_url)
+    return client, ModelRegistry(client, env.interactions)
+
+
+async def published_through(env: Env, offset: int, timeout: float = 90.0) -> ModelVersion:
+    """The latest version once it covers the training topic up to ``offset``."""
+    client, reg = registry(env)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            latest = await reg.latest()
+            version = None if latest is None else await reg.version(latest)
+            if version is not None and version.offset >= offset:
+                return version
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"no version covers training offset {offset} after {timeout}s")
+    finally:
+        await client.aclose()
+
+
+async def learned_models(env: Env, number: int) -> DetectorModels:
+    client, reg = registry(env)
+    try:
+        blob = await reg.load(number)
+    finally:
+        await client.aclose()
+    assert blob is not None
+    models = DetectorModels(DetectorConfig())
+    models.adopt(DetectorModels.loads_learned(decompress(blob)), f"v{number}")
+    return models
+
+
+def predictions(models: DetectorModels, probe: Sequence[Example]) -> list[float]:
+    """Every learned model's output on a fixed probe set."""
+    out: list[float] = []
+    for example in probe:
+        for _, vector in example.snapshots:
+            out.append(models.trust.predict_vector(list(vector)))
+        for _, vector in example.moments:
+            out.append(models.hazard.predict(list(vector)))
+            x = {name: float(v) for name, v in zip(HESITATION_FEATURES, vector, strict=False)}
+            out.append(models.hesitation.score("evaluate", x).score)
+    out += [mean.get() for mean in models.signal_means]
+    return out
+
+
+def offline_trainer(records: Sequence[Any]) -> Trainer:
+    """The core's trainer over the same records in the same order."""
+    trainer = Trainer(DetectorConfig())
+    for record in records:
+        trainer.apply(record.offset, record.value)
+    return trainer
+
+
+def sorted_records(records: Sequence[Any]) -> list[Any]:
+    return sorted(records, key=lambda m: m.offset)
+
+
+def training_problems(env: Env, expected: Sequence[Example], records: Sequence[Any]) -> list[str]:
+    """What is wrong with a run's training topic and trainer, as sentences:
+    the deduplicated labelled examples must be the replay's, and the last
+    version must cover the topic and equal the core over the same records."""
+    out: list[str] = []
+    got = {}
+    for record in records:
+        example = example_from_event(record.value)
+        got[example.id] = labelled(example)
+    want = {e.id: labelled(e) for e in expected}
+    if missing := set(want) - set(got):
+        out.append(f"{len(missing)} example(s) missing from the training topic")
+    if extra := set(got) - set(want):
+        out.append(f"{len(extra)} example(s) on the training topic the replay never closed")
+    if wrong := [i for i in set(got) & set(want) if got[i] != want[i]]:
+        out.append(f"{len(wrong)} example(s) labelled otherwise than by the replay")
+    if not records:
+        return out
+    ordered = sorted_records(records)
+    try:
+        version = asyncio.run(published_through(env, ordered[-1].offset + 1, timeout=60))
+    except AssertionError as exc:
+        return [*out, str(exc)]
+    served = asyncio.run(learned_models(env, version.number))
+    reference = offline_trainer(ordered).models
+    probe = [example_from_event(r.value) for r in ordered[:40]]
+    if predictions(served, probe) != predictions(reference, probe):
+        out.append(
+            f"the trainer's v{version.number} predicts otherwise than the core on the same records"
+        )
+    if version.examples != len(got):
+        out.append(
+            f"v{version.number} learned {version.examples} sessions, the topic holds {len(got)}"
+        )
+    return out

@@ -1,0 +1,149 @@
+"""Learning off the hot path, in the core (no I/O): examples, the trainer's
+step, and the equivalence of learning at once and learning from the topic."""
+
+from __future__ import annotations
+
+import json
+from array import array
+from functools import cache
+
+from detectors.config import DetectorConfig
+from detectors.detector import Detector
+from detectors.events import EventParser
+from detectors.features import TRUST_FEATURES
+from detectors.models import DetectorModels
+from detectors.offline.runner import OfflineRunner
+from detectors.signals import SIGNALS
+from detectors.simulation.simulator import SimConfig, Simulator
+from detectors.trainer import RECENT_IDS, Trainer
+from detectors.training import Example, example_event, example_from_event
+
+CONFIG = DetectorConfig()
+
+
+@cache
+def simulated_examples(sessions: int = 400) -> tuple[Example, ...]:
+    """The examples a worker (``learn`` off) makes of simulated traffic, in close order."""
+    detector = Detector(CONFIG, learn=False)
+    runner = OfflineRunner(detector)
+    parse = EventParser(CONFIG).parse
+    for e in Simulator(SimConfig(sessions=sessions, seed=5)).events():
+        runner.feed(parse(e))
+    runner.finish()
+    return tuple(detector.examples)
+
+
+def records(examples: tuple[Example, ...] | list[Example]) -> list[bytes]:
+    return [json.dumps(example_event(e, "test", "t")).encode() for e in examples]
+
+
+def probe_predictions(models: DetectorModels) -> list[float]:
+    out = []
+    for example in simulated_examples()[:30]:
+        out += [models.trust.predict_vector(list(v)) for _, v in example.snapshots]
+        out += [models.hazard.predict(list(v)) for _, v in example.moments]
+    out += [mean.get() for mean in models.signal_means]
+    return out
+
+
+def test_a_closed_session_becomes_one_exact_example() -> None:
+    examples = simulated_examples()
+    assert len(examples) > 380  # every session closes, some twice (a returning visit)
+    assert len({e.id for e in examples}) == len(examples)  # one id per visit
+    assert {e.outcome for e in examples} == {"converted", "exit", "timeout"}
+    for example in examples[:50]:
+        again = example_from_event(records([example])[0])
+        assert again == example and again.id == example.id
+    with_snapshots = [e for e in examples if e.snapshots]
+    assert all(len(v) == len(TRUST_FEATURES) for e in with_snapshots for _, v in e.snapshots)
+
+
+def test_the_worker_learns_nothing_and_the_trainer_learns_what_it_would() -> None:
+    """Learning at once (replay) and learning the examples later (the trainer)
+    run the same code: the trust model, which learns features only, ends equal."""
+    inline = Detector(CONFIG)
+    runner = OfflineRunner(inline)
+    parse = EventParser(CONFIG).parse
+    for e in Simulator(SimConfig(sessions=400, seed=5)).events():
+        runner.feed(parse(e))
+    runner.finish()
+
+    trainer = Trainer(CONFIG)
+    for offset, value in enumerate(records(simulated_examples())):
+        assert trainer.apply(offset, value) == "learned"
+    learned, served = trainer.models.trust, inline.models.trust
+    assert learned.closed == served.closed == len(simulated_examples())
+    probe = [list(v) for e in simulated_examples()[:30] for _, v in e.snapshots]
+    assert [learned.predict_vector(x) for x in probe] == [served.predict_vector(x) for x in probe]
+
+
+def test_duplicates_and_bad_records_change_nothing() -> None:
+    values = records(simulated_examples()[:60])
+    trainer = Trainer(CONFIG)
+    for offset, value in enumerate(values):
+        trainer.apply(offset, value)
+    before = probe_predictions(trainer.models)
+    examples = trainer.models.examples
+    bad_vector = Example("x", 1, 2, 2, "exit", ((1, array("f", [0.5])),), (), (0,) * len(SIGNALS))
+    statuses = [
+        trainer.apply(60, values[3]),  # a copy re-produced by an outbox recovery
+        trainer.apply(5, values[5]),  # an offset learned already
+        trainer.apply(61, b"not json"),
+        trainer.apply(62, None),
+        trainer.apply(63, b'{"type": "io.disengage.training.v1", "data": {"format": 99}}'),
+        trainer.apply(64, records([bad_vector])[0]),
+    ]
+    assert statuses == ["duplicate", "duplicate", *["invalid"] * 4]
+    assert "trust features long" in trainer.last_error
+    assert trainer.models.examples == examples and probe_predictions(trainer.models) == before
+    assert trainer.offset == 65
+
+
+def test_a_trainer_resumed_from_a_published_version_ends_where_one_that_never_stopped_does() -> (
+    None
+):
+    values = records(simulated_examples())
+    whole = Trainer(CONFIG)
+    for offset, value in enumerate(values):
+        whole.apply(offset, value)
+
+    first = Trainer(CONFIG)
+    half = len(values) // 2
+    for offset, value in enumerate(values[:half]):
+        first.apply(offset, value)
+    # what a version carries: the learned models, the next offset, the recent ids
+    blob, offset, ids = first.models.dumps_learned(), first.offset, first.recent_ids
+    models = DetectorModels(CONFIG)
+    models.adopt(DetectorModels.loads_learned(blob), "v1")
+    resumed = Trainer(CONFIG, models, offset=offset, recent_ids=ids)
+    # the records since the version are read again, and a copy of one before it too
+    assert resumed.apply(half, values[half - 1]) == "duplicate"
+    for offset, value in enumerate(values[half:], start=half + 1):
+        resumed.apply(offset, value)
+    assert resumed.models.examples == whole.models.examples
+    assert probe_predictions(resumed.models) == probe_predictions(whole.models)
+
+
+def test_the_recent_ids_are_bounded() -> None:
+    trainer = Trainer(CONFIG, recent_ids=[f"id{i}" for i in range(RECENT_IDS + 10)])
+    assert len(trainer.recent_ids) == RECENT_IDS
+    assert trainer.recent_ids[0] == "id10"
+
+
+def test_scoring_changes_no_learned_model() -> None:
+    """The hot path reads the learned models only: a worker's detector leaves
+    them byte for byte as it found them, whatever it scores."""
+    trainer = Trainer(CONFIG)
+    for offset, value in enumerate(records(simulated_examples())):
+        trainer.apply(offset, value)
+    models = DetectorModels(CONFIG)
+    models.adopt(DetectorModels.loads_learned(trainer.models.dumps_learned()), "v1")
+    before = models.dumps_learned()
+    detector = Detector(CONFIG, models, learn=False)
+    runner = OfflineRunner(detector)
+    parse = EventParser(CONFIG).parse
+    for e in Simulator(SimConfig(sessions=150, seed=6)).events():
+        runner.feed(parse(e))
+    runner.finish()
+    assert len(detector.examples) >= 150
+    assert models.dumps_learned() == before
