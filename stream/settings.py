@@ -143,6 +143,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices(PREFIX + "REDIS_URL", "REDIS_URL"),
         description="Redis URL; rediss:// for TLS (fallback: REDIS_URL).",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="Connect to a Redis Cluster (redis-py's cluster client, seeded from "
+        "DISENGAGE_REDIS_URL); every key is hash-tagged so a batch stays one round trip per node.",
+    )
     redis_password: str = Field(
         default="", description="Redis password when not in the URL (never logged)."
     )
