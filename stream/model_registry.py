@@ -17,7 +17,10 @@ Redis keys (``<ns>`` is the pipeline's namespace, the input topic's name;
 
 A publish writes the blob, the metadata, ``latest`` and the trainer state in
 one ``MULTI``/``EXEC``: a reader never sees a version without its models, and
-a restarted trainer resumes exactly where the version it loads left off.
+a restarted trainer resumes exactly where the version it loads left off. On a
+Redis Cluster (``DISENGAGE_REDIS_CLUSTER``) redis-py's cluster pipeline sends
+the same ``MULTI``/``EXEC`` to the node owning the slot of ``{<ns>}``, and
+refuses a transaction whose keys span slots (``CrossSlotTransactionError``).
 The trainer also produces each version to the compacted models topic
 (:func:`pack_snapshot`), from which it restores when Redis has lost them.
 """

@@ -12,7 +12,9 @@ Keys (the ``{...}`` parts are Redis Cluster hash tags):
 ``<ns>`` is the namespace, the input topic's name: partition-scoped keys of
 two pipelines sharing one Redis never collide.
 
-Each batch is one pipelined round trip per direction. Every state write is a
+Each batch is one pipelined round trip per direction (on a Redis Cluster: one
+per node, in parallel; MGET cannot span slots, so a batch's load is one GET
+per key in a non-transactional cluster pipeline). Every state write is a
 single-key SET, atomic on its own; the per-partition sets only index it, and
 both the sweep and the outbox recovery re-check the state they point to.
 """
@@ -24,11 +26,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from detectors.session import SessionState
 from detectors.store import MemorySessionStore, SessionStore
 
 OpObserver = Callable[[str, float], None]
+#: A single-node client or a cluster client (:func:`redis_from_url`).
+RedisClient = aioredis.Redis | RedisCluster
 
 
 def state_key(sid: str) -> str:
@@ -48,12 +53,12 @@ def blob_key(name: str, ns: str = "") -> str:
 
 
 class RedisSessionStore:
-    """Session states in Redis, pipelined. ``observe(op, seconds)`` receives
-    the latency of every round trip (for metrics)."""
+    """Session states in Redis or a Redis Cluster, pipelined. ``observe(op,
+    seconds)`` receives the latency of every round trip (for metrics)."""
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         ttl_s: float,
         observe: OpObserver | None = None,
         namespace: str = "",
@@ -62,6 +67,7 @@ class RedisSessionStore:
         self.ttl_ms = int(ttl_s * 1000)
         self.observe = observe
         self.ns = namespace
+        self.cluster = isinstance(client, RedisCluster)
 
     def _timed(self, op: str, started: float) -> None:
         if self.observe is not None:
@@ -71,7 +77,13 @@ class RedisSessionStore:
         if not sids:
             return {}
         started = time.perf_counter()
-        blobs = await self.client.mget([state_key(sid) for sid in sids])
+        if self.cluster:  # each session is its own slot: GETs, grouped by node
+            pipe = self.client.pipeline(transaction=False)
+            for sid in sids:
+                pipe.get(state_key(sid))
+            blobs = await pipe.execute()
+        else:
+            blobs = await self.client.mget([state_key(sid) for sid in sids])
         self._timed("load", started)
         out: dict[str, SessionState] = {}
         for sid, blob in zip(sids, blobs, strict=True):
@@ -171,14 +183,22 @@ def _as_str(value: object) -> str:
 
 
 def redis_from_url(
-    url: str, password: str = "", tls: bool = False, **options: Any
-) -> aioredis.Redis:
+    url: str, password: str = "", tls: bool = False, cluster: bool = False, **options: Any
+) -> RedisClient:
     """A redis.asyncio client for a ``redis://``/``rediss://`` URL; ``tls``
-    upgrades ``redis://`` to TLS, ``password`` is used when the URL has none."""
+    upgrades ``redis://`` to TLS, ``password`` is used when the URL has none.
+    ``cluster`` (``DISENGAGE_REDIS_CLUSTER``): a :class:`RedisCluster` that
+    learns the other nodes from the one in the URL (whose database must be 0).
+
+    >>> type(redis_from_url("redis://127.0.0.1:7000/0", cluster=True)).__name__
+    'RedisCluster'
+    """
     if password:
         options["password"] = password
     if tls and url.startswith("redis://"):
         url = "rediss://" + url[len("redis://") :]
+    if cluster:
+        return RedisCluster.from_url(url, **options)
     return aioredis.Redis.from_url(url, **options)
 
 
@@ -189,14 +209,16 @@ def open_store(
     tls: bool = False,
     observe: OpObserver | None = None,
     namespace: str = "",
+    cluster: bool = False,
     *,
     clock: Callable[[], float],
 ) -> SessionStore:
-    """A store for ``memory://``, ``redis://`` or ``rediss://`` URLs. ``clock``
-    (seconds) times the TTLs of ``memory://``; Redis keeps its own."""
+    """A store for ``memory://``, ``redis://`` or ``rediss://`` URLs (``cluster``:
+    the Redis URL is a node of a Redis Cluster). ``clock`` (seconds) times the
+    TTLs of ``memory://``; Redis keeps its own."""
     if url.startswith("memory://"):
         return MemorySessionStore(ttl_s, clock)
     if url.startswith(("redis://", "rediss://")):
-        client = redis_from_url(url, password, tls)
+        client = redis_from_url(url, password, tls, cluster)
         return RedisSessionStore(client, ttl_s, observe, namespace)
     raise ValueError(f"unsupported store URL {url.split('://', 1)[0]}:// (memory, redis, rediss)")
