@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Start and stop a real single-node Kafka broker (KRaft) and redis-server for tests.
+"""Start and stop a real single-node Kafka broker (KRaft), redis-server and a 3-node Redis
+Cluster for tests.
 
 No Docker: the broker jars come from Maven Central (deploy/kafka/pom.xml, cached in
-.cache/kafka/<version>/libs) and redis-server from apt when it is missing. Both bind to
+.cache/kafka/<version>/libs) and redis-server from apt when it is missing. All bind to
 127.0.0.1 on free ports, and every start gets a fresh directory .cache/infra/run-<id>/
 holding server.properties, the data, logs/, an `env` file and state.json.
 
@@ -12,9 +13,9 @@ holding server.properties, the data, logs/, an `env` file and state.json.
   eval "$(python deploy/local/infra.py stop)"      # $DISENGAGE_INFRA_DIR, else newest live run
   python deploy/local/infra.py stop --all
 
-A service whose variable (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL) is already set is not
-started; the given address is used as is. Standard library only: CI can call this before
-any pip install.
+A service whose variable (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, REDIS_CLUSTER_URL: one node
+of the cluster) is already set is not started; the given address is used as is. Standard
+library only: CI can call this before any pip install.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ CACHE = REPO / ".cache"
 RUNS = CACHE / "infra"
 DEFAULT_KAFKA_VERSION = os.environ.get("DISENGAGE_KAFKA_VERSION", "3.9.1")
 KAFKA_TIMEOUT_S, REDIS_TIMEOUT_S, STOP_GRACE_S = 90.0, 15.0, 30.0
-ENV_VARS = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "DISENGAGE_INFRA_DIR")
+CLUSTER_NODES = 3
+ENV_VARS = ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "REDIS_CLUSTER_URL", "DISENGAGE_INFRA_DIR")
 Proc = subprocess.Popen[bytes]
 
 
@@ -215,6 +217,17 @@ def redis_ping(port: int, host: str = "127.0.0.1") -> bool:
         with socket.create_connection((host, port), timeout=2.0) as sock:
             sock.sendall(b"*1\r\n$4\r\nPING\r\n")
             return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def redis_cluster_ok(port: int, host: str = "127.0.0.1") -> bool:
+    """Does the node at ``port`` report ``cluster_state:ok`` (all slots served)?"""
+    try:
+        with socket.create_connection((host, port), timeout=2.0) as sock:
+            sock.sendall(b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n")
+            head = sock.recv(4096)  # "$<n>\r\n" then the text, state first
+            return b"cluster_state:ok" in head
     except OSError:
         return False
 
@@ -435,6 +448,58 @@ def start_redis(
     raise InfraError("redis-server: no free port after 3 attempts")
 
 
+def start_redis_cluster(run: Path, tied: bool) -> tuple[list[Proc], dict[str, Any]]:
+    """Start CLUSTER_NODES throw-away ``redis-server --cluster-enabled yes`` (no replicas, no
+    persistence), join them with ``redis-cli --cluster create`` and wait until every node
+    says ``cluster_state:ok``. Each node has its own directory ``run/redis-cluster/<port>``
+    (its nodes.conf) and log ``logs/redis-cluster-<port>.log``."""
+    exe = ensure_redis_server()
+    cli = shutil.which("redis-cli") or str(Path(exe).with_name("redis-cli"))
+    if not Path(cli).exists():  # Debian's redis-server depends on redis-tools, which has it
+        raise InfraError("redis-cli is not on PATH; install it (apt-get install redis-tools)")
+    t0, procs, ports = time.monotonic(), list[Proc](), list[int]()
+    try:
+        for _ in range(3 * CLUSTER_NODES):  # a port picked as free can be taken meanwhile
+            if len(ports) == CLUSTER_NODES:
+                break
+            port, bus = free_ports(2)  # an explicit bus port: port + 10000 may be taken
+            home = run / "redis-cluster" / str(port)
+            home.mkdir(parents=True)
+            cmd = [exe, "--port", str(port), "--cluster-port", str(bus), "--bind", "127.0.0.1"]
+            cmd += ["--daemonize", "no", "--save", "", "--appendonly", "no", "--dir", str(home)]
+            cmd += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            logs = [run / "logs" / f"redis-cluster-{port}.log"]
+            ready = functools.partial(redis_ping, port)
+            if proc := launch("redis cluster node", cmd, logs, ready, REDIS_TIMEOUT_S, tied):
+                procs.append(proc)
+                ports.append(port)
+        if len(ports) < CLUSTER_NODES:
+            raise InfraError("redis cluster: no free ports after several attempts")
+        nodes = [f"127.0.0.1:{p}" for p in ports]
+        create = [cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"]
+        log(f"creating a {CLUSTER_NODES}-node Redis Cluster on {' '.join(nodes)}")
+        out = run / "logs" / "redis-cluster-create.log"
+        with open(out, "wb") as sink:
+            sink.write(f"$ {shlex.join(create)}\n".encode())
+            sink.flush()
+            done = subprocess.run(
+                create, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink, timeout=60
+            )
+        if done.returncode != 0:
+            raise InfraError(f"redis-cli --cluster create failed:\n{tail(out)}")
+        deadline = time.monotonic() + REDIS_TIMEOUT_S
+        while not all(redis_cluster_ok(p) for p in ports):  # gossip reaches every node
+            if time.monotonic() > deadline:
+                raise InfraError(f"redis cluster not ok after {REDIS_TIMEOUT_S:.0f}s")
+            time.sleep(0.1)
+    except BaseException:
+        for proc in procs:
+            stop_pid(proc.pid, proc)
+        raise
+    log(f"Redis Cluster ok in {time.monotonic() - t0:.1f}s")
+    return procs, {"pids": [p.pid for p in procs], "ports": ports}
+
+
 def stop_pid(pid: int, proc: Proc | None = None) -> None:
     """SIGTERM the process group led by ``pid``; SIGKILL it after STOP_GRACE_S."""
 
@@ -469,13 +534,17 @@ def live_services(run: Path) -> dict[str, int]:
         needles = [str(run)] if name == "kafka" else ["redis", str(svc and svc["port"])]
         if svc and ours(svc["pid"], *needles):
             found[name] = svc["pid"]
+    cluster = state.get("redis_cluster") or {"pids": [], "ports": []}
+    for pid, port in zip(cluster["pids"], cluster["ports"], strict=True):
+        if ours(pid, "redis", str(port)):
+            found[f"redis-cluster-{port}"] = pid
     return found
 
 
 def answers(var: str, value: str) -> bool:
     """Does the Kafka bootstrap address or Redis URL ``value`` answer?"""
     try:
-        if var == "REDIS_URL":
+        if var.startswith("REDIS"):
             url = urllib.parse.urlsplit(value)
             return redis_ping(url.port or 6379, url.hostname or "127.0.0.1")
         host, _, port = value.split(",")[0].strip().rpartition(":")
@@ -502,7 +571,8 @@ def start(version: str, tied: bool = False) -> tuple[Path, dict[str, Any], list[
     """Start what the environment does not provide; write ``env`` and ``state.json``."""
     run = RUNS / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     (run / "logs").mkdir(parents=True)
-    state: dict[str, Any] = {"dir": str(run), "started": time.time(), "kafka": None, "redis": None}
+    state: dict[str, Any] = {"dir": str(run), "started": time.time()}
+    state |= {"kafka": None, "redis": None, "redis_cluster": None}
     procs: list[Proc] = []
 
     def save() -> None:
@@ -524,10 +594,18 @@ def start(version: str, tied: bool = False) -> tuple[Path, dict[str, Any], list[
             procs.append(proc)
             save()
             redis_url = f"redis://127.0.0.1:{state['redis']['port']}/0"
+        if cluster_url := external("REDIS_CLUSTER_URL"):
+            log(f"REDIS_CLUSTER_URL is set: using the Redis Cluster at {cluster_url}")
+        else:
+            nodes, state["redis_cluster"] = start_redis_cluster(run, tied)
+            procs.extend(nodes)
+            save()
+            cluster_url = f"redis://127.0.0.1:{state['redis_cluster']['ports'][0]}/0"
     except BaseException:
         stop_run(run, keep_logs=True, procs=procs)
         raise
-    state["env"] = dict(zip(ENV_VARS, (bootstrap, redis_url, str(run)), strict=True))
+    values = (bootstrap, redis_url, cluster_url, str(run))
+    state["env"] = dict(zip(ENV_VARS, values, strict=True))
     save()
     (run / "env").write_text(
         "".join(f"export {k}={shlex.quote(v)}\n" for k, v in state["env"].items())
@@ -545,6 +623,7 @@ def stop_run(run: Path, keep_logs: bool = False, procs: Sequence[Proc] = ()) -> 
         stop_pid(pid, by_pid.get(pid))
     shutil.rmtree(run / "data", ignore_errors=True)
     shutil.rmtree(run / "redis", ignore_errors=True)
+    shutil.rmtree(run / "redis-cluster", ignore_errors=True)
     if keep_logs and any((run / "logs").glob("*")):
         log(f"logs kept in {run / 'logs'}")
     else:
@@ -594,6 +673,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 if svc
                 else f"{name} not started here"
             )
+        if cluster := state.get("redis_cluster"):
+            up = all(redis_cluster_ok(port) for port in cluster["ports"])
+            nodes = ",".join(map(str, cluster["ports"]))
+            parts.append(f"redis cluster 127.0.0.1:{nodes} {'UP' if up else 'DOWN'}")
         print(f"{run.name}: {', '.join(parts)}")
     if not runs():
         print(f"no runs in {RUNS}")
@@ -669,12 +752,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="infra.py",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="environment: KAFKA_BOOTSTRAP_SERVERS, REDIS_URL (use that service instead of "
-        "starting one), DISENGAGE_KAFKA_VERSION (default for --kafka-version)",
+        epilog="environment: KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, REDIS_CLUSTER_URL (use that "
+        "service instead of starting one), DISENGAGE_KAFKA_VERSION (default for --kafka-version)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     version_help = f"Kafka 3.x or 4.x version on Maven Central (default {DEFAULT_KAFKA_VERSION})"
-    p = sub.add_parser("start", help="start Kafka and Redis in the background, print exports")
+    p = sub.add_parser(
+        "start", help="start Kafka, Redis and the Redis Cluster in the background, print exports"
+    )
     p.add_argument("--kafka-version", default=DEFAULT_KAFKA_VERSION, help=version_help)
     p.set_defaults(func=cmd_start)
     p = sub.add_parser("stop", help="stop a run and delete its data, print `unset`")
