@@ -65,7 +65,9 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
     from stream.model_registry import ModelRegistry
     from stream.redis_store import redis_from_url
 
-    client = redis_from_url(settings.redis_url, settings.redis_password, settings.redis_tls)
+    client = redis_from_url(
+        settings.redis_url, settings.redis_password, settings.redis_tls, settings.redis_cluster
+    )
     registry = ModelRegistry(client, settings.topic_interactions)
     try:
         if args.models_command == "list":

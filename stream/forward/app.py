@@ -64,6 +64,7 @@ def _redis(settings: Settings, options: ForwardOptions) -> Any | None:
         settings.redis_url,
         settings.redis_password,
         settings.redis_tls,
+        settings.redis_cluster,
         socket_timeout=options.redis_timeout_s,
         socket_connect_timeout=options.redis_timeout_s,
     )

@@ -61,7 +61,9 @@ async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    client = redis_from_url(settings.redis_url, settings.redis_password, settings.redis_tls)
+    client = redis_from_url(
+        settings.redis_url, settings.redis_password, settings.redis_tls, settings.redis_cluster
+    )
     registry = ModelRegistry(client, settings.topic_interactions)
     service = TrainerService(settings, registry, TrainerMetrics())
     runner = web.AppRunner(web_app(service, time.time()), access_log=None)

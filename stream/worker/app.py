@@ -85,6 +85,7 @@ class Runtime:
             ttl_s,
             password=settings.redis_password,
             tls=settings.redis_tls,
+            cluster=settings.redis_cluster,
             observe=self.metrics.observe_redis,
             namespace=settings.topic_interactions,
             clock=time.monotonic,
