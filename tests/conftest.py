@@ -1,8 +1,9 @@
 """Fixtures shared by every tier that talks to the real Kafka broker or Redis server.
 
 ``make test`` runs pytest under ``deploy/local/infra.py run``, which exports
-``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL``. Without them the tests that need
-them fail with a message saying how to run them; they never skip.
+``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL`` and ``REDIS_CLUSTER_URL`` (one node of
+a 3-node Redis Cluster). Without them the tests that need them fail with a
+message saying how to run them; they never skip.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def _require(name: str) -> str:
         pytest.fail(
             f"{name} is not set: run the suite with `make test` (or under "
             "`python deploy/local/infra.py run -- pytest ...`), which starts a real "
-            "Kafka broker and Redis server"
+            "Kafka broker, Redis server and 3-node Redis Cluster"
         )
     return value
 
@@ -32,6 +33,12 @@ def kafka_bootstrap() -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return _require("REDIS_URL")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    """One node of the Redis Cluster (clients learn the others from it); database 0 only."""
+    return _require("REDIS_CLUSTER_URL")
 
 
 def redis_db_url(url: str, db: int) -> str:

@@ -1,4 +1,9 @@
-"""One contract, two stores: the in-memory store of the core and Redis."""
+"""One contract, every store: the in-memory store of the core, Redis, and a Redis Cluster.
+
+The Redis cases are integration tests (``make test`` runs them under
+``deploy/local/infra.py run``, which starts a redis-server and a real 3-node Redis
+Cluster); ``make unit`` runs the memory cases alone.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +11,36 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from detectors.session import SessionState
 from detectors.store import MemorySessionStore, SessionStore
-from stream.redis_store import RedisSessionStore, open_store, state_key
+from stream.redis_store import RedisSessionStore, open_store, redis_from_url, state_key
 from tests.conftest import redis_db_url
 from tests.fakes import FakeClock
 
 CONTRACT_DB = 3
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.integration),
+        pytest.param("redis-cluster", marks=pytest.mark.integration),
+    ]
+)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     if request.param == "memory":
         yield MemorySessionStore(ttl_s=3600, clock=FakeClock())
+        return
+    if request.param == "redis-cluster":  # one database only: the whole cluster is flushed
+        cluster = redis_from_url(request.getfixturevalue("redis_cluster_url"), cluster=True)
+        await cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+        cluster_store = RedisSessionStore(cluster, ttl_s=3600)
+        assert cluster_store.cluster
+        yield cluster_store
+        await cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+        await cluster_store.close()
         return
     url = redis_db_url(request.getfixturevalue("redis_url"), CONTRACT_DB)
     client = aioredis.Redis.from_url(url)
@@ -128,5 +149,9 @@ async def test_redis_store_sets_ttl_and_hash_tagged_keys(redis_url: str) -> None
 
 def test_open_store_by_url() -> None:
     assert isinstance(open_store("memory://", 60, clock=FakeClock()), MemorySessionStore)
+    single = open_store("redis://127.0.0.1:6379/0", 60, clock=FakeClock())
+    cluster = open_store("redis://127.0.0.1:7000/0", 60, cluster=True, clock=FakeClock())
+    assert isinstance(single, RedisSessionStore) and not single.cluster
+    assert isinstance(cluster, RedisSessionStore) and isinstance(cluster.client, RedisCluster)
     with pytest.raises(ValueError, match="unsupported store URL"):
         open_store("postgres://x", 60, clock=FakeClock())

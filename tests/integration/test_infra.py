@@ -1,7 +1,8 @@
-"""Smoke test of the local test infrastructure: a real Kafka broker and a real Redis.
+"""Smoke test of the local test infrastructure: a real Kafka broker, a real Redis and a
+real 3-node Redis Cluster.
 
-Run it under ``deploy/local/infra.py run``, which starts both and exports
-KAFKA_BOOTSTRAP_SERVERS and REDIS_URL::
+Run it under ``deploy/local/infra.py run``, which starts them and exports
+KAFKA_BOOTSTRAP_SERVERS, REDIS_URL and REDIS_CLUSTER_URL (one node of the cluster)::
 
     python deploy/local/infra.py run -- python -m pytest tests/integration/test_infra.py
 
@@ -18,6 +19,7 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from redis.asyncio.cluster import RedisCluster
 
 pytestmark = pytest.mark.integration
 
@@ -79,5 +81,23 @@ async def test_redis_set_then_get() -> None:
         assert await client.get(key) == b"value"
         assert await client.delete(key) == 1
         assert await client.get(key) is None
+    finally:
+        await client.aclose()
+
+
+async def test_redis_cluster_of_three_primaries_serves_every_slot() -> None:
+    client = RedisCluster.from_url(_require_env("REDIS_CLUSTER_URL"))
+    try:
+        assert await client.ping()
+        primaries = client.get_primaries()
+        assert len(primaries) == 3
+        for node in primaries:
+            info = await client.cluster_info(target_nodes=node)
+            assert info["cluster_state"] == "ok", (node.name, info)
+            assert int(info["cluster_slots_ok"]) == 16384
+            assert int(info["cluster_known_nodes"]) == 3
+        # keys spread: three keys whose slots fall in the three default ranges
+        homes = {client.get_node_from_key(key) for key in ("{a}", "{b}", "{c}")}
+        assert {node.name for node in homes if node} == {n.name for n in primaries}
     finally:
         await client.aclose()
