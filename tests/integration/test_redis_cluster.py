@@ -158,15 +158,25 @@ async def test_the_model_registry_on_the_cluster(cluster: RedisCluster) -> None:
     def version(n: int) -> ModelVersion:
         return ModelVersion(n, 1_000 * n, 10 * n, 5 * n, 0.7, None, "forest", 3)
 
+    async def publish(n: int, keep: int) -> None:
+        await registry.publish(
+            version(n),
+            serving=f"models-{n}".encode(),
+            learned=f"learned-{n}".encode(),
+            state=TrainerState(n, 10 * n),
+            keep=keep,
+        )
+
     for n in (1, 2, 3):
-        await registry.publish(version(n), f"models-{n}".encode(), TrainerState(n, 10 * n), keep=2)
+        await publish(n, keep=2)
     assert await registry.numbers() == [2, 3]  # version 1 pruned in its own transaction
     assert [v.number for v in await registry.versions()] == [2, 3]
     assert await registry.serving() == 3 and await registry.load(3) == b"models-3"
     assert await registry.trainer_state() == TrainerState(3, 30)
+    assert await registry.trainer_models() == b"learned-3"
     await registry.pin(2)
     assert await registry.serving() == 2 and await registry.pinned() == 2
-    await registry.publish(version(4), b"models-4", TrainerState(4, 40), keep=1)
+    await publish(4, keep=1)
     assert await registry.numbers() == [2, 4]  # the pinned version is kept
     await registry.unpin()
     assert await registry.serving() == 4
