@@ -133,9 +133,20 @@ class DetectorModels:
         learned = {name: getattr(self, name) for name in LEARNED}
         return pickle.dumps((header, learned), protocol=pickle.HIGHEST_PROTOCOL)
 
+    def dumps_serving(self) -> bytes:
+        """:meth:`dumps_learned` without what only learning needs (the trust
+        model's River forest, :meth:`TrustModel.serving_copy`): what the
+        workers load, several times smaller and faster to unpickle. Scores
+        exactly as the learned models do; it cannot learn."""
+        header = {"format": MODEL_FORMAT, "river": RIVER_VERSION, "name": MODEL_NAME}
+        learned: dict[str, object] = {name: getattr(self, name) for name in LEARNED}
+        learned["trust"] = self.trust.serving_copy()
+        return pickle.dumps((header, learned), protocol=pickle.HIGHEST_PROTOCOL)
+
     @staticmethod
     def loads_learned(blob: bytes) -> dict[str, object]:
-        """Inverse of :meth:`dumps_learned` (``ValueError`` as :meth:`loads`)."""
+        """Inverse of :meth:`dumps_learned` and :meth:`dumps_serving`
+        (``ValueError`` as :meth:`loads`)."""
         header, learned = pickle.loads(blob)
         _check_header(header)
         if not isinstance(learned, dict) or set(learned) != set(LEARNED):

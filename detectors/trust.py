@@ -27,6 +27,7 @@ start): only the transparent friction and hesitation rules alert.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -254,6 +255,17 @@ class TrustModel:
             self._refresh_forest()
         if self._compiled_at != self.learned:
             self._compile()
+
+    def serving_copy(self) -> TrustModel:
+        """A copy that scores exactly as this model does, without what only
+        learning needs: the River forest itself (~75% of the pickled model)
+        once its compiled form serves. For the workers, which never learn;
+        :meth:`learn_session` on the copy raises."""
+        self.prepare()
+        clone = copy.copy(self)
+        if self._fast is not None:
+            clone.forest = None  # type: ignore[assignment]  # a serving copy never learns
+        return clone
 
     def _compile(self) -> None:
         scaler = self.model.steps["StandardScaler"]

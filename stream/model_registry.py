@@ -13,7 +13,10 @@ Redis keys (``<ns>`` is the pipeline's namespace, the input topic's name;
 * ``dg:models:{<ns>}``: hash of ``n`` to the version's metadata (JSON);
 * ``dg:models:{<ns>}:latest``: the newest version published;
 * ``dg:models:{<ns>}:pin``: the version pinned for serving (absent: latest);
-* ``dg:trainer:{<ns>}``: the trainer's resume state (:class:`TrainerState`).
+* ``dg:trainer:{<ns>}``: the trainer's resume state (:class:`TrainerState`),
+  and ``dg:trainer:{<ns>}:models`` the complete learned models it resumes
+  with (a version's blob is the smaller serving form, without what only
+  learning needs: :meth:`~detectors.models.DetectorModels.dumps_serving`).
 
 A publish writes the blob, the metadata, ``latest`` and the trainer state in
 one ``MULTI``/``EXEC``: a reader never sees a version without its models, and
@@ -47,6 +50,7 @@ def _keys(ns: str) -> dict[str, str]:
         "latest": f"dg:models:{tag}:latest",
         "pin": f"dg:models:{tag}:pin",
         "trainer": f"dg:trainer:{tag}",
+        "trainer_models": f"dg:trainer:{tag}:models",
     }
 
 
@@ -139,18 +143,26 @@ class ModelRegistry:
         self.keys = _keys(ns)
 
     async def publish(
-        self, version: ModelVersion, learned: bytes, state: TrainerState, keep: int
+        self,
+        version: ModelVersion,
+        serving: bytes,
+        state: TrainerState,
+        keep: int,
+        *,
+        learned: bytes | None = None,
     ) -> list[int]:
-        """Store ``version`` (its compressed ``learned`` models) as the latest
-        with the trainer's ``state``, in one transaction; then delete the
-        versions older than the ``keep`` newest, except a pinned one.
-        Returns the numbers deleted."""
+        """Store ``version`` as the latest, in one transaction: its compressed
+        ``serving`` models (what the workers load), and as the trainer's resume
+        point its ``state`` with its complete ``learned`` models (``None``:
+        ``serving`` is complete). Then delete the versions older than the
+        ``keep`` newest, except a pinned one. Returns the numbers deleted."""
         k = self.keys
         async with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(model_key(self.ns, version.number), learned)
+            pipe.set(model_key(self.ns, version.number), serving)
             pipe.hset(k["meta"], str(version.number), version.to_json())
             pipe.set(k["latest"], str(version.number))
             pipe.set(k["trainer"], state.to_bytes())
+            pipe.set(k["trainer_models"], serving if learned is None else learned)
             await pipe.execute()
         return await self._prune(keep)
 
@@ -205,6 +217,11 @@ class ModelRegistry:
     async def unpin(self) -> None:
         """Serve the latest version again."""
         await self.client.delete(self.keys["pin"])
+
+    async def trainer_models(self) -> bytes | None:
+        """The complete learned models (compressed) of the trainer's resume state."""
+        blob = await self.client.get(self.keys["trainer_models"])
+        return None if blob is None else _as_bytes(blob)
 
     async def trainer_state(self) -> TrainerState | None:
         raw = await self.client.get(self.keys["trainer"])

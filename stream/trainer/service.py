@@ -179,7 +179,9 @@ class TrainerService:
         assert trainer is not None
         started = time.perf_counter()
         models = trainer.models
-        learned = await asyncio.to_thread(lambda: compress(models.dumps_learned()))
+        learned, serving = await asyncio.to_thread(
+            lambda: (compress(models.dumps_learned()), compress(models.dumps_serving()))
+        )
         latest = await self.registry.latest() or 0
         number = max(latest, self.version) + 1
         state = TrainerState(number, trainer.offset, trainer.recent_ids)
@@ -192,7 +194,7 @@ class TrainerService:
             trust_auc=None if trust.auc is None else round(trust.auc, 4),
             hazard_auc=None if hazard.auc is None else round(hazard.auc, 4),
             serving=trust.serving,
-            size=len(learned),
+            size=len(serving),
         )
         await self.producer.send_and_wait(
             self.settings.topic_models,
@@ -200,7 +202,9 @@ class TrainerService:
             key=self.registry.ns.encode(),
             headers=[("model.version", str(number).encode())],
         )
-        await self.registry.publish(version, learned, state, self.settings.models_keep)
+        await self.registry.publish(
+            version, serving, state, self.settings.models_keep, learned=learned
+        )
         self.version = number
         self.dirty = False
         self.published_at = self.clock()
@@ -257,11 +261,11 @@ class TrainerService:
         """The newest resume state: Redis, else the models topic, else fresh."""
         state = await self.registry.trainer_state()
         if state is not None:
-            learned = await self.registry.load(state.version)
+            learned = await self.registry.trainer_models()
             if learned is not None:
                 trainer = await asyncio.to_thread(rebuild, self.settings, state, learned)
                 return Restored(trainer, state.version, "redis")
-            log.warning("trainer state names v%d, which Redis no longer has", state.version)
+            log.warning("Redis has the trainer state of v%d but not its models", state.version)
         snapshot = await self._snapshot_from_topic()
         if snapshot is not None:
             state, learned = snapshot

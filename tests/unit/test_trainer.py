@@ -147,3 +147,19 @@ def test_scoring_changes_no_learned_model() -> None:
     runner.finish()
     assert len(detector.examples) >= 150
     assert models.dumps_learned() == before
+
+
+def test_the_serving_form_scores_exactly_as_the_learned_models_and_is_smaller() -> None:
+    trainer = Trainer(CONFIG)
+    for offset, value in enumerate(records(simulated_examples())):
+        trainer.apply(offset, value)
+    assert trainer.models.trust.serving == "forest"  # the case where the forest is dropped
+    full, serving = trainer.models.dumps_learned(), trainer.models.dumps_serving()
+    assert len(serving) < 0.75 * len(full)  # ~0.25 after 3000 sessions: the forest grows
+    served = DetectorModels(CONFIG)
+    served.adopt(DetectorModels.loads_learned(serving), "v1")
+    learned = DetectorModels(CONFIG)
+    learned.adopt(DetectorModels.loads_learned(full), "v1")
+    assert probe_predictions(served) == probe_predictions(learned)
+    # the trainer goes on learning with its own, complete models
+    assert trainer.apply(10**6, records(simulated_examples()[:1])[0]) == "duplicate"
