@@ -11,10 +11,12 @@ It prints, all measured in the same run:
   parses (``json.loads``) and produces every event, committing per batch;
 * **throughput**: one ``disengage worker`` draining a backlog of simulated
   events (events/s from its first to its last processed event), and the
-  ratio to the baseline;
-* **latency**: with simulated traffic offered at half the measured maximum
-  and event time tracking the wall clock, p50/p99 from an alert's triggering
-  event time, and from the Kafka timestamp of its input record
+  ratio to the baseline. A ``disengage trainer`` runs next to it, as in a
+  deployment (it learns every closed session and publishes model versions,
+  which the worker loads while it runs), on the same cores;
+* **latency**: with simulated traffic offered at half the measured maximum,
+  and again at 1,000 events/s, and event time tracking the wall clock,
+  p50/p99 from an alert's triggering event time, and from the Kafka timestamp of its input record
   (``recordtime``: broker and worker only, without any lag of the load
   generator), to the alert's produce time (``producedat``);
 * **memory**: Redis bytes per stored session (``MEMORY USAGE`` of the state
@@ -116,6 +118,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def start_trainer(env: Env) -> Worker:
+    """The deployment's trainer, on the same machine: it learns every closed
+    session and publishes versions, which the worker loads while it runs."""
+    trainer = Worker(env, "trainer", ("trainer",)).start()
+    trainer.wait_ready(timeout=90)
+    return trainer
+
+
 def throughput_run(env: Env, n: int) -> dict[str, Any]:
     worker = Worker(env, "bench").start()
     worker.wait_ready(timeout=90)
@@ -153,6 +163,7 @@ async def latency_run(base: Env, rate: float, seconds: float) -> dict[str, Any]:
     await flush(env)
     await create_topics(env)
     worker = Worker(env, "latency").start()
+    trainer = start_trainer(env)
     try:
         worker.wait_ready(timeout=90)
         settings = Settings.from_env(env.worker_env(worker.port))
@@ -164,6 +175,7 @@ async def latency_run(base: Env, rate: float, seconds: float) -> dict[str, Any]:
         samples = worker.metrics()
     finally:
         worker.stop()
+        trainer.stop()
     lat = []  # event time -> produced: includes any lag of the load generator
     pipe = []  # input record's Kafka timestamp -> produced: broker + worker only
     for m in messages:
@@ -181,6 +193,9 @@ async def latency_run(base: Env, rate: float, seconds: float) -> dict[str, Any]:
         "offered_events_per_s": round(rate),
         "alerts": len(lat),
         "events_processed": metric_sum(samples, "disengage_events_total"),
+        "model_versions_loaded": metric_sum(
+            samples, "disengage_model_loads_total", result="loaded"
+        ),
     }
     for name, values in (("event_time", lat), ("record_time", pipe)):
         if values:
@@ -242,8 +257,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     await produce(bootstrap, base_in, records[:base_n])
     print("raw aiokafka baseline ...", file=sys.stderr)
     baseline = await raw_baseline(bootstrap, base_in, base_out, base_n)
-    print("worker backlog run ...", file=sys.stderr)
+    print("worker backlog run (with the trainer) ...", file=sys.stderr)
     await produce(bootstrap, env.interactions, records)
+    trainer = start_trainer(env)
     run = throughput_run(env, len(records))
     worker: Worker = run["worker"]
     try:
@@ -251,11 +267,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         rss = run["rss"]
         warm = [r for c, r in rss if c >= len(records) * 0.2]
         hist = worker.metrics()
+        trained = trainer.metrics()
     finally:
         worker.stop()
-    print("latency at half load ...", file=sys.stderr)
+        trainer.stop()
+    latency = {}
+    rates = {"half_load": run["events_per_s"] / 2, "at_1000_events_per_s": 1000.0}
     try:
-        latency = await latency_run(env, rate=run["events_per_s"] / 2, seconds=args.latency_seconds)
+        for name, rate in rates.items():
+            print(f"latency {name} ({rate:.0f} events/s) ...", file=sys.stderr)
+            latency[name] = await latency_run(env, rate=rate, seconds=args.latency_seconds)
+            env.db += 2  # the next run's fresh Redis database
     finally:
         reap_workers()
     return {
@@ -264,8 +286,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_events_per_s": round(baseline),
         "worker_events_per_s": round(run["events_per_s"]),
         "ratio_to_baseline": round(run["events_per_s"] / baseline, 3),
-        "latency_at_half_load": latency,
+        "latency": latency,
         "backlog_alerts": metric_sum(hist, "disengage_alerts_total"),
+        "backlog_model_versions_loaded": metric_sum(
+            hist, "disengage_model_loads_total", result="loaded"
+        ),
+        "trainer_sessions_learned": metric_sum(
+            trained, "disengage_trainer_records_total", status="learned"
+        ),
         "batch_stage_share": stage_shares(hist),
         "redis": redis_mem,
         "rss_mb": {

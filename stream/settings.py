@@ -189,6 +189,14 @@ class Settings(BaseSettings):
         ge=1,
         description="Model versions kept in Redis (a pinned one is never deleted).",
     )
+    faust_cython: bool = Field(
+        default=True,
+        description="Faust's Cython fast paths for its stream iterator and conductor "
+        "(cython_optimizations); the worker logs at start-up whether they loaded.",
+    )
+    uvloop: bool = Field(
+        default=True, description="Run the worker's event loop on uvloop (when installed)."
+    )
     checkpoint_interval_s: float = Field(
         default=60.0, description="Model checkpoint period (seconds)."
     )

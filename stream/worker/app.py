@@ -40,6 +40,7 @@ from stream.redis_store import open_store
 from stream.retry import backoff, cancelled_by_caller, retry_forever
 from stream.settings import Settings
 from stream.worker.faults import Fault, describe, quiet_library_repeats
+from stream.worker.faust_tuning import LeanMonitor, cython_loaded, install_uvloop
 from stream.worker.health import BrokerProbe, readiness, update_gauges
 from stream.worker.model_feed import ModelFeed
 from stream.worker.pipeline import BatchProcessor
@@ -76,9 +77,17 @@ class Runtime:
     def __init__(self, settings: Settings, app: faust.App) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        cython = settings.faust_cython and cython_loaded()
         self.metrics.info.info(
-            {"consumer_group": settings.consumer_group, "topic": settings.topic_interactions}
+            {
+                "consumer_group": settings.consumer_group,
+                "topic": settings.topic_interactions,
+                "faust_cython": str(cython).lower(),
+                "event_loop": type(asyncio.get_event_loop_policy()).__module__.split(".")[0],
+            }
         )
+        if settings.faust_cython and not cython:
+            log.warning("Faust's Cython fast paths did not load: running the pure-Python ones")
         ttl_s = settings.detector.session_timeout_ms / 1000 + settings.session_ttl_margin_s
         self.store = open_store(
             settings.redis_url,
@@ -176,6 +185,8 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         producer_request_timeout=settings.produce_timeout_s,
         logging_config=None,
+        cython_optimizations=settings.faust_cython,
+        Monitor=LeanMonitor,
     )
     runtime = Runtime(settings, app)
     app.disengage = runtime  # type: ignore[attr-defined]
@@ -354,7 +365,13 @@ def _batch_failed(runtime: Runtime, size: int, exc: BaseException, delay: float)
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     """Run until SIGTERM/SIGINT; Faust stops the agent after its in-flight
     batch, the revoke hook checkpoints the models, then the process exits."""
+    loop = install_uvloop(settings.uvloop)
     app = create_app(settings)
+    log.info(
+        "event loop %s, Faust Cython fast paths %s",
+        loop,
+        "on" if settings.faust_cython and cython_loaded() else "off",
+    )
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # with a quiet worker Faust installs a DEBUG spinner on the root logger,
     # which makes every debug record of faust/aiokafka cost time

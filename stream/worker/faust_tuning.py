@@ -1,0 +1,79 @@
+"""What the worker turns on or off in Faust for speed, and the check that it did.
+
+Faust pays per message, not per batch: its monitor sensor records every
+message and every stream event (counters, timestamps, deques), and its stream
+iterator and conductor have Cython fast paths that are off unless
+``cython_optimizations`` is set. The worker:
+
+* runs a :class:`LeanMonitor`: Faust's monitor without its per-message
+  bookkeeping (the worker's own metrics, counted per batch, are in
+  :mod:`stream.metrics`; Faust's ``/stats`` pages are not served);
+* turns the Cython fast paths on (``DISENGAGE_FAUST_CYTHON``) and checks at
+  start-up that the compiled modules really loaded (:func:`cython_loaded`):
+  logged, and exported as ``disengage_worker_info{faust_cython=...}``;
+* runs on uvloop (``DISENGAGE_UVLOOP``) when it is installed
+  (:func:`install_uvloop`).
+
+``benchmarks/bench_worker.py`` measures each: set the variables to ``false``
+for the comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from faust.sensors import Monitor
+
+log = logging.getLogger("disengage.worker")
+
+
+class LeanMonitor(Monitor):
+    """Faust's monitor without the per-message and per-event bookkeeping."""
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_send_initiated(
+        self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+    ) -> None:
+        return None
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        return None
+
+
+def cython_loaded() -> bool:
+    """Whether Faust's compiled stream iterator and conductor imported."""
+    from faust import streams
+    from faust.transport import conductor
+
+    return (
+        getattr(streams, "_CStreamIterator", None) is not None
+        and getattr(conductor, "ConductorHandler", None) is not None
+    )
+
+
+def install_uvloop(wanted: bool) -> str:
+    """Make uvloop the event loop policy when ``wanted`` and installed;
+    returns the loop in use ("uvloop" or "asyncio")."""
+    if not wanted:
+        return "asyncio"
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("DISENGAGE_UVLOOP is on but uvloop is not installed: running on asyncio")
+        return "asyncio"
+    uvloop.install()
+    return "uvloop"
