@@ -205,6 +205,9 @@ async def test_duplicate_delivery_changes_nothing(env: Env) -> None:
     events, _ = simulated(120, seed=5)
     expected = friction_oracle(events)
     assert expected
+    # event time must not follow the wall clock between the two reads (an idle
+    # partition's does after the idle grace, and its sweep then ticks quiet sessions)
+    env.extra["DISENGAGE_IDLE_GRACE_S"] = "600"
     worker = Worker(env).start()
     try:
         worker.wait_ready(partitions=env.partitions)
