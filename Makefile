@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: system-deps demo test chaos lint typecheck unit integration bench bench-quality bench-learners bench-uci bench-forward infra-up infra-down clean docs
+.PHONY: system-deps demo test chaos lint typecheck unit integration bench bench-quality bench-learners bench-uci bench-forward bench-scaleout infra-up infra-down clean docs
 
 # The virtualenv, with the package in editable mode and every extra the tests use.
 $(STAMP): pyproject.toml
@@ -58,6 +58,10 @@ bench-uci: $(STAMP)
 ## Webhook forwarder: backlog alerts/s vs a bare aiohttp loop, live latency (real Kafka + Redis).
 bench-forward: $(STAMP) system-deps
 	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python benchmarks/bench_forward.py $(ARGS)
+
+## Two workers on 8 partitions + one trainer: events/s per worker, one model version, prefix AUC vs the replay.
+bench-scaleout: $(STAMP) system-deps
+	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python benchmarks/bench_scaleout.py $(ARGS)
 
 infra-up:
 	@$(PYTHON) deploy/local/infra.py start
