@@ -375,16 +375,13 @@ class BatchProcessor(SessionDelivery):
         if not self.partitions:
             return
         m = self.metrics
-        detectors = [part.detector for part in self.partitions.values()]
-        learned = [d.models.trust for d in detectors]
-        total = sum(t.learned for t in learned)
-        rated = [(auc, t.learned) for t in learned if (auc := t.auc) is not None]
-        rated_total = sum(n for _, n in rated)
-        if rated_total:  # models without enough outcomes have no AUC yet
-            m.trust_auc.set(sum(auc * n for auc, n in rated) / rated_total)
-        if total:
-            m.trust_log_loss.set(sum(t.log_loss * t.learned for t in learned) / total)
-        m.trust_learned.set(sum(t.closed for t in learned))
+        # every partition serves the same published version (or none yet)
+        trust = next(iter(self.partitions.values())).detector.models.trust
+        if trust.auc is not None:  # a model without enough outcomes has no AUC yet
+            m.trust_auc.set(trust.auc)
+        if trust.learned:
+            m.trust_log_loss.set(trust.log_loss)
+        m.trust_learned.set(trust.closed)
         for part in self.partitions.values():
             suppressed = part.detector.models.suppressed_by_budget
             if suppressed > part.suppressed_reported:
