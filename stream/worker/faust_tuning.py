@@ -8,14 +8,16 @@ iterator and conductor have Cython fast paths that are off unless
 * runs a :class:`LeanMonitor`: Faust's monitor without its per-message
   bookkeeping (the worker's own metrics, counted per batch, are in
   :mod:`stream.metrics`; Faust's ``/stats`` pages are not served);
-* turns the Cython fast paths on (``DISENGAGE_FAUST_CYTHON``) and checks at
-  start-up that the compiled modules really loaded (:func:`cython_loaded`):
+* can turn the Cython fast paths on (``DISENGAGE_FAUST_CYTHON``), checking
+  at start-up that the compiled modules really loaded (:func:`cython_loaded`):
   logged, and exported as ``disengage_worker_info{faust_cython=...}``;
-* runs on uvloop (``DISENGAGE_UVLOOP``) when it is installed
+* can run on uvloop (``DISENGAGE_UVLOOP``, the ``uvloop`` extra)
   (:func:`install_uvloop`).
 
-``benchmarks/bench_worker.py`` measures each: set the variables to ``false``
-for the comparison.
+``benchmarks/bench_worker.py`` measured both together against neither on
+2026-11-29: 2,029 events/s (0.140 of the raw aiokafka loop in the same run)
+against 2,272 (0.141). No gain, so both are off by default; the worker's
+time goes to saving states to Redis (62% of a batch), not to Faust's loop.
 """
 
 from __future__ import annotations
