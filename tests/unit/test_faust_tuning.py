@@ -32,7 +32,7 @@ def test_the_lean_monitor_keeps_no_per_message_state() -> None:
     before = (monitor.messages_received_total, monitor.events_total, monitor.messages_sent)
     for _ in range(3):
         monitor.on_message_in(None, 0, None)
-        state = monitor.on_stream_event_in(None, 0, None, None)
-        monitor.on_stream_event_out(None, 0, None, None, state)
+        monitor.on_stream_event_in(None, 0, None, None)
+        monitor.on_stream_event_out(None, 0, None, None, None)
         monitor.on_send_initiated(None, "t", None, 1, 1)
     assert (monitor.messages_received_total, monitor.events_total, monitor.messages_sent) == before
