@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck system-deps
 	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python -m pytest $(ARGS)
 
-## The chaos suite alone (also part of `make test`): nine faults on a private broker and Redis.
+## The chaos suite alone (also part of `make test`): eleven faults on a private broker and Redis.
 chaos: $(STAMP) system-deps
 	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python -m pytest -q tests/integration/test_chaos.py $(ARGS)
 

@@ -121,3 +121,12 @@ def random_events(seed: int, n: int = 800, sid: str = "s") -> list[Event]:
         obj["event_id"] = f"{sid}-{i}"
         out.append(parser.parse(obj))
     return out
+
+
+def stored_state(sid: str, last_ts: int, **fields: Any) -> SessionState:
+    """A session state as a store holds it: last seen at ``last_ts`` (epoch
+    ms), started a second before, with ``fields`` set on top."""
+    state = SessionState(sid, start_ts=last_ts - 1000, last_ts=last_ts, last_progress=last_ts)
+    for name, value in fields.items():
+        setattr(state, name, value)
+    return state

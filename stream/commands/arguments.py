@@ -102,6 +102,30 @@ def load_settings() -> Settings:
         raise SystemExit(f"disengage: {exc}") from None
 
 
+def start_service(name: str, loglevel: str | None) -> tuple[Settings, str]:
+    """The start of a long-running service (``worker``, ``trainer``): its
+    settings, logging at ``loglevel`` (default ``DISENGAGE_LOG_LEVEL``), the
+    settings logged with secrets masked, and the topics created when missing.
+    Kafka unreachable ends the command with one line. Returns the settings
+    and the log level used."""
+    import asyncio
+    import logging
+
+    from stream.kafka_io import ensure_topics
+
+    settings = load_settings()
+    level = (loglevel or settings.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger(f"disengage.{name}").info("settings %s", settings.redacted())
+    try:
+        asyncio.run(ensure_topics(settings))  # logs what it created
+    except Exception as exc:  # broker unreachable or refused: say so, exit non-zero
+        raise SystemExit(
+            f"disengage {name}: cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}"
+        ) from None
+    return settings, level
+
+
 def add_goal_option(parser: argparse.ArgumentParser) -> None:
     """``--goal TYPE``: the event that counts as a conversion (an event type)."""
     from detectors.config import EVENT_TYPES, DetectorConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from stream.commands.arguments import load_settings
+from stream.commands.arguments import start_service
 
 
 def add_parser(sub: Any) -> None:
@@ -19,20 +19,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
-    from stream.kafka_io import ensure_topics
     from stream.trainer.app import run_trainer
 
-    settings = load_settings()
-    level = (args.loglevel or settings.log_level).upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("disengage.trainer").info("settings %s", settings.redacted())
-    try:
-        asyncio.run(ensure_topics(settings))
-    except Exception as exc:  # broker unreachable or refused: say so, exit non-zero
-        raise SystemExit(
-            f"disengage trainer: cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}"
-        ) from None
+    settings, _ = start_service("trainer", args.loglevel)
     asyncio.run(run_trainer(settings))
     return 0

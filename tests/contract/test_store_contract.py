@@ -13,9 +13,9 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from detectors.session import SessionState
 from detectors.store import MemorySessionStore, SessionStore
 from stream.redis_store import RedisSessionStore, open_store, redis_from_url, state_key
+from tests.builders import stored_state
 from tests.conftest import redis_db_url
 from tests.fakes import FakeClock
 
@@ -51,15 +51,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     await redis_store.close()
 
 
-def _state(sid: str, last_ts: int, **kw: object) -> SessionState:
-    state = SessionState(sid, start_ts=last_ts - 1000, last_ts=last_ts, last_progress=last_ts)
-    for name, value in kw.items():
-        setattr(state, name, value)
-    return state
-
-
 async def test_round_trip_and_missing(store: SessionStore) -> None:
-    a = _state("a", 5_000, n_events=3, stage="evaluate", dedup={123: 4_000})
+    a = stored_state("a", 5_000, n_events=3, stage="evaluate", dedup={123: 4_000})
     await store.save(0, [a])
     loaded = await store.load(["a", "missing"])
     assert set(loaded) == {"a"}
@@ -68,8 +61,8 @@ async def test_round_trip_and_missing(store: SessionStore) -> None:
 
 
 async def test_save_many_indexes_each_partition_apart(store: SessionStore) -> None:
-    open_a, open_b = _state("m1", 2_000), _state("m2", 4_000)
-    await store.save_many({3: [open_a], 4: [open_b, _state("m3", 1_000)]})
+    open_a, open_b = stored_state("m1", 2_000), stored_state("m2", 4_000)
+    await store.save_many({3: [open_a], 4: [open_b, stored_state("m3", 1_000)]})
     assert set(await store.load(["m1", "m2", "m3"])) == {"m1", "m2", "m3"}
     assert (await store.open_sessions(3), await store.open_sessions(4)) == (1, 2)
     assert await store.due(3, 10_000, 10) == ["m1"]
@@ -77,7 +70,9 @@ async def test_save_many_indexes_each_partition_apart(store: SessionStore) -> No
 
 
 async def test_due_orders_by_last_seen_and_respects_limit(store: SessionStore) -> None:
-    await store.save(1, [_state("x", 3_000), _state("y", 1_000), _state("z", 9_000)])
+    await store.save(
+        1, [stored_state("x", 3_000), stored_state("y", 1_000), stored_state("z", 9_000)]
+    )
     assert await store.open_sessions(1) == 3
     assert await store.open_sessions(2) == 0
     assert await store.due(1, before_ts=5_000, limit=10) == ["y", "x"]
@@ -88,26 +83,28 @@ async def test_due_orders_by_last_seen_and_respects_limit(store: SessionStore) -
 async def test_due_within_a_window_of_last_seen_times(store: SessionStore) -> None:
     """The worker's hesitation ticks ask for sessions quiet for between 30 s
     and 5 min: a lower bound, inclusive at both ends."""
-    await store.save(1, [_state("x", 3_000), _state("y", 1_000), _state("z", 9_000)])
+    await store.save(
+        1, [stored_state("x", 3_000), stored_state("y", 1_000), stored_state("z", 9_000)]
+    )
     assert await store.due(1, 9_000, 10, 3_000) == ["x", "z"]
     assert await store.due(1, 8_999, 10, 1_001) == ["x"]
     assert await store.due(1, 500, 10, 0) == []
 
 
 async def test_saving_again_moves_last_seen_and_closing_untracks(store: SessionStore) -> None:
-    await store.save(0, [_state("s", 1_000)])
-    await store.save(0, [_state("s", 8_000)])
+    await store.save(0, [stored_state("s", 1_000)])
+    await store.save(0, [stored_state("s", 8_000)])
     assert await store.due(0, before_ts=5_000, limit=10) == []
-    closed = _state("s", 8_000, outcome="timeout")
+    closed = stored_state("s", 8_000, outcome="timeout")
     await store.save(0, [closed])
     assert await store.due(0, before_ts=10_000, limit=10) == []
     assert (await store.load(["s"]))["s"].outcome == "timeout"  # tombstone kept
 
 
 async def test_outbox_tracking(store: SessionStore) -> None:
-    await store.save(4, [_state("p", 1_000, outbox=['{"id":"1"}']), _state("q", 1_000)])
+    await store.save(4, [stored_state("p", 1_000, outbox=['{"id":"1"}']), stored_state("q", 1_000)])
     assert await store.pending(4) == ["p"]
-    await store.save(4, [_state("p", 1_000)])
+    await store.save(4, [stored_state("p", 1_000)])
     assert await store.pending(4) == []
 
 
@@ -121,7 +118,7 @@ async def test_blobs(store: SessionStore) -> None:
 async def test_memory_store_expires_by_injected_clock() -> None:
     clock = FakeClock()
     store = MemorySessionStore(ttl_s=10, clock=clock)
-    await store.save(0, [_state("t", 1_000)])
+    await store.save(0, [stored_state("t", 1_000)])
     clock.now += 9.9
     assert "t" in await store.load(["t"])
     clock.now += 0.2
@@ -135,7 +132,7 @@ async def test_redis_store_sets_ttl_and_hash_tagged_keys(redis_url: str) -> None
     await client.flushdb()
     try:
         store = RedisSessionStore(client, ttl_s=1900)
-        await store.save(0, [_state("tagged", 1_000)])
+        await store.save(0, [stored_state("tagged", 1_000)])
         ttl_ms = await client.pttl(state_key("tagged"))
         assert 1_890_000 < ttl_ms <= 1_900_000
         keys = sorted(k.decode() if isinstance(k, bytes) else k for k in await client.keys("*"))

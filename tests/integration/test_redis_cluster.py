@@ -27,7 +27,6 @@ import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import CrossSlotTransactionError
 
-from detectors.session import SessionState
 from stream.model_registry import ModelRegistry, ModelVersion, TrainerState, model_key
 from stream.redis_store import (
     RedisSessionStore,
@@ -36,6 +35,7 @@ from stream.redis_store import (
     seen_key,
     state_key,
 )
+from tests.builders import stored_state
 
 from .conftest import RULES_ONLY
 from .harness import (
@@ -88,13 +88,6 @@ async def cluster(redis_cluster_url: str) -> Any:
     await client.aclose()
 
 
-def _state(sid: str, last_ts: int, **kw: Any) -> SessionState:
-    state = SessionState(sid, start_ts=last_ts - 1000, last_ts=last_ts, last_progress=last_ts)
-    for name, value in kw.items():
-        setattr(state, name, value)
-    return state
-
-
 def _node(client: RedisCluster, key: str) -> str:
     node = client.get_node_from_key(key)
     assert node is not None
@@ -109,7 +102,8 @@ async def test_a_batch_is_one_round_trip_per_node(
     with no command sent on its own (a MOVED redirection would be)."""
     store = RedisSessionStore(cluster, ttl_s=3600, namespace="rt")
     states = [
-        _state(f"rt-{i}", 1_000 + i, outbox=['{"id":"x"}'] if i % 7 == 0 else []) for i in range(60)
+        stored_state(f"rt-{i}", 1_000 + i, outbox=['{"id":"x"}'] if i % 7 == 0 else [])
+        for i in range(60)
     ]
     by_partition = {p: states[p::4] for p in range(4)}
     sids = [s.sid for s in states]

@@ -32,6 +32,7 @@ from detectors.models import DetectorModels
 from detectors.offline.runner import OfflineRunner
 from detectors.training import Example, example_from_event
 from stream.model_registry import ModelVersion, TrainerState, compress
+from stream.settings import Settings
 
 from .chaos import past_sessions
 from .conftest import RULES_ONLY
@@ -62,23 +63,13 @@ def replay_examples(events: Sequence[dict[str, Any]]) -> list[Example]:
     """The examples the offline detector makes of ``events`` (in order), as
     a worker that learns nothing would: closes by events and by timeouts of
     the stream clock, none at the end of input."""
-    config = DetectorConfig().with_overrides(**{k: int(v) for k, v in _rules().items()})
+    config = Settings.from_env(RULES_ONLY).detector  # the workers' own config
     detector = Detector(config, learn=False)
     runner = OfflineRunner(detector)
     parse = EventParser(config).parse
     for event in events:
         runner.feed(parse(json.dumps(event)))
     return list(detector.examples)
-
-
-def _rules() -> dict[str, str]:
-    names = {
-        "DISENGAGE_TRUST_MIN_CLOSED": "trust_min_closed",
-        "DISENGAGE_HESITATION_WARMUP": "hesitation_warmup",
-        "DISENGAGE_ALERT_BUDGET_PER_1000": "alert_budget_per_1000",
-        "DISENGAGE_HOTSPOT_MIN_VISITS": "hotspot_min_visits",
-    }
-    return {names[k]: v for k, v in RULES_ONLY.items()}
 
 
 # -------------------------------------------------------------------------- tests
