@@ -274,6 +274,32 @@ async def consume(
 
 
 # ------------------------------------------------------------------- redis
+async def wait_settled(env: Env, counts: dict[str, int], timeout: float) -> dict[str, SessionState]:
+    """The states of ``counts``'s sessions once each holds exactly its number
+    of events and no outbox waits: the last batch is saved *and* its alerts
+    and training examples produced (a batch saves before it produces)."""
+    deadline = time.time() + timeout
+    states: dict[str, SessionState] = {}
+    while time.time() < deadline:
+        states = await load_states(env, counts)
+        applied = len(states) == len(counts) and all(
+            states[s].n_events == n for s, n in counts.items()
+        )
+        if applied and not any(s.outbox for s in states.values()):
+            return states
+        await asyncio.sleep(0.5)
+    wrong = {
+        s: (states[s].n_events if s in states else None, n)
+        for s, n in counts.items()
+        if s not in states or states[s].n_events != n
+    }
+    pending = [s for s, state in states.items() if state.outbox]
+    raise AssertionError(
+        f"{len(wrong)} sessions not as expected, e.g. {list(wrong.items())[:5]}; "
+        f"{len(pending)} with an outbox still pending, e.g. {pending[:5]}"
+    )
+
+
 async def load_states(env: Env, sids: Iterable[str]) -> dict[str, SessionState]:
     client = aioredis.Redis.from_url(env.redis_db_url)
     try:

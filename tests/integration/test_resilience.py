@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -26,25 +24,10 @@ from .harness import (
     metric_sum,
     produce,
     simulated,
+    wait_settled,
 )
 
 pytestmark = pytest.mark.integration
-
-
-async def wait_applied(env: Env, counts: dict[str, int], timeout: float) -> dict[str, Any]:
-    deadline = time.time() + timeout
-    states: dict[str, Any] = {}
-    while time.time() < deadline:
-        states = await load_states(env, counts)
-        if len(states) == len(counts) and all(states[s].n_events == n for s, n in counts.items()):
-            return states
-        await asyncio.sleep(0.5)
-    wrong = {
-        s: (states[s].n_events if s in states else None, n)
-        for s, n in counts.items()
-        if s not in states or states[s].n_events != n
-    }
-    raise AssertionError(f"{len(wrong)} sessions not as expected, e.g. {list(wrong.items())[:5]}")
 
 
 async def all_alert_ids(env: Env) -> list[str]:
@@ -71,7 +54,7 @@ async def test_kill_9_mid_stream_loses_nothing_and_repeats_nothing(env: Env) -> 
     second = Worker(env, "second").start()
     try:
         second.wait_ready(partitions=env.partitions)
-        states = await wait_applied(env, counts, timeout=120)
+        states = await wait_settled(env, counts, timeout=120)
         assert all(not s.outbox for s in states.values())
         ids = await all_alert_ids(env)
         assert len(ids) == len(set(ids)), "an alert id was produced twice"
@@ -101,7 +84,7 @@ async def test_two_workers_share_partitions_and_take_over_from_redis(env: Env) -
         half = len(events) // 2
         await produce(env.bootstrap, env.interactions, event_records(events[:half]))
         first_counts = expected_counts(events[:half])
-        await wait_applied(env, first_counts, timeout=90)
+        await wait_settled(env, first_counts, timeout=90)
         assert a.stop() == 0, a.tail()  # graceful: its partitions' local state is checkpointed
         client = aioredis.Redis.from_url(env.redis_db_url)
         try:
@@ -118,7 +101,7 @@ async def test_two_workers_share_partitions_and_take_over_from_redis(env: Env) -
         info = b.wait_ready(partitions=env.partitions, timeout=60)
         assert info["partitions"] == list(range(env.partitions))
         await produce(env.bootstrap, env.interactions, event_records(events[half:]))
-        await wait_applied(env, counts, timeout=120)
+        await wait_settled(env, counts, timeout=120)
         ids = await all_alert_ids(env)
         assert len(ids) == len(set(ids))
         assert set(ids) == expected

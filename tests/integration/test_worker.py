@@ -34,6 +34,7 @@ from .harness import (
     metric_sum,
     produce,
     simulated,
+    wait_settled,
 )
 
 pytestmark = pytest.mark.integration
@@ -82,12 +83,7 @@ async def test_end_to_end_alerts_state_and_metrics(env: Env) -> None:
         # (alerts, and the training examples of closed sessions) is delivered:
         # the last batch may still be between its save and its produce
         per_session = Counter(e["session_id"] for e in events)
-        deadline = time.time() + 15
-        while True:
-            states = await load_states(env, per_session)
-            if not any(s.outbox for s in states.values()) or time.time() > deadline:
-                break
-            time.sleep(0.3)
+        states = await wait_settled(env, expected_counts(events), timeout=15)
         assert set(states) == set(per_session)
         converted = {sid for sid, t in sim.truth.items() if t.converted}
         counts = expected_counts(events)  # events after a purchase are refused
