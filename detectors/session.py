@@ -25,6 +25,7 @@ import struct
 import zlib
 from array import array
 from dataclasses import dataclass, field, fields
+from itertools import repeat
 from typing import Any, ClassVar
 
 from detectors.config import EVENT_TYPES, STAGE_INDEX
@@ -171,6 +172,9 @@ class SessionState:
     def to_bytes(self) -> bytes:
         """Compact, versioned encoding: zlib-compressed positional JSON.
 
+        The standard library's JSON, not a faster one: a click without
+        coordinates keeps NaN in the state, which orjson would write as null.
+
         >>> s = SessionState("abc", start_ts=1, last_ts=2)
         >>> SessionState.from_bytes(s.to_bytes()) == s
         True
@@ -222,14 +226,28 @@ class SessionState:
     def _pack_ring(ring: dict[int, int]) -> str:
         """Base time (8 bytes) then, per entry, a 32-bit ms offset from it and
         the 48-bit hash as 16 + 32 bits, base64: 10 bytes an entry instead of
-        ~30 as JSON, packed in one C call."""
+        ~30 as JSON, packed by C-level maps."""
         if not ring:
             return ""
-        base = min(ring.values())
-        flat = [
-            x for h, ts in ring.items() for x in (min(ts - base, 0xFFFFFFFF), h & 0xFFFF, h >> 16)
-        ]
-        return base64.b64encode(_BASE.pack(base) + _ring_struct(len(ring)).pack(*flat)).decode()
+        times = ring.values()
+        base = min(times)
+        try:  # the entries packed by C-level maps (about twice as fast as a comprehension)
+            body = b"".join(
+                map(
+                    _RING.pack,
+                    map(operator.sub, times, repeat(base)),
+                    map(operator.and_, ring, repeat(0xFFFF)),
+                    map(operator.rshift, ring, repeat(16)),
+                )
+            )
+        except struct.error:  # an offset beyond 32 bits (49 days): clamped
+            flat = [
+                x
+                for h, ts in ring.items()
+                for x in (min(ts - base, 0xFFFFFFFF), h & 0xFFFF, h >> 16)
+            ]
+            body = _ring_struct(len(ring)).pack(*flat)
+        return base64.b64encode(_BASE.pack(base) + body).decode()
 
     @staticmethod
     def _unpack_ring(text: str) -> dict[int, int]:

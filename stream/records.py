@@ -9,13 +9,41 @@ letter, so the worker, the forwarder and the tests agree on them.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
+
 from detectors.alerts import Alert, rfc3339
+from detectors.events import Event, EventParser
 
 Headers = list[tuple[str, bytes]]
+
+#: 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a
+#: float (so a derived event id would change); such a payload takes the core's path.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def parse_event(parser: EventParser, value: bytes) -> Event:
+    """``parser.parse(value)``, with the JSON read by orjson (about 3x the
+    standard library's speed). Whatever orjson refuses (not UTF-8, not JSON, a
+    byte-order mark, NaN, a lone surrogate, deep nesting) and every payload
+    over the size cap goes through the core's parser, which names the reason,
+    so the outcome is the core's, and so does any payload with 19 digits in a
+    row (orjson would read an integer beyond 64 bits as a float). Raises only
+    :class:`~detectors.events.InvalidEvent`.
+    """
+    if len(value) <= parser.config.max_message_bytes and not _LONG_DIGITS.search(value):
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if isinstance(obj, dict):
+                return parser.parse(obj)
+    return parser.parse(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,7 @@ from detectors.rules import HESITATION_CHECK_MS
 from detectors.session import SessionState
 from detectors.store import SessionStore
 from stream.metrics import Metrics
-from stream.records import Message, Record, Sink, dead_letter
+from stream.records import Message, Record, Sink, dead_letter, parse_event
 from stream.worker.delivery import SessionDelivery
 from stream.worker.faults import Throttled
 from stream.worker.model_feed import ModelFeed
@@ -212,7 +212,7 @@ class BatchProcessor(SessionDelivery):
                 dead.append(self._dead(message, "tombstone", "null value (a tombstone)", now))
                 continue
             try:
-                event = self.parser.parse(message.value)
+                event = parse_event(self.parser, message.value)
             except InvalidEvent as exc:
                 metrics.invalid.labels(exc.reason).inc()
                 dead.append(self._dead(message, exc.reason, exc.detail, now))

@@ -404,3 +404,18 @@ def test_lone_surrogates_are_rejected_at_the_parser(raw: bytes) -> None:
         PARSER.parse(raw)
     assert info.value.reason == "bad_field_type"
     assert "surrogate" in str(info.value)
+
+
+def test_dedup_ring_keeps_arrival_order_and_clamps_offsets_beyond_32_bits() -> None:
+    state = SessionState("ring", start_ts=T0, last_ts=T0)
+    ring = {0xABCDEF012345: T0 + 5, 1: T0, 0xFFFFFFFFFFFF: T0 + 3}
+    state.dedup = dict(ring)
+    restored = SessionState.from_bytes(state.to_bytes())
+    assert list(restored.dedup.items()) == list(ring.items())  # eviction order survives
+    # an entry 60 days after the oldest cannot be held in 32 bits of ms: it is
+    # clamped to the largest offset, still above the oldest (the floor logic
+    # needs only the order), and the rest stays exact
+    far = T0 + 60 * 86_400_000
+    state.dedup = {7: T0, 8: far}
+    restored = SessionState.from_bytes(state.to_bytes())
+    assert restored.dedup == {7: T0, 8: T0 + 0xFFFFFFFF}
