@@ -37,8 +37,9 @@ from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
 from detectors.detector import Detector
 from detectors.events import Event, EventParser
-from detectors.offline.evaluation import MIN_PREFIX_EVENTS, PREFIXES, evaluate, roc_auc
+from detectors.offline.evaluation import MIN_PREFIX_EVENTS, PREFIXES, evaluate
 from detectors.offline.runner import OfflineRunner, RunStats, parse_lines, reorder
+from detectors.sample_size import roc_auc
 from detectors.simulation.simulator import SimConfig, Simulator
 
 #: Issue 9's targets on our own simulator (10,000 arrivals, seed 7).

@@ -73,13 +73,13 @@ from detectors.config import DetectorConfig  # noqa: E402
 from detectors.detector import Detector, StepResult  # noqa: E402
 from detectors.events import Event, EventParser  # noqa: E402
 from detectors.models import DetectorModels  # noqa: E402
-from detectors.offline.evaluation import roc_auc  # noqa: E402
 from detectors.offline.prefix_features import (  # noqa: E402
     MIN_PREFIX_EVENTS,
     PREFIXES,
     prefix_lengths,
 )
 from detectors.offline.runner import OfflineRunner  # noqa: E402
+from detectors.sample_size import roc_auc  # noqa: E402
 from detectors.simulation.simulator import SimConfig, Simulator  # noqa: E402
 from detectors.trainer import Trainer  # noqa: E402
 from detectors.training import Example, example_from_event  # noqa: E402

@@ -80,9 +80,10 @@ from detectors.config import DetectorConfig
 from detectors.detector import Detector, StepResult
 from detectors.events import Event, EventParser
 from detectors.features import TRUST_FEATURES, trust_vector
-from detectors.offline.evaluation import PREFIXES, Evaluation, evaluate, roc_auc
+from detectors.offline.evaluation import PREFIXES, Evaluation, evaluate
 from detectors.offline.prefix_features import MIN_PREFIX_EVENTS, best_activity, prefix_lengths
 from detectors.offline.runner import OfflineRunner, RunStats, reorder
+from detectors.sample_size import roc_auc
 from detectors.session import SessionState
 from detectors.trust import TrustModel, make_trust_model
 from stream.offline_reference import SKIPPED, offline_auc
@@ -109,7 +110,7 @@ class Candidate:
     name: str
     features: str
     predict: Callable[[dict[str, float]], float]
-    learn: Callable[[list[dict[str, float]], bool], None]
+    learn: Callable[[list[dict[str, float]], bool], object]
     model: Any = None
     predict_s: float = 0.0
     predictions: int = 0

@@ -40,6 +40,9 @@ STAGE_INDEX: dict[str, int] = {s: i for i, s in enumerate((*STAGE_ORDER, "suppor
 DELIBERATION_STAGES: frozenset[str] = frozenset({"evaluate", "decide"})
 
 #: The journey stage of each page type.
+#: The trust challengers :mod:`detectors.challenger` builds (its ``CHALLENGERS``).
+TRUST_CHALLENGERS: tuple[str, ...] = ("refit-linear",)
+
 DEFAULT_STAGE_MAP: dict[str, str] = {
     page_type: stage
     for stage, page_types in (
@@ -277,6 +280,18 @@ class DetectorConfig:
     discrimination" bound of Hosmer and Lemeshow)."""
     trust_strikes: int = 2
     """Consecutive scoring points the trust rule must hold before alerting."""
+    trust_challenger: str = "refit-linear"
+    """The challenger the trust model runs against (:mod:`detectors.challenger`):
+    ``refit-linear`` (the linear learner refit every 500 sessions on the last
+    1000) or ``none``. It serves only once promoted."""
+    challenger_window_sessions: int = 1000
+    """Closed sessions over which champion and challenger are compared (the
+    most recent); a promotion needs a full window."""
+    challenger_margin: float = 0.02
+    """Smallest ROC-AUC lead (absolute) the challenger needs over the window
+    to be promoted; the lead must also clear two standard errors of the AUC
+    difference, which is larger on windows with few outcomes
+    (:mod:`detectors.challenger`)."""
     trust_drop_quantile: float = 0.98
     """The fall from the peak (absolute probability) must also exceed this
     rolling quantile of the falls seen at evaluate/decide scoring points, so
@@ -381,6 +396,14 @@ class DetectorConfig:
             raise ValueError("hesitation_hazard_quantile must be in [0, 1)")
         if not 0.0 < self.hesitation_hazard <= 1.0:
             raise ValueError("hesitation_hazard must be in (0, 1]")
+        if self.trust_challenger not in ("none", *TRUST_CHALLENGERS):
+            raise ValueError(
+                f"trust_challenger must be one of none, {', '.join(TRUST_CHALLENGERS)}"
+            )
+        if self.challenger_window_sessions < 100:
+            raise ValueError("challenger_window_sessions must be at least 100")
+        if not 0.0 <= self.challenger_margin < 0.5:
+            raise ValueError("challenger_margin must be in [0, 0.5)")
         if not 0.0 < self.trust_drop < 1.0:
             raise ValueError("trust_drop must be in (0, 1)")
         if self.session_timeout_ms <= 0 or self.session_timeout_ms > 30 * 86_400_000:

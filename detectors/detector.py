@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.alerts import Alert
+from detectors.challenger import Arena
 from detectors.config import DELIBERATION_STAGES, EVENT_TYPES, DetectorConfig
 from detectors.events import Event
 from detectors.explain import hotspot_alert
@@ -342,6 +343,8 @@ class Detector:
             "trust_auc_unavailable": trust.auc_unavailable,
             "trust_log_loss": trust.log_loss,
             "trust_serving": trust.serving,
+            "trust_champion": trust.kind,
+            "trust_challenger": _arena_figures(self.models.arena),
             "hazard_auc": self.models.hazard.auc,
             "trust_learner_auc": trust.learner_auc,
             "sessions_closed": trust.closed,
@@ -352,3 +355,22 @@ class Detector:
             "suppressed_by_budget": self.models.suppressed_by_budget,
             "model_version": self.models.version,
         }
+
+
+def _arena_figures(arena: Arena | None) -> dict[str, Any] | None:
+    """The champion/challenger comparison in :meth:`Detector.metrics`."""
+    if arena is None:
+        return None
+    return {
+        "challenger": arena.challenger.kind,
+        "bar": arena.last_bar,
+        "window_auc": (
+            None
+            if arena.last is None
+            else {"champion": arena.last[0], "challenger": arena.last[1]}
+        ),
+        "promotions": [
+            {"closed": p.closed, "promoted": p.promoted, "auc": [p.promoted_auc, p.demoted_auc]}
+            for p in arena.promotions
+        ],
+    }

@@ -24,6 +24,7 @@ from importlib.metadata import version
 
 from river import stats
 
+from detectors.challenger import Arena, make_arena
 from detectors.config import DetectorConfig
 from detectors.features import vector_to_features
 from detectors.hesitation import HesitationModel, LeaveHazard, moment_features, moment_stage
@@ -33,12 +34,14 @@ from detectors.signals import SIGNALS
 from detectors.training import Example
 from detectors.trust import TrustModel
 
-MODEL_FORMAT = 3
+MODEL_FORMAT = 4
 RIVER_VERSION = version("river")
-MODEL_NAME = "trust-arf+lr.v3+hazard-lr.v2+hst.v2+adwin.v1"
+MODEL_NAME = "trust-arf+lr.v3+refit.v1+hazard-lr.v2+hst.v2+adwin.v1"
 #: The attributes of :class:`DetectorModels` that :meth:`~DetectorModels.learn`
-#: changes and a published version carries.
-LEARNED = ("trust", "hazard", "hesitation", "signal_means")
+#: changes and a published version carries (``arena``: the trust challenger
+#: and its comparison, which only the trainer needs; a serving version
+#: carries ``None``).
+LEARNED = ("trust", "hazard", "hesitation", "signal_means", "arena")
 #: The attributes that stay with one detector (a worker's partition): its
 #: checkpoint (:meth:`DetectorModels.dumps_local`).
 LOCAL = ("hotspots", "budget")
@@ -70,7 +73,9 @@ class DetectorModels:
     def __init__(self, config: DetectorConfig) -> None:
         self.hesitation = HesitationModel(config)
         self.hazard = LeaveHazard(config.hesitation_horizon_ms, config.hesitation_hazard_quantile)
-        self.trust = TrustModel(config.trust_drop_quantile, seed=config.seed)
+        self.trust: TrustModel = TrustModel(config.trust_drop_quantile, seed=config.seed)
+        #: the trust challenger (:mod:`detectors.challenger`); ``trust`` is the champion
+        self.arena: Arena | None = make_arena(config)
         self.hotspots = HotspotMonitor(config)
         self.signal_means = [stats.Mean() for _ in SIGNALS]
         self.budget = AlertBudget.start(config.alert_budget_capacities)
@@ -97,9 +102,15 @@ class DetectorModels:
     def learn(self, example: Example) -> None:
         """Learn one closed session: its trust snapshots, its hesitation
         moments (the anomaly model and the leave hazard) and its signal
-        counts. The only place the learned models change."""
+        counts. The only place the learned models change. With a trust
+        challenger (:attr:`arena`), both trust learners learn the session and
+        the challenger may be promoted to ``trust`` here."""
         converted = example.converted
-        self.trust.learn_session([vector_to_features(v) for _, v in example.snapshots], converted)
+        snapshots = [vector_to_features(v) for _, v in example.snapshots]
+        if self.arena is None:
+            self.trust.learn_session(snapshots, converted)
+        else:  # the champion after this session: the same, or the challenger promoted
+            self.trust = self.arena.learn(self.trust, snapshots, converted)
         for _, vector in example.moments:
             self.hesitation.learn_one(moment_stage(vector), moment_features(vector))
         self.hazard.learn_session(example.moments, converted, example.last_ts)
@@ -141,6 +152,7 @@ class DetectorModels:
         header = {"format": MODEL_FORMAT, "river": RIVER_VERSION, "name": MODEL_NAME}
         learned: dict[str, object] = {name: getattr(self, name) for name in LEARNED}
         learned["trust"] = self.trust.serving_copy()
+        learned["arena"] = None  # the challenger only learns
         return pickle.dumps((header, learned), protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod

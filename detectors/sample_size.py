@@ -19,6 +19,8 @@ operating characteristic (ROC) curve", Radiology 143(1), 29-36.
 
 from __future__ import annotations
 
+import math
+
 #: Sessions of each outcome (converted, not converted) an AUC needs.
 MIN_PER_OUTCOME = 10
 
@@ -49,3 +51,48 @@ def too_few_outcomes(converted: int, other: int, goal: str = "purchase") -> str 
             noun = "session" if count == 1 else "sessions"
             return f"only {count} {noun} {side} a {goal}; need {MIN_PER_OUTCOME}"
     return None
+
+
+def roc_auc(scores: list[float], labels: list[bool]) -> float | None:
+    """Exact ROC-AUC (Mann-Whitney U with mid-ranks for ties).
+
+    Returns ``None`` when one class is absent.
+
+    >>> roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True])
+    0.75
+    >>> roc_auc([0.5, 0.5], [False, True])
+    0.5
+    """
+    pos = sum(labels)
+    neg = len(labels) - pos
+    if pos == 0 or neg == 0:
+        return None
+    order = sorted(range(len(scores)), key=scores.__getitem__)
+    rank_sum = 0.0
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        mid = (i + j) / 2.0 + 1.0
+        rank_sum += mid * sum(1 for k in range(i, j + 1) if labels[order[k]])
+        i = j + 1
+    return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
+
+
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley and McNeil's (1982) standard error of an ROC-AUC from
+    ``positives`` and ``negatives`` cases (>= 1 each).
+
+    >>> round(auc_standard_error(0.8, 10, 10), 3)
+    0.102
+    >>> round(auc_standard_error(0.85, 175, 825), 3)
+    0.019
+    """
+    q1 = auc / (2.0 - auc)
+    q2 = 2.0 * auc * auc / (1.0 + auc)
+    a2 = auc * auc
+    variance = (
+        auc * (1.0 - auc) + (positives - 1) * (q1 - a2) + (negatives - 1) * (q2 - a2)
+    ) / (positives * negatives)
+    return math.sqrt(max(variance, 0.0))

@@ -32,6 +32,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from river import compose, linear_model, metrics, optim, preprocessing, stats
 
@@ -152,7 +153,7 @@ class TrustModel:
     >>> good = {k: 0.0 for k in TRUST_FEATURES} | {"carts": 1.0, "checkout_steps": 1.0}
     >>> bad = {k: 0.0 for k in TRUST_FEATURES} | {"rage_click": 1.5}
     >>> for _ in range(200):
-    ...     m.learn_session([good], True); m.learn_session([bad], False)
+    ...     _ = m.learn_session([good], True), m.learn_session([bad], False)
     >>> m.predict(good) > 0.8 > 0.2 > m.predict(bad)
     True
     >>> m.closed, round(m.base_rate, 2), m.auc is not None and m.auc > 0.9
@@ -160,10 +161,17 @@ class TrustModel:
     >>> m.serving  # the forest serves only while it ranks at least as well
     'linear'
     >>> fresh = TrustModel()
-    >>> fresh.learn_session([good], True)
+    >>> fresh.learn_session([good], True)  # the prediction made before learning
+    [0.5]
     >>> fresh.auc, fresh.auc_unavailable, fresh.serving
     (None, 'only 1 session with a purchase; need 10', 'linear')
     """
+
+    #: The learner family, in model versions and the champion/challenger
+    #: report (:mod:`detectors.challenger`).
+    kind: ClassVar[str] = "online"
+    #: Whether the forest learns and may serve (a linear-only subclass: no).
+    uses_forest: ClassVar[bool] = True
 
     def __init__(self, drop_quantile: float = 0.98, seed: int = 42) -> None:
         self.model = make_trust_model()
@@ -251,7 +259,7 @@ class TrustModel:
         linear terms) up to date, as the next prediction would. A published
         version is prepared, so the workers' scoring changes nothing, not
         even a cache; predictions are the same either way."""
-        if self._fast is None or self._fast_due:
+        if self.uses_forest and (self._fast is None or self._fast_due):
             self._refresh_forest()
         if self._compiled_at != self.learned:
             self._compile()
@@ -280,19 +288,24 @@ class TrustModel:
         self._bias = float(lr.intercept)
         self._compiled_at = self.learned
 
-    def learn_session(self, snapshots: list[dict[str, float]], converted: bool) -> None:
+    def learn_session(self, snapshots: list[dict[str, float]], converted: bool) -> list[float]:
         """Learn a closed session's snapshots with its outcome. Every learner
         first predicts them all, as it stood before the session closed, so
-        the progressive metrics only ever see unseen data."""
+        the progressive metrics only ever see unseen data. Returns the served
+        predictions (probabilities in [0, 1], one per snapshot, made before
+        learning): what a champion/challenger comparison scores."""
         self.closed += 1
         self.converted += int(converted)
+        served_scores: list[float] = []
         if snapshots:
             vectors = [[x[name] for name in TRUST_FEATURES] for x in snapshots]
             peak = 0.0
+            forests = self.uses_forest
             for vector in vectors:
                 linear = self._linear_vector(vector)
-                forest = self._forest_vector(vector)
+                forest = self._forest_vector(vector) if forests else linear
                 served = forest if self.serving == "forest" else linear
+                served_scores.append(served)
                 peak = max(peak, served)
                 if _deliberating(vector):  # where the drop rule decides
                     self.observe_drop(peak - served)
@@ -303,24 +316,30 @@ class TrustModel:
             for x in _evenly(snapshots, LINEAR_SNAPSHOTS):
                 self.model.learn_one(x, converted)
                 self.learned += 1
-            keep = FOREST_SNAPSHOTS if converted else FOREST_NEGATIVE_SNAPSHOTS
-            chosen = _evenly(snapshots, keep)
-            for x in chosen:
-                self.forest.learn_one(x, converted)
-            side = 2 * int(converted)
-            self._kept[side] += len(snapshots)
-            self._kept[side + 1] += len(chosen)
-            if self.closed % FOREST_REFRESH_SESSIONS == 0 or self.closed < 100:
-                self._fast_due = True
+            if forests:
+                keep = FOREST_SNAPSHOTS if converted else FOREST_NEGATIVE_SNAPSHOTS
+                chosen = _evenly(snapshots, keep)
+                for x in chosen:
+                    self.forest.learn_one(x, converted)
+                side = 2 * int(converted)
+                self._kept[side] += len(snapshots)
+                self._kept[side + 1] += len(chosen)
+                if self.closed % FOREST_REFRESH_SESSIONS == 0 or self.closed < 100:
+                    self._fast_due = True
         if self.closed % AUC_REFRESH_SESSIONS == 0 or self.closed < 100:
             if snapshots:
                 self._auc = float(self.auc_metric.get())
             self._choose()
+        return served_scores
 
     def _choose(self) -> None:
         """Serve the forest once it has seen :data:`CHAMPION_MIN_SESSIONS`
         sessions and ranks at least as well as the linear model."""
-        ready = self.closed >= CHAMPION_MIN_SESSIONS and self.auc_unavailable is None
+        ready = (
+            self.uses_forest
+            and self.closed >= CHAMPION_MIN_SESSIONS
+            and self.auc_unavailable is None
+        )
         forest_auc = float(self.forest_auc_metric.get())
         linear_auc = float(self.linear_auc_metric.get())
         self.serving = "forest" if ready and forest_auc >= linear_auc else "linear"

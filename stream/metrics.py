@@ -314,6 +314,19 @@ class TrainerMetrics:
             ["model"],
             registry=r,
         )
+        self.arena_auc = Gauge(
+            "disengage_trainer_challenger_window_auc",
+            "ROC-AUC of the trust champion and challenger over the last "
+            "challenger_window_sessions sessions, at the last comparison.",
+            ["role"],
+            registry=r,
+        )
+        self.promotions = Gauge(
+            "disengage_trainer_challenger_promotions",
+            "Trust challenger promotions in the models' history (a counter "
+            "that survives trainer failover, hence a gauge).",
+            registry=r,
+        )
         for status in ("learned", "duplicate", "invalid"):
             self.records.labels(status)
 

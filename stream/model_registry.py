@@ -74,6 +74,13 @@ class ModelVersion:
     hazard_auc: float | None
     serving: str  # the trust learner serving: "forest" or "linear"
     size: int  # bytes, compressed
+    #: the trust champion's kind (:attr:`detectors.trust.TrustModel.kind`)
+    champion: str = "online"
+    #: the challenger's kind, ``None`` without one
+    challenger: str | None = None
+    #: (champion, challenger) ROC-AUC over the arena's window at its last comparison
+    window_auc: tuple[float, float] | None = None
+    promotions: int = 0  # challenger promotions so far
 
     @property
     def tag(self) -> str:
@@ -85,7 +92,10 @@ class ModelVersion:
 
     @staticmethod
     def from_json(text: str | bytes) -> ModelVersion:
-        return ModelVersion(**json.loads(text))
+        fields = json.loads(text)
+        if fields.get("window_auc") is not None:
+            fields["window_auc"] = tuple(fields["window_auc"])
+        return ModelVersion(**fields)
 
 
 @dataclass(slots=True)

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.offline.evaluation import MIN_PREFIX_EVENTS, Evaluation, roc_auc
-from detectors.sample_size import too_few_outcomes
+from detectors.offline.evaluation import MIN_PREFIX_EVENTS, Evaluation
+from detectors.sample_size import roc_auc, too_few_outcomes
 
 #: Folds of the cross-validation.
 FOLDS = 5

@@ -52,7 +52,7 @@ from detectors.offline.prefix_features import MIN_PREFIX_EVENTS as MIN_PREFIX_EV
 from detectors.offline.prefix_features import PREFIXES as PREFIXES
 from detectors.offline.runner import OfflineRunner, RunStats
 from detectors.offline.truth_comparison import compare_with_truth, late_window_ms, median
-from detectors.sample_size import too_few_outcomes
+from detectors.sample_size import roc_auc, too_few_outcomes
 from detectors.session import SessionState
 from detectors.simulation.ground_truth import GroundTruth
 
@@ -69,33 +69,6 @@ FIXED_COUNTS: tuple[int, ...] = (5, 10, 20)
 #: Below this share of given labels naming an evaluated session, the labels
 #: probably come from another export or use other ids: worth a warning.
 LOW_MATCH_SHARE = 0.5
-
-
-def roc_auc(scores: list[float], labels: list[bool]) -> float | None:
-    """Exact ROC-AUC (Mann-Whitney U with mid-ranks for ties).
-
-    Returns ``None`` when one class is absent.
-
-    >>> roc_auc([0.1, 0.4, 0.35, 0.8], [False, False, True, True])
-    0.75
-    >>> roc_auc([0.5, 0.5], [False, True])
-    0.5
-    """
-    pos = sum(labels)
-    neg = len(labels) - pos
-    if pos == 0 or neg == 0:
-        return None
-    order = sorted(range(len(scores)), key=scores.__getitem__)
-    rank_sum = 0.0
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        mid = (i + j) / 2.0 + 1.0
-        rank_sum += mid * sum(1 for k in range(i, j + 1) if labels[order[k]])
-        i = j + 1
-    return (rank_sum - pos * (pos + 1) / 2.0) / (pos * neg)
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """``disengage models list | promote | rollback``: the published model versions.
 
 * ``list`` shows every stored version (number, age, sessions learned, the
-  training offset it covers, its progressive AUCs, size) and marks the latest
-  and the one served; ``--json`` prints them as JSON lines.
+  training offset it covers, its progressive AUCs, the trust champion and
+  challenger with their AUCs over the last comparison window, size) and marks
+  the latest and the one served; ``--json`` prints them as JSON lines.
+  Champion/challenger promotions happen in the trainer, on evidence
+  (:mod:`detectors.challenger`); a pin is the operator's override.
 * ``promote VERSION`` pins a version: every worker serves it from its next
   poll (``DISENGAGE_MODEL_POLL_S``), whatever the trainer publishes after.
   ``promote latest`` removes the pin: the workers follow the trainer again.
@@ -19,9 +22,12 @@ import argparse
 import asyncio
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stream.commands.arguments import CommandError, UsageError, load_settings
+
+if TYPE_CHECKING:
+    from stream.model_registry import ModelVersion
 
 
 def add_parser(sub: Any) -> None:
@@ -97,6 +103,10 @@ async def _list(registry: Any, as_json: bool) -> int:
                 "trust_auc": v.trust_auc,
                 "hazard_auc": v.hazard_auc,
                 "serving_learner": v.serving,
+                "champion": v.champion,
+                "challenger": v.challenger,
+                "window_auc": v.window_auc,
+                "promotions": v.promotions,
                 "bytes": v.size,
                 "latest": v.number == latest,
                 "served": v.number == serving,
@@ -106,7 +116,7 @@ async def _list(registry: Any, as_json: bool) -> int:
         return 0
     print(
         f"{'version':>8} {'age':>8} {'sessions':>9} {'offset':>9} {'trust AUC':>9} "
-        f"{'hazard AUC':>10} {'learner':>7} {'MB':>5}  status"
+        f"{'hazard AUC':>10} {'champion':>21} {'challenger':>18} {'MB':>5}  status"
     )
     for v in versions:
         status = []
@@ -116,10 +126,23 @@ async def _list(registry: Any, as_json: bool) -> int:
             status.append("latest")
         print(
             f"{v.tag:>8} {_age(now - v.created_ms / 1000):>8} {v.examples:>9} {v.offset:>9} "
-            f"{_auc(v.trust_auc):>9} {_auc(v.hazard_auc):>10} {v.serving:>7} "
-            f"{v.size / 1e6:>5.1f}  {', '.join(status)}"
+            f"{_auc(v.trust_auc):>9} {_auc(v.hazard_auc):>10} "
+            f"{_champion(v):>21} {_challenger(v):>18} {v.size / 1e6:>5.1f}  {', '.join(status)}"
         )
     return 0
+
+
+def _champion(v: ModelVersion) -> str:
+    """The trust champion and the learner serving in it, e.g. ``online/forest``,
+    with its window AUC when compared."""
+    shown = f"{v.champion}/{v.serving}"
+    return shown if v.window_auc is None else f"{shown} {v.window_auc[0]:.3f}"
+
+
+def _challenger(v: ModelVersion) -> str:
+    if v.challenger is None:
+        return "-"
+    return v.challenger if v.window_auc is None else f"{v.challenger} {v.window_auc[1]:.3f}"
 
 
 async def _promote(registry: Any, number: int | None) -> int:

@@ -53,6 +53,10 @@ log = logging.getLogger("disengage.trainer")
 POLL_RECORDS = 500
 
 
+def _rounded(pair: tuple[float, float]) -> tuple[float, float]:
+    return round(pair[0], 4), round(pair[1], 4)
+
+
 class Restored:
     """A trainer rebuilt from a published version (or fresh)."""
 
@@ -150,6 +154,8 @@ class TrainerService:
     def _learn(self, records: list[Any]) -> None:
         trainer = self.trainer
         assert trainer is not None
+        arena = trainer.models.arena
+        promoted = 0 if arena is None else arena.promoted_total
         for record in records:
             status = trainer.apply(record.offset, record.value)
             self.metrics.records.labels(status).inc()
@@ -160,6 +166,17 @@ class TrainerService:
                     "training record at offset %d refused: %s", record.offset, trainer.last_error
                 )
         self.metrics.examples.set(trainer.models.examples)
+        if arena is not None and arena.promoted_total > promoted:
+            swap = arena.promotions[-1]
+            log.info(
+                "trust challenger promoted after %d sessions: %s (window AUC %.3f) replaces "
+                "%s (%.3f); it serves from the next version",
+                swap.closed,
+                swap.promoted,
+                swap.promoted_auc,
+                swap.demoted,
+                swap.demoted_auc,
+            )
 
     def _publish_due(self) -> bool:
         return self.dirty and self.clock() - self.published_at >= self.settings.trainer_publish_s
@@ -185,7 +202,7 @@ class TrainerService:
         latest = await self.registry.latest() or 0
         number = max(latest, self.version) + 1
         state = TrainerState(number, trainer.offset, trainer.recent_ids)
-        trust, hazard = models.trust, models.hazard
+        trust, hazard, arena = models.trust, models.hazard, models.arena
         version = ModelVersion(
             number=number,
             created_ms=int(time.time() * 1000),
@@ -195,6 +212,10 @@ class TrainerService:
             hazard_auc=None if hazard.auc is None else round(hazard.auc, 4),
             serving=trust.serving,
             size=len(serving),
+            champion=trust.kind,
+            challenger=None if arena is None else arena.challenger.kind,
+            window_auc=None if arena is None or arena.last is None else _rounded(arena.last),
+            promotions=0 if arena is None else arena.promoted_total,
         )
         await self.producer.send_and_wait(
             self.settings.topic_models,
@@ -215,12 +236,18 @@ class TrainerService:
         for name, auc in (("trust", version.trust_auc), ("hazard", version.hazard_auc)):
             if auc is not None:
                 m.auc.labels(name).set(auc)
+        if version.window_auc is not None:
+            m.arena_auc.labels("champion").set(version.window_auc[0])
+            m.arena_auc.labels("challenger").set(version.window_auc[1])
+        m.promotions.set(version.promotions)
         log.info(
-            "published model version v%d: %d sessions learned, offset %d, trust AUC %s, %d bytes",
+            "published model version v%d: %d sessions learned, offset %d, trust AUC %s "
+            "(%s champion), %d bytes",
             number,
             version.examples,
             version.offset,
             version.trust_auc,
+            version.champion,
             version.size,
         )
         return version

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -174,6 +175,14 @@ async def test_models_list_promote_and_rollback(env: Env) -> None:
     try:
         for n in (1, 2, 3):
             version = ModelVersion(n, int(time.time() * 1000), 10 * n, n, None, 0.71, "linear", 9)
+            if n == 3:  # the refit challenger was promoted before v3
+                version = replace(
+                    version,
+                    champion="refit-linear",
+                    challenger="online",
+                    window_auc=(0.8125, 0.7802),
+                    promotions=1,
+                )
             await reg.publish(version, learned, TrainerState(n, 10 * n, []), keep=20)
         cli = CLI(env)
         listed = [json.loads(line) for line in cli("list", "--json").splitlines()]
@@ -182,6 +191,11 @@ async def test_models_list_promote_and_rollback(env: Env) -> None:
             ("v2", False, False),
             ("v3", True, True),
         ]
+        assert (listed[2]["champion"], listed[2]["challenger"]) == ("refit-linear", "online")
+        assert (listed[2]["window_auc"], listed[2]["promotions"]) == ([0.8125, 0.7802], 1)
+        table = cli("list").splitlines()
+        assert "refit-linear/linear 0.812" in table[3] and "online 0.780" in table[3]
+        assert "online/linear" in table[1]
         assert "rolled back from v3 to v2" in cli("rollback")
         assert await reg.serving() == 2 and await reg.pinned() == 2
         await reg.publish(

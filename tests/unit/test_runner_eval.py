@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from detectors.config import DetectorConfig
 from detectors.detector import Detector
 from detectors.events import Event, EventParser, InvalidEvent
-from detectors.offline.evaluation import LOW_MATCH_SHARE, Evaluation, LabelMatch, evaluate, roc_auc
+from detectors.offline.evaluation import LOW_MATCH_SHARE, Evaluation, LabelMatch, evaluate
 from detectors.offline.outcome_labels import read_labels
 from detectors.offline.runner import BAD_LINES_KEPT, OfflineRunner, RunStats, parse_lines, reorder
-from detectors.sample_size import MIN_PER_OUTCOME
+from detectors.sample_size import MIN_PER_OUTCOME, roc_auc
 from detectors.simulation.ground_truth import GroundTruth, Incident, TruthError
 from detectors.simulation.simulator import SimConfig, Simulator
 from tests.builders import T0, event
