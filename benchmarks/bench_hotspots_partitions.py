@@ -16,7 +16,7 @@ incidents (the independent generator has none), so this measures the traffic
 split, not detection quality on foreign data.
 
     python benchmarks/bench_hotspots_partitions.py
-    python benchmarks/bench_hotspots_partitions.py --sessions 8000 --seeds 1 2 3 4
+    python benchmarks/bench_hotspots_partitions.py --sessions 10000 --seeds 1 2 3 4
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def run(sessions: int, seed: int, partitions: int) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sessions", type=int, default=6000)
+    ap.add_argument("--sessions", type=int, default=4000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--partitions", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")

@@ -99,6 +99,9 @@ async def test_the_trainer_learns_one_model_from_every_partition(env: Env) -> No
         # one version covers every partition's examples, learned as the core learns them
         version = await published_through(env, records[-1].offset + 1)
         assert version.examples == len(got)
+        # the trust challenger runs in the trainer; too few sessions to compare yet
+        assert (version.champion, version.challenger) == ("online", "refit-linear")
+        assert version.window_auc is None and version.promotions == 0
         served = await learned_models(env, version.number)
         reference = offline_trainer(records).models
         probe = [example_from_event(r.value) for r in records[:40]]
