@@ -39,10 +39,10 @@ STAGE_INDEX: dict[str, int] = {s: i for i, s in enumerate((*STAGE_ORDER, "suppor
 #: trust-drop rule are judged only here.
 DELIBERATION_STAGES: frozenset[str] = frozenset({"evaluate", "decide"})
 
-#: The journey stage of each page type.
 #: The trust challengers :mod:`detectors.challenger` builds (its ``CHALLENGERS``).
 TRUST_CHALLENGERS: tuple[str, ...] = ("refit-linear",)
 
+#: The journey stage of each page type.
 DEFAULT_STAGE_MAP: dict[str, str] = {
     page_type: stage
     for stage, page_types in (

@@ -24,6 +24,9 @@ Headers = list[tuple[str, bytes]]
 #: 19 digits in a row: maybe an integer beyond 64 bits, which orjson reads as a
 #: float (so a derived event id would change); such a payload takes the core's path.
 _LONG_DIGITS = re.compile(rb"[0-9]{19}")
+#: More brackets than this: maybe nested deeper than the core's parser (Python's
+#: recursion limit) reads, while orjson reads 1023 levels; the core decides.
+_MAX_BRACKETS = 200
 
 
 def parse_event(parser: EventParser, value: bytes) -> Event:
@@ -32,10 +35,15 @@ def parse_event(parser: EventParser, value: bytes) -> Event:
     byte-order mark, NaN, a lone surrogate, deep nesting) and every payload
     over the size cap goes through the core's parser, which names the reason,
     so the outcome is the core's, and so does any payload with 19 digits in a
-    row (orjson would read an integer beyond 64 bits as a float). Raises only
+    row (orjson would read an integer beyond 64 bits as a float) or with more
+    than 200 brackets (orjson reads deeper nesting than the core). Raises only
     :class:`~detectors.events.InvalidEvent`.
     """
-    if len(value) <= parser.config.max_message_bytes and not _LONG_DIGITS.search(value):
+    if (
+        len(value) <= parser.config.max_message_bytes
+        and value.count(b"[") + value.count(b"{") <= _MAX_BRACKETS
+        and not _LONG_DIGITS.search(value)
+    ):
         try:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError:

@@ -625,7 +625,8 @@ def disengagement() -> dict[str, Any]:
                 "Trust champion and challenger",
                 "ROC-AUC of the served trust model (champion) and of the trainer's challenger "
                 "over the last 1000 closed sessions, at the trainer's last comparison; the "
-                "challenger is promoted when it leads by the margin (0.02). Right axis: "
+                "challenger is promoted when it leads by 0.02 and by two standard errors of the "
+                "difference (about 0.03 with 1000 sessions and 175 converters). Right axis: "
                 "promotions so far. `disengage models list` shows the learner of each version.",
                 targets(
                     (TRAINER_AUC.format(role="champion"), "champion"),

@@ -31,6 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from detectors.challenger import configure_arena
 from detectors.models import DetectorModels
 from detectors.trainer import Trainer
 from stream.kafka_io import MODELS_MAX_BYTES, client_options, make_producer, stop_consumer
@@ -75,6 +76,8 @@ def rebuild(settings: Settings, state: TrainerState | None, learned: bytes | Non
         return Trainer(settings.detector, models)
     models.adopt(DetectorModels.loads_learned(decompress(learned)), f"v{state.version}")
     models.tag = None  # learning goes on from here
+    # the challenger settings in force now, not those the version was made with
+    models.arena = configure_arena(models.arena, settings.detector)
     return Trainer(settings.detector, models, offset=state.offset, recent_ids=state.recent_ids)
 
 
@@ -236,7 +239,9 @@ class TrainerService:
         for name, auc in (("trust", version.trust_auc), ("hazard", version.hazard_auc)):
             if auc is not None:
                 m.auc.labels(name).set(auc)
-        if version.window_auc is not None:
+        if version.window_auc is None:  # no comparison since a promotion (or yet)
+            m.arena_auc.clear()
+        else:
             m.arena_auc.labels("champion").set(version.window_auc[0])
             m.arena_auc.labels("challenger").set(version.window_auc[1])
         m.promotions.set(version.promotions)

@@ -8,7 +8,7 @@ from array import array
 
 import pytest
 
-from detectors.challenger import CHALLENGERS, Arena, RefitTrustModel, make_arena
+from detectors.challenger import CHALLENGERS, Arena, RefitTrustModel, configure_arena, make_arena
 from detectors.config import TRUST_CHALLENGERS, DetectorConfig
 from detectors.detector import DetectorModels
 from detectors.features import TRUST_FEATURES
@@ -137,3 +137,45 @@ def test_the_bar_grows_where_outcomes_are_few() -> None:
     arena.margin = 0.5
     assert arena.bar(0.45) == 0.5  # the margin is a floor
     assert Arena(TrustModel()).bar(0.85) == math.inf  # no outcomes yet
+
+
+def test_a_trainer_restored_from_a_version_goes_on_exactly() -> None:
+    # what the trainer's failover relies on: the champion, the challenger (its
+    # refit window and random state) and the comparison window all travel in
+    # the published learned models, and the settings in force are applied
+    config = DetectorConfig(challenger_window_sessions=100, challenger_margin=0.0)
+    rng = random.Random(5)
+    examples = []
+    for i in range(600):
+        snapshots, converted = session(rng, flipped=i >= 250)
+        vector = array("f", [snapshots[0][name] for name in TRUST_FEATURES])
+        outcome = "converted" if converted else "exit"
+        examples.append(Example(f"s{i}", i, i + 1, i + 1, outcome, ((i, vector),), (), ()))
+    first = DetectorModels(config)
+    first.arena = Arena(RefitTrustModel(window=100, every=50), 100, 0.0, check_sessions=10, z=0.0)
+    for example in examples[:300]:
+        first.learn(example)
+    assert first.arena.promoted_total >= 1
+    restored = DetectorModels(config)
+    restored.adopt(DetectorModels.loads_learned(first.dumps_learned()), "v1")
+    restored.tag = None
+    restored.arena = configure_arena(restored.arena, config)
+    for example in examples[300:]:
+        first.learn(example)
+        restored.learn(example)
+    assert restored.arena is not None and restored.arena.promotions == first.arena.promotions
+    probe = [BLANK | {"carts": float(c), "pages": float(p)} for c in range(4) for p in (1, 5, 9)]
+    pairs = ((first.trust, restored.trust), (first.arena.challenger, restored.arena.challenger))
+    for a, b in pairs:
+        assert a.kind == b.kind and [a.predict(x) for x in probe] == [b.predict(x) for x in probe]
+
+
+def test_the_settings_in_force_apply_to_a_restored_arena() -> None:
+    restored = Arena(RefitTrustModel(), window_sessions=1000, margin=0.02)
+    for i in range(1000):
+        restored.window.append((i % 3 == 0, array("f", [0.5]), array("f", [0.5])))
+    now = DetectorConfig(challenger_window_sessions=200, challenger_margin=0.1)
+    changed = configure_arena(restored, now)
+    assert changed is restored and changed.margin == 0.1
+    assert changed.window.maxlen == 200 and len(changed.window) == 200
+    assert configure_arena(restored, DetectorConfig(trust_challenger="none")) is None

@@ -56,6 +56,19 @@ def test_an_integer_beyond_64_bits_keeps_the_derived_event_id() -> None:
     assert isinstance(event, Event) and event.props == {"n": 2**70}
 
 
+@pytest.mark.parametrize("depth", [150, 990, 1010])
+def test_deep_nesting_gets_the_core_outcome(depth: int) -> None:
+    # orjson reads 1023 levels, the core's parser fewer (Python's recursion
+    # limit, lower still in a deep call stack): the core decides
+    props = "[" * depth + "]" * depth
+    raw = (
+        '{"session_id":"s","ts":1700000000000,"type":"click","event_id":"e1","props":{"x":'
+        + props
+        + "}}"
+    ).encode()
+    assert_same(raw)
+
+
 def test_the_size_cap_applies_before_orjson() -> None:
     small = EventParser(DetectorConfig(max_message_bytes=20))
     assert assert_same(json.dumps(MINIMAL).encode(), small) == outcome(
