@@ -27,11 +27,6 @@ OUT = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 #: Every query filters on the dashboard's ``instance`` variable.
 SEL = 'job="disengage-worker", instance=~"$instance"'
-PROMOTIONS = 'max(disengage_trainer_challenger_promotions{job="disengage-trainer"})'
-#: the trainers' champion/challenger AUC of one role (only the active trainer sets it)
-TRAINER_AUC = (
-    'max(disengage_trainer_challenger_window_auc{{job="disengage-trainer", role="{role}"}})'
-)
 RI = "$__rate_interval"
 
 Panel = dict[str, Any]
@@ -616,28 +611,6 @@ def disengagement() -> dict[str, Any]:
                 thresholds=[(0, "green"), (900, "orange")],
             ),
             4,
-            8,
-        )
-    )
-    panels.append(
-        lay.place(
-            timeseries(
-                "Trust champion and challenger",
-                "ROC-AUC of the served trust model (champion) and of the trainer's challenger "
-                "over the last 1000 closed sessions, at the trainer's last comparison; the "
-                "challenger is promoted when it leads by 0.02 and by two standard errors of the "
-                "difference (about 0.03 with 1000 sessions and 175 converters). Right axis: "
-                "promotions so far. `disengage models list` shows the learner of each version.",
-                targets(
-                    (TRAINER_AUC.format(role="champion"), "champion"),
-                    (TRAINER_AUC.format(role="challenger"), "challenger"),
-                    (PROMOTIONS, "promotions"),
-                ),
-                unit="short",
-                minimum=None,
-                right={"C": "short"},
-            ),
-            12,
             8,
         )
     )
