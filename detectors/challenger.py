@@ -136,7 +136,7 @@ class RefitTrustModel(TrustModel):
             for vector, converted in items:
                 model.learn_one(dict(zip(TRUST_FEATURES, vector, strict=True)), converted)
         self.model = model
-        self.learned += len(items) * self.epochs  # the folded scoring terms are stale now
+        self._compiled_at = -1  # the folded scoring terms are of the old model
         self.refits += 1
 
     @property

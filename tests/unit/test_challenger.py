@@ -88,7 +88,10 @@ def test_refit_model_forgets_what_left_its_window() -> None:
         snapshots, converted = session(rng, flipped=i >= 1000)
         model.learn_session(snapshots, converted)
     many_carts = BLANK | {"carts": 3.0, "pages": 5.0}
-    assert model.refits == 12  # from 100 sessions on, when the window is half full
+    model.predict(many_carts)  # the fast scoring terms are folded now
+    model.refit()  # and must not outlive the model they were folded from
+    assert model.predict(many_carts) == pytest.approx(model.predict_river(many_carts), abs=1e-9)
+    assert model.refits == 13  # every 100 sessions from the 100th (window half full), and this one
     assert model.predict(many_carts) < 0.5  # the window holds only the flipped sessions
     copy = model.serving_copy()
     assert not copy.window if isinstance(copy, RefitTrustModel) else False
