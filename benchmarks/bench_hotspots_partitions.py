@@ -35,8 +35,10 @@ sys.path.insert(0, str(ROOT))
 
 from detectors.alerts import Alert  # noqa: E402
 from detectors.config import DetectorConfig  # noqa: E402
-from detectors.detector import Detector  # noqa: E402
+from detectors.detector import Detector, observe_visit  # noqa: E402
 from detectors.events import EventParser  # noqa: E402
+from detectors.hotspots import HotspotMonitor  # noqa: E402
+from detectors.journey import JourneyTracker  # noqa: E402
 from detectors.offline.runner import OfflineRunner  # noqa: E402
 from detectors.offline.truth_comparison import false_hotspots, incident_result  # noqa: E402
 from detectors.simulation.simulator import SimConfig, Simulator  # noqa: E402
@@ -50,18 +52,31 @@ def partition_of(session_id: str, partitions: int) -> int:
     return zlib.crc32(session_id.encode()) % partitions
 
 
-def run(sessions: int, seed: int, partitions: int) -> dict[str, Any]:
+def run(sessions: int, seed: int, partitions: int, shared: bool = False) -> dict[str, Any]:
+    """``shared``: the partitions' page visits go to one monitor (the shared
+    hotspot agent), in the order they happen, instead of each partition's own."""
     config = DetectorConfig()
     parser = EventParser(config)
     sim = Simulator(SimConfig(sessions=sessions, seed=seed, incident=True))
-    runners = [OfflineRunner(Detector(config)) for _ in range(partitions)]
+    detectors = [Detector(config, share_hotspots=shared) for _ in range(partitions)]
+    runners = [OfflineRunner(d) for d in detectors]
+    monitor, journey = HotspotMonitor(config), JourneyTracker(config)
     hotspots: list[Alert] = []
+
+    def collect(alerts: list[Alert], detector: Detector) -> None:
+        hotspots.extend(a for a in alerts if a.kind == "friction_hotspot")
+        for visit in detector.visits:
+            alert = observe_visit(config, journey, monitor, visit, "shared")
+            if alert is not None:
+                hotspots.append(alert)
+        detector.visits.clear()
+
     for raw in sim.events():
         event = parser.parse(raw)
-        alerts = runners[partition_of(event.session_id, partitions)].feed(event)
-        hotspots.extend(a for a in alerts if a.kind == "friction_hotspot")
-    for runner in runners:
-        hotspots.extend(a for a in runner.finish() if a.kind == "friction_hotspot")
+        p = partition_of(event.session_id, partitions)
+        collect(runners[p].feed(event), detectors[p])
+    for runner, detector in zip(runners, detectors, strict=True):
+        collect(runner.finish(), detector)
     truth = sim.ground_truth()
     results = [incident_result(i, hotspots, LATE_MS) for i in truth.incidents]
     return {
@@ -77,21 +92,28 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=4000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--partitions", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument(
+        "--shared",
+        action="store_true",
+        help="also run each split with one shared monitor fed by every partition's visits",
+    )
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = ap.parse_args()
     started = time.perf_counter()
-    table: dict[int, dict[str, Any]] = {}
-    for n in args.partitions:
-        runs = [run(args.sessions, seed, n) for seed in args.seeds]
+    table: dict[str, dict[str, Any]] = {}
+    for n, shared in [(n, False) for n in args.partitions] + [
+        (n, True) for n in args.partitions if n > 1 and args.shared
+    ]:
+        runs = [run(args.sessions, seed, n, shared) for seed in args.seeds]
         delays = [d for r in runs for d in r["delays_s"]]
-        table[n] = {
+        table[f"{n} shared" if shared else str(n)] = {
             "detected": sum(r["detected"] for r in runs),
             "incidents": sum(r["incidents"] for r in runs),
             "delay_s_median": statistics.median(delays) if delays else None,
             "delay_s": delays,
             "false_per_seed": round(sum(r["false"] for r in runs) / len(runs), 2),
         }
-        print(f"  {n} partition(s) done", file=sys.stderr)
+        print(f"  {n} partition(s){' shared' if shared else ''} done", file=sys.stderr)
     if args.json:
         print(json.dumps({"sessions": args.sessions, "seeds": args.seeds, "by_partitions": table}))
         return 0

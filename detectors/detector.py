@@ -25,6 +25,7 @@ from detectors.challenger import Arena
 from detectors.config import DELIBERATION_STAGES, EVENT_TYPES, DetectorConfig
 from detectors.events import Event
 from detectors.explain import hotspot_alert
+from detectors.hotspots import HotspotMonitor, PageVisit
 from detectors.journey import JourneyTracker, step_label
 
 # DetectorModels and its format constants lived here; pickled checkpoints
@@ -94,17 +95,28 @@ class Detector:
     """
 
     def __init__(
-        self, config: DetectorConfig, models: DetectorModels | None = None, *, learn: bool = True
+        self,
+        config: DetectorConfig,
+        models: DetectorModels | None = None,
+        *,
+        learn: bool = True,
+        share_hotspots: bool = False,
     ) -> None:
         """``learn``: learn each closed session's :class:`~detectors.training.Example`
         at once (offline); without it the examples wait in :attr:`examples`
         for the caller to send to the trainer, and the learned models never
-        change here (the worker)."""
+        change here (the worker). ``share_hotspots``: page visits wait in
+        :attr:`visits` for the caller to send to the shared hotspot agent
+        (:func:`observe_visit`, which sees every partition's visits of a
+        page) instead of this detector's own monitor."""
         self.config = config.validate()
         self.models = models if models is not None else DetectorModels(config)
         self.learn = learn
+        self.share_hotspots = share_hotspots
         #: examples of sessions closed since the caller last took them (``learn`` off)
         self.examples: list[Example] = []
+        #: page visits since the caller last took them (``share_hotspots`` on)
+        self.visits: list[PageVisit] = []
         self.journey = JourneyTracker(config)
         self.signals: tuple[Signal, ...] = tuple(cls(config) for cls in SIGNAL_TYPES)
         # who observes what, in registry order, resolved once
@@ -256,10 +268,15 @@ class Detector:
         ``problem`` when it had friction or ended the session unconverted."""
         page_type = state.page_type or "unknown"
         key = f"{page_type}/{state.page_step}" if state.page_step else page_type
-        finding = self.models.hotspots.observe(key, problem, ts)
-        if finding is not None:
-            stage = self.journey.stage_of(finding.key.split("/", 1)[0])
-            out.append(hotspot_alert(self.config, self.models, finding, stage, event_id, ts))
+        visit = PageVisit(key, problem, event_id, ts)
+        if self.share_hotspots:
+            self.visits.append(visit)
+            return
+        alert = observe_visit(
+            self.config, self.journey, self.models.hotspots, visit, self.models.version
+        )
+        if alert is not None:
+            out.append(alert)
 
     # ------------------------------------------------------------------- tick
     def tick_due(self, state: SessionState) -> int | None:
@@ -355,6 +372,23 @@ class Detector:
             "suppressed_by_budget": self.models.suppressed_by_budget,
             "model_version": self.models.version,
         }
+
+
+def observe_visit(
+    config: DetectorConfig,
+    journey: JourneyTracker,
+    monitor: HotspotMonitor,
+    visit: PageVisit,
+    model_version: str,
+) -> Alert | None:
+    """One page visit into a hotspot monitor; the ``friction_hotspot`` alert
+    when it opens an incident. A detector's own monitor and the shared
+    hotspot agent both observe through here."""
+    finding = monitor.observe(visit.key, visit.problem, visit.ts)
+    if finding is None:
+        return None
+    stage = journey.stage_of(finding.key.split("/", 1)[0])
+    return hotspot_alert(config, model_version, finding, stage, visit.event_id, visit.ts)
 
 
 def _arena_figures(arena: Arena | None) -> dict[str, Any] | None:

@@ -225,7 +225,7 @@ def session_alert(
 
 def hotspot_alert(
     config: DetectorConfig,
-    models: DetectorModels,
+    model_version: str,
     finding: HotspotFinding,
     stage: str,
     event_id: str | None,
@@ -256,7 +256,7 @@ def hotspot_alert(
         suggested_action=action,
         trigger_event_id=event_id,
         event_time=ts,
-        model_version=models.version,
+        model_version=model_version,
         rule="adwin_rate_increase",
         extra={
             "hotspot_key": finding.key,

@@ -33,6 +33,7 @@ windowing", SDM (ADWIN); River's ``drift.ADWIN``.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -82,6 +83,46 @@ class HotspotFinding:
     rate_now: float
     visits: int
     episode: int
+
+
+@dataclass(frozen=True, slots=True)
+class PageVisit:
+    """One finished visit to a page type (and step), the monitor's input:
+    its hotspot ``key``, whether it had friction or ended its session
+    unconverted (``problem``), the event that ended it (``None`` at a
+    session's close) and when (event time, epoch ms). No session or user
+    identity: what a shared hotspot agent receives from every partition.
+
+    >>> PageVisit.from_json(PageVisit("checkout/2", True, "e1", 5).to_json())
+    PageVisit(key='checkout/2', problem=True, event_id='e1', ts=5)
+    """
+
+    key: str
+    problem: bool
+    event_id: str | None
+    ts: int
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            [self.key, self.problem, self.event_id, self.ts], separators=(",", ":")
+        ).encode()
+
+    @staticmethod
+    def from_json(blob: bytes | str) -> PageVisit:
+        """Inverse of :meth:`to_json`; ``ValueError`` on anything else."""
+        try:
+            key, problem, event_id, ts = json.loads(blob)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not a page visit: {exc}") from None
+        if not (
+            isinstance(key, str)
+            and isinstance(problem, bool)
+            and (event_id is None or isinstance(event_id, str))
+            and isinstance(ts, int)
+            and not isinstance(ts, bool)
+        ):
+            raise ValueError("not a page visit: wrong field types")
+        return PageVisit(key, problem, event_id, ts)
 
 
 class _KeyState:
