@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from river import drift
@@ -124,6 +125,28 @@ class PageVisit:
             raise ValueError("not a page visit: wrong field types")
         return PageVisit(key, problem, event_id, ts)
 
+
+
+def visits_to_json(visits: Sequence[PageVisit]) -> bytes:
+    """Several visits as one JSON array of :meth:`PageVisit.to_json` arrays
+    (the worker sends one record per hotspot key and batch).
+
+    >>> visits_from_json(visits_to_json([PageVisit("home", False, None, 1)]))
+    [PageVisit(key='home', problem=False, event_id=None, ts=1)]
+    """
+    return b"[" + b",".join(v.to_json() for v in visits) + b"]"
+
+
+def visits_from_json(blob: bytes | str) -> list[PageVisit]:
+    """Inverse of :func:`visits_to_json`; ``ValueError`` on anything else
+    (an empty array included: a record carries at least one visit)."""
+    try:
+        items = json.loads(blob)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a list of page visits: {exc}") from None
+    if not isinstance(items, list) or not items:
+        raise ValueError("not a list of page visits: expected a non-empty JSON array")
+    return [PageVisit.from_json(json.dumps(item)) for item in items]
 
 class _KeyState:
     __slots__ = (

@@ -187,3 +187,27 @@ class DetectorModels:
         for name in LEARNED:
             setattr(self, name, learned[name])
         self.tag = tag
+
+
+def dumps_monitor(monitor: HotspotMonitor) -> bytes:
+    """A shared hotspot monitor's checkpoint (one page-visits partition's;
+    ~1 KB per page key), with the format header of the model snapshots."""
+    header = {"format": MODEL_FORMAT, "river": RIVER_VERSION, "name": MODEL_NAME}
+    return pickle.dumps((header, monitor), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def loads_monitor(blob: bytes) -> HotspotMonitor:
+    """Inverse of :func:`dumps_monitor` (``ValueError`` as :meth:`DetectorModels.loads`).
+
+    >>> config = DetectorConfig()
+    >>> loads_monitor(dumps_monitor(HotspotMonitor(config))).keys
+    {}
+    """
+    try:
+        header, monitor = pickle.loads(blob)
+    except Exception as exc:  # truncated or not a pickle at all
+        raise ValueError(f"not a hotspot checkpoint: {exc}") from None
+    _check_header(header)
+    if not isinstance(monitor, HotspotMonitor):
+        raise ValueError("checkpoint does not hold a hotspot monitor")
+    return monitor

@@ -52,11 +52,17 @@ MODELS_MAX_BYTES = 64 * 1024 * 1024
 
 
 async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[str]:
-    """Create the interactions, alerts, dead-letter, training and models
-    topics (and ``extra``) when absent; return the names created. The
+    """Create the interactions, alerts, dead-letter, page-visits, training
+    and models topics (and ``extra``) when absent; return the names created. The
     training topic has one partition (one trainer learns it in order); the
     models topic is compacted, with one partition."""
-    wanted = [settings.topic_interactions, settings.topic_alerts, settings.topic_dlq, *extra]
+    wanted = [
+        settings.topic_interactions,
+        settings.topic_alerts,
+        settings.topic_dlq,
+        settings.topic_page_visits,
+        *extra,
+    ]
     specs = {name: NewTopic(name, settings.topic_partitions, 1) for name in wanted}
     specs[settings.topic_training] = NewTopic(settings.topic_training, 1, 1)
     specs[settings.topic_models] = NewTopic(
@@ -107,7 +113,7 @@ Produce = Callable[[str, Sequence[Record]], Awaitable[None]]
 
 
 class KafkaSink:
-    """Alerts, dead letters and training examples to Kafka; each ``send_*``
+    """Alerts, dead letters, training examples and page visits to Kafka; each ``send_*``
     returns after acks.
 
     ``produce`` is the producer's send-and-wait (the worker's is the Faust
@@ -126,6 +132,9 @@ class KafkaSink:
 
     async def send_training(self, records: Sequence[Record]) -> None:
         await self.produce(self.settings.topic_training, records)
+
+    async def send_visits(self, records: Sequence[Record]) -> None:
+        await self.produce(self.settings.topic_page_visits, records)
 
     async def alert_ids_since(self, since_ms: int) -> set[str]:
         """Read the alerts topic from ``since_ms`` (by timestamp) to its end.

@@ -26,8 +26,14 @@ from detectors.events import INVALID_REASONS
 #: Every ``dlq.reason`` the worker writes: the parser's, plus ``late_event``
 #: (older than its session's newest event by more than the allowed lateness),
 #: ``after_close`` (after its session's purchase, or at or before its close by
-#: exit or timeout) and ``tombstone`` (a record with a null value).
-DLQ_REASONS: tuple[str, ...] = (*INVALID_REASONS, *DEAD_LETTER_STATUSES.values(), "tombstone")
+#: exit or timeout), ``tombstone`` (a record with a null value) and
+#: ``invalid_visits`` (a page-visits record the shared hotspot monitors cannot read).
+DLQ_REASONS: tuple[str, ...] = (
+    *INVALID_REASONS,
+    *DEAD_LETTER_STATUSES.values(),
+    "tombstone",
+    "invalid_visits",
+)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -134,15 +140,24 @@ class Metrics:
         )
         self.checkpoint_age = Gauge(
             "disengage_model_checkpoint_age_seconds",
-            "Seconds since the local state of the owned partitions (hotspot monitors, alert "
-            "budget) was last checkpointed to Redis.",
+            "Seconds since the oldest checkpoint to Redis of the owned partitions' local state "
+            "(alert budget; hotspot monitors: of the input partitions with hotspot scope "
+            "partition, of the page-visits partitions with scope shared).",
             registry=r,
         )
         self.hotspot_rate = Gauge(
             "disengage_hotspot_problem_rate",
             "Share of recent visits with friction or abandonment (0-1), per page type and "
-            "step, as seen by one input partition's model.",
+            "step, as seen by the monitor of one page-visits partition (hotspot scope shared: "
+            "every visit of the page) or of one input partition (scope partition).",
             ["page_type", "step", "partition"],
+            registry=r,
+        )
+        self.page_visits = Counter(
+            "disengage_page_visits_total",
+            "Page visits sent to the shared hotspot monitors (side=sent, by the sessions' "
+            "workers) and observed by them (side=observed, by the monitors' workers).",
+            ["side"],
             registry=r,
         )
         self.hotspots_open = Gauge(
@@ -241,8 +256,10 @@ class Metrics:
         for op in REDIS_OPS:
             self.redis_seconds.labels(op)
             self.redis_errors.labels(op)
-        for what in ("alerts", "dead_letters", "training"):
+        for what in ("alerts", "dead_letters", "training", "visits"):
             self.produce_failures.labels(what)
+        for side in ("sent", "observed"):
+            self.page_visits.labels(side)
         for result in ("loaded", "failed"):
             self.model_loads.labels(result)
         for stage in BATCH_STAGES:
@@ -262,6 +279,16 @@ class Metrics:
         for labels in list(self.hotspot_rate._metrics):
             if labels[2] == label:
                 self.hotspot_rate.remove(*labels)
+
+    def set_hotspot_rates(self, rates: dict[tuple[str, str, str], float]) -> None:
+        """Replace every ``hotspot_rate`` series by ``rates`` ((page type,
+        step, partition) -> rate): keys a monitor evicted or a partition
+        this worker gave up disappear."""
+        for labels in list(self.hotspot_rate._metrics):
+            if labels not in rates:
+                self.hotspot_rate.remove(*labels)
+        for labels, rate in rates.items():
+            self.hotspot_rate.labels(*labels).set(rate)
 
     def observe_redis(self, op: str, seconds: float) -> None:
         self.redis_seconds.labels(op).observe(seconds)

@@ -77,7 +77,7 @@ class Record:
 
 
 class Sink(Protocol):
-    """Where alerts, dead letters and training examples go; ``send_*``
+    """Where alerts, dead letters, training examples and page visits go; ``send_*``
     return after the acks."""
 
     async def send_alerts(self, records: Sequence[Record]) -> None: ...
@@ -85,6 +85,8 @@ class Sink(Protocol):
     async def send_dead_letters(self, records: Sequence[Record]) -> None: ...
 
     async def send_training(self, records: Sequence[Record]) -> None: ...
+
+    async def send_visits(self, records: Sequence[Record]) -> None: ...
 
     async def alert_ids_since(self, since_ms: int) -> set[str]:
         """Ids of alerts on the alerts topic with a timestamp >= ``since_ms``."""

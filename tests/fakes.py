@@ -293,6 +293,9 @@ class FakeSink:
         self.training: list[Record] = [] if training is None else training
         self.fail_training: list[Exception] = []
         self.fail_alerts: list[Exception] = []
+        #: the page-visits topic
+        self.visits: list[Record] = []
+        self.fail_visits: list[Exception] = []
         self.fail_after_alerts: list[Exception] = []
         self.since: list[int] = []
 
@@ -311,6 +314,11 @@ class FakeSink:
         if self.fail_training:
             raise self.fail_training.pop(0)
         self.training.extend(records)
+
+    async def send_visits(self, records: Sequence[Record]) -> None:
+        if self.fail_visits:
+            raise self.fail_visits.pop(0)
+        self.visits.extend(records)
 
     async def alert_ids_since(self, since_ms: int) -> set[str]:
         self.since.append(since_ms)

@@ -32,6 +32,7 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from detectors.models import MODEL_NAME
 from stream.kafka_io import KafkaSink
 from stream.metrics import Metrics
 from stream.model_registry import ModelRegistry
@@ -42,6 +43,7 @@ from stream.settings import Settings
 from stream.worker.faults import Fault, describe, quiet_library_repeats
 from stream.worker.faust_tuning import LeanMonitor, cython_loaded, install_uvloop
 from stream.worker.health import BrokerProbe, readiness, update_gauges
+from stream.worker.hotspot_agent import SharedHotspots
 from stream.worker.model_feed import ModelFeed
 from stream.worker.pipeline import BatchProcessor
 
@@ -50,6 +52,9 @@ log = logging.getLogger("disengage.worker")
 T = TypeVar("T")
 
 GAUGE_INTERVAL_S = 5.0
+#: Longest wait for the shared monitors' checkpoint at shutdown (seconds):
+#: its store calls retry forever, and a stop must not hang on a dead Redis.
+SHUTDOWN_CHECKPOINT_S = 10.0
 #: Backoff between tries of a failed batch: 0.5 s, doubling, at most 10 s.
 BATCH_BACKOFF = (0.5, 10.0)
 
@@ -117,7 +122,23 @@ class Runtime:
             idle_grace_s=settings.idle_grace_s,
             cache_sessions=settings.state_cache_sessions,
             feed=self.feed,
+            share_hotspots=settings.hotspot_scope == "shared",
         )
+        #: the shared hotspot monitors of the owned page-visits partitions
+        #: (hotspot scope ``shared``; ``None``: each partition watches its own)
+        self.hotspots = (
+            SharedHotspots(
+                settings.detector,
+                self.store,
+                self.sink,
+                self.metrics,
+                clock=time.time,
+                version=self.served_version,
+            )
+            if settings.hotspot_scope == "shared"
+            else None
+        )
+        self.hotspot_lock = asyncio.Lock()  # visit batches, their checkpoints and rebalances
         self.broker = BrokerProbe(settings)
         self.lock = asyncio.Lock()  # batches, sweeps and rebalances never interleave
         self.started_at = time.time()
@@ -132,9 +153,15 @@ class Runtime:
         """Batches succeed: the last one was not a failure being retried."""
         return not self.batches.failing
 
-    def owned(self, tps: Any) -> list[int]:
-        topic = self.settings.topic_interactions
+    def owned(self, tps: Any, topic: str | None = None) -> list[int]:
+        """The partitions of ``topic`` (default: the input topic) among ``tps``."""
+        topic = topic or self.settings.topic_interactions
         return sorted(tp.partition for tp in tps if tp.topic == topic)
+
+    def served_version(self) -> str:
+        """The model version the worker serves (named in hotspot alerts)."""
+        current = self.feed.current if self.feed is not None else None
+        return current.tag if current is not None else f"{MODEL_NAME}@0"
 
 
 def _credentials(settings: Settings) -> Any:
@@ -215,17 +242,7 @@ def create_app(settings: Settings) -> faust.App:
         async for events in stream.take_events(
             settings.batch_size, within=settings.batch_timeout_s
         ):
-            messages = [
-                Message(
-                    value=None if ev.value is None else bytes(ev.value),
-                    key=None if ev.key is None else bytes(ev.key),
-                    topic=ev.message.topic,
-                    partition=ev.message.partition,
-                    offset=ev.message.offset,
-                    timestamp_ms=int(ev.message.timestamp * 1000),
-                )
-                for ev in events
-            ]
+            messages = [_message(ev) for ev in events]
             # Never raise out of the loop: take_events would ack the batch on
             # the way out. Processing is idempotent, so the same batch is
             # simply tried again.
@@ -238,14 +255,41 @@ def create_app(settings: Settings) -> faust.App:
             runtime.last_batch_at = time.time()
             runtime.metrics.last_batch.set(runtime.last_batch_at)
 
+    # keyed by hotspot key: one partition's monitor sees every visit of a page
+    visits_topic = app.topic(
+        settings.topic_page_visits,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.topic_partitions,
+        internal=True,
+    )
+    hotspots = runtime.hotspots
+    if hotspots is not None:
+
+        @app.agent(visits_topic)
+        async def watch_pages(stream: Any) -> None:
+            async for events in stream.take_events(
+                settings.batch_size, within=settings.batch_timeout_s
+            ):
+                messages = [_message(ev) for ev in events]
+                # store calls and produces inside retry until they succeed;
+                # nothing else raises on input (bad records are dead-lettered)
+                async with runtime.hotspot_lock:
+                    await hotspots.process(messages)
+
     @app.task
     async def declare_topics() -> None:
         quiet_library_repeats()  # Faust has set its log handlers up by now
-        for topic in (alerts_topic, dlq_topic, training_topic):
+        for topic in (alerts_topic, dlq_topic, training_topic, visits_topic):
             await topic.maybe_declare()
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set[TP], **kwargs: Any) -> None:
+        pages = runtime.owned(revoked, settings.topic_page_visits)
+        if hotspots is not None and pages:
+            async with runtime.hotspot_lock:
+                await hotspots.revoke(pages)
+            log.info("revoked page-visits partitions %s (monitors checkpointed)", pages)
         parts = runtime.owned(revoked)
         if parts:
             async with runtime.lock:
@@ -256,6 +300,11 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
+        pages = runtime.owned(assigned, settings.topic_page_visits)
+        if hotspots is not None and pages:
+            async with runtime.hotspot_lock:
+                await hotspots.assign(pages)
+            log.info("assigned page-visits partitions %s", pages)
         parts = runtime.owned(assigned)
         if parts:
             async with runtime.lock:
@@ -273,6 +322,13 @@ def create_app(settings: Settings) -> faust.App:
                 log.info("hotspots checkpointed at shutdown")
             except Exception as exc:
                 log.error("hotspot checkpoint at shutdown failed: %s", describe(exc))
+        if hotspots is not None and hotspots.monitors:
+            try:
+                async with runtime.hotspot_lock:
+                    await asyncio.wait_for(hotspots.checkpoint(), SHUTDOWN_CHECKPOINT_S)
+                log.info("shared hotspot monitors checkpointed at shutdown")
+            except Exception as exc:
+                log.error("shared hotspot checkpoint at shutdown failed: %s", describe(exc))
         await runtime.broker.close()
 
     @app.timer(interval=settings.model_poll_s)
@@ -296,6 +352,13 @@ def create_app(settings: Settings) -> faust.App:
         if runtime.processor.store_fault.failing:
             return  # the checkpoint age gauge shows it; retried next interval
         await _maintain(runtime, "Hotspot checkpoint", runtime.processor.checkpoint)
+        if hotspots is not None:
+            fault = runtime.maintenance["Hotspot checkpoint"]
+            try:
+                async with runtime.hotspot_lock:
+                    await hotspots.checkpoint()
+            except Exception as exc:
+                fault.failed(exc, "shared hotspot checkpoint")
 
     @app.timer(interval=GAUGE_INTERVAL_S)
     async def gauges() -> None:
@@ -330,6 +393,18 @@ def create_app(settings: Settings) -> faust.App:
         return self.json(body, status=200 if ready else 503)
 
     return app
+
+
+def _message(ev: Any) -> Message:
+    """A Faust event as the pipeline's :class:`Message` (raw bytes)."""
+    return Message(
+        value=None if ev.value is None else bytes(ev.value),
+        key=None if ev.key is None else bytes(ev.key),
+        topic=ev.message.topic,
+        partition=ev.message.partition,
+        offset=ev.message.offset,
+        timestamp_ms=int(ev.message.timestamp * 1000),
+    )
 
 
 async def _process(runtime: Runtime, messages: list[Message]) -> None:

@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 from detectors.alerts import Alert, rfc3339
 from detectors.config import DetectorConfig
+from detectors.detector import Detector
 from detectors.events import parse_ts
+from detectors.hotspots import PageVisit, visits_to_json
 from detectors.session import SessionState
 from detectors.store import SessionStore
 from detectors.training import EXAMPLE_TYPE, Example, example_event
@@ -89,6 +91,9 @@ class SessionDelivery:
         #: hotspot alerts of a failed produce (they have no outbox): sent by
         #: :meth:`deliver_pending`, in memory only (see the README)
         self.hotspot_backlog: list[Alert] = []
+        #: page visits for the shared hotspot monitors not yet acknowledged
+        #: (in memory only: a crash loses at most those of one batch)
+        self.visit_backlog: list[PageVisit] = []
         self._backlog_since_ms = 0
         self.store_fault = Fault("Redis", log)
         self.produce_fault = Fault("Kafka produce", log)
@@ -134,6 +139,27 @@ class SessionDelivery:
             state.outbox.append(json.dumps(event, separators=(",", ":")))
         examples.clear()
 
+    def _take_visits(self, detector: Detector) -> None:
+        """Queue the page visits ``detector`` recorded (``share_hotspots``)."""
+        if detector.visits:
+            self.visit_backlog.extend(detector.visits)
+            detector.visits.clear()
+
+    async def _send_visits(self) -> None:
+        """Produce the queued page visits, one record per hotspot key (the
+        record key, so one partition of the page-visits topic, and one
+        shared monitor, sees every visit of a page). Raised on failure; the
+        visits stay queued for :meth:`deliver_pending`."""
+        if not self.visit_backlog:
+            return
+        by_key: dict[str, list[PageVisit]] = {}
+        for visit in self.visit_backlog:
+            by_key.setdefault(visit.key, []).append(visit)
+        records = [Record(key.encode(), visits_to_json(group)) for key, group in by_key.items()]
+        await self._send("visits", records)
+        self.metrics.page_visits.labels("sent").inc(len(self.visit_backlog))
+        self.visit_backlog = []
+
     def _take_alerts(
         self,
         alerts: list[Alert],
@@ -159,6 +185,7 @@ class SessionDelivery:
             "alerts": self.sink.send_alerts,
             "dead_letters": self.sink.send_dead_letters,
             "training": self.sink.send_training,
+            "visits": self.sink.send_visits,
         }[what]
         try:
             await send(records)
@@ -250,7 +277,7 @@ class SessionDelivery:
 
     async def deliver_pending(self, partitions: Iterable[int]) -> int:
         """After a failed produce: deliver every pending outbox of the owned
-        ``partitions`` and the hotspot backlog (skipping ids already on the
+        ``partitions``, the queued page visits and the hotspot backlog (skipping ids already on the
         alerts topic) before anything else is processed or committed.
         Returns the number delivered."""
         if not self.undelivered:
@@ -261,5 +288,6 @@ class SessionDelivery:
             skip = await self.sink.alert_ids_since(self._backlog_since_ms - 5000)
             delivered += await self._deliver([], [h for h in hotspots if h.id not in skip])
             self.hotspot_backlog = []
+        await self._send_visits()
         self.undelivered = False
         return delivered

@@ -98,10 +98,12 @@ async def update_gauges(app: faust.App, runtime: Runtime) -> None:
     hang during an outage has a timeout (:data:`BROKER_TIMEOUT_S`,
     :data:`PING_TIMEOUT_S`), so the gauges show an outage within one interval."""
     # the checkpoint age keeps growing between checkpoints
-    parts = runtime.processor.partitions.values()
-    if parts:
-        oldest = min(part.checkpointed_at for part in parts)
-        runtime.metrics.checkpoint_age.set(max(0.0, runtime.processor.clock() - oldest))
+    times = [part.checkpointed_at for part in runtime.processor.partitions.values()]
+    shared = runtime.hotspots.oldest_checkpoint() if runtime.hotspots is not None else None
+    if shared is not None:
+        times.append(shared)
+    if times:
+        runtime.metrics.checkpoint_age.set(max(0.0, runtime.processor.clock() - min(times)))
     kafka_ok = await runtime.broker.check()
     runtime.metrics.kafka_up.set(1.0 if kafka_ok else 0.0)
     ready, store_ok = await readiness(app, runtime)

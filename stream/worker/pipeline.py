@@ -118,14 +118,18 @@ class BatchProcessor(SessionDelivery):
         idle_grace_s: float,
         cache_sessions: int,
         feed: ModelFeed | None = None,
+        share_hotspots: bool = False,
     ) -> None:
         """``clock``: wall-clock seconds (epoch), for alert times, idle
         partitions and checkpoint ages. ``idle_grace_s`` and
         ``cache_sessions``: see the settings of the same names. ``feed``:
         the published model versions to serve (``None``: the models stay
-        as they start, untrained)."""
+        as they start, untrained). ``share_hotspots``: send page visits to
+        the shared hotspot monitors (:mod:`stream.worker.hotspot_agent`)
+        instead of observing them in each partition's own monitor."""
         super().__init__(config, store, sink, metrics, clock, cache_sessions)
         self.feed = feed
+        self.share_hotspots = share_hotspots
         self.parser = EventParser(config)
         self.idle_grace_s = idle_grace_s
         self.partitions: dict[int, PartitionState] = {}
@@ -142,7 +146,9 @@ class BatchProcessor(SessionDelivery):
             models = await self._models(p)
             if current is not None:
                 models.adopt(current.learned, current.tag)
-            detector = Detector(self.config, models, learn=False)
+            detector = Detector(
+                self.config, models, learn=False, share_hotspots=self.share_hotspots
+            )
             now = self.clock()
             self.partitions[p] = PartitionState(
                 detector,
@@ -260,12 +266,15 @@ class BatchProcessor(SessionDelivery):
                 self._take_examples(detector.examples, state, message.offset)
             self._take_alerts(result.alerts, state, hotspot_alerts, message.timestamp_ms)
         self._count(types, statuses, trust_scores)
+        for part in self.partitions.values():
+            self._take_visits(part.detector)
         mark = _lap(stage, "detect", mark)
         await self._save(touched.values())
         mark = _lap(stage, "save", mark)
         if dead:
             await self._send("dead_letters", dead)
         await self._deliver(list(touched.values()), hotspot_alerts)
+        await self._send_visits()
         mark = _lap(stage, "produce", mark)
         self._update_model_gauges()
         _lap(stage, "gauges", mark)
@@ -345,6 +354,8 @@ class BatchProcessor(SessionDelivery):
             stale = [SessionState(sid, outcome="timeout") for sid in due if sid not in loaded]
             await self._save(to_save + [(p, s) for s in stale])
             await self._deliver(to_save, hotspots)
+            self._take_visits(part.detector)
+            await self._send_visits()
         self._update_model_gauges()
         return closed
 
@@ -387,6 +398,8 @@ class BatchProcessor(SessionDelivery):
             if suppressed > part.suppressed_reported:
                 m.budget_suppressed.inc(suppressed - part.suppressed_reported)
             part.suppressed_reported = suppressed
+        if self.share_hotspots:
+            return  # the shared monitors' gauges: stream.worker.hotspot_agent
         open_keys = 0
         for number, part in self.partitions.items():
             hotspots = part.detector.models.hotspots

@@ -71,6 +71,10 @@ class Env:
         return f"training-{self.tag}"
 
     @property
+    def page_visits(self) -> str:
+        return f"page-visits-{self.tag}"
+
+    @property
     def redis_db_url(self) -> str:
         return redis_db_url(self.redis_url, self.db)
 
@@ -84,6 +88,7 @@ class Env:
                 "DISENGAGE_TOPIC_ALERTS": self.alerts,
                 "DISENGAGE_TOPIC_DLQ": self.dlq,
                 "DISENGAGE_TOPIC_TRAINING": self.training,
+                "DISENGAGE_TOPIC_PAGE_VISITS": self.page_visits,
                 "DISENGAGE_TOPIC_MODELS": f"models-{self.tag}",
                 "DISENGAGE_TRAINER_GROUP": f"trainer-{self.tag}",
                 "DISENGAGE_TRAINER_METRICS_PORT": str(port),

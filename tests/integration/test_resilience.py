@@ -10,7 +10,9 @@ import redis.asyncio as aioredis
 
 from detectors.config import DetectorConfig
 from detectors.detector import DetectorModels
+from detectors.models import loads_monitor
 from stream.redis_store import blob_key
+from stream.worker.hotspot_agent import monitor_name
 from stream.worker.pipeline import checkpoint_name
 
 from .harness import (
@@ -88,13 +90,17 @@ async def test_two_workers_share_partitions_and_take_over_from_redis(env: Env) -
         assert a.stop() == 0, a.tail()  # graceful: its partitions' local state is checkpointed
         client = aioredis.Redis.from_url(env.redis_db_url)
         try:
-            visited = 0
             for p in pa:
                 blob = await client.get(blob_key(checkpoint_name(p), env.interactions))
                 assert isinstance(blob, bytes), f"no checkpoint for partition {p}"
                 models = DetectorModels(DetectorConfig())
                 models.restore_local(blob)  # versioned and intact
-                visited += len(models.hotspots.keys)
+            # the shared hotspot monitors of the page-visits partitions it owned
+            visited = 0
+            for p in range(env.partitions):
+                blob = await client.get(blob_key(monitor_name(p), env.interactions))
+                if isinstance(blob, bytes):
+                    visited += sum(s.visits for s in loads_monitor(blob).keys.values())
             assert visited > 0, "the checkpoints must hold the hotspot monitors' page visits"
         finally:
             await client.aclose()

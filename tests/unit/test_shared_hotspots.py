@@ -24,10 +24,23 @@ def events() -> list[Event]:
     return [parser.parse(e) for e in Simulator(SimConfig(sessions=3000, seed=11)).events()]
 
 
+#: run() results by (partitions, shared): the module's events never change
+_RUNS: dict[tuple[int, bool], list[Alert]] = {}
+
+
 def run(events: list[Event], partitions: int, shared: bool) -> list[Alert]:
     """Hotspot alerts of the events split by session id over ``partitions``
     detectors, each with its own monitor or all feeding one shared monitor."""
-    detectors = [Detector(CFG, share_hotspots=shared) for _ in range(partitions)]
+    if (partitions, shared) not in _RUNS:
+        _RUNS[partitions, shared] = _run(events, partitions, shared)
+    return _RUNS[partitions, shared]
+
+
+def _run(events: list[Event], partitions: int, shared: bool) -> list[Alert]:
+    # hotspots do not depend on the learned models: nothing learns (faster)
+    detectors = [
+        Detector(CFG, learn=False, share_hotspots=shared) for _ in range(partitions)
+    ]
     runners = [OfflineRunner(d) for d in detectors]
     monitor, journey = HotspotMonitor(CFG), JourneyTracker(CFG)
     out: list[Alert] = []
@@ -67,7 +80,7 @@ def test_a_shared_monitor_sees_every_partition(events: list[Event]) -> None:
 
 
 def test_shared_detectors_keep_visits_out_of_their_own_monitor(events: list[Event]) -> None:
-    detector = Detector(CFG, share_hotspots=True)
+    detector = Detector(CFG, learn=False, share_hotspots=True)
     runner = OfflineRunner(detector)
     for event in events[:5000]:
         runner.feed(event)
