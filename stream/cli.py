@@ -24,7 +24,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from stream.commands import convert, demo, evaluate, models, replay, simulate, tail, trainer, worker
+from stream.commands import (
+    collect,
+    convert,
+    demo,
+    evaluate,
+    models,
+    replay,
+    simulate,
+    tail,
+    trainer,
+    worker,
+)
 from stream.commands.arguments import CommandError
 from stream.forward.command import add_parser as add_forward_parser
 
@@ -41,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker.add_parser(sub)
     trainer.add_parser(sub)
+    collect.add_parser(sub)
     models.add_parser(sub)
 
     p = sub.add_parser("alerts", help="the alerts topic")

@@ -22,6 +22,7 @@ from detectors.alerts import ALERT_KINDS, SEVERITIES
 from detectors.config import EVENT_TYPES
 from detectors.detector import DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
 from detectors.events import INVALID_REASONS
+from stream.collector.metrics import CollectorMetrics
 
 #: Every ``dlq.reason`` the worker writes: the parser's, plus ``late_event``
 #: (older than its session's newest event by more than the allowed lateness),
@@ -364,7 +365,7 @@ def markdown_table() -> str:
     metrics = Metrics()
     forwarder = ForwarderMetrics()  # disengage alerts forward
     trainer = TrainerMetrics()  # disengage trainer
-    parts = (metrics, forwarder, trainer)
+    parts = (metrics, forwarder, trainer, CollectorMetrics())  # ..., disengage collect
     declared = {
         m._name: m._labelnames
         for part in parts

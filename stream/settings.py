@@ -40,6 +40,7 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as SourceError
 
 from detectors.config import DetectorConfig
+from stream.collector.sites import Site
 
 PREFIX = "DISENGAGE_"
 
@@ -240,6 +241,41 @@ class Settings(BaseSettings):
         description="Webhook of ``disengage alerts forward`` when ``--webhook`` is not given. "
         "A secret for Slack: only its scheme and host are ever logged.",
     )
+    collector_port: int = Field(
+        default=8470, description="Port of `disengage collect`'s event endpoints (public)."
+    )
+    collector_bind: str = Field(
+        default="0.0.0.0", description="Address the collector's event endpoints bind to."
+    )
+    collector_metrics_port: int = Field(
+        default=9467,
+        description="Port of the collector's /metrics, /healthz and /readyz (bound to "
+        "DISENGAGE_METRICS_BIND; kept off the public port).",
+    )
+    collector_path_prefix: str = Field(
+        default="/dg",
+        pattern=r"^(/[A-Za-z0-9._~-]+)*$",
+        description="Path prefix of the event endpoints (\"\" for none). Ad blockers block "
+        "paths containing analytics, collect, track or stats: keep those words out of it.",
+    )
+    collector_sites: dict[str, Site] = Field(
+        default_factory=dict,
+        description="JSON object of site id to {write_key, origins, rate_per_s, burst_s, "
+        "webhook_secret} (stream/collector/sites.py). The collector refuses to start without "
+        "one.",
+    )
+    collector_max_event_bytes: int = Field(
+        default=32 * 1024,
+        ge=256,
+        description="Largest event accepted (bytes, as sent); a larger one is dead-lettered "
+        "(too_large). Segment's HTTP API limit.",
+    )
+    collector_max_body_bytes: int = Field(
+        default=500 * 1024,
+        ge=1024,
+        description="Largest request body, after decompression (bytes); a larger one is "
+        "answered 413. Segment's HTTP API limit.",
+    )
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig,
         description="Thresholds of the detector core (DISENGAGE_<FIELD>).",
@@ -281,6 +317,10 @@ class Settings(BaseSettings):
         for name in ("kafka_sasl_password", "redis_password", "webhook_url"):
             if out[name]:
                 out[name] = "***"
+        for site in out["collector_sites"].values():
+            for name in ("write_key", "webhook_secret"):
+                if site[name]:
+                    site[name] = "***"
         if "@" in out["redis_url"]:
             scheme, rest = out["redis_url"].split("://", 1)
             out["redis_url"] = f"{scheme}://***@{rest.split('@', 1)[1]}"

@@ -1,0 +1,1 @@
+"""``disengage collect``: the HTTP collector that puts sites' events on the input topic."""

@@ -1,0 +1,393 @@
+"""The collector's HTTP endpoints: requests in, events to Kafka, then the answer.
+
+Every endpoint works the same way:
+1. The site is identified (write key, Segment's Basic auth or webhook
+   signature, Snowplow's ``aid``) and the browser's ``Origin`` checked.
+2. The body is read within the limits (:mod:`.bodies`) and mapped to our
+   events by the endpoint's adapter.
+3. The site's rate limit is applied (429 with ``Retry-After``).
+4. Sessions the vendor does not name are resolved (:mod:`.sessions`).
+5. Every event is validated by the core's parser (the worker's own), its
+   user id hashed; the valid ones go to the input topic keyed by session id,
+   the refused ones to the dead-letter topic with a reason.
+6. The answer comes only after Kafka acknowledged both (``acks=all``): 202
+   with the counts of accepted, rejected and ignored calls; 503 when Kafka did
+   not acknowledge in time, so a client retry never loses an event (event
+   ids make the retry a duplicate, which the worker drops).
+
+Paths, under ``DISENGAGE_COLLECTOR_PATH_PREFIX`` (``/dg``):
+
+* ``POST /e``: our contract (a JSON array, one object or NDJSON;
+  ``text/plain`` for ``sendBeacon``, and gzip, accepted);
+* ``POST /v1/batch``, ``/v1/track``, ``/v1/page``, ``/v1/screen``,
+  ``/v1/identify``, ``/v1/group``, ``/v1/alias``: Segment's HTTP API and
+  RudderStack;
+* ``POST /v1/webhook/{site}``: Segment's webhook destination (``X-Signature``);
+* ``POST /com.snowplowanalytics.snowplow/tp2`` and ``GET /i``: Snowplow trackers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from detectors.events import EventParser, InvalidEvent, event_to_dict, hash_user, parse_ts
+from stream.collector import segment, snowplow
+from stream.collector.bodies import BodyError, contract_calls, load_json
+from stream.collector.calls import Call
+from stream.collector.metrics import CollectorMetrics
+from stream.collector.sessions import VisitorSessions
+from stream.collector.sites import RateLimiter, Sites
+from stream.records import Record
+from stream.settings import Settings
+
+log = logging.getLogger("disengage.collector")
+
+#: Produce ``records`` to a topic; returns once the brokers acknowledged them all.
+Produce = Callable[[str, Sequence[Record]], Awaitable[None]]
+
+#: Errors listed in a response (the counts cover every call).
+MAX_LISTED_ERRORS = 20
+#: A transparent 1x1 GIF: the answer to Snowplow's ``GET /i`` (an image request).
+PIXEL = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
+    b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+#: Keys dropped from a refused call before it goes to the dead-letter topic
+#: (Segment traits carry names and e-mails; IPs and user agents identify).
+PII_KEYS = frozenset({"traits", "ip", "userAgent", "user_agent", "ua", "email"})
+#: Keys whose values are hashed in a refused call.
+USER_KEYS = frozenset({"userId", "user_id", "uid"})
+
+
+class Refusal(Exception):
+    """A request refused as a whole, answered ``status`` with ``message``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+class Collector:
+    """The endpoints' logic, over a ``produce`` function and a session resolver."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        produce: Produce,
+        sessions: VisitorSessions,
+        metrics: CollectorMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not settings.collector_sites:
+            raise ValueError(
+                "no site configured: set DISENGAGE_COLLECTOR_SITES, e.g. "
+                '\'{"shop": {"write_key": "<a long random key>", '
+                '"origins": ["https://shop.example"]}}\''
+            )
+        self.settings = settings
+        self.produce = produce
+        self.sessions = sessions
+        self.metrics = metrics
+        self.clock = clock
+        self.parser = EventParser(settings.detector)
+        self.sites = Sites(settings.collector_sites)
+        self.limiter = RateLimiter(settings.collector_sites)
+
+    # ------------------------------------------------------------ the web app
+    def web_app(self) -> web.Application:
+        """The public endpoints (CORS included)."""
+        prefix = self.settings.collector_path_prefix
+        # the compressed body may not exceed the limit either
+        app = web.Application(
+            client_max_size=self.settings.collector_max_body_bytes,
+            middlewares=[self._cors],
+        )
+        app.router.add_post(f"{prefix}/e", self._contract)
+        for kind in ("batch", *sorted(segment.SINGLE_CALLS)):
+            app.router.add_post(f"{prefix}/v1/{kind}", self._segment)
+        app.router.add_post(prefix + "/v1/webhook/{site}", self._segment_webhook)
+        app.router.add_post(f"{prefix}/com.snowplowanalytics.snowplow/tp2", self._snowplow_post)
+        app.router.add_get(f"{prefix}/i", self._snowplow_get)
+        return app
+
+    @web.middleware
+    async def _cors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and any(
+            self.sites.origin_allowed(site, origin) for site in self.sites.sites
+        )
+        if request.method == "OPTIONS":  # a preflight (a fetch with JSON or a custom header)
+            if not allowed:
+                return web.Response(status=403, text="origin not allowed")
+            response: web.StreamResponse = web.Response(status=204)
+            requested = request.headers.get("Access-Control-Request-Headers", "")
+            response.headers["Access-Control-Allow-Methods"] = "POST, GET, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = requested or "Content-Type"
+            response.headers["Access-Control-Max-Age"] = "86400"
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:  # 404, 405, 413 of aiohttp itself
+                response = exc
+        if allowed and origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    # -------------------------------------------------------------- endpoints
+    async def _contract(self, request: web.Request) -> web.StreamResponse:
+        async def calls(body: bytes) -> list[Call]:
+            return contract_calls(body, self.settings.collector_max_event_bytes)
+
+        key = request.query.get("k") or request.headers.get("X-Disengage-Key", "")
+        site = self.sites.by_key(key) if key else None
+        if site is None and "Authorization" in request.headers:
+            site = self.sites.by_basic(request.headers["Authorization"])
+        return await self._handle("contract", request, site, calls)
+
+    async def _segment(self, request: web.Request) -> web.StreamResponse:
+        kind = request.path.rsplit("/", 1)[1]
+        site = self.sites.by_basic(request.headers.get("Authorization", ""))
+
+        async def calls(body: bytes) -> list[Call]:
+            document = load_json(body)
+            now_ms = int(self.clock() * 1000)
+            if kind == "batch":
+                try:
+                    return segment.batch_calls(document, now_ms)
+                except ValueError as exc:
+                    raise BodyError(400, "bad_body", str(exc)) from None
+            return [segment.message_call(document, kind, now_ms)]
+
+        return await self._handle("segment", request, site, calls, body_key=site is None)
+
+    async def _segment_webhook(self, request: web.Request) -> web.StreamResponse:
+        site: str | None = request.match_info["site"]
+        if site not in self.sites.sites:
+            site = None
+
+        async def calls(body: bytes) -> list[Call]:
+            message = load_json(body)
+            return [segment.message_call(message, None, int(self.clock() * 1000))]
+
+        return await self._handle("segment_webhook", request, site, calls, signed=True)
+
+    async def _snowplow_post(self, request: web.Request) -> web.StreamResponse:
+        async def calls(body: bytes) -> list[Call]:
+            try:
+                return snowplow.tp2_calls(load_json(body), int(self.clock() * 1000))
+            except ValueError as exc:
+                raise BodyError(400, "bad_body", str(exc)) from None
+
+        return await self._handle("snowplow", request, None, calls, by_app_id=True)
+
+    async def _snowplow_get(self, request: web.Request) -> web.StreamResponse:
+        fields = dict(request.query)
+
+        async def calls(body: bytes) -> list[Call]:
+            return [snowplow.event_call(fields, int(self.clock() * 1000))]
+
+        return await self._handle("snowplow", request, None, calls, by_app_id=True, pixel=True)
+
+    # ---------------------------------------------------------------- common
+    async def _handle(
+        self,
+        endpoint: str,
+        request: web.Request,
+        site: str | None,
+        mapper: Callable[[bytes], Awaitable[list[Call]]],
+        *,
+        body_key: bool = False,
+        signed: bool = False,
+        by_app_id: bool = False,
+        pixel: bool = False,
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            body = b""
+            if request.method == "POST":
+                # aiohttp inflates gzip and deflate bodies, and refuses one
+                # over client_max_size once inflated (413 below)
+                raw = body = await request.read()
+                signature = request.headers.get("X-Signature", "")
+                if signed and site is not None and not self.sites.signed(site, raw, signature):
+                    raise Refusal(401, "bad or missing X-Signature")
+            if signed and site is None:
+                raise Refusal(404, "no such site")
+            if body_key and site is None and body:
+                site = self._body_write_key(body)
+            calls = await mapper(body)
+            if by_app_id:
+                site = self._app_site(calls)
+            if site is None:
+                raise Refusal(401, "unknown or missing write key")
+            if not self.sites.origin_allowed(site, request.headers.get("Origin")):
+                raise Refusal(403, "origin not allowed for this site")
+            answer = await self.ingest(endpoint, site, calls)
+            status = 200 if pixel else 202
+            if pixel:
+                return web.Response(status=200, body=PIXEL, content_type="image/gif")
+            return web.json_response(answer, status=status)
+        except BodyError as exc:
+            status = exc.status
+            return web.json_response({"error": exc.message}, status=status)
+        except Refusal as exc:
+            status = exc.status
+            return web.json_response({"error": exc.message}, status=status, headers=exc.headers)
+        except web.HTTPRequestEntityTooLarge:
+            status = 413
+            limit = self.settings.collector_max_body_bytes
+            return web.json_response({"error": f"body over {limit} bytes"}, status=413)
+        finally:
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+
+    def _body_write_key(self, body: bytes) -> str | None:
+        """Segment's alternative to Basic auth: ``writeKey`` in the body."""
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        key = document.get("writeKey") if isinstance(document, dict) else None
+        return self.sites.by_key(key) if isinstance(key, str) and key else None
+
+    def _app_site(self, calls: list[Call]) -> str | None:
+        """The site a Snowplow request names in ``aid`` (one per request)."""
+        ids = set()
+        for call in calls:
+            try:
+                fields = orjson.loads(call.raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(fields, dict) and isinstance(fields.get("aid"), str):
+                ids.add(fields["aid"])
+        if len(ids) > 1:
+            raise Refusal(400, "a request mixes several app ids (aid)")
+        site = next(iter(ids), None)
+        return site if site in self.sites.sites else None
+
+    async def ingest(self, endpoint: str, site: str, calls: list[Call]) -> dict[str, Any]:
+        """Validate, produce and count a request's calls (see the module doc)."""
+        wait = self.limiter.take(site, len(calls), self.clock())
+        if wait > 0:
+            raise Refusal(429, "rate limit of the site", {"Retry-After": str(max(1, round(wait)))})
+        calls = await self._resolve_sessions(site, calls)
+        events: list[Record] = []
+        dead: list[Record] = []
+        errors: list[dict[str, Any]] = []
+        ignored = 0
+        now = self.clock()
+        for index, call in enumerate(calls):
+            if call.ignored:
+                ignored += 1
+                continue
+            reason, detail = call.reason, call.detail
+            if call.event is not None:
+                try:
+                    event = self.parser.parse(call.event)
+                except InvalidEvent as exc:
+                    reason, detail = exc.reason, exc.detail
+                else:
+                    value = event_to_dict(event)
+                    if event.user_hash is not None:
+                        value["user_id"] = event.user_hash  # never the raw id
+                    events.append(Record(event.session_id.encode(), orjson.dumps(value)))
+                    continue
+            assert reason is not None
+            self.metrics.rejected.labels(reason).inc()
+            dead.append(self._dead_letter(endpoint, site, call.raw, reason, detail, now))
+            if len(errors) < MAX_LISTED_ERRORS:
+                errors.append({"index": index, "reason": reason, "detail": detail})
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(
+                    self.produce(self.settings.topic_interactions, events),
+                    self.produce(self.settings.topic_dlq, dead),
+                ),
+                timeout=self.settings.produce_timeout_s,
+            )
+        except Exception as exc:
+            self.metrics.produce_failures.inc()
+            log.warning("Kafka did not acknowledge a request's events: %s", type(exc).__name__)
+            raise Refusal(503, "events not stored, retry", {"Retry-After": "1"}) from None
+        counted = self.metrics.events
+        counted.labels(endpoint, site, "accepted").inc(len(events))
+        counted.labels(endpoint, site, "rejected").inc(len(dead))
+        counted.labels(endpoint, site, "ignored").inc(ignored)
+        return {
+            "accepted": len(events),
+            "rejected": len(dead),
+            "ignored": ignored,
+            "errors": errors,
+        }
+
+    async def _resolve_sessions(self, site: str, calls: list[Call]) -> list[Call]:
+        """Give calls without a session id their visitor's session."""
+        waiting: list[tuple[int, str, int]] = []
+        out = list(calls)
+        for index, call in enumerate(calls):
+            if call.event is None or call.visitor is None:
+                continue
+            try:
+                ts = parse_ts(call.event.get("ts"))
+            except InvalidEvent as exc:
+                out[index] = Call.refused(call.raw, exc.reason, exc.detail)
+                continue
+            waiting.append((index, call.visitor, ts))
+        if waiting:
+            sids = await self.sessions.resolve([(site, v, ts) for _, v, ts in waiting])
+            for (index, _, _), sid in zip(waiting, sids, strict=True):
+                event = out[index].event
+                assert event is not None
+                event["session_id"] = sid
+        return out
+
+    def _dead_letter(
+        self, endpoint: str, site: str, raw: bytes, reason: str, detail: str, now: float
+    ) -> Record:
+        """A refused call with the dead-letter headers of the worker's
+        (:func:`stream.records.dead_letter`); its source is the endpoint, and
+        user ids and traits are scrubbed first."""
+        headers = [
+            ("dlq.reason", reason.encode()),
+            ("dlq.detail", detail[:200].encode("utf-8", "replace")),
+            ("dlq.source.topic", f"http:{endpoint}".encode()),
+            ("dlq.source.partition", b"-1"),
+            ("dlq.source.offset", b"-1"),
+            ("dlq.time", f"{now:.3f}".encode()),
+            ("dlq.site", site.encode()),
+        ]
+        return Record(None, self._scrub(raw), headers)
+
+    def _scrub(self, raw: bytes) -> bytes:
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw
+        return orjson.dumps(self._scrubbed(value))
+
+    def _scrubbed(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            out = {}
+            for key, item in value.items():
+                if key in PII_KEYS:
+                    continue
+                if key in USER_KEYS and isinstance(item, str | int) and item != "":
+                    out[key] = hash_user(str(item), self.settings.detector.user_salt)
+                else:
+                    out[key] = self._scrubbed(item)
+            return out
+        if isinstance(value, list):
+            return [self._scrubbed(item) for item in value]
+        return value
