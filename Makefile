@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: system-deps demo test chaos lint typecheck unit integration bench bench-quality bench-learners bench-uci bench-forward bench-scaleout bench-hotspots infra-up infra-down clean docs
+.PHONY: system-deps demo test chaos lint typecheck unit integration bench bench-quality bench-learners bench-uci bench-forward bench-scaleout bench-hotspots bench-collector infra-up infra-down clean docs
 
 # The virtualenv, with the package in editable mode and every extra the tests use.
 $(STAMP): pyproject.toml
@@ -62,6 +62,10 @@ bench-forward: $(STAMP) system-deps
 ## Two workers on 8 partitions + one trainer: events/s per worker, one model version, prefix AUC vs the replay.
 bench-scaleout: $(STAMP) system-deps
 	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python benchmarks/bench_scaleout.py $(ARGS)
+
+## HTTP collector: events/s through it into Kafka vs a bare producer loop, p99 request time.
+bench-collector: $(STAMP) system-deps
+	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python benchmarks/bench_collector.py $(ARGS)
 
 ## Hotspot incidents with the traffic split over 1, 2, 4 and 8 partitions (the 1/N price).
 bench-hotspots: $(STAMP)

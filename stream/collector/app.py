@@ -177,8 +177,11 @@ class Collector:
             site = None
 
         async def calls(body: bytes) -> list[Call]:
-            message = load_json(body)
-            return [segment.message_call(message, None, int(self.clock() * 1000))]
+            # one message, or a list of them (the Actions destination's batches)
+            document = load_json(body)
+            messages = document if isinstance(document, list) else [document]
+            now_ms = int(self.clock() * 1000)
+            return [segment.message_call(message, None, now_ms) for message in messages]
 
         return await self._handle("segment_webhook", request, site, calls, signed=True)
 
@@ -235,9 +238,16 @@ class Collector:
             if not self.sites.origin_allowed(site, request.headers.get("Origin")):
                 raise Refusal(403, "origin not allowed for this site")
             answer = await self.ingest(endpoint, site, calls)
-            status = 200 if pixel else 202
+            # Snowplow's collector answers 200 (a pixel to GET /i), and some
+            # trackers accept nothing else
+            status = 200 if endpoint == "snowplow" else 202
             if pixel:
-                return web.Response(status=200, body=PIXEL, content_type="image/gif")
+                return web.Response(
+                    status=200,
+                    body=PIXEL,
+                    content_type="image/gif",
+                    headers={"Cache-Control": "no-cache, no-store, must-revalidate"},
+                )
             return web.json_response(answer, status=status)
         except BodyError as exc:
             status = exc.status
@@ -293,7 +303,7 @@ class Collector:
                 ignored += 1
                 continue
             reason, detail = call.reason, call.detail
-            if call.event is not None:
+            if call.event is not None and reason is None:
                 try:
                     event = self.parser.parse(call.event)
                 except InvalidEvent as exc:
@@ -337,7 +347,7 @@ class Collector:
         waiting: list[tuple[int, str, int]] = []
         out = list(calls)
         for index, call in enumerate(calls):
-            if call.event is None or call.visitor is None:
+            if call.event is None or call.visitor is None or call.reason is not None:
                 continue
             try:
                 ts = parse_ts(call.event.get("ts"))

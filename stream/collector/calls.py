@@ -23,8 +23,10 @@ class Call:
     """One call of a request, in request order.
 
     ``event``: the call as an event of our contract (before validation);
-    ``None`` when it was refused (``reason``, ``detail``) or carries no
-    interaction (``ignored``, e.g. Segment's ``identify``). ``raw``: the
+    ``None`` when it could not be mapped or carries no interaction
+    (``ignored``, e.g. Segment's ``identify``). A call with a ``reason`` (and
+    ``detail``) is refused, whether or not it was mapped (a mapped call
+    without a session keeps its ``event``, so tests can read the mapping). ``raw``: the
     call's original bytes, for the dead-letter topic. ``visitor``: set when
     the vendor names no session (Segment without ``context.sessionId``): the
     session is then this visitor's (anonymous id, else user id), cut after

@@ -95,7 +95,7 @@ def message_call(message: Any, call_type: str | None, now_ms: int) -> Call:
         return Call(event, raw)
     visitor = message.get("anonymousId") or message.get("userId")
     if visitor is None:
-        return Call.refused(raw, "no_session", "no context.sessionId, anonymousId or userId")
+        return Call(event, raw, "no_session", "no context.sessionId, anonymousId or userId")
     return Call(event, raw, visitor=str(visitor))
 
 

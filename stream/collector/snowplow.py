@@ -93,7 +93,7 @@ def event_call(fields: Any, now_ms: int) -> Call:
         return Call(event, raw)
     if fields.get("duid"):
         return Call(event, raw, visitor=str(fields["duid"]))
-    return Call.refused(raw, "no_session", "no sid (domain session id) or duid")
+    return Call(event, raw, "no_session", "no sid (domain session id) or duid")
 
 
 def _text(fields: dict[str, Any], name: str) -> str:

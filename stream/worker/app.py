@@ -41,7 +41,12 @@ from stream.redis_store import open_store
 from stream.retry import backoff, cancelled_by_caller, retry_forever
 from stream.settings import Settings
 from stream.worker.faults import Fault, describe, quiet_library_repeats
-from stream.worker.faust_tuning import LeanMonitor, cython_loaded, install_uvloop
+from stream.worker.faust_tuning import (
+    LeanMonitor,
+    cython_loaded,
+    install_uvloop,
+    set_fetch_max_wait,
+)
 from stream.worker.health import BrokerProbe, readiness, update_gauges
 from stream.worker.hotspot_agent import SharedHotspots
 from stream.worker.model_feed import ModelFeed
@@ -185,6 +190,7 @@ def _credentials(settings: Settings) -> Any:
 
 def create_app(settings: Settings) -> faust.App:
     """Build the worker app (no network activity until it starts)."""
+    set_fetch_max_wait(settings.kafka_fetch_max_wait_ms)
     datadir = Path(tempfile.gettempdir()) / "disengage-faust"
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     brokers = ";".join(f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(","))

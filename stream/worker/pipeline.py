@@ -39,6 +39,7 @@ checkpointed to the store and warm-started on assignment.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -273,8 +274,16 @@ class BatchProcessor(SessionDelivery):
         mark = _lap(stage, "save", mark)
         if dead:
             await self._send("dead_letters", dead)
-        await self._deliver(list(touched.values()), hotspot_alerts)
-        await self._send_visits()
+        # the alerts' and the page visits' acks are awaited together; both
+        # finish before a failure is raised (the retry must not race either)
+        outcomes = await asyncio.gather(
+            self._deliver(list(touched.values()), hotspot_alerts),
+            self._send_visits(),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         mark = _lap(stage, "produce", mark)
         self._update_model_gauges()
         _lap(stage, "gauges", mark)

@@ -122,9 +122,16 @@ def reap_workers() -> None:
 class Worker:
     """A ``disengage worker`` subprocess (``args``: another subcommand)."""
 
-    def __init__(self, env: Env, name: str = "w", args: tuple[str, ...] = ("worker",)) -> None:
+    def __init__(
+        self,
+        env: Env,
+        name: str = "w",
+        args: tuple[str, ...] = ("worker",),
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.env = env
         self.args = list(args)
+        self.extra_env = dict(extra_env or {})
         self.port = free_port()
         self.log_path = ROOT / ".cache" / "test-logs" / f"{env.tag}-{name}-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +141,7 @@ class Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream", *self.args],
-            env=self.env.worker_env(self.port),
+            env={**self.env.worker_env(self.port), **self.extra_env},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -205,6 +212,46 @@ class Worker:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+#: The write key of the site ``shop`` of :class:`CollectorProcess`.
+COLLECTOR_KEY = "wk_integration_0123456789"
+
+
+class CollectorProcess(Worker):
+    """A ``disengage collect`` subprocess on free ports, serving the site
+    ``shop`` (key :data:`COLLECTOR_KEY`); ``port`` is its /readyz."""
+
+    def __init__(self, env: Env, sites: dict[str, Any] | None = None) -> None:
+        self.http_port = free_port()
+        super().__init__(env, "collector", ("collect",))
+        sites = sites or {"shop": {"write_key": COLLECTOR_KEY, "origins": ["https://shop.example"]}}
+        self.extra_env = {
+            "DISENGAGE_COLLECTOR_SITES": json.dumps(sites),
+            "DISENGAGE_COLLECTOR_PORT": str(self.http_port),
+            "DISENGAGE_COLLECTOR_BIND": "127.0.0.1",
+            "DISENGAGE_COLLECTOR_METRICS_PORT": str(self.port),
+        }
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dg"
+
+    def post(
+        self, path: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """POST ``body`` to ``path`` (under the prefix): (status, JSON answer)."""
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=body,
+            headers={"Content-Type": "application/json", **(headers or {})},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
 
 
 def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:

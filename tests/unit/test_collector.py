@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +36,7 @@ SITES = {
         "webhook_secret": SECRET,
     },
     "slow": {"write_key": "wk_slow_0123456789", "rate_per_s": 5, "burst_s": 1},
+    "website": {"write_key": "wk_website_0123456789", "origins": ["https://snowplow.io"]},
 }
 
 
@@ -328,3 +330,22 @@ async def test_metrics_count_requests_and_results_by_site(
 def test_a_collector_without_sites_refuses_to_start() -> None:
     with pytest.raises(ValueError, match="DISENGAGE_COLLECTOR_SITES"):
         Collector(Settings(), FakeKafka().produce, MemoryVisitorSessions(1), CollectorMetrics())
+
+
+async def test_a_snowplow_tp2_body_from_the_docs_is_stored_and_answered_200(
+    client: TestClient[Any, Any], kafka: FakeKafka
+) -> None:
+    fixture = Path(__file__).parent.parent / "fixtures" / "collector" / "snowplow_tp2.json"
+    body = json.loads(fixture.read_text())
+    body["data"] = body["data"][:4]  # the items of app id "website"
+    resp = await client.post(
+        "/dg/com.snowplowanalytics.snowplow/tp2",
+        json=body,
+        headers={"Origin": "https://snowplow.io"},
+    )
+    assert resp.status == 200 and (await resp.json())["accepted"] == 4
+    assert resp.headers["Access-Control-Allow-Credentials"] == "true"
+    types = [e["type"] for e in kafka.events()]
+    assert types == ["page_view", "custom", "custom", "custom"]
+    mixed = {**body, "data": [body["data"][0], {**body["data"][1], "aid": "shop"}]}
+    assert (await client.post("/dg/com.snowplowanalytics.snowplow/tp2", json=mixed)).status == 400

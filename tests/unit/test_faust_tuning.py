@@ -36,3 +36,15 @@ def test_the_lean_monitor_keeps_no_per_message_state() -> None:
         monitor.on_stream_event_out(None, 0, None, None, None)
         monitor.on_send_initiated(None, "t", None, 1, 1)
     assert (monitor.messages_received_total, monitor.events_total, monitor.messages_sent) == before
+
+
+async def test_the_worker_consumer_fetches_with_the_configured_max_wait() -> None:
+    from stream.settings import Settings
+    from stream.worker.app import create_app
+
+    app = create_app(Settings.from_env({"DISENGAGE_KAFKA_FETCH_MAX_WAIT_MS": "120"}))
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert consumer._fetch_max_wait_ms == 120  # Faust's own: 1500
+    finally:
+        await consumer.stop()  # never started: only releases the client
