@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: system-deps demo test chaos lint typecheck unit integration bench bench-quality bench-learners bench-uci bench-forward bench-scaleout bench-hotspots bench-collector infra-up infra-down clean docs
+.PHONY: system-deps tracker demo test chaos lint typecheck unit integration bench bench-quality bench-learners bench-uci bench-forward bench-scaleout bench-hotspots bench-collector infra-up infra-down clean docs
 
 # The virtualenv, with the package in editable mode and every extra the tests use.
 $(STAMP): pyproject.toml
@@ -20,8 +20,12 @@ demo: $(STAMP)
 
 ## Whole test suite: lint, types, unit + doctests, then integration tests on a
 ## real Kafka broker and Redis server started (and always stopped) by infra.py.
-test: $(STAMP) lint typecheck system-deps
+test: $(STAMP) lint typecheck system-deps tracker
 	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python -m pytest $(ARGS)
+
+## The browser tracker: npm packages from the lock, strict type check, bundle, 5 KB budget.
+tracker: system-deps
+	cd tracker && npm ci --no-audit --no-fund && npm run typecheck && npm run build && npm run size
 
 ## The chaos suite alone (also part of `make test`): eleven faults on a private broker and Redis.
 chaos: $(STAMP) system-deps

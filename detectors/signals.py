@@ -47,7 +47,12 @@ class RageClick:
     Datadog RUM and Mixpanel. Clicks on targets matching
     ``rage_ignore_targets`` (steppers, date pickers, carousels, pagination,
     text) and clicks that select text (``props.selection``) never count: those
-    are the patterns users of the published rules complained about.
+    are the patterns users of the published rules complained about. Nor do
+    clicks the client saw the page react to (``props.dead`` false: the
+    browser tracker's probe saw a DOM change, navigation, request, scroll or
+    selection in time, as a working stepper or date picker does however fast
+    it is clicked), or that the page excludes (``props.ignore_rage``: the
+    element's ``data-disengage-ignore="rage"``).
     A burst fires once, however long it goes on. Weight 2: a rage-click burst
     is the clearest sign of a broken UI.
 
@@ -89,7 +94,9 @@ class RageClick:
         if event is None:
             return []
         target = (event.prop_str("target") or "")[:TARGET_CAP]
-        if self.ignored(target) or event.props.get("selection"):
+        props = event.props
+        reacted = props.get("dead") is False or props.get("ignore_rage") is True
+        if reacted or self.ignored(target) or props.get("selection"):
             state.click_burst.clear()
             state.rage_fired = False
             return []

@@ -284,6 +284,11 @@ class Settings(BaseSettings):
         description="Largest request body, after decompression (bytes); a larger one is "
         "answered 413. Segment's HTTP API limit.",
     )
+    collector_tracker_file: str = Field(
+        default="",
+        description="The browser tracker the collector serves at <prefix>/t.js (\"\": "
+        "tracker/dist/disengage.min.js of this checkout, built by `npm run build` in tracker/).",
+    )
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig,
         description="Thresholds of the detector core (DISENGAGE_<FIELD>).",

@@ -32,6 +32,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -64,6 +65,13 @@ PIXEL = (
 PII_KEYS = frozenset({"traits", "ip", "userAgent", "user_agent", "ua", "email"})
 #: Keys whose values are hashed in a refused call.
 USER_KEYS = frozenset({"userId", "user_id", "uid"})
+
+
+def tracker_file(settings: Settings) -> Path:
+    """Where the tracker bundle is (``DISENGAGE_COLLECTOR_TRACKER_FILE``, else this checkout's)."""
+    if settings.collector_tracker_file:
+        return Path(settings.collector_tracker_file)
+    return Path(__file__).resolve().parents[2] / "tracker" / "dist" / "disengage.min.js"
 
 
 class Refusal(Exception):
@@ -117,7 +125,24 @@ class Collector:
         app.router.add_post(prefix + "/v1/webhook/{site}", self._segment_webhook)
         app.router.add_post(f"{prefix}/com.snowplowanalytics.snowplow/tp2", self._snowplow_post)
         app.router.add_get(f"{prefix}/i", self._snowplow_get)
+        app.router.add_get(f"{prefix}/t.js", self._tracker)
         return app
+
+    async def _tracker(self, request: web.Request) -> web.StreamResponse:
+        """The browser tracker (one file, cached for an hour)."""
+        path = tracker_file(self.settings)
+        if not path.is_file():
+            build = "cd tracker && npm ci && npm run build"
+            return web.json_response(
+                {"error": f"the tracker is not built ({path}): {build}"}, status=404
+            )
+        return web.FileResponse(
+            path,
+            headers={
+                "Content-Type": "application/javascript; charset=utf-8",
+                "Cache-Control": "public, max-age=3600",
+            },
+        )
 
     @web.middleware
     async def _cors(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -521,3 +521,32 @@ def test_each_harmless_click_pattern_is_silent(
     for i in range(n):
         d.send("click", 1000 + gap * i, x=300 + i, y=300, target=target, selection=selection)
     assert d.all_hits() == []
+
+
+def test_clicks_the_page_reacted_to_or_excluded_are_no_rage() -> None:
+    from detectors.events import EventParser
+    from detectors.session import SessionState
+    from detectors.signals import Step
+
+    cfg = DetectorConfig()
+    parser = EventParser(cfg)
+
+    def burst(props: dict[str, object]) -> int:
+        state, rage = SessionState("s"), RageClick(cfg)
+        hits = 0
+        for t in (0, 250, 500, 750):
+            event = parser.parse(
+                {
+                    "session_id": "s",
+                    "ts": T0 + t,
+                    "type": "click",
+                    "props": {"x": 10, "y": 10, "target": "h:1f2e3d4c", **props},
+                }
+            )
+            hits += len(rage.observe(state, Step("event", event.ts, event)))
+        return hits
+
+    assert burst({}) == 1  # a hashed target, nothing known: a rage click
+    assert burst({"dead": True}) == 1
+    assert burst({"dead": False, "reaction_ms": 40}) == 0  # a working stepper
+    assert burst({"ignore_rage": True}) == 0

@@ -1,0 +1,236 @@
+"""The browser tracker in Debian's Chromium, through the collector and Kafka to the worker.
+
+A demo shop page (tracker/demo/shop.html) is served on localhost with the
+tracker the collector serves. Playwright drives the system browser
+(``/usr/bin/chromium``; nothing downloads a browser). Two visitors:
+
+* one uses the harmless look-alikes of frustration: a quantity stepper and a
+  date picker clicked fast, a slow scroll, a form filled in correctly;
+* one rage-clicks a broken "Pay" button, thrashes the page up and down,
+  submits a form with errors, navigates the SPA and leaves the tab.
+
+The second must raise the friction alert on the alerts topic, the first
+none; and no field value may reach Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from .harness import COLLECTOR_KEY, CollectorProcess, Env, Worker, consume, free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOP = ROOT / "tracker" / "demo" / "shop.html"
+BUNDLE = ROOT / "tracker" / "dist" / "disengage.min.js"
+CHROMIUM = "/usr/bin/chromium"
+#: Chromium on a machine without a network (see the machine notes): no background traffic.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SECRET_EMAIL = "alice.secret@example.com"
+
+T = TypeVar("T")
+
+
+class ShopServer:
+    """The demo shop on every path (an SPA), pointing its tracker at the collector."""
+
+    def __init__(self, collector_url: str) -> None:
+        page = SHOP.read_text().replace("{{COLLECTOR}}", collector_url)
+        body = page.replace("{{KEY}}", COLLECTOR_KEY).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ShopServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "make system-deps installs Debian's chromium"
+    assert BUNDLE.exists(), "the tracker is built by `make tracker` (part of `make test`)"
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def off_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end in a thread of its own: Playwright's sync
+    API keeps an event loop running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def session_of(page: Any) -> str:
+    stored = page.evaluate("localStorage.getItem('dg_sid')")
+    assert stored, "the tracker keeps its session in localStorage"
+    return str(stored).split(".")[0]
+
+
+def settle(page: Any) -> None:
+    """Let the dead-click probes (1 s) resolve, then send what is queued."""
+    page.wait_for_timeout(1300)
+    page.evaluate("window.disengage.flush()")
+    page.wait_for_timeout(500)
+
+
+def look_alikes(browser: Any, shop: ShopServer) -> str:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{shop.origin}/products/1")
+    for _ in range(8):  # a quantity stepper, clicked fast
+        page.click("#more")
+        page.wait_for_timeout(120)
+    for day in (3, 4, 4, 5, 5, 5):  # a date picker, clicked fast
+        page.click(f"#picker .day:nth-child({day})")
+        page.wait_for_timeout(150)
+    for _ in range(4):  # reading down the page
+        page.mouse.wheel(0, 400)
+        page.wait_for_timeout(400)
+    page.fill("#email", SECRET_EMAIL)
+    page.fill("#postcode", "12345")
+    page.click("#send")
+    for _ in range(5):  # the author excluded this button from rage and dead clicks
+        page.click("#ignored")
+        page.wait_for_timeout(100)
+    settle(page)
+    sid = session_of(page)
+    context.close()
+    return sid
+
+
+def frustration(browser: Any, shop: ShopServer) -> str:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{shop.origin}/products/1")
+    for _ in range(5):  # the broken Pay button
+        page.click("#pay")
+        page.wait_for_timeout(150)
+    for step in range(8):  # thrashing up and down
+        page.mouse.wheel(0, 900 if step % 2 == 0 else -900)
+        page.wait_for_timeout(220)
+    page.fill("#postcode", "12")
+    page.click("#send")  # an empty e-mail and a bad postcode
+    page.click("#next")  # the SPA's next step
+    page.wait_for_timeout(1300)  # the probes resolve; then the visitor leaves the tab
+    sid = session_of(page)
+    page.close(run_before_unload=True)  # pagehide: the rest goes by sendBeacon
+    time.sleep(0.5)
+    context.close()
+    return sid
+
+
+async def topic_events(env: Env, sid: str, until: Any) -> list[dict[str, Any]]:
+    messages = await consume(
+        env.bootstrap,
+        env.interactions,
+        until=lambda ms: until([json.loads(m.value) for m in ms if m.key == sid.encode()]),
+        timeout=60,
+    )
+    return [json.loads(m.value) for m in messages if m.key == sid.encode()]
+
+
+def test_the_tracker_reports_frustration_and_not_its_look_alikes(env: Env, browser: Any) -> None:
+    collector = CollectorProcess(env)
+    with ShopServer(collector.base_url) as shop:
+        collector.extra_env["DISENGAGE_COLLECTOR_SITES"] = json.dumps(
+            {"shop": {"write_key": COLLECTOR_KEY, "origins": [shop.origin]}}
+        )
+        collector.start()
+        worker = Worker(env).start()
+        try:
+            collector.wait_ready()
+            worker.wait_ready(partitions=env.partitions)
+            calm = look_alikes(browser, shop)
+            angry = frustration(browser, shop)
+            assert calm != angry
+
+            def alerted(messages: list[Any]) -> bool:
+                return any(json.loads(m.value)["data"]["session_id"] == angry for m in messages)
+
+            alerts = off_loop(consume(env.bootstrap, env.alerts, until=alerted, timeout=90))
+            raised = [json.loads(m.value)["data"] for m in alerts]
+            angry_alerts = [a for a in raised if a["session_id"] == angry]
+            assert any(a["rule"] == "friction_pileup" for a in angry_alerts), raised
+            reasons = {r["signal"] for a in angry_alerts for r in a["reasons"] if "signal" in r}
+            assert reasons, angry_alerts
+
+            # what the frustrated visitor's browser sent
+            sent = off_loop(
+                topic_events(env, angry, lambda evs: any(e["type"] == "visibility" or
+                                                          e["page"] == "/checkout/2" for e in evs))
+            )
+            types = [e["type"] for e in sent]
+            pay = [e for e in sent if e["type"] == "click" and e.get("props", {}).get("dead")]
+            assert len(pay) >= 3, [e.get("props") for e in sent]  # no reaction to Pay
+            assert types.count("form_error") >= 2 and "scroll" in types, types
+            assert any(e["type"] == "page_view" and e["page"] == "/checkout/2" for e in sent)
+
+            # the look-alikes: sent, applied, and no alert
+            calm_events = off_loop(
+                topic_events(env, calm, lambda evs: sum(e["type"] == "click" for e in evs) >= 14)
+            )
+            clicks = [e for e in calm_events if e["type"] == "click"]
+            stepper = [c for c in clicks if c["props"].get("dead") is False]
+            assert len(stepper) >= 14, clicks  # every stepper and picker click reacted
+            assert all(c["props"].get("ignore_rage") for c in clicks if "dead" not in c["props"])
+            time.sleep(5)  # the worker is live (it alerted above): give it the calm events too
+            alerts = off_loop(consume(env.bootstrap, env.alerts, timeout=10, idle=2))
+            calm_alerts = [
+                json.loads(m.value)["data"]
+                for m in alerts
+                if json.loads(m.value)["data"]["session_id"] == calm
+            ]
+            assert calm_alerts == [], calm_alerts
+
+            # never a field value
+            everything = off_loop(consume(env.bootstrap, env.interactions, timeout=10, idle=2))
+            assert all(SECRET_EMAIL.encode() not in (m.value or b"") for m in everything)
+        finally:
+            assert collector.stop() == 0, collector.tail()
+            assert worker.stop() == 0, worker.tail()

@@ -1,0 +1,540 @@
+/**
+ * disengage browser tracker: what the detector's signals need, nothing more.
+ *
+ * - Clicks: x, y (CSS px), a stable hash of the target's selector, its tag
+ *   and ARIA role, and a dead-click probe: `dead` is true when nothing
+ *   reacted within `deadClickMs`, else false with `reaction_ms`. Rage is
+ *   computed on the server (a click the page reacted to never counts).
+ * - Scrolls: `scroll_pct`, at most every `scrollMs`.
+ * - Forms: focus, input counts, errors (the `invalid` event or
+ *   `aria-invalid="true"`), submit: field *names* only, never a value.
+ * - Pages: `page_view` with `load_ms` (PerformanceNavigationTiming), SPA
+ *   route changes through the History API. Paths only: no query, no fragment.
+ * - Exit: `visibility` hidden/visible, and a flush by `sendBeacon` on hide.
+ *
+ * Delivery: batches of `batchSize` events or every `flushMs`; `fetch` with
+ * keepalive, or `sendBeacon` in chunks under 16 KB when the page may go
+ * away; backoff on 429 and 5xx (honouring Retry-After); a bounded queue.
+ *
+ * Privacy: nothing is collected before consent in consent mode; Do-Not-Track
+ * and Global Privacy Control are honoured when `respectDnt` is set; text
+ * inputs, contenteditable and modifier-key clicks are never recorded;
+ * `data-disengage-ignore="rage dead"` excludes an element (and its subtree).
+ */
+
+export interface Options {
+  /** Collector base URL including its path prefix, e.g. "https://c.example.com/dg". */
+  endpoint: string;
+  /** The site's write key. */
+  key: string;
+  /** Consent mode: nothing is collected until `consent(true)`. */
+  requireConsent?: boolean;
+  /** Honour Do-Not-Track and Global Privacy Control. */
+  respectDnt?: boolean;
+  /** Events per request (20, as Segment's and Snowplow's trackers batch). */
+  batchSize?: number;
+  /** Longest wait before queued events are sent (ms). */
+  flushMs?: number;
+  /** Bound of the queue: the oldest events are dropped beyond it. */
+  maxQueue?: number;
+  /**
+   * Window of the dead-click probe (ms). A click with no DOM mutation,
+   * navigation, request started, scroll or text selection within it, or
+   * before the next click, is dead. Datadog RUM judges page activity within
+   * 100 ms; PostHog waits 2.5 s for a mutation. 1 s sits between: slow
+   * pages still react in time.
+   */
+  deadClickMs?: number;
+  /** Least time between two scroll events (ms); 200 keeps direction reversals visible. */
+  scrollMs?: number;
+  /** Inactivity after which a new session starts (ms; the detector's default 30 min). */
+  sessionTimeoutMs?: number;
+}
+
+type Value = string | number | boolean;
+type Props = Record<string, Value>;
+
+interface TrackedEvent {
+  session_id: string;
+  ts: number;
+  type: string;
+  event_id: string;
+  page?: string;
+  props?: Props;
+}
+
+interface PendingClick {
+  event: TrackedEvent;
+  props: Props;
+  at: number;
+}
+
+const DEFAULTS = {
+  requireConsent: false,
+  respectDnt: false,
+  batchSize: 20,
+  flushMs: 3000,
+  maxQueue: 500,
+  deadClickMs: 1000,
+  scrollMs: 200,
+  sessionTimeoutMs: 30 * 60 * 1000,
+};
+/** sendBeacon payloads stay under this (browsers cap the total in flight at 64 KB). */
+const BEACON_BYTES = 16000;
+const STORAGE_KEY = "dg_sid";
+const MAX_BACKOFF_MS = 60000;
+
+type Config = typeof DEFAULTS & { endpoint: string; key: string };
+
+function now(): number {
+  return Date.now();
+}
+
+function randomHex(bytes: number): string {
+  const out = new Uint8Array(bytes);
+  crypto.getRandomValues(out);
+  let text = "";
+  out.forEach((b) => (text += (b + 256).toString(16).slice(1)));
+  return text;
+}
+
+/** FNV-1a, 32 bits, as 8 hex characters: a stable, short name of a selector. */
+export function hash(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(16).padStart(8, "0");
+}
+
+/** tag#id.class1.class2 of an element and up to two ancestors (no indexes: stable across renders). */
+export function selector(el: Element): string {
+  const parts: string[] = [];
+  let node: Element | null = el;
+  for (let depth = 0; node && depth < 3; depth++, node = node.parentElement) {
+    let part = node.tagName.toLowerCase();
+    if (node.id && !/\d{3,}/.test(node.id)) part += "#" + node.id;
+    const classes = Array.from(node.classList).filter((c) => !/\d{3,}/.test(c)).sort();
+    if (classes.length) part += "." + classes.slice(0, 3).join(".");
+    parts.unshift(part);
+  }
+  return parts.join(">");
+}
+
+function ignored(el: Element, what: string): boolean {
+  const owner = el.closest("[data-disengage-ignore]");
+  const tokens = owner?.getAttribute("data-disengage-ignore") ?? "";
+  return tokens.split(/\s+/).some((t) => t === what || t === "all");
+}
+
+function isTextEntry(el: Element): boolean {
+  if ((el as HTMLElement).isContentEditable) return true;
+  if (el instanceof HTMLTextAreaElement || el instanceof HTMLSelectElement) return true;
+  if (!(el instanceof HTMLInputElement)) return false;
+  return !/^(button|submit|reset|checkbox|radio|image|file|range|color)$/.test(el.type);
+}
+
+function fieldName(el: Element): string {
+  const named = el as HTMLInputElement;
+  return (named.name || el.id || el.tagName.toLowerCase()).slice(0, 100);
+}
+
+function isField(el: EventTarget | null): el is Element {
+  return (
+    el instanceof HTMLInputElement ||
+    el instanceof HTMLTextAreaElement ||
+    el instanceof HTMLSelectElement
+  );
+}
+
+export class Tracker {
+  private readonly cfg: Config;
+  private queue: TrackedEvent[] = [];
+  private pending: PendingClick[] = [];
+  private timer: number | undefined;
+  private backoffUntil = 0;
+  private failures = 0;
+  private sending = false;
+  private granted: boolean;
+  private readonly disabled: boolean;
+  private page = location.pathname;
+  private lastScroll = 0;
+  private lastPct = -1;
+  private scrollTimer: number | undefined;
+  private readonly inputs = new Map<string, number>();
+  private memorySession: { id: string; last: number } | null = null;
+  /** Events dropped because the queue was full (since the page loaded). */
+  dropped = 0;
+
+  constructor(options: Options) {
+    this.cfg = { ...DEFAULTS, ...options } as Config;
+    this.granted = !this.cfg.requireConsent;
+    const nav = navigator as Navigator & { globalPrivacyControl?: boolean };
+    const win = window as Window & { doNotTrack?: string };
+    this.disabled =
+      this.cfg.respectDnt &&
+      (nav.doNotTrack === "1" || win.doNotTrack === "1" || nav.globalPrivacyControl === true);
+    if (this.disabled) return;
+    this.listen();
+    this.pageView(true);
+  }
+
+  /** Give (true) or withdraw (false) consent; withdrawing drops what is queued. */
+  consent(granted: boolean): void {
+    this.granted = granted;
+    if (!granted) {
+      this.queue = [];
+      this.pending = [];
+    } else if (!this.queue.length) {
+      this.pageView(true);
+    }
+  }
+
+  /** Send what is queued now (by beacon when the page may be going away). */
+  flush(beacon = false): void {
+    if (beacon) this.settle();
+    const ready = this.ready();
+    if (!ready.length || (!beacon && (this.sending || now() < this.backoffUntil))) return;
+    if (beacon) {
+      this.beacon(ready);
+      return;
+    }
+    const batch = ready.slice(0, this.cfg.batchSize);
+    this.queue = this.queue.filter((e) => !batch.includes(e));
+    this.post(batch);
+  }
+
+  /** Queue an event; ``type`` is one of the collector contract's types. */
+  track(type: string, props?: Props, ts = now()): TrackedEvent | undefined {
+    if (this.disabled || !this.granted) return undefined;
+    const event: TrackedEvent = {
+      session_id: this.session(ts),
+      ts,
+      type,
+      event_id: randomHex(12),
+      page: this.page,
+    };
+    if (props && Object.keys(props).length) event.props = props;
+    this.queue.push(event);
+    if (this.queue.length > this.cfg.maxQueue) {
+      this.queue.shift();
+      this.dropped++;
+    }
+    this.schedule(this.ready().length >= this.cfg.batchSize ? 0 : this.cfg.flushMs);
+    return event;
+  }
+
+  // ------------------------------------------------------------- sessions
+  private session(ts: number): string {
+    let stored = this.memorySession;
+    try {
+      const raw = localStorage.getItem(STORAGE_KEY);
+      if (raw) {
+        const [id, last] = raw.split(".");
+        if (id && last) stored = { id, last: Number(last) };
+      }
+    } catch {
+      // storage blocked (privacy mode): the session lives in memory
+    }
+    if (!stored || ts - stored.last > this.cfg.sessionTimeoutMs) {
+      stored = { id: randomHex(16), last: ts };
+    }
+    stored.last = Math.max(stored.last, ts);
+    this.memorySession = stored;
+    try {
+      localStorage.setItem(STORAGE_KEY, `${stored.id}.${stored.last}`);
+    } catch {
+      // as above
+    }
+    return stored.id;
+  }
+
+  // ------------------------------------------------------------- capture
+  private listen(): void {
+    const doc = document;
+    const opts = { capture: true, passive: true };
+    doc.addEventListener("click", (e) => this.onClick(e), opts);
+    addEventListener("scroll", () => this.onScroll(), opts);
+    doc.addEventListener("focusin", (e) => this.onFocus(e), opts);
+    doc.addEventListener("input", (e) => this.onInput(e), opts);
+    doc.addEventListener("focusout", (e) => this.onBlur(e), opts);
+    doc.addEventListener("invalid", (e) => this.onInvalid(e.target), opts);
+    doc.addEventListener("submit", (e) => this.onSubmit(e), opts);
+    // a caret moved by the click itself is no reaction; text selected is
+    doc.addEventListener(
+      "selectionchange",
+      () => String(getSelection() ?? "").length > 0 && this.react(),
+      opts,
+    );
+    doc.addEventListener("visibilitychange", () => this.onVisibility(), opts);
+    addEventListener("pagehide", () => this.flush(true), opts);
+    addEventListener("popstate", () => this.onRoute(), opts);
+    addEventListener("hashchange", () => this.react(), opts);
+    for (const name of ["pushState", "replaceState"] as const) {
+      const original = history[name];
+      history[name] = (...args: Parameters<History["pushState"]>) => {
+        original.apply(history, args);
+        this.onRoute();
+      };
+    }
+    new MutationObserver((records) => {
+      for (const r of records) {
+        if (r.type === "attributes" && r.attributeName === "aria-invalid") {
+          if ((r.target as Element).getAttribute("aria-invalid") === "true") {
+            this.onInvalid(r.target);
+          }
+        }
+      }
+      this.react();
+    }).observe(doc, { subtree: true, childList: true, attributes: true, characterData: true });
+    // a request the page starts is a reaction (the tracker's own are not)
+    const ours = (url: unknown): boolean => String(url).startsWith(this.cfg.endpoint);
+    const fetcher = window.fetch;
+    window.fetch = (input: RequestInfo | URL, init?: RequestInit) => {
+      if (!ours(input instanceof Request ? input.url : input)) this.react();
+      return fetcher.call(window, input, init);
+    };
+    const open = XMLHttpRequest.prototype.open;
+    const track = this;
+    XMLHttpRequest.prototype.open = function (this: XMLHttpRequest, ...args: unknown[]) {
+      if (!ours(args[1])) track.react();
+      return (open as (...a: unknown[]) => void).apply(this, args);
+    };
+  }
+
+  private onClick(e: Event): void {
+    const mouse = e as MouseEvent;
+    const el = e.target;
+    if (!(el instanceof Element)) return;
+    if (mouse.ctrlKey || mouse.metaKey || mouse.shiftKey || mouse.altKey) return;
+    if (isTextEntry(el)) return;
+    const props: Props = {
+      x: Math.round(mouse.clientX),
+      y: Math.round(mouse.clientY),
+      target: "h:" + hash(selector(el)),
+      tag: el.tagName.toLowerCase(),
+    };
+    const role = el.getAttribute("role");
+    if (role) props.role = role.slice(0, 40);
+    if (ignored(el, "rage")) props.ignore_rage = true;
+    // a click still waiting for its reaction when the next one comes saw
+    // none: its window ends here (a later reaction answers the new click)
+    for (const waiting of this.pending.slice()) this.resolve(waiting, null);
+    const event = this.track("click", props);
+    if (!event || ignored(el, "dead")) return;
+    const click: PendingClick = { event, props, at: performance.now() };
+    this.pending.push(click);
+    setTimeout(() => this.resolve(click, null), this.cfg.deadClickMs);
+  }
+
+  /** Something on the page reacted: every click waiting for one has its answer. */
+  private react(): void {
+    const t = performance.now();
+    for (const click of this.pending.slice()) {
+      if (t >= click.at) this.resolve(click, Math.round(t - click.at));
+    }
+  }
+
+  private resolve(click: PendingClick, reactionMs: number | null): void {
+    const i = this.pending.indexOf(click);
+    if (i < 0) return;
+    this.pending.splice(i, 1);
+    if (reactionMs === null) {
+      click.props.dead = true;
+    } else {
+      click.props.dead = false;
+      click.props.reaction_ms = reactionMs;
+    }
+    click.event.props = click.props;
+    if (this.ready().length) this.schedule(this.cfg.flushMs);
+  }
+
+  /** Before a beacon: probes still open are sent as they are (no verdict). */
+  private settle(): void {
+    this.pending = [];
+  }
+
+  private onScroll(): void {
+    this.react();
+    const t = now();
+    const wait = this.lastScroll + this.cfg.scrollMs - t;
+    if (wait > 0) {
+      if (this.scrollTimer === undefined) {
+        this.scrollTimer = window.setTimeout(() => {
+          this.scrollTimer = undefined;
+          this.onScroll();
+        }, wait);
+      }
+      return;
+    }
+    const root = document.documentElement;
+    const height = Math.max(root.scrollHeight, 1);
+    const pct = Math.min(100, Math.round(((scrollY + innerHeight) / height) * 1000) / 10);
+    if (Math.abs(pct - this.lastPct) < 1) return;
+    this.lastScroll = t;
+    this.lastPct = pct;
+    this.track("scroll", { scroll_pct: pct });
+  }
+
+  private onFocus(e: Event): void {
+    if (isField(e.target)) this.track("form_focus", { field: fieldName(e.target) });
+  }
+
+  private onInput(e: Event): void {
+    if (!isField(e.target)) return;
+    const name = fieldName(e.target);
+    this.inputs.set(name, (this.inputs.get(name) ?? 0) + 1);
+  }
+
+  private onBlur(e: Event): void {
+    if (!isField(e.target)) return;
+    const name = fieldName(e.target);
+    const count = this.inputs.get(name);
+    if (count) {
+      this.inputs.delete(name);
+      this.track("form_input", { field: name, inputs: count });
+    }
+  }
+
+  private onInvalid(target: EventTarget | Node | null): void {
+    if (target instanceof Element) this.track("form_error", { field: fieldName(target) });
+  }
+
+  private onSubmit(e: Event): void {
+    const form = e.target;
+    if (form instanceof HTMLFormElement) {
+      this.track("form_submit", { field: (form.name || form.id || "form").slice(0, 100) });
+    }
+  }
+
+  private onVisibility(): void {
+    const hidden = document.visibilityState === "hidden";
+    this.track("visibility", { state: hidden ? "hidden" : "visible" });
+    if (hidden) this.flush(true);
+  }
+
+  private onRoute(): void {
+    this.react();
+    if (location.pathname !== this.page) this.pageView(false);
+  }
+
+  private pageView(first: boolean): void {
+    this.page = location.pathname;
+    const event = this.track("page_view");
+    if (!event || !first) return;
+    const timing = (): void => {
+      const nav = performance.getEntriesByType("navigation")[0] as
+        | PerformanceNavigationTiming
+        | undefined;
+      if (nav && nav.loadEventEnd > 0) {
+        event.props = { ...event.props, load_ms: Math.round(nav.loadEventEnd - nav.startTime) };
+      }
+    };
+    if (document.readyState === "complete") timing();
+    else addEventListener("load", () => setTimeout(timing, 0), { once: true });
+  }
+
+  // ------------------------------------------------------------- delivery
+  /** Queued events up to the first click still waiting for its probe. */
+  private ready(): TrackedEvent[] {
+    const open = new Set(this.pending.map((c) => c.event));
+    const out: TrackedEvent[] = [];
+    for (const e of this.queue) {
+      if (open.has(e)) break;
+      out.push(e);
+    }
+    return out;
+  }
+
+  private schedule(delay: number): void {
+    if (this.timer !== undefined) {
+      if (delay > 0) return;
+      clearTimeout(this.timer);
+    }
+    const wait = Math.max(delay, this.backoffUntil - now(), 0);
+    this.timer = window.setTimeout(() => {
+      this.timer = undefined;
+      this.flush();
+    }, wait);
+  }
+
+  private url(): string {
+    return `${this.cfg.endpoint}/e?k=${encodeURIComponent(this.cfg.key)}`;
+  }
+
+  private post(batch: TrackedEvent[]): void {
+    this.sending = true;
+    const body = JSON.stringify(batch);
+    fetch(this.url(), {
+      method: "POST",
+      body,
+      // text/plain: a "simple" request, no CORS preflight
+      headers: { "Content-Type": "text/plain" },
+      keepalive: body.length < 60000,
+      credentials: "omit",
+    })
+      .then((resp) => {
+        if (resp.status === 429 || resp.status >= 500) {
+          this.retry(batch, Number(resp.headers.get("Retry-After")) * 1000);
+        } else {
+          this.failures = 0; // 2xx, or a 4xx that a retry would not fix
+        }
+      })
+      .catch(() => this.retry(batch, 0))
+      .then(() => {
+        this.sending = false;
+        if (this.ready().length) this.schedule(this.queue.length >= this.cfg.batchSize ? 0 : this.cfg.flushMs);
+      });
+  }
+
+  private retry(batch: TrackedEvent[], retryAfterMs: number): void {
+    this.failures++;
+    const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.failures - 1));
+    this.backoffUntil = now() + Math.max(backoff, retryAfterMs || 0);
+    this.queue = batch.concat(this.queue).slice(-this.cfg.maxQueue);
+  }
+
+  private beacon(events: TrackedEvent[]): void {
+    const url = this.url();
+    let chunk: TrackedEvent[] = [];
+    let size = 2;
+    const send = (): boolean => {
+      if (!chunk.length) return true;
+      const blob = new Blob([JSON.stringify(chunk)], { type: "text/plain" });
+      const ok = typeof navigator.sendBeacon === "function" && navigator.sendBeacon(url, blob);
+      if (ok) this.queue = this.queue.filter((e) => !chunk.includes(e));
+      chunk = [];
+      size = 2;
+      return ok;
+    };
+    for (const e of events) {
+      const bytes = JSON.stringify(e).length + 1;
+      if (size + bytes > BEACON_BYTES && !send()) return;
+      chunk.push(e);
+      size += bytes;
+    }
+    send();
+  }
+}
+
+declare global {
+  interface Window {
+    disengage?: Tracker;
+  }
+}
+
+/** Start from the script tag's data attributes, when it has them. */
+function autostart(): void {
+  const script = document.currentScript as HTMLScriptElement | null;
+  const data = script?.dataset;
+  if (!data?.endpoint || !data.key || window.disengage) return;
+  window.disengage = new Tracker({
+    endpoint: data.endpoint.replace(/\/$/, ""),
+    key: data.key,
+    requireConsent: data.consent === "required",
+    respectDnt: data.respectDnt === "true",
+  });
+}
+
+autostart();
