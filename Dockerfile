@@ -15,6 +15,7 @@
 # The lock is resolved for linux x86_64 (build with --platform linux/amd64 elsewhere).
 
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+ARG NODE_IMAGE=node:20.18.1-bookworm-slim
 
 # ---------------------------------------------------------------------------- builder
 # Builds the project's wheel with a hash-pinned setuptools, without network build isolation.
@@ -34,6 +35,18 @@ COPY pyproject.toml README.md ./
 COPY detectors ./detectors
 COPY stream ./stream
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
+
+# ---------------------------------------------------------------------------- tracker
+# The browser tracker the collector serves at <prefix>/t.js: npm packages from the lock,
+# strict type check, one minified file (5 KB gzipped budget checked).
+FROM ${NODE_IMAGE} AS tracker
+
+WORKDIR /tracker
+COPY tracker/package.json tracker/package-lock.json tracker/tsconfig.json ./
+RUN npm ci --no-audit --no-fund
+COPY tracker/src ./src
+COPY tracker/scripts ./scripts
+RUN npm run typecheck && npm run build && npm run size
 
 # ---------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
@@ -63,11 +76,16 @@ RUN /opt/venv/bin/pip install --no-deps --no-index /tmp/wheels/disengage-*.whl \
  && /opt/venv/bin/pip check \
  && rm -rf /tmp/wheels
 
+# the tracker bundle, where `disengage collect` serves it from
+COPY --from=tracker /tracker/dist/disengage.min.js /opt/disengage/tracker/disengage.min.js
+ENV DISENGAGE_COLLECTOR_TRACKER_FILE=/opt/disengage/tracker/disengage.min.js
+
 USER disengage
 WORKDIR /home/disengage
 
-# /metrics, /healthz and /readyz of the worker (DISENGAGE_METRICS_PORT, default 9464).
-EXPOSE 9464
+# /metrics, /healthz and /readyz of the worker (DISENGAGE_METRICS_PORT, default 9464); the
+# collector's event endpoints (DISENGAGE_COLLECTOR_PORT, 8470).
+EXPOSE 9464 8470
 
 # Liveness, not readiness: /healthz answers while the process runs; /readyz is 503 until the
 # replica owns partitions (and on a replica left without any), which is no reason to restart.

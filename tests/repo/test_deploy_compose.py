@@ -420,6 +420,9 @@ def served_ports(name: str) -> set[int]:
         ports.add(settings_of(name).metrics_port)
     if argv[:1] == ["trainer"]:
         ports.add(settings_of(name).trainer_metrics_port)
+    if argv[:1] == ["collect"]:
+        ports.add(settings_of(name).collector_metrics_port)
+        ports.add(settings_of(name).collector_port)
     return ports
 
 
@@ -725,6 +728,13 @@ def test_every_disengage_variable_is_a_real_setting_and_is_read() -> None:
         owner: Any = settings if field_name in own else settings.detector
         assert field_name in own or hasattr(defaults, field_name), f"{key} maps to no field"
         value = getattr(owner, field_name)
+        if isinstance(value, dict):  # a JSON setting (DISENGAGE_COLLECTOR_SITES)
+            parsed = json.loads(raw)
+            assert {k: v.model_dump(exclude_defaults=True) for k, v in value.items()} == {
+                k: {f: tuple(x) if isinstance(x, list) else x for f, x in v.items()}
+                for k, v in parsed.items()
+            }, f"service {name}: {key} was not read"
+            continue
         if isinstance(value, bool):
             expected: Any = raw.strip().lower() in {"1", "true", "yes", "on"}
         else:
@@ -847,8 +857,11 @@ def test_service_commands_are_real_cli_invocations() -> None:
 # ----------------------------------------------------------------------- Dockerfile
 def test_dockerfile_is_multi_stage_non_root_and_runs_the_cli() -> None:
     assert len(dockerfile_args("FROM")) >= 2, "build the wheel in a builder stage"
-    (base,) = set(dockerfile_from_images())
-    assert base.startswith("python:") and "slim" in base, f"base image {base}"
+    bases = set(dockerfile_from_images())
+    (base,) = {b for b in bases if b.startswith("python:")}
+    assert "slim" in base, f"base image {base}"
+    # the only other stage builds the browser tracker with Node
+    assert all(b.startswith("node:") and "slim" in b for b in bases - {base}), bases
     users = dockerfile_args("USER")
     assert users and users[-1].split(":")[0] not in {"root", "0"}, "run as a non-root user"
     assert exec_form(dockerfile_args("ENTRYPOINT")[-1]) == ["disengage"]
@@ -1013,7 +1026,7 @@ def test_build_lock_pins_the_build_backend() -> None:
 def test_lock_python_matches_the_image() -> None:
     header = re.search(r"pip-compile with Python (\d+\.\d+)", LOCK_PATH.read_text())
     assert header, f"{LOCK_PATH.name}: no pip-compile header"
-    (base,) = set(dockerfile_from_images())
+    (base,) = {b for b in dockerfile_from_images() if b.startswith("python:")}
     _, tag = image_tag(base)
     assert tag is not None
     version = re.match(r"\d+\.\d+\.\d+", tag)

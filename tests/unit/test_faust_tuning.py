@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,8 @@ async def test_the_worker_consumer_fetches_with_the_configured_max_wait() -> Non
     from stream.worker.app import create_app
 
     app = create_app(Settings.from_env({"DISENGAGE_KAFKA_FETCH_MAX_WAIT_MS": "120"}))
-    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    thread: Any = getattr(app.consumer, "_thread")  # noqa: B009  (Faust's private)
+    consumer = thread._create_worker_consumer(app.transport)
     try:
         assert consumer._fetch_max_wait_ms == 120  # Faust's own: 1500
     finally:

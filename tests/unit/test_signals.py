@@ -526,7 +526,7 @@ def test_each_harmless_click_pattern_is_silent(
 def test_clicks_the_page_reacted_to_or_excluded_are_no_rage() -> None:
     from detectors.events import EventParser
     from detectors.session import SessionState
-    from detectors.signals import Step
+    from detectors.signal_protocol import Step
 
     cfg = DetectorConfig()
     parser = EventParser(cfg)
