@@ -268,8 +268,10 @@ class Metrics:
         self.kafka_up.set(1)
         self.redis_up.set(1)
 
-    def forget_partition(self, partition: int) -> None:
-        """Drop the per-partition series of a partition this worker no longer owns."""
+    def forget_partition(self, partition: int, hotspots: bool = True) -> None:
+        """Drop the per-partition series of an input partition this worker no
+        longer owns (``hotspots``: its hotspot rates too, when they are the
+        input partition's: hotspot scope ``partition``)."""
         label = str(partition)
         for labels in list(self.consumer_lag._metrics):
             if labels == (label,):
@@ -277,7 +279,7 @@ class Metrics:
         for labels in list(self.clock_ahead._metrics):
             if labels == (label,):
                 self.clock_ahead.remove(*labels)
-        for labels in list(self.hotspot_rate._metrics):
+        for labels in list(self.hotspot_rate._metrics) if hotspots else []:
             if labels[2] == label:
                 self.hotspot_rate.remove(*labels)
 

@@ -41,7 +41,7 @@ from aiohttp import web
 from detectors.events import EventParser, InvalidEvent, event_to_dict, hash_user, parse_ts
 from stream.collector import segment, snowplow
 from stream.collector.bodies import BodyError, contract_calls, load_json
-from stream.collector.calls import Call
+from stream.collector.calls import Call, path_of
 from stream.collector.metrics import CollectorMetrics
 from stream.collector.sessions import VisitorSessions
 from stream.collector.sites import RateLimiter, Sites
@@ -55,16 +55,25 @@ Produce = Callable[[str, Sequence[Record]], Awaitable[None]]
 
 #: Errors listed in a response (the counts cover every call).
 MAX_LISTED_ERRORS = 20
+#: Calls in one request at most (Segment's batch limit); more is answered 413.
+MAX_CALLS = 2500
 #: A transparent 1x1 GIF: the answer to Snowplow's ``GET /i`` (an image request).
 PIXEL = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
     b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
-#: Keys dropped from a refused call before it goes to the dead-letter topic
-#: (Segment traits carry names and e-mails; IPs and user agents identify).
-PII_KEYS = frozenset({"traits", "ip", "userAgent", "user_agent", "ua", "email"})
-#: Keys whose values are hashed in a refused call.
-USER_KEYS = frozenset({"userId", "user_id", "uid"})
+#: Keys dropped from a refused call before it goes to the dead-letter topic:
+#: Segment traits and properties (names, e-mails), IPs and user agents,
+#: Snowplow contexts and self-describing events (a form event's value is
+#: inside ``ue_px``), network user ids.
+PII_KEYS = frozenset(
+    {
+        "traits", "properties", "ip", "userAgent", "user_agent", "ua", "email", "search",
+        "cx", "co", "ue_px", "ue_pr", "nuid", "tnuid", "mac", "fp",
+    }
+)  # fmt: skip
+#: Keys whose values are hashed in a refused call (user and visitor ids).
+USER_KEYS = frozenset({"userId", "user_id", "uid", "anonymousId", "duid", "domain_userid"})
 
 
 def tracker_file(settings: Settings) -> Path:
@@ -166,6 +175,7 @@ class Collector:
         if allowed and origin is not None:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Credentials"] = "true"
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
             response.headers["Vary"] = "Origin"
         return response
 
@@ -243,23 +253,32 @@ class Collector:
         started = time.perf_counter()
         status = 500
         try:
-            body = b""
-            if request.method == "POST":
-                # aiohttp inflates gzip and deflate bodies, and refuses one
-                # over client_max_size once inflated (413 below)
-                raw = body = await request.read()
-                signature = request.headers.get("X-Signature", "")
-                if signed and site is not None and not self.sites.signed(site, raw, signature):
-                    raise Refusal(401, "bad or missing X-Signature")
             if signed and site is None:
                 raise Refusal(404, "no such site")
+            if site is None and not (body_key or by_app_id):
+                raise Refusal(401, "unknown or missing write key")  # before any work
+            body = await self._read(request)
+            if signed and site is not None:
+                signature = request.headers.get("X-Signature", "")
+                if not self.sites.signed(site, body, signature):
+                    raise Refusal(401, "bad or missing X-Signature")
             if body_key and site is None and body:
                 site = self._body_write_key(body)
-            calls = await mapper(body)
+                if site is None:
+                    raise Refusal(401, "unknown or missing write key")
+            try:
+                calls = await mapper(body)
+            except (BodyError, Refusal):
+                raise
+            except Exception as exc:  # nesting too deep, wrong types: the body is bad
+                reason = f"unreadable body ({type(exc).__name__})"
+                raise BodyError(400, "bad_body", reason) from None
             if by_app_id:
                 site = self._app_site(calls)
             if site is None:
                 raise Refusal(401, "unknown or missing write key")
+            if len(calls) > MAX_CALLS:
+                raise BodyError(413, "too_large", f"{len(calls)} calls > {MAX_CALLS} per request")
             if not self.sites.origin_allowed(site, request.headers.get("Origin")):
                 raise Refusal(403, "origin not allowed for this site")
             answer = await self.ingest(endpoint, site, calls)
@@ -280,13 +299,23 @@ class Collector:
         except Refusal as exc:
             status = exc.status
             return web.json_response({"error": exc.message}, status=status, headers=exc.headers)
-        except web.HTTPRequestEntityTooLarge:
-            status = 413
-            limit = self.settings.collector_max_body_bytes
-            return web.json_response({"error": f"body over {limit} bytes"}, status=413)
         finally:
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+
+    async def _read(self, request: web.Request) -> bytes:
+        """The body (aiohttp inflates gzip and deflate, and refuses a body over
+        ``client_max_size`` once inflated); 413 over the limit, 400 when the
+        body cannot be read (a broken gzip stream)."""
+        if request.method != "POST":
+            return b""
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.settings.collector_max_body_bytes
+            raise BodyError(413, "too_large", f"body over {limit} bytes") from None
+        except Exception as exc:
+            raise BodyError(400, "bad_body", f"unreadable body ({type(exc).__name__})") from None
 
     def _body_write_key(self, body: bytes) -> str | None:
         """Segment's alternative to Basic auth: ``writeKey`` in the body."""
@@ -309,15 +338,21 @@ class Collector:
                 ids.add(fields["aid"])
         if len(ids) > 1:
             raise Refusal(400, "a request mixes several app ids (aid)")
-        site = next(iter(ids), None)
-        return site if site in self.sites.sites else None
+        site: str | None = next(iter(ids), None)
+        config = self.sites.sites.get(site) if site is not None else None
+        return site if config is not None and config.snowplow else None
 
     async def ingest(self, endpoint: str, site: str, calls: list[Call]) -> dict[str, Any]:
         """Validate, produce and count a request's calls (see the module doc)."""
         wait = self.limiter.take(site, len(calls), self.clock())
         if wait > 0:
             raise Refusal(429, "rate limit of the site", {"Retry-After": str(max(1, round(wait)))})
-        calls = await self._resolve_sessions(site, calls)
+        try:
+            calls = await self._resolve_sessions(site, calls)
+        except Exception as exc:  # Redis unreachable: the client retries
+            log.warning("visitor sessions unavailable: %s", type(exc).__name__)
+            raise Refusal(503, "sessions not available, retry", {"Retry-After": "1"}) from None
+        limit = self.settings.collector_max_event_bytes
         events: list[Record] = []
         dead: list[Record] = []
         errors: list[dict[str, Any]] = []
@@ -328,6 +363,8 @@ class Collector:
                 ignored += 1
                 continue
             reason, detail = call.reason, call.detail
+            if reason is None and len(call.raw) > limit:
+                reason, detail = "too_large", f"call of {len(call.raw)} bytes > {limit}"
             if call.event is not None and reason is None:
                 try:
                     event = self.parser.parse(call.event)
@@ -335,6 +372,8 @@ class Collector:
                     reason, detail = exc.reason, exc.detail
                 else:
                     value = event_to_dict(event)
+                    if "page" in value:  # a path: queries and fragments carry personal data
+                        value["page"] = path_of(value["page"])
                     if event.user_hash is not None:
                         value["user_id"] = event.user_hash  # never the raw id
                     events.append(Record(event.session_id.encode(), orjson.dumps(value)))
@@ -392,8 +431,10 @@ class Collector:
         self, endpoint: str, site: str, raw: bytes, reason: str, detail: str, now: float
     ) -> Record:
         """A refused call with the dead-letter headers of the worker's
-        (:func:`stream.records.dead_letter`); its source is the endpoint, and
-        user ids and traits are scrubbed first."""
+        (:func:`stream.records.dead_letter`); its source is the endpoint. A
+        JSON call is scrubbed first (:data:`PII_KEYS` dropped, :data:`USER_KEYS`
+        hashed, URLs cut to their path); a call that is not JSON is kept as it
+        came, within the event size limit."""
         headers = [
             ("dlq.reason", reason.encode()),
             ("dlq.detail", detail[:200].encode("utf-8", "replace")),
@@ -407,10 +448,9 @@ class Collector:
 
     def _scrub(self, raw: bytes) -> bytes:
         try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return raw
-        return orjson.dumps(self._scrubbed(value))
+            return orjson.dumps(self._scrubbed(orjson.loads(raw)))
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
+            return raw[: self.settings.collector_max_event_bytes]
 
     def _scrubbed(self, value: Any) -> Any:
         if isinstance(value, dict):
@@ -425,4 +465,6 @@ class Collector:
             return out
         if isinstance(value, list):
             return [self._scrubbed(item) for item in value]
+        if isinstance(value, str) and ("://" in value or (value[:1] == "/" and "?" in value)):
+            return path_of(value)  # URLs keep their path: queries carry e-mails and tokens
         return value

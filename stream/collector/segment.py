@@ -57,7 +57,8 @@ def batch_calls(body: Any, now_ms: int) -> list[Call]:
     out = []
     for message in body["batch"]:
         if isinstance(message, dict) and isinstance(shared, dict):
-            message = {**message, "context": {**shared, **(message.get("context") or {})}}
+            own = message.get("context")
+            message = {**message, "context": {**shared, **(own if isinstance(own, dict) else {})}}
         out.append(message_call(message, None, now_ms))
     return out
 
@@ -69,6 +70,8 @@ def message_call(message: Any, call_type: str | None, now_ms: int) -> Call:
     if not isinstance(message, dict):
         return Call.refused(raw, "not_object", "a Segment message is a JSON object")
     kind = call_type or message.get("type")
+    if not isinstance(kind, str):
+        return Call.refused(raw, "missing_field", "a Segment call needs a type")
     if kind in IGNORED_CALLS:
         return Call.skipped(raw)
     context, properties = _obj(message.get("context")), _obj(message.get("properties"))

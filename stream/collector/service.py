@@ -82,11 +82,11 @@ def visitor_sessions(settings: Settings) -> tuple[VisitorSessions, Any]:
     """Redis-backed visitor sessions, or in-process ones for ``memory://``."""
     gap = settings.detector.session_timeout_ms
     if settings.redis_url.startswith("memory://"):
-        return MemoryVisitorSessions(gap), None
+        return MemoryVisitorSessions(gap, settings.detector.user_salt), None
     client = redis_from_url(
         settings.redis_url, settings.redis_password, settings.redis_tls, settings.redis_cluster
     )
-    return RedisVisitorSessions(client, gap), client
+    return RedisVisitorSessions(client, gap, settings.detector.user_salt), client
 
 
 async def run_collector(settings: Settings, stop: asyncio.Event | None = None) -> None:

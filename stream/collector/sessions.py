@@ -16,6 +16,7 @@ bounded LRU map in the process (one collector, or ``memory://``).
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -30,9 +31,11 @@ class VisitorSessions(Protocol):
         ...
 
 
-def visitor_key(site: str, visitor: str) -> str:
-    """The hashed visitor: 16 hex characters of SHA-256 over site and id."""
-    return hashlib.sha256(f"{site}\x00{visitor}".encode()).hexdigest()[:16]
+def visitor_key(site: str, visitor: str, salt: str) -> str:
+    """The hashed visitor: 16 hex characters of HMAC-SHA256 over site and id,
+    keyed with ``DISENGAGE_USER_SALT`` (a user id cannot be found by hashing guesses)."""
+    message = f"{site}\x00{visitor}".encode("utf-8", "surrogateescape")
+    return hmac.new(salt.encode(), message, hashlib.sha256).hexdigest()[:16]
 
 
 def _next(last: tuple[str, int] | None, key: str, ts: int, gap_ms: int) -> tuple[str, int]:
@@ -48,22 +51,23 @@ class MemoryVisitorSessions:
     """Visitors' sessions in this process, the ``max_visitors`` most recent kept.
 
     >>> import asyncio
-    >>> sessions = MemoryVisitorSessions(gap_ms=1000)
+    >>> sessions = MemoryVisitorSessions(gap_ms=1000, salt="s")
     >>> a, b, c = asyncio.run(sessions.resolve([("s", "anon", 0), ("s", "anon", 900),
     ...                                           ("s", "anon", 5000)]))
     >>> a == b != c
     True
     """
 
-    def __init__(self, gap_ms: int, max_visitors: int = 200_000) -> None:
+    def __init__(self, gap_ms: int, salt: str, max_visitors: int = 200_000) -> None:
         self.gap_ms = gap_ms
+        self.salt = salt
         self.max_visitors = max_visitors
         self.last: OrderedDict[str, tuple[str, int]] = OrderedDict()
 
     async def resolve(self, visits: Sequence[Visit]) -> list[str]:
         out = []
         for site, visitor, ts in visits:
-            key = visitor_key(site, visitor)
+            key = visitor_key(site, visitor, self.salt)
             state = _next(self.last.get(key), key, ts, self.gap_ms)
             self.last[key] = state
             self.last.move_to_end(key)
@@ -74,37 +78,64 @@ class MemoryVisitorSessions:
 
 
 class RedisVisitorSessions:
-    """Visitors' sessions in Redis: one read and one write round trip per request."""
+    """Visitors' sessions in Redis: a read, and a write, round trip per request.
 
-    def __init__(self, client: Any, gap_ms: int) -> None:
+    Two requests of a new visitor can arrive together (analytics.js sends a
+    page and a track call at once): a session is started with ``SET NX``, and
+    a request that loses the race reads the winner's and resolves again.
+    """
+
+    def __init__(self, client: Any, gap_ms: int, salt: str) -> None:
         self.client = client
         self.gap_ms = gap_ms
+        self.salt = salt
 
-    async def resolve(self, visits: Sequence[Visit]) -> list[str]:
-        keys = [visitor_key(site, visitor) for site, visitor, _ in visits]
-        names = {
-            key: f"dg:visitor:{{{visit[0]}/{key}}}"
-            for key, visit in zip(keys, visits, strict=True)
-        }
-        unique = list(dict.fromkeys(keys))
+    def _name(self, site: str, key: str) -> str:
+        return f"dg:visitor:{{{site}/{key}}}"
+
+    async def _read(self, names: dict[str, str]) -> dict[str, tuple[str, int]]:
         async with self.client.pipeline(transaction=False) as pipe:
-            for key in unique:
-                pipe.get(names[key])
+            for name in names.values():
+                pipe.get(name)
             stored = await pipe.execute()
         last: dict[str, tuple[str, int]] = {}
-        for key, value in zip(unique, stored, strict=True):
+        for key, value in zip(names, stored, strict=True):
             if value:
                 sid, _, ts = (value.decode() if isinstance(value, bytes) else value).rpartition("|")
                 if sid and ts.lstrip("-").isdigit():
                     last[key] = (sid, int(ts))
+        return last
+
+    def _resolve(
+        self, keys: list[str], visits: Sequence[Visit], last: dict[str, tuple[str, int]]
+    ) -> tuple[list[str], dict[str, tuple[str, int]]]:
+        state = dict(last)
         out = []
         for key, (_, _, ts) in zip(keys, visits, strict=True):
-            state = _next(last.get(key), key, ts, self.gap_ms)
-            last[key] = state
-            out.append(state[0])
+            state[key] = _next(state.get(key), key, ts, self.gap_ms)
+            out.append(state[key][0])
+        return out, state
+
+    async def resolve(self, visits: Sequence[Visit]) -> list[str]:
+        keys = [visitor_key(site, visitor, self.salt) for site, visitor, _ in visits]
+        names = {key: self._name(visit[0], key) for key, visit in zip(keys, visits, strict=True)}
+        last = await self._read(names)
+        out, state = self._resolve(keys, visits, last)
+        ttl = 2 * self.gap_ms
+        new = [key for key in names if key not in last]
+        if new:  # start sessions only where no other request did meanwhile
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in new:
+                    sid, ts = state[key]
+                    pipe.set(names[key], f"{sid}|{ts}", px=ttl, nx=True)
+                won = await pipe.execute()
+            if not all(won):
+                lost = {k: names[k] for k, ok in zip(new, won, strict=True) if not ok}
+                last.update(await self._read(lost))
+                out, state = self._resolve(keys, visits, last)
         async with self.client.pipeline(transaction=False) as pipe:
-            for key in unique:
-                sid, ts = last[key]
-                pipe.set(names[key], f"{sid}|{ts}", px=2 * self.gap_ms)
+            for key, name in names.items():
+                sid, ts = state[key]
+                pipe.set(name, f"{sid}|{ts}", px=ttl)
             await pipe.execute()
         return out

@@ -40,6 +40,11 @@ class Site(BaseModel):
     webhook_secret: str = Field(
         default="", description="Shared secret of Segment's webhook signature (X-Signature)."
     )
+    snowplow: bool = Field(
+        default=False,
+        description="Accept Snowplow tracker calls naming this site in `aid`. Off by default: "
+        "the protocol carries no secret, so anyone who knows the site id can send them.",
+    )
 
 
 class Sites:
@@ -52,7 +57,7 @@ class Sites:
         """The site whose write key is ``key``."""
         found = None
         for site_id, site in self.sites.items():
-            if hmac.compare_digest(site.write_key.encode(), key.encode()):
+            if hmac.compare_digest(site.write_key.encode(), key.encode("utf-8", "surrogateescape")):
                 found = site_id
         return found
 
@@ -63,7 +68,7 @@ class Sites:
             return None
         try:
             user = base64.b64decode(value.strip(), validate=True).decode().partition(":")[0]
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # not base64 (or not ASCII), not UTF-8
             return None
         return self.by_key(user) if user else None
 
@@ -79,8 +84,9 @@ class Sites:
         secret = self.sites[site_id].webhook_secret
         if not secret or not signature:
             return False
-        expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest()
-        return hmac.compare_digest(expected, signature.strip().lower())
+        expected = hmac.new(secret.encode(), body, hashlib.sha1).hexdigest().encode()
+        given = signature.strip().lower().encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(expected, given)
 
 
 class RateLimiter:
@@ -89,8 +95,10 @@ class RateLimiter:
     >>> limiter = RateLimiter({"s": Site(write_key="k" * 8, rate_per_s=10, burst_s=1)})
     >>> limiter.take("s", 10, now=0.0), limiter.take("s", 1, now=0.0)
     (0.0, 0.1)
-    >>> limiter.take("s", 5, now=0.5)
+    >>> limiter.take("s", 30, now=0.5)  # 5 tokens earned: it passes, 25 in debt
     0.0
+    >>> limiter.take("s", 1, now=1.0)  # 20 in debt after 5 more: 2.1 s to a token
+    2.1
     """
 
     def __init__(self, sites: dict[str, Site]) -> None:
@@ -101,17 +109,18 @@ class RateLimiter:
         self.at: dict[str, float] = {}
 
     def take(self, site_id: str, events: int, now: float) -> float:
-        """Take ``events`` tokens; 0.0 when they were there, else the seconds
-        to wait before the request can pass (and nothing is taken)."""
+        """Take ``events`` tokens; 0.0 when the request may pass, else the
+        seconds to wait (and nothing is taken). A request passes while the
+        bucket holds a token, and may take it into debt: one large request
+        then holds back the next ones for as long as it would have waited."""
         rate, cap = self.rates[site_id]
         if rate <= 0:
             return 0.0
         last = self.at.get(site_id, now)
         tokens = min(cap, self.tokens[site_id] + (now - last) * rate)
         self.at[site_id] = now
-        need = min(float(events), cap)  # a request larger than the bucket waits for a full one
-        if tokens >= need:
-            self.tokens[site_id] = tokens - need
-            return 0.0
         self.tokens[site_id] = tokens
-        return math.ceil((need - tokens) / rate * 10) / 10
+        if tokens < 1.0:
+            return math.ceil((1.0 - tokens) / rate * 10) / 10
+        self.tokens[site_id] = tokens - events
+        return 0.0

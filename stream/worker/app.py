@@ -301,7 +301,8 @@ def create_app(settings: Settings) -> faust.App:
             async with runtime.lock:
                 await runtime.processor.revoke(parts)
             for p in parts:
-                runtime.metrics.forget_partition(p)
+                # with shared monitors the hotspot series name page-visits partitions
+                runtime.metrics.forget_partition(p, hotspots=hotspots is None)
             log.info("revoked partitions %s (hotspots checkpointed)", parts)
 
     @app.on_partitions_assigned.connect
@@ -329,9 +330,14 @@ def create_app(settings: Settings) -> faust.App:
             except Exception as exc:
                 log.error("hotspot checkpoint at shutdown failed: %s", describe(exc))
         if hotspots is not None and hotspots.monitors:
-            try:
+
+            async def locked_checkpoint() -> None:
                 async with runtime.hotspot_lock:
-                    await asyncio.wait_for(hotspots.checkpoint(), SHUTDOWN_CHECKPOINT_S)
+                    await hotspots.checkpoint()
+
+            try:
+                # the lock too: an agent retrying against a dead Kafka holds it
+                await asyncio.wait_for(locked_checkpoint(), SHUTDOWN_CHECKPOINT_S)
                 log.info("shared hotspot monitors checkpointed at shutdown")
             except Exception as exc:
                 log.error("shared hotspot checkpoint at shutdown failed: %s", describe(exc))

@@ -10,13 +10,16 @@ default) the workers send each page visit to the page-visits topic, keyed by
 its hotspot key, and the worker that owns the key's partition observes it
 here, in one monitor that sees every visit of that page.
 
-Delivery is at least once, approximate in the same way as the per-partition
-checkpoints were: a worker produces the visits of a batch after saving its
-states (a crash in between loses at most that batch's visits), and a
-monitor is checkpointed to Redis every ``DISENGAGE_CHECKPOINT_INTERVAL_S``
-and when its partition is revoked (a crash replays the visits since the
-last checkpoint into the restored monitor; the alert id names the key and
-the incident's episode, so a repeated alert has the id of the first). A
+Delivery is approximate, as the per-partition checkpoints were: a worker
+produces the visits of a batch after saving its states (a crash in between
+loses at most that batch's visits), and a monitor is checkpointed to Redis
+at most :data:`CHECKPOINT_S` after the visits it observed, when its
+partition is revoked and at shutdown. Faust commits the consumed offsets
+every second, so a ``kill -9`` of a monitor's worker loses the visits it
+observed since its last checkpoint (5 s at most): the next owner restores
+the checkpoint and goes on from the committed offset. A lost visit changes
+a page's rate by one visit in hundreds; the alert id names the key and the
+incident's episode, so an alert raised again has the id of the first. A
 record that is not a list of visits goes to the dead-letter topic
 (``invalid_visits``); nothing else is dropped.
 """
@@ -42,6 +45,10 @@ from stream.worker.delivery import STORE_BACKOFF, retry
 from stream.worker.faults import Fault
 
 log = logging.getLogger("disengage.hotspots")
+
+#: Longest time a monitor's observed visits wait for a checkpoint (seconds):
+#: the visits a crash can lose. A checkpoint is ~1 KB per page key.
+CHECKPOINT_S = 5.0
 
 T = TypeVar("T")
 
@@ -155,6 +162,13 @@ class SharedHotspots:
                     alerts.append(alert)
             observed += len(visits)
         self.metrics.page_visits.labels("observed").inc(observed)
+        due = [
+            p
+            for p in {m.partition for m in messages}
+            if p in self.monitors and self.clock() - self.checkpointed_at[p] >= CHECKPOINT_S
+        ]
+        if due:
+            await self.checkpoint(due)
         if dead:
             log.warning("%d unreadable page-visits record(s): dead-lettered", len(dead))
             await self._produce("dead_letters", self.sink.send_dead_letters, dead)

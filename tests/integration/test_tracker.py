@@ -26,6 +26,7 @@ PAGE = """<!doctype html><html><body>
 <button id="buy" type="button">Buy</button>
 <input id="name" name="full_name" value="">
 <div contenteditable="true" id="notes">notes</div>
+<form id="signup" onsubmit="return false"><input name="name"><button id="join">Join</button></form>
 <div style="height:3000px"></div>
 <script src="/dg/t.js" data-endpoint="{origin}/dg" data-key="wk_test_0123456789" {attrs}></script>
 </body></html>"""
@@ -233,3 +234,20 @@ def test_the_bundle_is_under_5_kb_gzipped() -> None:
     import gzip
 
     assert len(gzip.compress(Path(BUNDLE).read_bytes(), 9)) < 5 * 1024
+
+
+def test_forms_are_named_by_attribute_and_page_views_carry_their_load_time(browser: Any) -> None:
+    recorder = Recorder()
+    try:
+        page = visit(browser, recorder)
+        page.click("#join")  # a form with an input called "name" (form.name is that input)
+        page.wait_for_timeout(1200)
+        page.evaluate("window.disengage.flush()")
+        page.wait_for_timeout(300)
+        events = recorder.delivered()
+        (submit,) = [e for e in events if e["type"] == "form_submit"]
+        assert submit["props"] == {"field": "signup"}
+        (view,) = [e for e in events if e["type"] == "page_view"]
+        assert view["page"] == "/shop" and view["props"]["load_ms"] >= 0
+    finally:
+        recorder.close()

@@ -34,9 +34,14 @@ SITES = {
         "write_key": KEY,
         "origins": ["https://shop.example"],
         "webhook_secret": SECRET,
+        "snowplow": True,
     },
     "slow": {"write_key": "wk_slow_0123456789", "rate_per_s": 5, "burst_s": 1},
-    "website": {"write_key": "wk_website_0123456789", "origins": ["https://snowplow.io"]},
+    "website": {
+        "write_key": "wk_website_0123456789",
+        "origins": ["https://snowplow.io"],
+        "snowplow": True,
+    },
 }
 
 
@@ -72,6 +77,7 @@ def kafka() -> FakeKafka:
 
 #: A 30-minute inactivity gap (the detector's default session timeout).
 GAP_MS = 30 * 60 * 1000
+SALT = Settings().detector.user_salt
 
 
 @pytest.fixture
@@ -84,7 +90,7 @@ async def client(
     kafka: FakeKafka, metrics: CollectorMetrics
 ) -> AsyncIterator[TestClient[Any, Any]]:
     s = settings(DISENGAGE_COLLECTOR_MAX_BODY_BYTES="20000")
-    collector = Collector(s, kafka.produce, MemoryVisitorSessions(GAP_MS), metrics)
+    collector = Collector(s, kafka.produce, MemoryVisitorSessions(GAP_MS, SALT), metrics)
     async with TestClient(TestServer(collector.web_app())) as c:
         yield c
 
@@ -175,7 +181,7 @@ async def test_limits_answer_413_and_refuse_a_large_event(
     assert resp.status == 413
     huge = event("h", 0, props={"pad": "y" * 33_000})
     s = settings()
-    collector = Collector(s, kafka.produce, MemoryVisitorSessions(1000), CollectorMetrics())
+    collector = Collector(s, kafka.produce, MemoryVisitorSessions(1000, SALT), CollectorMetrics())
     async with TestClient(TestServer(collector.web_app())) as c:
         answer = await (await c.post(f"/dg/e?k={KEY}", json=[huge, event("ok")])).json()
     assert answer["accepted"] == 1 and answer["errors"][0]["reason"] == "too_large"
@@ -329,7 +335,9 @@ async def test_metrics_count_requests_and_results_by_site(
 
 def test_a_collector_without_sites_refuses_to_start() -> None:
     with pytest.raises(ValueError, match="DISENGAGE_COLLECTOR_SITES"):
-        Collector(Settings(), FakeKafka().produce, MemoryVisitorSessions(1), CollectorMetrics())
+        Collector(
+            Settings(), FakeKafka().produce, MemoryVisitorSessions(1, SALT), CollectorMetrics()
+        )
 
 
 async def test_a_snowplow_tp2_body_from_the_docs_is_stored_and_answered_200(
@@ -349,3 +357,80 @@ async def test_a_snowplow_tp2_body_from_the_docs_is_stored_and_answered_200(
     assert types == ["page_view", "custom", "custom", "custom"]
     mixed = {**body, "data": [body["data"][0], {**body["data"][1], "aid": "shop"}]}
     assert (await client.post("/dg/com.snowplowanalytics.snowplow/tp2", json=mixed)).status == 400
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "headers"),
+    [
+        (f"/dg/e?k={KEY}", b"\x1f\x8b\x08\x00garbage", {"Content-Encoding": "gzip"}),
+        (f"/dg/e?k={KEY}", b"[" * 300 + b"]" * 300, {}),
+        ("/dg/v1/batch", b'{"batch": [{"type": [], "context": 5}]}', {"Authorization": "Basic é"}),
+        ("/dg/v1/batch", b'{"batch": [{"type": []}], "context": {}}', {}),
+        ("/dg/v1/webhook/shop", b"{}", {"X-Signature": "é" * 40}),
+        ("/dg/com.snowplowanalytics.snowplow/tp2", b'{"schema": 1, "data": 2}', {}),
+    ],
+)
+async def test_malformed_requests_get_a_4xx_never_a_500(
+    client: TestClient[Any, Any], path: str, body: bytes, headers: dict[str, str]
+) -> None:
+    resp = await client.post(path, data=body, headers=headers)
+    assert 400 <= resp.status < 500, (resp.status, await resp.text())
+
+
+async def test_a_batch_message_with_a_bad_type_is_refused_alone(
+    client: TestClient[Any, Any], kafka: FakeKafka
+) -> None:
+    body = {"writeKey": KEY, "batch": [{"type": []}, {"type": "page", "anonymousId": "a"}]}
+    answer = await (await client.post("/dg/v1/batch", json=body)).json()
+    assert (answer["accepted"], answer["rejected"]) == (1, 1)
+
+
+async def test_dead_letters_are_scrubbed_of_urls_ids_and_values(
+    client: TestClient[Any, Any], kafka: FakeKafka
+) -> None:
+    refused = {
+        "e": "ue",
+        "aid": "shop",
+        "duid": "visitor-123",
+        "url": "https://shop.example/checkout?email=bob@example.com",
+        "ue_px": "eyJ2YWx1ZSI6ICJzZWNyZXQifQ",  # {"value": "secret"}: not a valid event
+    }
+    resp = await client.get("/dg/i", params=refused)
+    assert resp.status == 200
+    (dead,) = kafka.dead()
+    value = json.loads(dead.value or b"")
+    assert value["url"] == "/checkout" and "ue_px" not in value
+    assert value["duid"] != "visitor-123" and len(value["duid"]) == 16
+
+
+async def test_pages_of_our_contract_lose_their_query(
+    client: TestClient[Any, Any], kafka: FakeKafka
+) -> None:
+    body = [{"session_id": "q", "ts": T0, "type": "page_view", "page": "/p?email=a@b.c#x"}]
+    assert (await client.post(f"/dg/e?k={KEY}", json=body)).status == 202
+    assert kafka.events()[0]["page"] == "/p"
+
+
+async def test_more_calls_than_a_segment_batch_allows_is_413(client: TestClient[Any, Any]) -> None:
+    resp = await client.post(f"/dg/e?k={KEY}", json=[1] * 2501)
+    assert resp.status == 413
+
+
+async def test_snowplow_is_refused_for_a_site_that_did_not_enable_it(
+    client: TestClient[Any, Any],
+) -> None:
+    query = {"e": "pv", "aid": "slow", "sid": "s", "url": "/"}
+    assert (await client.get("/dg/i", params=query)).status == 401
+
+
+async def test_an_unreachable_session_store_answers_503(kafka: FakeKafka) -> None:
+    class Down:
+        async def resolve(self, visits: Sequence[Any]) -> list[str]:
+            raise ConnectionError("redis down")
+
+    collector = Collector(settings(), kafka.produce, Down(), CollectorMetrics())
+    async with TestClient(TestServer(collector.web_app())) as c:
+        page = {"anonymousId": "a", "messageId": "m", "timestamp": T0}
+        resp = await c.post("/dg/v1/page", json=page, headers=basic_auth())
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+    assert not kafka.events()

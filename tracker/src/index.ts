@@ -114,7 +114,8 @@ export function selector(el: Element): string {
   let node: Element | null = el;
   for (let depth = 0; node && depth < 3; depth++, node = node.parentElement) {
     let part = node.tagName.toLowerCase();
-    if (node.id && !/\d{3,}/.test(node.id)) part += "#" + node.id;
+    const id = node.getAttribute("id");
+    if (id && !/\d{3,}/.test(id)) part += "#" + id;
     const classes = Array.from(node.classList).filter((c) => !/\d{3,}/.test(c)).sort();
     if (classes.length) part += "." + classes.slice(0, 3).join(".");
     parts.unshift(part);
@@ -135,9 +136,9 @@ function isTextEntry(el: Element): boolean {
   return !/^(button|submit|reset|checkbox|radio|image|file|range|color)$/.test(el.type);
 }
 
+/** A field's name, id or tag (attributes, not properties: a form's `name` may be one of its inputs). */
 function fieldName(el: Element): string {
-  const named = el as HTMLInputElement;
-  return (named.name || el.id || el.tagName.toLowerCase()).slice(0, 100);
+  return (el.getAttribute("name") || el.getAttribute("id") || el.tagName.toLowerCase()).slice(0, 100);
 }
 
 function isField(el: EventTarget | null): el is Element {
@@ -164,11 +165,15 @@ export class Tracker {
   private scrollTimer: number | undefined;
   private readonly inputs = new Map<string, number>();
   private memorySession: { id: string; last: number } | null = null;
+  private multiClick = false;
+  /** The first page view, held until the page loaded (for its load_ms), at most 10 s. */
+  private holding: TrackedEvent | null = null;
   /** Events dropped because the queue was full (since the page loaded). */
   dropped = 0;
 
   constructor(options: Options) {
-    this.cfg = { ...DEFAULTS, ...options } as Config;
+    const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+    this.cfg = { ...DEFAULTS, ...given } as Config;
     this.granted = !this.cfg.requireConsent;
     const nav = navigator as Navigator & { globalPrivacyControl?: boolean };
     const win = window as Window & { doNotTrack?: string };
@@ -182,17 +187,26 @@ export class Tracker {
 
   /** Give (true) or withdraw (false) consent; withdrawing drops what is queued. */
   consent(granted: boolean): void {
+    const before = this.granted;
     this.granted = granted;
     if (!granted) {
       this.queue = [];
       this.pending = [];
-    } else if (!this.queue.length) {
+      this.holding = null;
+      try {
+        localStorage.removeItem(STORAGE_KEY);
+      } catch {
+        // storage blocked: nothing stored
+      }
+      this.memorySession = null;
+    } else if (!before) {
       this.pageView(true);
     }
   }
 
   /** Send what is queued now (by beacon when the page may be going away). */
   flush(beacon = false): void {
+    if (!this.granted) return;
     if (beacon) this.settle();
     const ready = this.ready();
     if (!ready.length || (!beacon && (this.sending || now() < this.backoffUntil))) return;
@@ -255,16 +269,25 @@ export class Tracker {
     const doc = document;
     const opts = { capture: true, passive: true };
     doc.addEventListener("click", (e) => this.onClick(e), opts);
-    addEventListener("scroll", () => this.onScroll(), opts);
+    addEventListener(
+      "scroll",
+      () => {
+        this.react();
+        this.onScroll();
+      },
+      opts,
+    );
     doc.addEventListener("focusin", (e) => this.onFocus(e), opts);
     doc.addEventListener("input", (e) => this.onInput(e), opts);
     doc.addEventListener("focusout", (e) => this.onBlur(e), opts);
     doc.addEventListener("invalid", (e) => this.onInvalid(e.target), opts);
     doc.addEventListener("submit", (e) => this.onSubmit(e), opts);
-    // a caret moved by the click itself is no reaction; text selected is
+    // a caret moved by the click itself is no reaction; text selected is,
+    // unless a double or triple click selected it (a rage burst does that)
+    doc.addEventListener("mousedown", (e) => (this.multiClick = e.detail > 1), opts);
     doc.addEventListener(
       "selectionchange",
-      () => String(getSelection() ?? "").length > 0 && this.react(),
+      () => !this.multiClick && String(getSelection() ?? "").length > 0 && this.react(),
       opts,
     );
     doc.addEventListener("visibilitychange", () => this.onVisibility(), opts);
@@ -350,13 +373,13 @@ export class Tracker {
     if (this.ready().length) this.schedule(this.cfg.flushMs);
   }
 
-  /** Before a beacon: probes still open are sent as they are (no verdict). */
+  /** Before a beacon: probes still open, and a page view waiting for its load, go as they are. */
   private settle(): void {
     this.pending = [];
+    this.holding = null;
   }
 
   private onScroll(): void {
-    this.react();
     const t = now();
     const wait = this.lastScroll + this.cfg.scrollMs - t;
     if (wait > 0) {
@@ -404,7 +427,8 @@ export class Tracker {
   private onSubmit(e: Event): void {
     const form = e.target;
     if (form instanceof HTMLFormElement) {
-      this.track("form_submit", { field: (form.name || form.id || "form").slice(0, 100) });
+      const name = form.getAttribute("name") || form.getAttribute("id") || "form";
+      this.track("form_submit", { field: name.slice(0, 100) });
     }
   }
 
@@ -423,22 +447,30 @@ export class Tracker {
     this.page = location.pathname;
     const event = this.track("page_view");
     if (!event || !first) return;
-    const timing = (): void => {
+    const release = (): void => {
+      if (this.holding !== event) return;
       const nav = performance.getEntriesByType("navigation")[0] as
         | PerformanceNavigationTiming
         | undefined;
       if (nav && nav.loadEventEnd > 0) {
         event.props = { ...event.props, load_ms: Math.round(nav.loadEventEnd - nav.startTime) };
       }
+      this.holding = null;
+      if (this.ready().length) this.schedule(this.cfg.flushMs);
     };
-    if (document.readyState === "complete") timing();
-    else addEventListener("load", () => setTimeout(timing, 0), { once: true });
+    this.holding = event; // sent once the page loaded, with load_ms (10 s at most)
+    if (document.readyState === "complete") release();
+    else {
+      addEventListener("load", () => setTimeout(release, 0), { once: true });
+      setTimeout(release, 10000);
+    }
   }
 
   // ------------------------------------------------------------- delivery
   /** Queued events up to the first click still waiting for its probe. */
   private ready(): TrackedEvent[] {
     const open = new Set(this.pending.map((c) => c.event));
+    if (this.holding) open.add(this.holding);
     const out: TrackedEvent[] = [];
     for (const e of this.queue) {
       if (open.has(e)) break;
@@ -471,7 +503,7 @@ export class Tracker {
       body,
       // text/plain: a "simple" request, no CORS preflight
       headers: { "Content-Type": "text/plain" },
-      keepalive: body.length < 60000,
+      keepalive: new TextEncoder().encode(body).length < 60000,
       credentials: "omit",
     })
       .then((resp) => {
@@ -489,6 +521,7 @@ export class Tracker {
   }
 
   private retry(batch: TrackedEvent[], retryAfterMs: number): void {
+    if (!this.granted) return; // consent withdrawn meanwhile: the batch is dropped
     this.failures++;
     const backoff = Math.min(MAX_BACKOFF_MS, 1000 * 2 ** (this.failures - 1));
     this.backoffUntil = now() + Math.max(backoff, retryAfterMs || 0);
@@ -508,8 +541,9 @@ export class Tracker {
       size = 2;
       return ok;
     };
+    const encoder = new TextEncoder();
     for (const e of events) {
-      const bytes = JSON.stringify(e).length + 1;
+      const bytes = encoder.encode(JSON.stringify(e)).length + 1;
       if (size + bytes > BEACON_BYTES && !send()) return;
       chunk.push(e);
       size += bytes;
