@@ -190,6 +190,7 @@ async def latency_run(
         trainer.stop()
     lat = []  # event time -> produced: includes any lag of the load generator
     pipe = []  # input record's Kafka timestamp -> produced: broker + worker only
+    slowest: list[tuple[float, float]] = []  # (record time -> produced s, produced at s)
     for m in messages:
         alert = json.loads(m.value)
         event_ms = parse_ts(alert["data"]["event_time"])
@@ -199,6 +200,7 @@ async def latency_run(
         lat.append((produced - event_ms) / 1000.0)
         if "recordtime" in alert:
             pipe.append((produced - parse_ts(alert["recordtime"])) / 1000.0)
+            slowest.append((pipe[-1], produced / 1000.0 - before))
     lat.sort()
     pipe.sort()
     out: dict[str, Any] = {
@@ -215,12 +217,35 @@ async def latency_run(
         - metric_sum(samples, "disengage_batch_seconds_bucket", le="0.25"),
         "batch_stage_share": stage_shares(samples),
     }
+    # where the tail sits in time, next to the worker's model loads (seconds
+    # after the warm-up): a tail that lines up with loads is the unpickling
+    slowest.sort(reverse=True)
+    out["slowest_alerts"] = [
+        {"latency_s": round(d, 3), "at_s": round(t, 1)} for d, t in slowest[:8]
+    ]
+    out["model_loads_at_s"] = model_load_times(worker.log_path, before)
     for name, values in (("event_time", lat), ("record_time", pipe)):
         if values:
             out[f"from_{name}_p50_s"] = round(values[len(values) // 2], 4)
             out[f"from_{name}_p99_s"] = round(
                 values[min(len(values) - 1, int(len(values) * 0.99))], 4
             )
+    return out
+
+
+def model_load_times(log: Path, since: float) -> list[float]:
+    """Seconds after ``since`` (epoch) at which the worker logged a model load."""
+    out = []
+    for line in log.read_text(errors="replace").splitlines():
+        if "loaded (" not in line or "model version" not in line:
+            continue
+        text = line.lstrip("[")  # Faust's format brackets the time
+        try:
+            stamp = time.mktime(time.strptime(text[:19], "%Y-%m-%d %H:%M:%S"))
+        except ValueError:
+            continue
+        ms = float(text[20:23]) / 1000 if text[19:20] == "," else 0.0
+        out.append(round(stamp + ms - since, 1))
     return out
 
 
