@@ -105,7 +105,8 @@ def random_events(seed: int, n: int = 800, sid: str = "s") -> list[Event]:
                 "x": rng.choice([rng.uniform(0, 400), rng.choice(ODD_VALUES)]),
                 "y": rng.uniform(0, 400),
                 "target": rng.choice(TARGETS),
-                "dead": rng.random() < 0.2,
+                # true (the probe saw nothing), false (the page reacted) or unknown
+                "dead": rng.choices([True, False, None], [2, 1, 7])[0],
                 "selection": rng.random() < 0.05,
                 "scroll_pct": rng.choice([rng.uniform(-20, 120), rng.choice(ODD_VALUES)]),
                 "field": rng.choice([f"f{rng.randrange(12)}", rng.choice(ODD_VALUES)]),
