@@ -355,7 +355,13 @@ def create_app(settings: Settings) -> faust.App:
     async def sweep() -> None:
         if runtime.processor.store_fault.failing or not runtime.healthy or not runtime.broker.up:
             return  # Redis or Kafka is down, or batches are failing: a later tick sweeps
-        closed = await _maintain(runtime, "Expiry sweep", runtime.processor.sweep)
+        closed = 0
+        for p in list(runtime.processor.partitions):
+            # one partition per turn of the lock: a batch waiting for it goes
+            # in between (a sweep of every partition once held batches up to
+            # 5 s after a model version armed the hesitation checks)
+            job = partial(runtime.processor.sweep, partitions=[p])
+            closed += await _maintain(runtime, "Expiry sweep", job) or 0
         if closed:
             log.info("closed %d idle session(s)", closed)
 

@@ -321,18 +321,24 @@ class BatchProcessor(SessionDelivery):
             part.wall_at_watermark = now
 
     # ---------------------------------------------------------- maintenance
-    async def sweep(self, limit: int = 1000) -> int:
-        """Close sessions idle for longer than the timeout in every owned
-        partition, and check the quiet ones in evaluate or decide for
-        hesitation (:meth:`~detectors.detector.Detector.tick`). Event time
-        drives both; a partition with no traffic lets its watermark advance
-        with the wall clock after ``idle_grace_s``."""
+    async def sweep(self, limit: int = 1000, partitions: Iterable[int] | None = None) -> int:
+        """Close sessions idle for longer than the timeout in the given
+        (default: every owned) partitions, and check the quiet ones in
+        evaluate or decide for hesitation
+        (:meth:`~detectors.detector.Detector.tick`), at most ``limit`` of
+        each per partition. Event time drives both; a partition with no
+        traffic lets its watermark advance with the wall clock after
+        ``idle_grace_s``. The worker sweeps one partition per call, so the
+        batches waiting for the lock go in between."""
         self._adopt_models()
         await self.deliver_pending(self.partitions)
         closed = 0
         now = self.clock()
         timeout = self.config.session_timeout_ms
+        wanted = None if partitions is None else set(partitions)
         for p, part in list(self.partitions.items()):
+            if wanted is not None and p not in wanted:
+                continue
             idle_s = now - part.wall_at_watermark
             watermark = part.clock.now
             if not watermark:
