@@ -18,8 +18,9 @@ It prints, all measured in the same run:
   and again at 1,000 events/s, and event time tracking the wall clock, after
   a warm-up of ``WARMUP_S`` seconds of the same traffic,
   p50/p99 from an alert's triggering event time, and from the Kafka timestamp of its input record
-  (``recordtime``: broker and worker only, without any lag of the load
-  generator), to the alert's produce time (``producedat``);
+  (``recordtime``; the input topic stamps records when the broker appends
+  them, so this is the worker alone, without any lag of the load generator),
+  to the alert's produce time (``producedat``);
 * **memory**: Redis bytes per stored session (``MEMORY USAGE`` of the state
   keys, plus the expiry index), and the worker's RSS sampled during the
   backlog run, to show whether it grows after warm-up;
@@ -171,6 +172,7 @@ async def latency_run(
 
     env = Env(base.bootstrap, base.redis_url, db=base.db + 1, partitions=base.partitions)
     await flush(env)
+    await broker_timed_input(env)
     await create_topics(env)
     worker = Worker(env, "latency").start()
     trainer = start_trainer(env)
@@ -231,6 +233,30 @@ async def latency_run(
                 values[min(len(values) - 1, int(len(values) * 0.99))], 4
             )
     return out
+
+
+async def broker_timed_input(env: Env) -> None:
+    """The input topic with ``message.timestamp.type=LogAppendTime``: a record's
+    timestamp is when the broker appended it, so ``recordtime`` leaves out the
+    load generator's own delays (a busy generator holds records in its
+    producer's buffer before they reach the broker)."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=env.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    env.interactions,
+                    env.partitions,
+                    1,
+                    topic_configs={"message.timestamp.type": "LogAppendTime"},
+                )
+            ]
+        )
+    finally:
+        await admin.close()
 
 
 def model_load_times(log: Path, since: float) -> list[float]:

@@ -97,11 +97,19 @@ DEAD_DETAILS = {
 }
 
 
-def _lap(stage: Histogram, name: str, since: float) -> float:
+#: A batch slower than this (seconds) is logged with its stages.
+SLOW_BATCH_S = 1.0
+
+
+def _lap(
+    stage: Histogram, name: str, since: float, laps: dict[str, float] | None = None
+) -> float:
     """Observe the time of stage ``name`` (since ``since``, perf-counter
-    seconds) and return now, the start of the next stage."""
+    seconds), note it in ``laps``, and return now, the start of the next stage."""
     now = time.perf_counter()
     stage.labels(name).observe(now - since)
+    if laps is not None:
+        laps[name] = now - since
     return now
 
 
@@ -135,6 +143,7 @@ class BatchProcessor(SessionDelivery):
         self.idle_grace_s = idle_grace_s
         self.partitions: dict[int, PartitionState] = {}
         self.clock_log = Throttled(log, CLOCK_LOG_INTERVAL_S)
+        self.slow_log = Throttled(log, 10.0, level=logging.INFO)
 
     # ------------------------------------------------------------ ownership
     async def assign(self, partitions: Iterable[int]) -> None:
@@ -210,6 +219,7 @@ class BatchProcessor(SessionDelivery):
         await self.deliver_pending(self.partitions)
         mark = time.perf_counter()
         stage.labels("recover").observe(mark - started)
+        laps: dict[str, float] = {"recover": mark - started}
         now = self.clock()
         metrics.batch_size.observe(len(messages))
         dead: list[Record] = []
@@ -225,7 +235,7 @@ class BatchProcessor(SessionDelivery):
                 dead.append(self._dead(message, exc.reason, exc.detail, now))
                 continue
             events.append((message.partition, event, message))
-        mark = _lap(stage, "parse", mark)
+        mark = _lap(stage, "parse", mark, laps)
         # Own (and recover the outboxes of) every partition of the batch before
         # loading any state: recovery rewrites states, and a copy loaded before
         # it would still carry the outbox it delivered.
@@ -234,7 +244,7 @@ class BatchProcessor(SessionDelivery):
             await self.assign(unowned)
         sids = list(dict.fromkeys(e.session_id for _, e, _ in events))
         states = await self._load(sids)
-        mark = _lap(stage, "load", mark)
+        mark = _lap(stage, "load", mark, laps)
         touched: dict[str, tuple[int, SessionState]] = {}
         hotspot_alerts: list[Alert] = []
         # metrics are counted per batch: a labelled inc() per event costs more than a lookup
@@ -269,9 +279,9 @@ class BatchProcessor(SessionDelivery):
         self._count(types, statuses, trust_scores)
         for part in self.partitions.values():
             self._take_visits(part.detector)
-        mark = _lap(stage, "detect", mark)
+        mark = _lap(stage, "detect", mark, laps)
         await self._save(touched.values())
-        mark = _lap(stage, "save", mark)
+        mark = _lap(stage, "save", mark, laps)
         if dead:
             await self._send("dead_letters", dead)
         # the alerts' and the page visits' acks are awaited together; both
@@ -284,10 +294,14 @@ class BatchProcessor(SessionDelivery):
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
-        mark = _lap(stage, "produce", mark)
+        mark = _lap(stage, "produce", mark, laps)
         self._update_model_gauges()
-        _lap(stage, "gauges", mark)
-        metrics.batch_seconds.observe(time.perf_counter() - started)
+        _lap(stage, "gauges", mark, laps)
+        took = time.perf_counter() - started
+        metrics.batch_seconds.observe(took)
+        if took > SLOW_BATCH_S:
+            stages = ", ".join(f"{k} {v:.2f}" for k, v in laps.items())
+            self.slow_log.log(f"a batch of {len(messages)} took {took:.1f} s ({stages})")
 
     def _count(
         self, types: Counter[str], statuses: Counter[str], trust_scores: list[float]
