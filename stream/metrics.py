@@ -9,6 +9,8 @@ user id or a raw page path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -22,6 +24,7 @@ from detectors.alerts import ALERT_KINDS, SEVERITIES
 from detectors.config import EVENT_TYPES
 from detectors.detector import DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
 from detectors.events import INVALID_REASONS
+from detectors.hotspots import HotspotMonitor
 from stream.collector.metrics import CollectorMetrics
 
 #: Every ``dlq.reason`` the worker writes: the parser's, plus ``late_event``
@@ -283,15 +286,25 @@ class Metrics:
             if labels[2] == label:
                 self.hotspot_rate.remove(*labels)
 
-    def set_hotspot_rates(self, rates: dict[tuple[str, str, str], float]) -> None:
-        """Replace every ``hotspot_rate`` series by ``rates`` ((page type,
-        step, partition) -> rate): keys a monitor evicted or a partition
-        this worker gave up disappear."""
+    def show_hotspots(self, monitors: Mapping[int, HotspotMonitor]) -> None:
+        """Every ``hotspot_rate`` series and the open incidents from the
+        monitors (partition number -> monitor) this worker holds; series of
+        keys a monitor evicted, or of partitions given up, disappear."""
+        rates: dict[tuple[str, str, str], float] = {}
+        open_keys = 0
+        for number, monitor in monitors.items():
+            for key in monitor.keys:
+                rate = monitor.rate(key)
+                if rate is not None:
+                    page_type, _, step = key.partition("/")
+                    rates[(page_type, step, str(number))] = rate
+            open_keys += len(monitor.open_incidents())
         for labels in list(self.hotspot_rate._metrics):
             if labels not in rates:
                 self.hotspot_rate.remove(*labels)
         for labels, rate in rates.items():
             self.hotspot_rate.labels(*labels).set(rate)
+        self.hotspots_open.set(open_keys)
 
     def observe_redis(self, op: str, seconds: float) -> None:
         self.redis_seconds.labels(op).observe(seconds)

@@ -204,14 +204,4 @@ class SharedHotspots:
 
     def update_gauges(self) -> None:
         """Problem rate per key and partition, and the open incidents."""
-        rates: dict[tuple[str, str, str], float] = {}
-        open_keys = 0
-        for number, monitor in self.monitors.items():
-            for key in monitor.keys:
-                rate = monitor.rate(key)
-                if rate is not None:
-                    page_type, _, step = key.partition("/")
-                    rates[(page_type, step, str(number))] = rate
-            open_keys += len(monitor.open_incidents())
-        self.metrics.set_hotspot_rates(rates)
-        self.metrics.hotspots_open.set(open_keys)
+        self.metrics.show_hotspots(self.monitors)

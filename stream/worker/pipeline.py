@@ -429,13 +429,4 @@ class BatchProcessor(SessionDelivery):
             part.suppressed_reported = suppressed
         if self.share_hotspots:
             return  # the shared monitors' gauges: stream.worker.hotspot_agent
-        open_keys = 0
-        for number, part in self.partitions.items():
-            hotspots = part.detector.models.hotspots
-            for key in hotspots.keys:
-                rate = hotspots.rate(key)
-                if rate is not None:
-                    page_type, _, step = key.partition("/")
-                    m.hotspot_rate.labels(page_type, step, str(number)).set(rate)
-            open_keys += len(hotspots.open_incidents())
-        m.hotspots_open.set(open_keys)
+        m.show_hotspots({n: part.detector.models.hotspots for n, part in self.partitions.items()})
