@@ -19,7 +19,6 @@ from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream.collector.app import Collector, Produce
 from stream.collector.metrics import CollectorMetrics
@@ -29,6 +28,7 @@ from stream.collector.sessions import (
     VisitorSessions,
 )
 from stream.kafka_io import make_producer
+from stream.ops_web import ops_app
 from stream.records import Record
 from stream.redis_store import redis_from_url
 from stream.retry import backoff, retry_forever
@@ -57,25 +57,6 @@ def kafka_produce(producer: AIOKafkaProducer) -> Produce:
         await asyncio.gather(*futures)
 
     return produce
-
-
-def ops_app(metrics: CollectorMetrics, probe: BrokerProbe, started_at: float) -> web.Application:
-    async def metrics_page(request: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "uptime_s": round(time.time() - started_at)})
-
-    async def readyz(request: web.Request) -> web.Response:
-        body = {"ready": probe.up, "kafka": probe.up}
-        return web.json_response(body, status=200 if probe.up else 503)
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics_page)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return app
 
 
 def visitor_sessions(settings: Settings) -> tuple[VisitorSessions, Any]:
@@ -108,7 +89,10 @@ async def run_collector(settings: Settings, stop: asyncio.Event | None = None) -
     collector = Collector(settings, kafka_produce(producer), sessions, metrics)
     probe = BrokerProbe(settings)
     public = web.AppRunner(collector.web_app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
-    ops = web.AppRunner(ops_app(metrics, probe, time.time()), access_log=None)
+    def readiness() -> tuple[bool, dict[str, object]]:
+        return probe.up, {"ready": probe.up, "kafka": probe.up}
+
+    ops = web.AppRunner(ops_app(metrics.registry, time.time(), readiness), access_log=None)
     await public.setup()
     await ops.setup()
     await web.TCPSite(public, settings.collector_bind, settings.collector_port).start()

@@ -15,10 +15,10 @@ import signal
 import time
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from stream.metrics import TrainerMetrics
 from stream.model_registry import ModelRegistry
+from stream.ops_web import ops_app
 from stream.redis_store import redis_from_url
 from stream.settings import Settings
 from stream.trainer.service import TrainerService
@@ -30,27 +30,16 @@ log = logging.getLogger("disengage.trainer")
 def web_app(service: TrainerService, started_at: float) -> web.Application:
     """``/metrics``, ``/healthz`` and ``/readyz`` of one trainer."""
 
-    async def metrics(request: web.Request) -> web.Response:
-        body = generate_latest(service.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "uptime_s": round(time.time() - started_at)})
-
-    async def readyz(request: web.Request) -> web.Response:
-        body = {
+    def readiness() -> tuple[bool, dict[str, object]]:
+        body: dict[str, object] = {
             "ready": service.ready,
             "active": service.trainer is not None,
             "version": service.version,
             "offset": None if service.trainer is None else service.trainer.offset,
         }
-        return web.json_response(body, status=200 if service.ready else 503)
+        return service.ready, body
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    return app
+    return ops_app(service.metrics.registry, started_at, readiness)
 
 
 async def run_trainer(settings: Settings, stop: asyncio.Event | None = None) -> None:
