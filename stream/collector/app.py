@@ -38,10 +38,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from detectors.events import EventParser, InvalidEvent, event_to_dict, hash_user, parse_ts
+from detectors.events import EventParser, InvalidEvent, event_to_dict, parse_ts
 from stream.collector import segment, snowplow
 from stream.collector.bodies import BodyError, contract_calls, load_json
 from stream.collector.calls import Call, path_of
+from stream.collector.dead_letters import dead_letter, scrub
 from stream.collector.metrics import CollectorMetrics
 from stream.collector.sessions import VisitorSessions
 from stream.collector.sites import RateLimiter, Sites
@@ -62,20 +63,6 @@ PIXEL = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
     b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
-#: Keys dropped from a refused call before it goes to the dead-letter topic:
-#: Segment traits and properties (names, e-mails), IPs and user agents,
-#: Snowplow contexts and self-describing events (a form event's value is
-#: inside ``ue_px``), network user ids.
-PII_KEYS = frozenset(
-    {
-        "traits", "properties", "ip", "userAgent", "user_agent", "ua", "email", "search",
-        "cx", "co", "ue_px", "ue_pr", "nuid", "tnuid", "mac", "fp",
-    }
-)  # fmt: skip
-#: Keys whose values are hashed in a refused call (user and visitor ids).
-USER_KEYS = frozenset({"userId", "user_id", "uid", "anonymousId", "duid", "domain_userid"})
-
-
 def tracker_file(settings: Settings) -> Path:
     """Where the tracker bundle is (``DISENGAGE_COLLECTOR_TRACKER_FILE``, else this checkout's)."""
     if settings.collector_tracker_file:
@@ -380,7 +367,16 @@ class Collector:
                     continue
             assert reason is not None
             self.metrics.rejected.labels(reason).inc()
-            dead.append(self._dead_letter(endpoint, site, call.raw, reason, detail, now))
+            dead.append(
+                dead_letter(
+                    f"http:{endpoint}",
+                    site,
+                    scrub(call.raw, self.settings.detector.user_salt, limit),
+                    reason,
+                    detail,
+                    now,
+                )
+            )
             if len(errors) < MAX_LISTED_ERRORS:
                 errors.append({"index": index, "reason": reason, "detail": detail})
         try:
@@ -426,45 +422,3 @@ class Collector:
                 assert event is not None
                 event["session_id"] = sid
         return out
-
-    def _dead_letter(
-        self, endpoint: str, site: str, raw: bytes, reason: str, detail: str, now: float
-    ) -> Record:
-        """A refused call with the dead-letter headers of the worker's
-        (:func:`stream.records.dead_letter`); its source is the endpoint. A
-        JSON call is scrubbed first (:data:`PII_KEYS` dropped, :data:`USER_KEYS`
-        hashed, URLs cut to their path); a call that is not JSON is kept as it
-        came, within the event size limit."""
-        headers = [
-            ("dlq.reason", reason.encode()),
-            ("dlq.detail", detail[:200].encode("utf-8", "replace")),
-            ("dlq.source.topic", f"http:{endpoint}".encode()),
-            ("dlq.source.partition", b"-1"),
-            ("dlq.source.offset", b"-1"),
-            ("dlq.time", f"{now:.3f}".encode()),
-            ("dlq.site", site.encode()),
-        ]
-        return Record(None, self._scrub(raw), headers)
-
-    def _scrub(self, raw: bytes) -> bytes:
-        try:
-            return orjson.dumps(self._scrubbed(orjson.loads(raw)))
-        except (orjson.JSONDecodeError, orjson.JSONEncodeError, RecursionError):
-            return raw[: self.settings.collector_max_event_bytes]
-
-    def _scrubbed(self, value: Any) -> Any:
-        if isinstance(value, dict):
-            out = {}
-            for key, item in value.items():
-                if key in PII_KEYS:
-                    continue
-                if key in USER_KEYS and isinstance(item, str | int) and item != "":
-                    out[key] = hash_user(str(item), self.settings.detector.user_salt)
-                else:
-                    out[key] = self._scrubbed(item)
-            return out
-        if isinstance(value, list):
-            return [self._scrubbed(item) for item in value]
-        if isinstance(value, str) and ("://" in value or (value[:1] == "/" and "?" in value)):
-            return path_of(value)  # URLs keep their path: queries carry e-mails and tokens
-        return value
