@@ -31,7 +31,7 @@ tracker: system-deps
 chaos: $(STAMP) system-deps
 	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python -m pytest -q tests/integration/test_chaos.py $(ARGS)
 
-## Debian packages the tests need (redis-server, kcat), when missing.
+## Debian packages the tests need (redis-server, kcat, prometheus, chromium, nodejs), when missing.
 system-deps:
 	bash deploy/local/system_deps.sh
 

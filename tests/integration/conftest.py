@@ -49,6 +49,25 @@ def env(kafka_bootstrap: str, redis_url: str) -> Iterator[Any]:
     asyncio.run(flush(e))
 
 
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium through Playwright's sync API (the browser tests)."""
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    from .harness import CHROMIUM, CHROMIUM_ARGS, TRACKER_BUNDLE
+
+    assert Path(CHROMIUM).exists(), "make system-deps installs Debian's chromium"
+    assert TRACKER_BUNDLE.exists(), "the tracker is built by `make tracker` (part of `make test`)"
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The chaos suite's table (tests/integration/chaos_report.py), when it ran."""
     import sys

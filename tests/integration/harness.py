@@ -214,6 +214,22 @@ class Worker:
             return "(no log)"
 
 
+#: The tracker bundle the browser tests load (built by `make tracker`).
+TRACKER_BUNDLE = ROOT / "tracker" / "dist" / "disengage.min.js"
+#: Debian's Chromium, driven by Playwright: nothing downloads a browser.
+CHROMIUM = "/usr/bin/chromium"
+#: Chromium on a machine without a network (see the machine notes): no background traffic.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 #: The write key of the site ``shop`` of :class:`CollectorProcess`.
 COLLECTOR_KEY = "wk_integration_0123456789"
 

@@ -19,7 +19,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,18 +33,6 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "tracker" / "demo" / "shop.html"
-BUNDLE = ROOT / "tracker" / "dist" / "disengage.min.js"
-CHROMIUM = "/usr/bin/chromium"
-#: Chromium on a machine without a network (see the machine notes): no background traffic.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SECRET_EMAIL = "alice.secret@example.com"
 
 T = TypeVar("T")
@@ -83,20 +71,6 @@ class ShopServer:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).exists(), "make system-deps installs Debian's chromium"
-    assert BUNDLE.exists(), "the tracker is built by `make tracker` (part of `make test`)"
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def off_loop(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .harness import free_port
-from .test_browser import BUNDLE, CHROMIUM, CHROMIUM_ARGS
+from .harness import TRACKER_BUNDLE, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +41,7 @@ class Recorder:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path.startswith("/dg/t.js"):
-                    body, kind = BUNDLE.read_bytes(), "application/javascript"
+                    body, kind = TRACKER_BUNDLE.read_bytes(), "application/javascript"
                 else:
                     body = PAGE.format(origin=recorder.origin, attrs=attrs).encode()
                     kind = "text/html"
@@ -89,18 +86,6 @@ class Recorder:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def visit(browser: Any, recorder: Recorder, init_script: str = "") -> Any:
@@ -233,7 +218,7 @@ def test_leaving_sends_the_queue_by_beacon_in_chunks_under_16_kb(browser: Any) -
 def test_the_bundle_is_under_5_kb_gzipped() -> None:
     import gzip
 
-    assert len(gzip.compress(Path(BUNDLE).read_bytes(), 9)) < 5 * 1024
+    assert len(gzip.compress(TRACKER_BUNDLE.read_bytes(), 9)) < 5 * 1024
 
 
 def test_forms_are_named_by_attribute_and_page_views_carry_their_load_time(browser: Any) -> None:

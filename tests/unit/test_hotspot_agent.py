@@ -21,7 +21,7 @@ from detectors.config import DetectorConfig
 from detectors.detector import Detector
 from detectors.events import Event, EventParser
 from detectors.hotspots import PageVisit, visits_from_json, visits_to_json
-from detectors.models import MODEL_NAME, dumps_monitor
+from detectors.models import MODEL_NAME
 from detectors.offline.runner import OfflineRunner
 from detectors.simulation.simulator import SimConfig, Simulator
 from detectors.store import MemorySessionStore
@@ -295,4 +295,3 @@ async def test_visits_of_a_failed_produce_are_sent_once_before_the_next_batch(
 
 def test_the_served_version_names_untrained_models_as_the_detector_does() -> None:
     assert Detector(CFG).models.version == f"{MODEL_NAME}@0"
-    assert dumps_monitor(Detector(CFG).models.hotspots)  # picklable as checkpointed
