@@ -218,6 +218,11 @@ ALERT_JSON_SCHEMA: dict[str, Any] = {
                 "trigger_event_id": {"type": ["string", "null"]},
                 "event_time": {"type": "string"},
                 "model_version": {"type": "string"},
+                "treatment": {
+                    "enum": ["treated", "control"],
+                    "description": "the session's holdout group (session alerts only); "
+                    "nothing acts on a control session's alert",
+                },
             },
         },
     },

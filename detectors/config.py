@@ -15,11 +15,15 @@ from typing import Any
 
 from detectors.alerts import ALERT_KINDS
 
+#: The event types of the contract (``detectors/event.schema.json``). One is
+#: not the visitor's doing: ``intervention`` says the page showed the help an
+#: alert suggested (``props.kind``, ``props.alert_id``); it only stops the
+#: detector nudging the visitor again (``intervention_quiet_ms``).
 EVENT_TYPES: frozenset[str] = frozenset(
     (
         "page_view", "click", "scroll", "form_focus", "form_input", "form_error",
         "form_submit", "search", "add_to_cart", "remove_from_cart", "checkout_step",
-        "purchase", "error", "visibility", "exit", "custom",
+        "purchase", "error", "visibility", "exit", "custom", "intervention",
     )
 )  # fmt: skip
 
@@ -345,6 +349,24 @@ class DetectorConfig:
     """Cap of session alerts (hesitation + trust_loss) per session: one nudge
     per visit, the usual frequency cap of on-site personalisation, so a
     visitor is never pestered and ops see each session once."""
+    intervention_quiet_ms: int = 30 * 60 * 1000
+    """After the page acknowledged showing an intervention for a session
+    alert (an ``intervention`` event), no alert of that kind goes out for the
+    session for this long (ms): the visitor is not nudged twice for the same
+    trouble, even when ``max_alerts_per_session`` allows more alerts. 30
+    minutes is the inactivity timeout of a web-analytics session, so the
+    default is "not again in this visit"."""
+    holdout_share: float = 0.1
+    """Share of sessions (0-1) in the control group: their alerts go out
+    marked ``treatment: "control"`` and nothing acts on them, so the
+    conversion of alerted treated against alerted control sessions measures
+    what acting on alerts is worth (:mod:`detectors.uplift`). 10% is the
+    customary holdout of marketing experiments: small enough to cost little,
+    large enough to measure an effect of a few points within weeks."""
+    holdout_salt: str = "disengage-holdout"
+    """Salt of the holdout assignment (HMAC-SHA256 of the session id). Set
+    your own, so that the group of a session id cannot be guessed, and keep
+    it: changing it reassigns the sessions."""
     hotspot_cooldown_ms: int = 15 * 60 * 1000
     """Minimum time between two hotspot alerts of the same key."""
     playbook: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PLAYBOOK))
@@ -400,6 +422,12 @@ class DetectorConfig:
             raise ValueError(
                 f"trust_challenger must be one of none, {', '.join(TRUST_CHALLENGERS)}"
             )
+        if not 0.0 <= self.holdout_share <= 1.0:
+            raise ValueError("holdout_share must be in [0, 1]")
+        if not self.holdout_salt:
+            raise ValueError("holdout_salt must not be empty")
+        if self.intervention_quiet_ms < 0:
+            raise ValueError("intervention_quiet_ms must be >= 0")
         if self.challenger_window_sessions < 100:
             raise ValueError("challenger_window_sessions must be at least 100")
         if not 0.0 <= self.challenger_margin < 0.5:

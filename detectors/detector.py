@@ -31,7 +31,7 @@ from detectors.journey import JourneyTracker, step_label
 # DetectorModels and its format constants lived here; pickled checkpoints
 # name detectors.detector.DetectorModels, so the names stay importable.
 from detectors.models import MODEL_FORMAT, MODEL_NAME, RIVER_VERSION, DetectorModels
-from detectors.policy import admit
+from detectors.policy import acknowledge, admit
 from detectors.rules import (
     HESITATION_CHECK_MS,
     TRUST_RESCORE_MS,
@@ -152,6 +152,13 @@ class Detector:
         ):
             return StepResult(state, "late")
         state.remember(id_hash, ts, cfg.dedup_capacity)
+        if event.type == "intervention":
+            # the page showed help for an alert: not the visitor's doing, so
+            # no signal, score or activity figure sees it; it only quiets
+            # further nudges of that kind (policy.acknowledge)
+            state.type_counts[TYPE_INDEX["intervention"]] += 1
+            acknowledge(state, event.prop_str("kind"), ts)
+            return StepResult(state, "applied")
         gap = max(0, ts - state.last_ts) if state.n_events else 0
         state.start_ts = min(state.start_ts, ts)
         state.last_ts = max(state.last_ts, ts)

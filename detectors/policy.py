@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 
 from detectors.alerts import Alert
 from detectors.config import DetectorConfig
-from detectors.session import SessionState
+from detectors.session import ALERT_MARKS_CAP, SessionState
+from detectors.uplift import treatment_of
 
 #: The alert families that share the budget, by rule: friction piling up
 #: (a fact on the page), the trust model's rules, and hesitation.
@@ -101,8 +102,12 @@ def admit(
     config: DetectorConfig, state: SessionState, budget: AlertBudget, alert: Alert, ts: int
 ) -> Alert | None:
     """The alert as it goes out, with its episode number (the count of this
-    kind's alerts for the session, which makes its id), or ``None`` when the
-    policy suppresses it. ``ts`` is the event time (epoch ms) of the decision.
+    kind's alerts for the session, which makes its id) and the session's
+    holdout group (``extra["treatment"]``: "treated" or "control"), or
+    ``None`` when the policy suppresses it: the session is closed, at its
+    cap, within the kind's cooldown, within ``intervention_quiet_ms`` of an
+    intervention of this kind the page acknowledged, or the budget is spent.
+    ``ts`` is the event time (epoch ms) of the decision.
     """
     if state.outcome is not None or state.n_alerts >= config.max_alerts_per_session:
         return None
@@ -110,9 +115,32 @@ def admit(
     last = state.last_alert[slot]
     if last and ts - last < config.cooldown_ms:
         return None
+    acked = state.acked[slot]
+    if acked and ts - acked < config.intervention_quiet_ms:
+        return None
     if not budget.spend(config.alert_budget_capacities, FAMILY_OF_RULE[alert.rule]):
         return None
     state.episodes[slot] += 1
     state.last_alert[slot] = ts
     state.n_alerts += 1
-    return replace(alert, episode=state.episodes[slot])
+    mark = alert_mark(alert.kind, alert.suggested_action)
+    if mark not in state.alert_marks and len(state.alert_marks) < ALERT_MARKS_CAP:
+        state.alert_marks.append(mark)
+    treatment = treatment_of(state.sid, config.holdout_salt, config.holdout_share)
+    extra = {**alert.extra, "treatment": treatment}
+    return replace(alert, episode=state.episodes[slot], extra=extra)
+
+
+def alert_mark(kind: str, action: str) -> str:
+    """The uplift slice of an alert, as kept in ``SessionState.alert_marks``."""
+    return f"{kind}/{action}"
+
+
+def acknowledge(state: SessionState, kind: str | None, ts: int) -> bool:
+    """Note that the page showed the intervention of a ``kind`` alert at
+    ``ts`` (epoch ms); False when ``kind`` is not a session alert kind."""
+    slot = KIND_SLOT.get(kind or "")
+    if slot is None:
+        return False
+    state.acked[slot] = max(state.acked[slot], ts)
+    return True

@@ -33,19 +33,24 @@ from detectors.signals import SIGNALS
 
 #: Serialisation format version, first element of every encoded state.
 #: Version 2 appended ``type_counts``, ``last_cart_ts``, ``stage_trail`` and
-#: ``moments``; a version-1 state still decodes (see :meth:`SessionState.from_bytes`).
-STATE_VERSION = 2
-#: Fields appended by version 2, decoded from a version-1 state as fresh.
-_V2_FIELDS = 4
+#: ``moments``; version 3 appended ``acked`` and ``alert_marks``. Older
+#: states still decode (see :meth:`SessionState.from_bytes`).
+STATE_VERSION = 3
+#: Fields each older version lacks (appended since), decoded as fresh.
+_MISSING_FIELDS = {1: 6, 2: 2}
 
-#: Event types in the order of ``SessionState.type_counts``.
-TYPE_ORDER: tuple[str, ...] = tuple(sorted(EVENT_TYPES))
+#: Event types in the order of ``SessionState.type_counts``: the types of
+#: version 2 sorted, then the ones added since, so stored counts keep their places.
+_V2_TYPES: tuple[str, ...] = tuple(sorted(EVENT_TYPES - {"intervention"}))
+TYPE_ORDER: tuple[str, ...] = (*_V2_TYPES, "intervention")
 #: Position of each event type in ``SessionState.type_counts``.
 TYPE_INDEX: dict[str, int] = {t: i for i, t in enumerate(TYPE_ORDER)}
 #: Stage indices kept in ``SessionState.stage_trail`` (the stages left most recently).
 STAGE_TRAIL_CAP = 3
 #: Hesitation moments kept in ``SessionState.moments`` (the most recent ones).
 MOMENTS_CAP = 8
+#: Alert slices kept in ``SessionState.alert_marks`` (the first ones).
+ALERT_MARKS_CAP = 4
 
 
 _RING = struct.Struct("<IHI")  # ts offset (ms, 32 bit), 48-bit hash as 16+32 bit
@@ -152,6 +157,12 @@ class SessionState:
     last_cart_ts: int = 0
     stage_trail: list[int] = field(default_factory=list)
     moments: list[tuple[int, array[float]]] = field(default_factory=list)
+    # version 3: when the page last acknowledged an intervention for each
+    # session alert kind (epoch ms, as ``episodes``), and the slices of the
+    # alerts that went out ("kind/action", cap ALERT_MARKS_CAP) for the
+    # uplift of interventions (detectors.uplift)
+    acked: list[int] = field(default_factory=lambda: [0, 0])
+    alert_marks: list[str] = field(default_factory=list)
 
     _FIELD_NAMES: ClassVar[tuple[str, ...]]
 
@@ -193,17 +204,19 @@ class SessionState:
             values = json.loads(zlib.decompress(data))
         except (zlib.error, ValueError) as exc:
             raise ValueError(f"not a session state: {exc}") from None
-        if not isinstance(values, list) or not values or values[0] not in (1, STATE_VERSION):
+        if not isinstance(values, list) or not values or values[0] not in (1, 2, STATE_VERSION):
             raise ValueError("unsupported session state version")
         names = cls._FIELD_NAMES
-        if values[0] == 1 and len(values) == len(names) + 1 - _V2_FIELDS:
-            # a state written before version 2: its trust snapshots have the
-            # old feature count, so they are dropped (the session's outcome
-            # is then not learned), and the new fields start fresh
-            fresh = cls("")
-            values = [*values, *(_FIELDS_GETTER(fresh)[-_V2_FIELDS:])]
-            values[_SNAPSHOTS_AT] = []
-            values[_MOMENTS_AT] = []
+        missing = _MISSING_FIELDS.get(values[0], 0)
+        if missing and len(values) == len(names) + 1 - missing:
+            # a state written by an older version: the fields appended since
+            # start fresh
+            values = [*values, *(_FIELDS_GETTER(cls(""))[-missing:])]
+            if values[0] == 1:
+                # its trust snapshots have the old feature count, so they are
+                # dropped (the session's outcome is then not learned)
+                values[_SNAPSHOTS_AT] = []
+                values[_MOMENTS_AT] = []
         if len(values) != len(names) + 1:
             raise ValueError("session state has the wrong number of fields")
         try:

@@ -381,7 +381,8 @@ def test_any_event_sequence_never_raises_and_roundtrips(
         assert_roundtrip(state)
     if state is None:
         return
-    assert state.n_events == len(applied)
+    # an acknowledged intervention is not the visitor's doing: not counted as activity
+    assert state.n_events == sum(1 for e in applied if e.type != "intervention")
     assert "someone@example.com" not in repr(state)
     # a redelivery of anything already applied is never applied again
     final = state.to_bytes()

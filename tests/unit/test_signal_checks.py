@@ -47,6 +47,8 @@ class Run:
         self.hits: list[tuple[Step, SignalHit]] = []
 
     def feed(self, event: Event) -> None:
+        if event.type == "intervention":
+            return  # as in the detector: the page's acknowledgement, no visitor activity
         state = self.state
         if not state.n_events:
             state.start_ts = state.last_ts = state.last_progress = event.ts
