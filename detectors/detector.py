@@ -44,6 +44,7 @@ from detectors.session import TYPE_INDEX, SessionState, id_hash48, page_key
 from detectors.signal_protocol import CLOSE, EVENT, LEAVE, Signal, SignalHit, Step
 from detectors.signals import SIGNAL_TYPES
 from detectors.training import Example
+from detectors.uplift import treatment_of
 
 __all__ = [
     "DEAD_LETTER_STATUSES",
@@ -327,6 +328,7 @@ class Detector:
             raise ValueError(f"unknown outcome {outcome!r}")
         if state.outcome is not None:
             return []
+        cfg = self.config
         converted = outcome == "converted"
         end = max(ts, state.last_ts)
         step = Step(CLOSE, end, converted=converted)
@@ -345,6 +347,10 @@ class Detector:
             tuple(state.snapshots),
             tuple(state.moments),
             tuple(state.signal_counts),
+            treatment_of(state.sid, cfg.holdout_salt, cfg.holdout_share)
+            if state.alert_marks
+            else None,
+            tuple(state.alert_marks),
         )
         state.snapshots = []
         state.moments = []

@@ -33,6 +33,7 @@ from detectors.policy import AlertBudget
 from detectors.signals import SIGNALS
 from detectors.training import Example
 from detectors.trust import TrustModel
+from detectors.uplift import UpliftTracker, slices_of
 
 MODEL_FORMAT = 4
 RIVER_VERSION = version("river")
@@ -41,7 +42,7 @@ MODEL_NAME = "trust-arf+lr.v3+refit.v1+hazard-lr.v2+hst.v2+adwin.v1"
 #: changes and a published version carries (``arena``: the trust challenger
 #: and its comparison, which only the trainer needs; a serving version
 #: carries ``None``).
-LEARNED = ("trust", "hazard", "hesitation", "signal_means", "arena")
+LEARNED = ("trust", "hazard", "hesitation", "signal_means", "arena", "uplift")
 #: The attributes that stay with one detector (a worker's partition): its
 #: checkpoint (:meth:`DetectorModels.dumps_local`).
 LOCAL = ("hotspots", "budget")
@@ -79,6 +80,9 @@ class DetectorModels:
         self.hotspots = HotspotMonitor(config)
         self.signal_means = [stats.Mean() for _ in SIGNALS]
         self.budget = AlertBudget.start(config.alert_budget_capacities)
+        #: outcomes of alerted sessions by holdout group (the uplift of
+        #: interventions), learned from the examples like the models
+        self.uplift = UpliftTracker()
         #: the published version adopted (``None``: learned here)
         self.tag: str | None = None
 
@@ -116,6 +120,8 @@ class DetectorModels:
         self.hazard.learn_session(example.moments, converted, example.last_ts)
         for mean, count in zip(self.signal_means, example.signal_counts, strict=False):
             mean.update(count)
+        if example.treatment is not None:
+            self.uplift.closed(example.treatment, converted, slices_of(example.alert_marks))
         self.tag = None
 
     def dumps(self) -> bytes:
@@ -133,6 +139,8 @@ class DetectorModels:
             raise ValueError("checkpoint does not hold DetectorModels")
         if not hasattr(models, "tag"):
             models.tag = None
+        if not hasattr(models, "uplift"):  # saved before the uplift was learned
+            models.uplift = UpliftTracker()
         return models
 
     def dumps_learned(self) -> bytes:
@@ -161,6 +169,8 @@ class DetectorModels:
         (``ValueError`` as :meth:`loads`)."""
         header, learned = pickle.loads(blob)
         _check_header(header)
+        if isinstance(learned, dict):  # a version published before the uplift was learned
+            learned.setdefault("uplift", UpliftTracker())
         if not isinstance(learned, dict) or set(learned) != set(LEARNED):
             raise ValueError("snapshot does not hold the learned models")
         return learned

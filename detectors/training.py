@@ -74,6 +74,10 @@ class Example:
     snapshots: Vectors
     moments: Vectors
     signal_counts: tuple[int, ...]
+    #: an alerted session's holdout group ("treated" or "control") and its
+    #: alerts' slices ("kind/action"); ``None`` and empty when not alerted
+    treatment: str | None = None
+    alert_marks: tuple[str, ...] = ()
 
     @property
     def converted(self) -> bool:
@@ -85,7 +89,7 @@ class Example:
         return hashlib.sha256(f"{self.sid}\x00{self.start_ts}".encode()).hexdigest()[:32]
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "format": EXAMPLE_FORMAT,
             "sid": self.sid,
             "start_ts": self.start_ts,
@@ -96,6 +100,10 @@ class Example:
             "moments": _pack(self.moments),
             "signal_counts": list(self.signal_counts),
         }
+        if self.treatment is not None:  # alerted: the uplift's inputs
+            out["treatment"] = self.treatment
+            out["alert_marks"] = list(self.alert_marks)
+        return out
 
     @staticmethod
     def from_json(data: Any) -> Example:
@@ -112,9 +120,19 @@ class Example:
                 _unpack(data["snapshots"]),
                 _unpack(data["moments"]),
                 tuple(int(c) for c in data["signal_counts"]),
+                _treatment(data.get("treatment")),
+                tuple(str(m) for m in data.get("alert_marks") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidExample(f"malformed training example: {exc}") from exc
+
+
+def _treatment(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value in ("treated", "control"):
+        return str(value)
+    raise ValueError(f"unknown treatment {value!r}")
 
 
 def example_event(example: Example, source: str, produced_at: str) -> dict[str, Any]:

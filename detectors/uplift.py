@@ -27,11 +27,19 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from detectors.session import SessionState
 
 #: Treatment labels carried by alerts.
 TREATED = "treated"
 CONTROL = "control"
+#: Alerted sessions each group needs before an uplift is shown ("n/a"
+#: below). Newcombe's interval keeps its coverage at small samples, but a
+#: difference of a few dozen sessions is too wide to act on; 30 is the usual
+#: floor of a two-proportion comparison.
+UPLIFT_MIN_SESSIONS = 30
 #: The normal quantile of a two-sided 95% interval.
 Z95 = 1.959963984540054
 
@@ -128,7 +136,7 @@ class UpliftTracker:
     difference is given (below it: ``None``, "n/a" in reports).
     """
 
-    min_sessions: int = 30
+    min_sessions: int = UPLIFT_MIN_SESSIONS
     arms: dict[tuple[str, str], dict[str, Arm]] = field(default_factory=dict)
 
     def closed(self, treatment: str, converted: bool, slices: set[tuple[str, str]]) -> None:
@@ -138,6 +146,14 @@ class UpliftTracker:
             arm = self.arms.setdefault(key, {TREATED: Arm(), CONTROL: Arm()})[treatment]
             arm.sessions += 1
             arm.converted += int(converted)
+
+    def closed_state(self, state: SessionState, salt: str, holdout_share: float) -> None:
+        """Add a closed session (its group from ``salt`` and ``holdout_share``,
+        as the policy assigned it) if it was alerted; others are ignored."""
+        if state.outcome is None or not state.alert_marks:
+            return
+        treatment = treatment_of(state.sid, salt, holdout_share)
+        self.closed(treatment, state.outcome == "converted", slices_of(state.alert_marks))
 
     def uplift(self, dimension: str, value: str) -> Uplift:
         arms = self.arms.get((dimension, value), {TREATED: Arm(), CONTROL: Arm()})
@@ -151,3 +167,18 @@ class UpliftTracker:
 
     def slices(self) -> list[tuple[str, str]]:
         return sorted(self.arms)
+
+
+def slices_of(marks: Iterable[str]) -> set[tuple[str, str]]:
+    """The uplift slices of a session's alert marks ("kind/action", see
+    :func:`detectors.policy.alert_mark`): all alerts, each kind, each action.
+
+    >>> sorted(slices_of(["trust_loss/offer chat"]))
+    [('action', 'offer chat'), ('all', ''), ('kind', 'trust_loss')]
+    """
+    out = {("all", "")}
+    for mark in marks:
+        kind, _, action = mark.partition("/")
+        out.add(("kind", kind))
+        out.add(("action", action))
+    return out

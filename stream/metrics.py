@@ -25,6 +25,7 @@ from detectors.config import EVENT_TYPES
 from detectors.detector import DEAD_LETTER_STATUSES, OUTCOMES, STATUSES
 from detectors.events import INVALID_REASONS
 from detectors.hotspots import HotspotMonitor
+from detectors.uplift import CONTROL, TREATED, UpliftTracker
 from stream.collector.metrics import CollectorMetrics
 
 #: Every ``dlq.reason`` the worker writes: the parser's, plus ``late_event``
@@ -370,8 +371,43 @@ class TrainerMetrics:
             "that survives trainer failover, hence a gauge).",
             registry=r,
         )
+        self.uplift = Gauge(
+            "disengage_uplift",
+            "Uplift of acting on alerts: conversion of alerted treated minus alerted control "
+            "sessions (bound=difference), with Newcombe's 95% interval (bound=lower, upper), "
+            "overall (dimension=all), by alert kind and by suggested action; absent until "
+            "both groups have UPLIFT_MIN_SESSIONS (30) alerted sessions.",
+            ["dimension", "value", "bound"],
+            registry=r,
+        )
+        self.uplift_sessions = Gauge(
+            "disengage_uplift_sessions",
+            "Alerted sessions closed, by holdout group (treatment) and outcome (converted or "
+            "not), overall and by kind and action: the counts behind disengage_uplift (a gauge "
+            "that survives trainer failover, as the models do).",
+            ["dimension", "value", "treatment", "outcome"],
+            registry=r,
+        )
         for status in ("learned", "duplicate", "invalid"):
             self.records.labels(status)
+
+    def show_uplift(self, tracker: UpliftTracker) -> None:
+        """Set the uplift gauges from the models' tracker."""
+        for dimension, value in tracker.slices():
+            u = tracker.uplift(dimension, value)
+            for treatment, arm in ((TREATED, u.treated), (CONTROL, u.control)):
+                counts = self.uplift_sessions.labels
+                counts(dimension, value, treatment, "converted").set(arm.converted)
+                counts(dimension, value, treatment, "not_converted").set(
+                    arm.sessions - arm.converted
+                )
+            if u.difference is not None and u.lower is not None and u.upper is not None:
+                for bound, figure in (
+                    ("difference", u.difference),
+                    ("lower", u.lower),
+                    ("upper", u.upper),
+                ):
+                    self.uplift.labels(dimension, value, bound).set(figure)
 
 
 def markdown_table() -> str:

@@ -55,6 +55,7 @@ from detectors.offline.truth_comparison import compare_with_truth, late_window_m
 from detectors.sample_size import roc_auc, too_few_outcomes
 from detectors.session import SessionState
 from detectors.simulation.ground_truth import GroundTruth
+from detectors.uplift import UPLIFT_MIN_SESSIONS, UpliftTracker, slices_of, treatment_of
 
 #: The figures computed from outcomes (the goal event, or ``labels``).
 OUTCOME_FIGURES: tuple[str, ...] = (
@@ -118,6 +119,11 @@ class Evaluation:
     seconds: float
     truth: GroundTruth | None = None
     goal_event: str = "purchase"
+    #: alerted sessions' holdout group and alert marks (kind/action), by session id
+    groups: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    #: ``intervention`` events applied: pages that showed help for an alert
+    acknowledged: int = 0
+    holdout_share: float = 0.1
     #: hotspot alerts this long after an incident ended are late detections
     late_ms: int = late_window_ms(30 * 60 * 1000)
 
@@ -271,6 +277,39 @@ class Evaluation:
             }
         return out
 
+    def uplift(self, min_sessions: int = UPLIFT_MIN_SESSIONS) -> dict[str, Any]:
+        """Conversion of alerted treated against alerted control sessions,
+        overall and by alert kind and suggested action, with Newcombe's 95%
+        interval of the difference (``None`` below ``min_sessions`` in
+        either group). Outcomes are the evaluation's (labels first). When
+        no intervention was acknowledged in the events, nothing acted on the
+        treated sessions either, so the figure is an A/A check: it should
+        contain 0."""
+        tracker = UpliftTracker(min_sessions=min_sessions)
+        for sid, (treatment, marks) in self.groups.items():
+            tracker.closed(treatment, self.converted(sid), slices_of(marks))
+        rows = []
+        for dimension, value in tracker.slices():
+            u = tracker.uplift(dimension, value)
+            rows.append(
+                {
+                    "dimension": dimension,
+                    "value": value,
+                    "treated": {"sessions": u.treated.sessions, "converted": u.treated.converted},
+                    "control": {"sessions": u.control.sessions, "converted": u.control.converted},
+                    "difference": None if u.difference is None else round(u.difference, 4),
+                    "lower": None if u.lower is None else round(u.lower, 4),
+                    "upper": None if u.upper is None else round(u.upper, 4),
+                }
+            )
+        return {
+            "holdout_share": self.holdout_share,
+            "min_sessions": min_sessions,
+            "interventions_acknowledged": self.acknowledged,
+            "a_a_check": self.acknowledged == 0,
+            "slices": rows,
+        }
+
     def summary(self) -> dict[str, Any]:
         """The JSON report. ``not_available`` gives the reason for each
         figure that is ``None``; ``outcomes`` says where the outcomes came
@@ -308,6 +347,7 @@ class Evaluation:
             "by_kind_quality": self.kind_quality(),
             "closed_by_outcome": dict(self.stats.closed),
             "trust_model": self._trust_model(),
+            "uplift": self.uplift(),
             "outcomes": self._outcomes(),
             "not_available": self._not_available(auc_reason, bool(alerted), bool(lead_s)),
             "seconds": round(self.seconds, 2),
@@ -370,12 +410,18 @@ def evaluate(
     """
     tracks: dict[str, _Track] = {}
     hotspots: list[Alert] = []
+    groups: dict[str, tuple[str, tuple[str, ...]]] = {}
+    acknowledged = 0
     record = TraceRecorder().record
     goal_event = config.goal_event
 
     def on_step(event: Event, result: StepResult) -> None:
+        nonlocal acknowledged
         if result.status != "applied":
             return
+        if event.type == "intervention":
+            acknowledged += 1
+            return  # the page's acknowledgement, not the visitor's behaviour
         track = tracks.get(event.session_id)
         if track is None:
             track = tracks[event.session_id] = _Track()
@@ -390,6 +436,9 @@ def evaluate(
         track = tracks.get(state.sid)
         if track is not None:
             track.end_ts = state.last_ts
+        if state.alert_marks and state.sid not in groups:  # a session's first visit
+            treatment = treatment_of(state.sid, config.holdout_salt, config.holdout_share)
+            groups[state.sid] = (treatment, tuple(state.alert_marks))
 
     detector = Detector(config)
     runner = OfflineRunner(detector, on_step=on_step, on_close=on_close)
@@ -424,4 +473,7 @@ def evaluate(
         truth=truth,
         goal_event=config.goal_event,
         late_ms=late_window_ms(config.session_timeout_ms),
+        groups=groups,
+        acknowledged=acknowledged,
+        holdout_share=config.holdout_share,
     )

@@ -94,6 +94,8 @@ def format_report(s: dict[str, Any]) -> str:
     ]
     for kind, q in s.get("by_kind_quality", {}).items():
         lines.append(f"  {kind:<18}" + _kind_text(q))
+    if s.get("uplift") is not None:
+        lines += _uplift_lines(s["uplift"])
     truth = s.get("truth")
     if truth is not None:
         lines += _truth_lines(truth)
@@ -105,6 +107,36 @@ def format_report(s: dict[str, Any]) -> str:
     if s.get("plot"):
         lines.append(f"plot                {s['plot']}")
     return "\n".join(lines)
+
+
+def _uplift_lines(u: dict[str, Any]) -> list[str]:
+    """Uplift of acting on alerts: all alerts, then each kind (actions are
+    in the JSON report); n/a below the minimum group size."""
+    acked = u["interventions_acknowledged"]
+    head = (
+        f"uplift              treated - control conversion of alerted sessions, 95% interval "
+        f"(holdout {u['holdout_share']:.0%}; "
+        + (
+            f"{acked} interventions shown)"
+            if acked
+            else "no intervention shown in these events: an A/A check, should contain 0)"
+        )
+    )
+    lines = [head]
+    for row in u["slices"]:
+        if row["dimension"] == "action":
+            continue
+        name = "all alerts" if row["dimension"] == "all" else row["value"]
+        t, c = row["treated"], row["control"]
+        groups = (
+            f"treated {t['converted']}/{t['sessions']}, control {c['converted']}/{c['sessions']}"
+        )
+        if row["difference"] is None:
+            figure = f"n/a (fewer than {u['min_sessions']} alerted sessions in a group)"
+        else:
+            figure = f"{row['difference']:+.3f} [{row['lower']:+.3f}, {row['upper']:+.3f}]"
+        lines.append(f"  {name:<18}{figure}  ({groups})")
+    return lines
 
 
 def _prefix_lines(s: dict[str, Any], goal: str) -> list[str]:

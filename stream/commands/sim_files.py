@@ -10,7 +10,8 @@ compact JSON (no spaces), so the same seed gives the same bytes.
 from __future__ import annotations
 
 import json
-from typing import IO
+from collections.abc import Iterable
+from typing import IO, Any
 
 from detectors.simulation.simulator import Simulator
 
@@ -30,12 +31,12 @@ def truth_path(events_path: str) -> str:
     return stem + ".truth.jsonl"
 
 
-def write_events(simulator: Simulator, out: IO[str]) -> int:
-    """Write the simulation's events to ``out``, one compact JSON object a
+def write_events(events: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    """Write a simulation's events to ``out``, one compact JSON object a
     line; return how many."""
     n = 0
     buf: list[str] = []
-    for event in simulator.events():
+    for event in events:
         buf.append(_dumps(event))
         n += 1
         if len(buf) >= WRITE_BATCH:

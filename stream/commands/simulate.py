@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from detectors.simulation.interventions import InterventionLoop
 from detectors.simulation.simulator import SimConfig, Simulator
 from stream.commands.arguments import (
     UsageError,
@@ -50,6 +51,14 @@ def add_parser(sub: Any) -> None:
         "as <name>.truth.jsonl (not for stdout)",
     )
     p.add_argument(
+        "--interventions",
+        action="store_true",
+        help="close the loop: run the detector (DISENGAGE_* settings, its holdout "
+        "included) on the simulated traffic, show help on the treated sessions' alerts "
+        "(intervention events) and let some visitors respond by buying "
+        "(detectors/simulation/interventions.py); prints the true effect",
+    )
+    p.add_argument(
         "--kafka",
         action="store_true",
         help="produce to the interactions topic (DISENGAGE_* settings) instead",
@@ -70,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if args.kafka:
         if args.output:
             raise UsageError("-o/--output and --kafka exclude each other")
+        if args.interventions:
+            raise UsageError("--interventions writes a file; the live loop is the demo's")
         return _to_kafka(args)
     if not args.output:
         raise UsageError("-o/--output is required (or --kafka)")
@@ -90,9 +101,12 @@ def run(args: argparse.Namespace) -> int:
         check_writable(truth_path(args.output))
     events_out = open_output(args.output)
     truth_out = None if to_stdout else open_output(truth_path(args.output))
-    simulator = Simulator(config, keep_truth=not to_stdout)
+    simulator = Simulator(config, keep_truth=not to_stdout or args.interventions)
+    loop = _intervention_loop(args, simulator) if args.interventions else None
     try:
-        n = write_events(simulator, events_out)
+        n = write_events(simulator.events() if loop is None else loop.events(), events_out)
+        if loop is not None:
+            loop.runner.finish()
         if truth_out is not None:
             write_truth(simulator, truth_out)
     finally:
@@ -105,7 +119,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"ground truth in {truth_path(args.output)}", file=sys.stderr)
     else:
         print("ground truth not written (events went to stdout; use -o FILE)", file=sys.stderr)
+    if loop is not None:
+        truth = loop.truth
+        effect = truth.true_effect
+        print(
+            f"interventions: {len(truth.alerted):,} alerted sessions, help shown to "
+            f"{len(truth.shown):,} treated, {len(truth.rescued):,} of them bought because of it: "
+            "true effect "
+            + ("n/a (no treated session alerted)" if effect is None else f"{effect:+.3f}")
+            + " (disengage evaluate measures it from the holdout)",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _intervention_loop(args: argparse.Namespace, simulator: Simulator) -> InterventionLoop:
+    """The closed loop around ``simulator``: a learning detector with the
+    settings' config (holdout included) and the default visitor responses."""
+    from detectors.detector import Detector
+    from detectors.offline.runner import OfflineRunner
+    from detectors.simulation.interventions import InterventionEffect
+    from stream.commands.arguments import detector_config
+
+    runner = OfflineRunner(Detector(detector_config(args)))
+    return InterventionLoop(simulator, runner, InterventionEffect())
 
 
 def _to_kafka(args: argparse.Namespace) -> int:

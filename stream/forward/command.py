@@ -105,6 +105,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         + ", ".join(PAGE_TYPE_CHOICES),
     )
     f.add_argument(
+        "--include-control",
+        action="store_true",
+        default=filters.include_control,
+        help="send the alerts of holdout control sessions too (data.treatment = control); "
+        "only for a channel where nobody acts on them, or the measured uplift is spoilt",
+    )
+    f.add_argument(
         "--rate-limit",
         default=str(option_default("rate_limit")),
         metavar="N/min",
@@ -194,6 +201,7 @@ def options_from(args: argparse.Namespace, webhook_url: str) -> ForwardOptions:
             severities=frozenset(args.severity),
             min_severity=args.min_severity,
             page_types=frozenset(args.page_type),
+            include_control=args.include_control,
         ),
         rate_limit=parse_rate_limit(args.rate_limit),
         timeout_s=args.timeout,

@@ -1,4 +1,5 @@
-"""Which alerts to send: ``--kind``, ``--severity``, ``--min-severity`` and ``--page-type``.
+"""Which alerts to send: ``--kind``, ``--severity``, ``--min-severity``,
+``--page-type``, and never a holdout control session's unless ``--include-control``.
 
 All given filters must pass. The page type of an alert is ``data.page_type`` when
 present, else the first part of the hotspot key (``checkout/2`` -> ``checkout``),
@@ -65,6 +66,9 @@ class AlertFilter:
     severities: frozenset[str] = frozenset()
     min_severity: str | None = None
     page_types: frozenset[str] = frozenset()
+    #: send the alerts of control sessions too (``treatment: "control"``);
+    #: off, since acting on them spoils the holdout that measures the uplift
+    include_control: bool = False
 
     def __post_init__(self) -> None:
         for value, allowed, what in (
@@ -79,9 +83,15 @@ class AlertFilter:
             raise ValueError(f"unknown severity {self.min_severity} (one of {SEVERITIES})")
 
     def rejects(self, alert: Mapping[str, Any], page_type: str | None) -> str | None:
-        """The first criterion ``alert`` fails (``kind``, ``severity`` or
-        ``page_type``), or ``None`` when it is to be sent."""
+        """The first criterion ``alert`` fails (``control``, ``kind``,
+        ``severity`` or ``page_type``), or ``None`` when it is to be sent.
+
+        >>> AlertFilter().rejects({"data": {"treatment": "control"}}, None)
+        'control'
+        """
         data = alert.get("data") or {}
+        if data.get("treatment") == "control" and not self.include_control:
+            return "control"
         if self.kinds and data.get("kind") not in self.kinds:
             return "kind"
         severity = data.get("severity")

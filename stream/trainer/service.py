@@ -169,6 +169,7 @@ class TrainerService:
                     "training record at offset %d refused: %s", record.offset, trainer.last_error
                 )
         self.metrics.examples.set(trainer.models.examples)
+        self.metrics.show_uplift(trainer.models.uplift)
         if arena is not None and arena.promoted_total > promoted:
             swap = arena.promotions[-1]
             log.info(
@@ -270,6 +271,7 @@ class TrainerService:
         self.consumer.seek(self.tp, restored.trainer.offset)
         self.metrics.active.set(1)
         self.metrics.examples.set(restored.trainer.models.examples)
+        self.metrics.show_uplift(restored.trainer.models.uplift)
         log.info(
             "training partition taken: resuming from %s (version v%d, offset %d)",
             restored.source,

@@ -163,3 +163,63 @@ def test_the_serving_form_scores_exactly_as_the_learned_models_and_is_smaller() 
     assert probe_predictions(served) == probe_predictions(learned)
     # the trainer goes on learning with its own, complete models
     assert trainer.apply(10**6, records(simulated_examples()[:1])[0]) == "duplicate"
+
+
+def test_alerted_examples_carry_their_group_and_the_trainer_learns_the_uplift() -> None:
+    from detectors.uplift import CONTROL, TREATED, treatment_of
+
+    examples = simulated_examples()
+    alerted = [e for e in examples if e.alert_marks]
+    assert alerted and all(e.treatment is not None for e in alerted)
+    assert all(e.treatment is None for e in examples if not e.alert_marks)
+    for e in alerted:
+        assert e.treatment == treatment_of(e.sid, CONFIG.holdout_salt, CONFIG.holdout_share)
+        assert example_from_event(records([e])[0]) == e
+    trainer = Trainer(CONFIG)
+    for offset, value in enumerate(records(examples)):
+        trainer.apply(offset, value)
+    overall = trainer.models.uplift.uplift("all", "")
+    for group, arm in ((TREATED, overall.treated), (CONTROL, overall.control)):
+        mine = [e for e in alerted if e.treatment == group]
+        assert (arm.sessions, arm.converted) == (len(mine), sum(e.converted for e in mine))
+    # the tracker travels with the published version
+    learned = DetectorModels.loads_learned(trainer.models.dumps_serving())
+    assert learned["uplift"] == trainer.models.uplift
+
+
+def test_a_version_published_before_the_uplift_still_loads() -> None:
+    import pickle
+
+    header, learned = pickle.loads(DetectorModels(CONFIG).dumps_serving())
+    del learned["uplift"]
+    old = pickle.dumps((header, learned))
+    assert DetectorModels.loads_learned(old)["uplift"].slices() == []
+
+
+def test_the_trainer_exports_the_uplift_with_its_interval() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from detectors.uplift import UpliftTracker
+    from stream.metrics import TrainerMetrics
+
+    tracker = UpliftTracker(min_sessions=30)
+    for i in range(100):  # treated: 40% convert; control: 10%
+        slices = {("all", ""), ("kind", "trust_loss")}
+        tracker.closed("treated", i % 10 < 4, slices)
+        if i < 40:
+            tracker.closed("control", i % 10 == 0, {("all", ""), ("kind", "trust_loss")})
+    tracker.closed("control", False, {("action", "chat")})  # too few for a figure
+    metrics = TrainerMetrics(CollectorRegistry())
+    metrics.show_uplift(tracker)
+    value = metrics.registry.get_sample_value
+    assert value("disengage_uplift", {"dimension": "all", "value": "", "bound": "difference"}) == (
+        0.4 - 0.1
+    )
+    lower = value("disengage_uplift", {"dimension": "all", "value": "", "bound": "lower"})
+    upper = value("disengage_uplift", {"dimension": "all", "value": "", "bound": "upper"})
+    assert lower is not None and upper is not None and 0 < lower < 0.3 < upper < 1
+    counts = {"dimension": "kind", "value": "trust_loss", "treatment": "control"}
+    assert value("disengage_uplift_sessions", {**counts, "outcome": "converted"}) == 4
+    assert value("disengage_uplift_sessions", {**counts, "outcome": "not_converted"}) == 36
+    chat = {"dimension": "action", "value": "chat", "bound": "lower"}
+    assert value("disengage_uplift", chat) is None

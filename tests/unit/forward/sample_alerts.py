@@ -21,6 +21,7 @@ def session_alert(
     stage: str | None = "decide",
     reasons: int = 2,
     episode: int = 1,
+    treatment: str = "treated",
 ) -> dict[str, Any]:
     """A session alert CloudEvent, built by the core."""
     texts = [
@@ -46,6 +47,7 @@ def session_alert(
         event_time=T0,
         model_version="trust-lr.v1+hst.v1+adwin.v1@2",
         rule="friction_pileup",
+        extra={"treatment": treatment},
     ).to_cloudevent(SOURCE)
 
 

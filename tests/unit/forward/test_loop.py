@@ -198,6 +198,19 @@ def test_what_is_not_an_alert_is_dead_lettered_filtered_alerts_are_skipped() -> 
     assert r.consumer.committed == 4
 
 
+def test_control_alerts_are_never_sent_unless_asked_for() -> None:
+    treated = session_alert(sid="s1")
+    control = session_alert(sid="s2", treatment="control")
+    r = rig([raw(treated), raw(control)])
+    run(r)
+    assert [k for k, _ in r.poster.posts] == [treated["id"]]
+    assert (counted(r, "filtered"), counted(r, "sent")) == (1, 1)
+    assert r.consumer.committed == 2
+    everyone = rig([raw(treated), raw(control)], filters=AlertFilter(include_control=True))
+    run(everyone)
+    assert [k for k, _ in everyone.poster.posts] == [treated["id"], control["id"]]
+
+
 def test_a_duplicate_is_skipped_and_committed() -> None:
     alert = session_alert()
     r = rig([raw(alert), raw(alert)])
