@@ -289,6 +289,20 @@ class Settings(BaseSettings):
         description="The browser tracker the collector serves at <prefix>/t.js (\"\": "
         "tracker/dist/disengage.min.js of this checkout, built by `npm run build` in tracker/).",
     )
+    collector_channel_secret: str = Field(
+        default="",
+        description="Key (HMAC-SHA256) of the tokens that open a session's intervention "
+        "channel (stream/collector/channel.py). \"\": a random key per collector process, "
+        "which is enough for one collector; set the same long random value on every collector "
+        "behind one address, so a token issued by one opens the channel on another.",
+    )
+    collector_channel_ttl_s: float = Field(
+        default=900.0,
+        ge=10,
+        description="Seconds a channel token is valid. The tracker gets a fresh one with "
+        "every events request, so a page that is in use never runs out; a leaked token "
+        "opens one session's channel for at most this long.",
+    )
     detector: DetectorConfig = Field(
         default_factory=DetectorConfig,
         description="Thresholds of the detector core (DISENGAGE_<FIELD>).",
@@ -327,7 +341,12 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """Settings for logs, with secrets masked."""
         out = self.model_dump(exclude={"detector"})
-        for name in ("kafka_sasl_password", "redis_password", "webhook_url"):
+        for name in (
+            "kafka_sasl_password",
+            "redis_password",
+            "webhook_url",
+            "collector_channel_secret",
+        ):
             if out[name]:
                 out[name] = "***"
         for site in out["collector_sites"].values():

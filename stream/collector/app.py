@@ -23,7 +23,10 @@ Paths, under ``DISENGAGE_COLLECTOR_PATH_PREFIX`` (``/dg``):
   ``/v1/identify``, ``/v1/group``, ``/v1/alias``: Segment's HTTP API and
   RudderStack;
 * ``POST /v1/webhook/{site}``: Segment's webhook destination (``X-Signature``);
-* ``POST /com.snowplowanalytics.snowplow/tp2`` and ``GET /i``: Snowplow trackers.
+* ``POST /com.snowplowanalytics.snowplow/tp2`` and ``GET /i``: Snowplow trackers;
+* ``GET /s`` and ``GET /p``: a session's interventions, back to its page
+  (:mod:`.channel`); the answer to ``POST /e`` carries the token that opens
+  them when all its events are of one session.
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ from detectors.events import EventParser, InvalidEvent, event_to_dict, parse_ts
 from stream.collector import segment, snowplow
 from stream.collector.bodies import BodyError, contract_calls, load_json
 from stream.collector.calls import Call, path_of
+from stream.collector.channel import (
+    HEARTBEAT_S,
+    POLL_WAIT_S,
+    ChannelTokens,
+    SessionChannels,
+    TokenError,
+    sse_message,
+)
 from stream.collector.dead_letters import dead_letter, scrub
 from stream.collector.metrics import CollectorMetrics
 from stream.collector.sessions import VisitorSessions
@@ -90,7 +101,11 @@ class Collector:
         sessions: VisitorSessions,
         metrics: CollectorMetrics,
         clock: Callable[[], float] = time.time,
+        channels: SessionChannels | None = None,
+        tokens: ChannelTokens | None = None,
     ) -> None:
+        """``channels`` and ``tokens``: the page channel (``None``: no
+        channel; ``/s`` and ``/p`` answer 404 and no token is issued)."""
         if not settings.collector_sites:
             raise ValueError(
                 "no site configured: set DISENGAGE_COLLECTOR_SITES, e.g. "
@@ -105,6 +120,10 @@ class Collector:
         self.parser = EventParser(settings.detector)
         self.sites = Sites(settings.collector_sites)
         self.limiter = RateLimiter(settings.collector_sites)
+        self.channels = channels
+        self.tokens = tokens
+        #: set at shutdown: open event streams end
+        self.stopping = asyncio.Event()
 
     # ------------------------------------------------------------ the web app
     def web_app(self) -> web.Application:
@@ -122,7 +141,118 @@ class Collector:
         app.router.add_post(f"{prefix}/com.snowplowanalytics.snowplow/tp2", self._snowplow_post)
         app.router.add_get(f"{prefix}/i", self._snowplow_get)
         app.router.add_get(f"{prefix}/t.js", self._tracker)
+        app.router.add_get(f"{prefix}/s", self._stream)
+        app.router.add_get(f"{prefix}/p", self._poll)
         return app
+
+    # ------------------------------------------------------ the page channel
+    def _channel(self, request: web.Request) -> tuple[str, float]:
+        """The session id a channel request's token opens, and when the
+        token expires (epoch s); :class:`TokenError` otherwise."""
+        if self.tokens is None or self.channels is None:
+            raise TokenError(404, "no intervention channel on this collector")
+        token = request.query.get("token", "")
+        try:
+            site, sid = self.tokens.verify(token)
+        except TokenError as exc:
+            reason = "expired" if "expired" in exc.message else "bad_token"
+            self.metrics.channel_refused.labels(reason).inc()
+            raise
+        config = self.sites.sites.get(site)
+        if config is None or not config.interventions:
+            self.metrics.channel_refused.labels("site").inc()
+            raise TokenError(403, "no intervention channel for this site")
+        if not self.sites.origin_allowed(site, request.headers.get("Origin")):
+            self.metrics.channel_refused.labels("origin").inc()
+            raise TokenError(403, "origin not allowed for this site")
+        return sid, self.tokens.expires_at(token)
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """Server-Sent Events of the token's session, from ``Last-Event-ID``
+        (or ``?last=``) on, until the token expires or the collector stops."""
+        try:
+            sid, expires = self._channel(request)
+        except TokenError as exc:
+            return web.json_response({"error": exc.message}, status=exc.status)
+        assert self.channels is not None
+        last = request.headers.get("Last-Event-ID") or request.query.get("last") or None
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache, no-transform",
+                "X-Accel-Buffering": "no",  # nginx: do not buffer the stream
+                **self._cors_headers(request),
+            }
+        )
+        gauge = self.metrics.channels_open.labels("sse")
+        sent = self.metrics.interventions_sent.labels("sse")
+        gauge.inc()
+        try:
+            await response.prepare(request)
+            await response.write(b"retry: 2000\n\n")
+            quiet_since = time.monotonic()
+            while not self.stopping.is_set():
+                remaining = expires - self.clock()
+                if remaining <= 0:
+                    break  # the tracker reconnects with its fresh token
+                found = await self.channels.wait(sid, last, min(1.0, remaining))
+                if found:
+                    await response.write(b"".join(sse_message(i) for i in found))
+                    sent.inc(len(found))
+                    last = found[-1].id
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= HEARTBEAT_S:
+                    await response.write(b": ping\n\n")
+                    quiet_since = time.monotonic()
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass  # the page went away, or the server stops
+        finally:
+            gauge.dec()
+        return response
+
+    async def _poll(self, request: web.Request) -> web.StreamResponse:
+        """The long-poll fallback: the interventions after ``?last=``, waiting
+        up to :data:`POLL_WAIT_S` for one; ``{"interventions": [...], "last": id}``."""
+        try:
+            sid, expires = self._channel(request)
+        except TokenError as exc:
+            return web.json_response({"error": exc.message}, status=exc.status)
+        assert self.channels is not None
+        last = request.query.get("last") or None
+        gauge = self.metrics.channels_open.labels("poll")
+        gauge.inc()
+        try:
+            wait = max(0.0, min(POLL_WAIT_S, expires - self.clock()))
+            deadline = time.monotonic() + wait
+            found = self.channels.after(sid, last)
+            while not found and not self.stopping.is_set() and time.monotonic() < deadline:
+                found = await self.channels.wait(
+                    sid, last, min(1.0, deadline - time.monotonic())
+                )
+        finally:
+            gauge.dec()
+        self.metrics.interventions_sent.labels("poll").inc(len(found))
+        body = b'{"interventions":[' + b",".join(i.body for i in found) + b'],"last":'
+        body += orjson.dumps(found[-1].id if found else last) + b"}"
+        return web.Response(
+            body=body,
+            content_type="application/json",
+            headers={"Cache-Control": "no-store", **self._cors_headers(request)},
+        )
+
+    def _cors_headers(self, request: web.Request) -> dict[str, str]:
+        """CORS headers for an allowed ``Origin`` (a streamed response sends
+        its headers before the middleware could add them)."""
+        origin = request.headers.get("Origin")
+        if origin is None or not any(
+            self.sites.origin_allowed(site, origin) for site in self.sites.sites
+        ):
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Credentials": "true",
+            "Vary": "Origin",
+        }
 
     async def _tracker(self, request: web.Request) -> web.StreamResponse:
         """The browser tracker (one file, cached for an hour)."""
@@ -269,6 +399,8 @@ class Collector:
             if not self.sites.origin_allowed(site, request.headers.get("Origin")):
                 raise Refusal(403, "origin not allowed for this site")
             answer = await self.ingest(endpoint, site, calls)
+            if endpoint == "contract":
+                self._add_channel_token(answer, site, calls)
             # Snowplow's collector answers 200 (a pixel to GET /i), and some
             # trackers accept nothing else
             status = 200 if endpoint == "snowplow" else 202
@@ -289,6 +421,23 @@ class Collector:
         finally:
             self.metrics.requests.labels(endpoint, str(status)).inc()
             self.metrics.request_seconds.labels(endpoint).observe(time.perf_counter() - started)
+
+    def _add_channel_token(self, answer: dict[str, Any], site: str, calls: list[Call]) -> None:
+        """Give the tracker the token of its session's channel: when the
+        site has interventions on and every event of the request is of one
+        session (a page sends its own session's events)."""
+        config = self.sites.sites[site]
+        if self.tokens is None or not config.interventions or not answer["accepted"]:
+            return
+        sids = {c.event.get("session_id") for c in calls if c.event is not None}
+        if len(sids) != 1:
+            return
+        sid = sids.pop()
+        if isinstance(sid, str) and sid:
+            answer["channel"] = {
+                "token": self.tokens.issue(site, sid),
+                "expires_in": int(self.tokens.ttl_s),
+            }
 
     async def _read(self, request: web.Request) -> bytes:
         """The body (aiohttp inflates gzip and deflate, and refuses a body over

@@ -58,6 +58,34 @@ class CollectorMetrics:
             "1 when the brokers answered the last metadata probe (every 5 s).",
             registry=r,
         )
+        self.interventions_read = Counter(
+            "disengage_collector_interventions_read",
+            "Alerts of treated sessions read from the alerts topic and kept for their pages "
+            "(control sessions' and hotspot alerts are not).",
+            registry=r,
+        )
+        self.interventions_sent = Counter(
+            "disengage_collector_interventions_sent",
+            "Interventions sent to pages, by transport: sse (Server-Sent Events) or poll.",
+            ["transport"],
+            registry=r,
+        )
+        self.channels_open = Gauge(
+            "disengage_collector_channels_open",
+            "Page channels open now, by transport (an SSE stream or a waiting long poll).",
+            ["transport"],
+            registry=r,
+        )
+        self.channel_refused = Counter(
+            "disengage_collector_channel_refused",
+            "Channel requests refused, by reason: bad_token (forged, changed or malformed), "
+            "expired, site (the site is gone or has interventions off), origin.",
+            ["reason"],
+            registry=r,
+        )
         for endpoint in ENDPOINTS:
             self.request_seconds.labels(endpoint)
+        for transport in ("sse", "poll"):
+            self.interventions_sent.labels(transport)
+            self.channels_open.labels(transport)
         self.kafka_up.set(1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import signal
 import time
 from collections.abc import Sequence
@@ -20,7 +21,9 @@ from typing import Any
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
+from stream.collector.alert_feed import AlertFeed
 from stream.collector.app import Collector, Produce
+from stream.collector.channel import ChannelTokens, SessionChannels
 from stream.collector.metrics import CollectorMetrics
 from stream.collector.sessions import (
     MemoryVisitorSessions,
@@ -59,6 +62,27 @@ def kafka_produce(producer: AIOKafkaProducer) -> Produce:
     return produce
 
 
+def channel_secret(settings: Settings) -> bytes:
+    """The key of the channel tokens: the setting, or a random one for this process."""
+    if settings.collector_channel_secret:
+        return settings.collector_channel_secret.encode()
+    return secrets.token_bytes(32)
+
+
+async def _run_feed(feed: AlertFeed) -> None:
+    """The alert feed, restarted after a failure (a broker down at start)."""
+    fault = Fault("alerts topic reader", log)
+    while True:
+        try:
+            await feed.run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            fault.failed(exc, "read")
+            await asyncio.sleep(2.0)
+
+
 def visitor_sessions(settings: Settings) -> tuple[VisitorSessions, Any]:
     """Redis-backed visitor sessions, or in-process ones for ``memory://``."""
     gap = settings.detector.session_timeout_ms
@@ -86,7 +110,17 @@ async def run_collector(settings: Settings, stop: asyncio.Event | None = None) -
     )
     fault.ok()
     sessions, client = visitor_sessions(settings)
-    collector = Collector(settings, kafka_produce(producer), sessions, metrics)
+    channels = SessionChannels()
+    collector = Collector(
+        settings,
+        kafka_produce(producer),
+        sessions,
+        metrics,
+        channels=channels,
+        tokens=ChannelTokens(channel_secret(settings), settings.collector_channel_ttl_s),
+    )
+    feed = AlertFeed(settings, channels, metrics)
+    feed_task = asyncio.create_task(_run_feed(feed), name="alert-feed")
     probe = BrokerProbe(settings)
     public = web.AppRunner(collector.web_app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
     def readiness() -> tuple[bool, dict[str, object]]:
@@ -111,10 +145,15 @@ async def run_collector(settings: Settings, stop: asyncio.Event | None = None) -
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), PROBE_INTERVAL_S)
     finally:
+        collector.stopping.set()  # event streams and long polls end
+        feed.stop()
         await public.cleanup()  # stops accepting, waits for requests in flight
         await ops.cleanup()
         await producer.stop()  # flushes
         await probe.close()
+        feed_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feed_task
         if client is not None:
             await client.aclose()
         log.info("collector stopped")

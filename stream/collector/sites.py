@@ -45,6 +45,11 @@ class Site(BaseModel):
         description="Accept Snowplow tracker calls naming this site in `aid`. Off by default: "
         "the protocol carries no secret, so anyone who knows the site id can send them.",
     )
+    interventions: bool = Field(
+        default=True,
+        description="Serve this site's pages their sessions' alerts (the intervention "
+        "channel, <prefix>/s and <prefix>/p) and give the tracker a channel token.",
+    )
 
 
 class Sites:

@@ -14,14 +14,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -444,3 +447,106 @@ def expected_counts(events: list[dict[str, Any]]) -> dict[str, int]:
         if e["type"] == "purchase":
             closed.add(sid)
     return dict(counts)
+
+
+#: The demo shop page (its tracker points at ``{{COLLECTOR}}`` with ``{{KEY}}``).
+SHOP = ROOT / "tracker" / "demo" / "shop.html"
+
+T = TypeVar("T")
+
+
+class ShopServer:
+    """The demo shop on every path (an SPA), pointing its tracker at the collector."""
+
+    def __init__(self, collector_url: str) -> None:
+        page = SHOP.read_text().replace("{{COLLECTOR}}", collector_url)
+        body = page.replace("{{KEY}}", COLLECTOR_KEY).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ShopServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def off_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end in a thread of its own: Playwright's sync
+    API keeps an event loop running in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def session_of(page: Any) -> str:
+    stored = page.evaluate("localStorage.getItem('dg_sid')")
+    assert stored, "the tracker keeps its session in localStorage"
+    return str(stored).split(".")[0]
+
+
+def holdout_sessions(salt: str, share: float, prefix: str) -> tuple[str, str]:
+    """A treated and a control session id for the holdout of ``salt`` and ``share``."""
+    from detectors.uplift import CONTROL, TREATED, treatment_of
+
+    found: dict[str, str] = {}
+    for i in range(10_000):
+        sid = f"{prefix}{i:04d}"
+        found.setdefault(treatment_of(sid, salt, share), sid)
+        if len(found) == 2:
+            return found[TREATED], found[CONTROL]
+    raise AssertionError("no session id of each group found")
+
+
+def open_shop(browser: Any, shop: ShopServer, sid: str) -> tuple[Any, Any, list[str]]:
+    """A new visitor (browser context) of the shop with session ``sid``:
+    (context, page, the page's console errors and uncaught exceptions)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # the tracker keeps "<session id>.<last event ms>" in localStorage
+    context.add_init_script(f"localStorage.setItem('dg_sid', '{sid}.' + Date.now())")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{shop.origin}/products/1")
+    return context, page, errors
+
+
+#: In-page clock of the help panel: the time (performance.now, ms) it became
+#: visible, set by a MutationObserver the test installs.
+WATCH_HELP = """
+window.__helpShownAt = null;
+new MutationObserver(() => {
+  const help = document.getElementById('dg-help');
+  const shown = help && !help.hidden;
+  if (shown && window.__helpShownAt === null) window.__helpShownAt = performance.now();
+}).observe(document.body, {attributes: true, subtree: true, attributeFilter: ['hidden']});
+"""
+
+
+def rage_click_pay(page: Any, clicks: int = 5, gap_ms: int = 150) -> float:
+    """Rage-click the broken Pay button; the in-page time (ms) of the last click."""
+    page.evaluate(WATCH_HELP)
+    for i in range(clicks):
+        page.click("#pay")
+        if i < clicks - 1:
+            page.wait_for_timeout(gap_ms)
+    return float(page.evaluate("performance.now()"))

@@ -15,76 +15,26 @@ none; and no field value may reach Kafka.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
-from collections.abc import Coroutine
-from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from .harness import COLLECTOR_KEY, CollectorProcess, Env, Worker, consume, free_port
+from .harness import (
+    COLLECTOR_KEY,
+    CollectorProcess,
+    Env,
+    ShopServer,
+    Worker,
+    consume,
+    off_loop,
+    session_of,
+)
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOP = ROOT / "tracker" / "demo" / "shop.html"
 SECRET_EMAIL = "alice.secret@example.com"
-
-T = TypeVar("T")
-
-
-class ShopServer:
-    """The demo shop on every path (an SPA), pointing its tracker at the collector."""
-
-    def __init__(self, collector_url: str) -> None:
-        page = SHOP.read_text().replace("{{COLLECTOR}}", collector_url)
-        body = page.replace("{{KEY}}", COLLECTOR_KEY).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ShopServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def off_loop(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` to its end in a thread of its own: Playwright's sync
-    API keeps an event loop running in this one."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-
-def session_of(page: Any) -> str:
-    stored = page.evaluate("localStorage.getItem('dg_sid')")
-    assert stored, "the tracker keeps its session in localStorage"
-    return str(stored).split(".")[0]
-
 
 def settle(page: Any) -> None:
     """Let the dead-click probes (1 s) resolve, then send what is queued."""

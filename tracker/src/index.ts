@@ -16,6 +16,15 @@
  * keepalive, or `sendBeacon` in chunks under 16 KB when the page may go
  * away; backoff on 429 and 5xx (honouring Retry-After); a bounded queue.
  *
+ * Interventions: `onIntervention(handler)` receives the session's alerts
+ * (kind, severity, suggested action, reasons) from the collector's channel:
+ * Server-Sent Events, or long polling where those fail. The collector issues
+ * the channel's token in its answer to the tracker's own events, for this
+ * session only. A handler that shows help (returns anything but `false`)
+ * makes the tracker acknowledge it with an `intervention` event, so the
+ * visitor is not nudged twice. Dead clicks and form errors, the friction an
+ * alert follows, are sent within `urgentMs` rather than the next batch.
+ *
  * Privacy: nothing is collected before consent in consent mode; Do-Not-Track
  * and Global Privacy Control are honoured when `respectDnt` is set; text
  * inputs, contenteditable and modifier-key clicks are never recorded;
@@ -49,7 +58,31 @@ export interface Options {
   scrollMs?: number;
   /** Inactivity after which a new session starts (ms; the detector's default 30 min). */
   sessionTimeoutMs?: number;
+  /**
+   * Longest wait before a dead click or a form error is sent (ms). Help for
+   * friction is worth most within seconds, so these do not wait for the batch.
+   */
+  urgentMs?: number;
 }
+
+/** An alert of this session, as the collector's channel sends it to the page. */
+export interface Intervention {
+  /** The alert's id (the same on every delivery). */
+  id: string;
+  kind: "hesitation" | "trust_loss";
+  severity: "low" | "medium" | "high";
+  /** The playbook's suggested action, in words. */
+  action: string;
+  stage: string | null;
+  page: string | null;
+  /** RFC 3339 event time of the trigger. */
+  time: string;
+  /** Why, in plain words (at most three). */
+  reasons: { signal: string; text: string }[];
+}
+
+/** Shows help for an intervention; return `false` when nothing was shown. */
+export type InterventionHandler = (intervention: Intervention) => boolean | void;
 
 type Value = string | number | boolean;
 type Props = Record<string, Value>;
@@ -78,7 +111,10 @@ const DEFAULTS = {
   deadClickMs: 1000,
   scrollMs: 200,
   sessionTimeoutMs: 30 * 60 * 1000,
+  urgentMs: 250,
 };
+/** Failed SSE connections in a row after which the channel falls back to long polling. */
+const SSE_FAILURES = 3;
 /** sendBeacon payloads stay under this (browsers cap the total in flight at 64 KB). */
 const BEACON_BYTES = 16000;
 const STORAGE_KEY = "dg_sid";
@@ -168,6 +204,16 @@ export class Tracker {
   private multiClick = false;
   /** The first page view, held until the page loaded (for its load_ms), at most 10 s. */
   private holding: TrackedEvent | null = null;
+  private readonly handlers: InterventionHandler[] = [];
+  /** The channel: its token and session, what was delivered, the open connection. */
+  private token = "";
+  private tokenSession = "";
+  private channelSession = "";
+  private lastId = "";
+  private readonly delivered = new Set<string>();
+  private source: EventSource | null = null;
+  private polling = false;
+  private sseFailures = 0;
   /** Events dropped because the queue was full (since the page loaded). */
   dropped = 0;
 
@@ -237,6 +283,95 @@ export class Tracker {
     }
     this.schedule(this.ready().length >= this.cfg.batchSize ? 0 : this.cfg.flushMs);
     return event;
+  }
+
+  /**
+   * Receive this session's interventions; returns a function that removes
+   * the handler. The channel opens with the first handler.
+   */
+  onIntervention(handler: InterventionHandler): () => void {
+    this.handlers.push(handler);
+    this.connect();
+    return () => {
+      const i = this.handlers.indexOf(handler);
+      if (i >= 0) this.handlers.splice(i, 1);
+    };
+  }
+
+  // -------------------------------------------------------------- channel
+  /** Open the channel of the newest token's session, if a handler wants it. */
+  private connect(): void {
+    if (!this.handlers.length || !this.token || this.disabled || !this.granted) return;
+    if (this.channelSession === this.tokenSession && (this.source || this.polling)) return;
+    this.source?.close();
+    this.source = null;
+    if (this.channelSession !== this.tokenSession) {
+      this.lastId = ""; // a new session: its own alerts from the start
+      this.channelSession = this.tokenSession;
+    }
+    if (typeof EventSource === "function" && this.sseFailures < SSE_FAILURES) this.stream();
+    else if (!this.polling) void this.poll();
+  }
+
+  private channelUrl(path: string): string {
+    const last = this.lastId ? `&last=${encodeURIComponent(this.lastId)}` : "";
+    return `${this.cfg.endpoint}/${path}?token=${encodeURIComponent(this.token)}${last}`;
+  }
+
+  private stream(): void {
+    const source = new EventSource(this.channelUrl("s"));
+    this.source = source;
+    source.onopen = () => {
+      this.sseFailures = 0;
+    };
+    source.addEventListener("intervention", (m) => this.deliver((m as MessageEvent<string>).data));
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) return; // reconnecting by itself
+      // refused (an expired token) or gone for good: again with the newest token
+      if (this.source === source) this.source = null;
+      this.sseFailures++;
+      setTimeout(() => this.connect(), 1000 * this.sseFailures);
+    };
+  }
+
+  private async poll(): Promise<void> {
+    this.polling = true;
+    let failures = 0;
+    while (this.handlers.length && this.channelSession === this.tokenSession) {
+      try {
+        const resp = await fetch(this.channelUrl("p"), { credentials: "omit" });
+        if (!resp.ok) throw new Error(String(resp.status));
+        const answer = (await resp.json()) as { interventions: unknown[] };
+        for (const item of answer.interventions) this.deliver(JSON.stringify(item));
+        failures = 0;
+      } catch {
+        failures++;
+        await new Promise((r) => setTimeout(r, Math.min(MAX_BACKOFF_MS, 1000 * 2 ** failures)));
+      }
+    }
+    this.polling = false;
+    this.connect();
+  }
+
+  private deliver(data: string): void {
+    let item: Intervention;
+    try {
+      item = JSON.parse(data) as Intervention;
+    } catch {
+      return;
+    }
+    if (!item.id || this.delivered.has(item.id)) return;
+    this.delivered.add(item.id);
+    this.lastId = item.id;
+    let shown = false;
+    for (const handler of this.handlers.slice()) {
+      try {
+        if (handler(item) !== false) shown = true;
+      } catch {
+        // a failing handler must not stop the others
+      }
+    }
+    if (shown) this.track("intervention", { kind: item.kind, alert_id: item.id, action: item.action });
   }
 
   // ------------------------------------------------------------- sessions
@@ -370,7 +505,7 @@ export class Tracker {
       click.props.reaction_ms = reactionMs;
     }
     click.event.props = click.props;
-    if (this.ready().length) this.schedule(this.cfg.flushMs);
+    if (this.ready().length) this.schedule(reactionMs === null ? this.cfg.urgentMs : this.cfg.flushMs);
   }
 
   /** Before a beacon: probes still open, and a page view waiting for its load, go as they are. */
@@ -421,7 +556,9 @@ export class Tracker {
   }
 
   private onInvalid(target: EventTarget | Node | null): void {
-    if (target instanceof Element) this.track("form_error", { field: fieldName(target) });
+    if (!(target instanceof Element)) return;
+    this.track("form_error", { field: fieldName(target) });
+    this.schedule(this.cfg.urgentMs);
   }
 
   private onSubmit(e: Event): void {
@@ -506,18 +643,33 @@ export class Tracker {
       keepalive: new TextEncoder().encode(body).length < 60000,
       credentials: "omit",
     })
-      .then((resp) => {
+      .then(async (resp): Promise<void> => {
         if (resp.status === 429 || resp.status >= 500) {
           this.retry(batch, Number(resp.headers.get("Retry-After")) * 1000);
-        } else {
-          this.failures = 0; // 2xx, or a 4xx that a retry would not fix
+          return;
         }
+        this.failures = 0; // 2xx, or a 4xx that a retry would not fix
+        const first = batch[0];
+        if (resp.status === 202 && first) await this.takeToken(resp, first.session_id);
       })
       .catch(() => this.retry(batch, 0))
       .then(() => {
         this.sending = false;
         if (this.ready().length) this.schedule(this.queue.length >= this.cfg.batchSize ? 0 : this.cfg.flushMs);
       });
+  }
+
+  /** The channel token of an events answer (for this session's channel). */
+  private async takeToken(resp: Response, session: string): Promise<void> {
+    try {
+      const answer = (await resp.json()) as { channel?: { token?: string } };
+      if (!answer.channel?.token) return;
+      this.token = answer.channel.token;
+      this.tokenSession = session;
+      this.connect();
+    } catch {
+      // no JSON answer: no channel
+    }
   }
 
   private retry(batch: TrackedEvent[], retryAfterMs: number): void {
