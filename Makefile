@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: system-deps tracker demo test chaos lint typecheck unit integration bench bench-quality bench-learners bench-uci bench-forward bench-scaleout bench-hotspots bench-collector infra-up infra-down clean docs
+.PHONY: system-deps tracker console demo test chaos lint typecheck unit integration bench bench-quality bench-learners bench-uci bench-forward bench-scaleout bench-hotspots bench-collector infra-up infra-down clean docs
 
 # The virtualenv, with the package in editable mode and every extra the tests use.
 $(STAMP): pyproject.toml
@@ -14,18 +14,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,plot,bench]'
 	touch $(STAMP)
 
-## Live demo: simulator -> detector in-process, no Kafka, Redis or Docker.
+## Live demo: simulator -> detector in-process, no Kafka, Redis or Docker, with the
+## marketing console on http://127.0.0.1:8480/ (built first when npm is there; opened
+## when a desktop browser is). Without npm the demo runs in the terminal alone.
 demo: $(STAMP)
+	@command -v npm >/dev/null && $(MAKE) --no-print-directory console \
+		|| echo "npm not found: the demo runs without its console (make system-deps installs nodejs)"
 	$(BIN)/disengage demo $(ARGS)
 
 ## Whole test suite: lint, types, unit + doctests, then integration tests on a
 ## real Kafka broker and Redis server started (and always stopped) by infra.py.
-test: $(STAMP) lint typecheck system-deps tracker
+test: $(STAMP) lint typecheck system-deps tracker console
 	$(BIN)/python deploy/local/infra.py run -- $(BIN)/python -m pytest $(ARGS)
 
 ## The browser tracker: npm packages from the lock, strict type check, bundle, 5 KB budget.
 tracker: system-deps
 	cd tracker && npm ci --no-audit --no-fund && npm run typecheck && npm run build && npm run size
+
+## The marketing console's page: npm packages from the lock (Chart.js), strict type check, bundle.
+console:
+	cd console && npm ci --no-audit --no-fund && npm run typecheck && npm run build
 
 ## The chaos suite alone (also part of `make test`): eleven faults on a private broker and Redis.
 chaos: $(STAMP) system-deps

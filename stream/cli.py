@@ -2,15 +2,16 @@
 
 Subcommands that need no infrastructure:
 
-* ``demo``: simulator -> detector in-process, with a live terminal view;
+* ``demo``: simulator -> detector in-process, with a live terminal view and
+  the marketing console in the browser;
 * ``simulate``: write simulated events and their ground truth to JSONL;
 * ``replay``: run the detector over a JSONL file, alerts to JSONL;
 * ``evaluate``: prequential evaluation against outcomes;
 * ``convert otto``: turn the OTTO sample into contract events.
 
-``worker``, ``trainer``, ``simulate --kafka``, ``alerts tail`` and ``alerts
-forward`` need Kafka (and the worker, the trainer and the forwarder Redis);
-``models`` needs Redis.
+``worker``, ``trainer``, ``collect``, ``console``, ``simulate --kafka``,
+``alerts tail`` and ``alerts forward`` need Kafka (and the worker, the
+trainer and the forwarder Redis); ``models`` needs Redis.
 
 Most subcommands live in :mod:`stream.commands` (one module each, with its
 parser); this module assembles them. Exit codes: 0 done, 1 failed while
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 
 from stream.commands import (
     collect,
+    console,
     convert,
     demo,
     evaluate,
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_parser(sub)
     trainer.add_parser(sub)
     collect.add_parser(sub)
+    console.add_parser(sub)
     models.add_parser(sub)
 
     p = sub.add_parser("alerts", help="the alerts topic")

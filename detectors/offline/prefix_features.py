@@ -142,8 +142,7 @@ class Snapshot:
 
     def row(self, goal_event: str) -> list[float]:
         """The plain feature vector, in :func:`feature_names` order."""
-        goal = _TYPE_INDEX[goal_event]
-        counts = [float(self.by_type[i]) for i in range(len(TYPE_ORDER)) if i != goal]
+        counts = [float(self.by_type[_TYPE_INDEX[t]]) for t in _visitor_types(goal_event)]
         views = [float(self.views_by_page_type[i]) for i in range(UNKNOWN_PAGE_TYPE + 1)]
         return [*counts, *views, self.seconds, float(self.distinct_pages)]
 
@@ -173,9 +172,15 @@ def feature_names(goal_event: str) -> list[str]:
     >>> "events_purchase" in names, names[-2:], len(names)
     (False, ['seconds', 'distinct_pages'], 35)
     """
-    counts = [f"events_{t}" for t in TYPE_ORDER if t != goal_event]
+    counts = [f"events_{t}" for t in _visitor_types(goal_event)]
     views = [f"views_{p}" for p in (*PAGE_TYPES, "unknown")]
     return [*counts, *views, "seconds", "distinct_pages"]
+
+
+def _visitor_types(goal_event: str) -> list[str]:
+    """The event types counted as features: the visitor's own (not the
+    page's ``intervention`` acknowledgements), without the goal."""
+    return [t for t in TYPE_ORDER if t not in (goal_event, "intervention")]
 
 
 def snapshots(trace: SessionTrace, lengths: tuple[int, ...]) -> list[Snapshot]:

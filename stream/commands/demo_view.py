@@ -12,9 +12,13 @@ few seconds and one ``SUMMARY`` at the end.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
+import webbrowser
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console, Group, RenderableType
@@ -25,12 +29,14 @@ from rich.text import Text
 
 from detectors.alerts import ALERT_KINDS, Alert, rfc3339
 from detectors.config import DetectorConfig
-from detectors.events import EventParser, InvalidEvent
 from detectors.simulation.simulator import SimConfig, Simulator
 from stream.alert_view import alert_line, view_of
 
 if TYPE_CHECKING:  # the detector imports River: loaded when the demo runs, not for --help
+    from detectors.console_stats import ConsoleStats
+    from detectors.detector import Detector
     from detectors.offline.runner import OfflineRunner
+    from stream.console.server import BackgroundServer
 
 #: Simulated seconds per wall-clock second when ``--speed`` is not given.
 DEFAULT_SPEED = 60.0
@@ -180,41 +186,62 @@ def run_demo(
     seed: int = SimConfig.seed,
     plain: bool = False,
     out: TextIO | None = None,
+    console: ConsoleOptions | None = None,
 ) -> int:
     """Run until ``duration_s`` (wall seconds) or Ctrl-C; return an exit code.
-    ``speed`` is simulated seconds per wall second (above 0)."""
+    ``speed`` is simulated seconds per wall second (above 0). ``console``:
+    serve the marketing console of the run (``None``: the terminal only).
+
+    The simulated visitors respond to interventions
+    (:mod:`detectors.simulation.interventions`): treated sessions' alerts
+    show help, and some visitors buy because of it, so the console's uplift
+    panel has an effect to measure against the holdout."""
+    from detectors.console_stats import ConsoleStats
     from detectors.detector import Detector
     from detectors.offline.runner import OfflineRunner
+    from detectors.simulation.interventions import InterventionEffect, InterventionLoop
 
     if speed <= 0:
         raise ValueError("speed must be positive")
     out = out or sys.stdout
-    parser = EventParser(config)
-    runner = OfflineRunner(Detector(config))
+    detector = Detector(config)
+    stats = ConsoleStats(config)
+    lock = threading.Lock()
+    runner = OfflineRunner(detector, on_step=stats.step, on_close=stats.closed)
     started = time.monotonic()
     view = DemoView(runner, speed, started)
-    simulator = Simulator(SimConfig(sessions=10**9, seed=seed, incident=False), keep_truth=False)
-    console = Console(file=out)
-    live = None if plain else Live(console=console, auto_refresh=False, transient=False)
+    # the simulator keeps each session's truth while it is in flight: the
+    # intervention loop needs the persona; finished ones are dropped below
+    simulator = Simulator(demo_sim_config(seed), keep_truth=True)
+    loop = InterventionLoop(simulator, runner, InterventionEffect())
+    server = _start_console(console, DemoSource(stats, detector, lock, speed), out)
+    term = Console(file=out)
+    live = None if plain else Live(console=term, auto_refresh=False, transient=False)
     sim_start: int | None = None
     sim_ts = 0
     last_draw = 0.0
+    seen_alerts = 0
     if live is not None:
         live.start()
+    lock.acquire()  # released between chunks of events, for the console's snapshots
     try:
-        for n, raw in enumerate(simulator.events()):
+        for n, raw in enumerate(loop.events()):  # the loop feeds the runner
             sim_ts = raw["ts"]
             if sim_start is None:
                 sim_start = sim_ts
-            try:
-                event = parser.parse(raw)
-            except InvalidEvent:
-                continue
-            for alert in runner.feed(event):
+            for alert in loop.alerts[seen_alerts:]:
+                stats.alert(alert)
                 view.alert(alert)
                 if plain:
                     print("ALERT " + describe(alert), file=out, flush=True)
+            seen_alerts = len(loop.alerts)
+            if seen_alerts > 4096:  # the loop's list is only a hand-over
+                del loop.alerts[:]
+                seen_alerts = 0
+            if n % 65536 == 0:
+                _forget_finished(simulator, sim_ts, config.session_timeout_ms)
             if n % 256 == 0:
+                lock.release()
                 now = time.monotonic()
                 if duration_s is not None and now - started >= duration_s:
                     break
@@ -225,19 +252,110 @@ def run_demo(
                 if now - last_draw >= (PLAIN_STATUS_S if plain else REFRESH_S):
                     last_draw = now
                     if live is not None:
-                        live.update(view.render(console, now, sim_ts), refresh=True)
+                        live.update(view.render(term, now, sim_ts), refresh=True)
                     else:
                         status = view.status(view.events_per_s(now))
                         print(f"STATUS {rfc3339(sim_ts)} {status}", file=out, flush=True)
+                lock.acquire()
     except KeyboardInterrupt:
         pass
     finally:
+        if lock.locked():
+            lock.release()
         if live is not None:
-            live.update(view.render(console, time.monotonic(), sim_ts), refresh=True)
+            live.update(view.render(term, time.monotonic(), sim_ts), refresh=True)
             live.stop()
+        if server is not None:
+            server.stop()
     summary = f"SUMMARY {view.status(view.average_rate(time.monotonic()))}"
     if plain:
         print(summary, file=out, flush=True)
     else:
-        console.print(Text(summary))  # wrapped between words
+        term.print(Text(summary))  # wrapped between words
     return 0
+
+
+#: Endless arrivals (the demo runs until stopped).
+DEMO_SESSIONS = 10**9
+#: The demo's hotspot incident (checkout step 2 broken for everyone), in
+#: simulated minutes from the start: a few wall seconds in at the default speed.
+DEMO_INCIDENT_MIN = (12.0, 30.0)
+
+
+def demo_sim_config(seed: int) -> SimConfig:
+    """The demo's endless simulation, with one hotspot incident early on."""
+    span_s = DEMO_SESSIONS / SimConfig.arrival_rate
+    start, end = (60.0 * m / span_s for m in DEMO_INCIDENT_MIN)
+    return SimConfig(sessions=DEMO_SESSIONS, seed=seed, incident_window=(start, end))
+
+
+@dataclass(frozen=True)
+class ConsoleOptions:
+    """Serve the console on ``host``:``port`` (0: any free port); ``open``:
+    open it in the desktop's browser when there is one."""
+
+    host: str = "127.0.0.1"
+    port: int = 8480
+    open: bool = True
+
+
+class DemoSource:
+    """The console's figures of the running demo (taken under ``lock``,
+    which the demo releases between chunks of events)."""
+
+    def __init__(
+        self, stats: ConsoleStats, detector: Detector, lock: threading.Lock, speed: float
+    ) -> None:
+        self.stats = stats
+        self.detector = detector
+        self.lock = lock
+        self.speed = speed
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            open_hotspots = self.detector.metrics()["open_hotspots"]
+            snap = self.stats.snapshot(self.detector.models.uplift, open_hotspots)
+        snap["source"] = f"embedded demo: simulated traffic at x{self.speed:g}"
+        return snap
+
+
+def _start_console(
+    options: ConsoleOptions | None, source: DemoSource, out: TextIO
+) -> BackgroundServer | None:
+    """Serve the console, and open it when a desktop browser is there; on
+    any failure the demo goes on in the terminal alone, saying why."""
+    from stream.console.server import BUILD_HINT, BackgroundServer, built, console_app, console_dir
+
+    if options is None:
+        return None
+    root = console_dir()
+    if not built(root):
+        print(f"console not built, terminal view only: {BUILD_HINT}", file=out, flush=True)
+        return None
+    try:
+        server = BackgroundServer(console_app(source, root), options.host, options.port).start()
+    except OSError as exc:
+        print(f"console not served ({exc}); terminal view only", file=out, flush=True)
+        return None
+    print(f"console: {server.url}", file=out, flush=True)
+    if options.open and _desktop():
+        webbrowser.open(server.url)
+    return server
+
+
+def _desktop() -> bool:
+    """A graphical session a browser can open in (never a text browser in
+    this terminal, which the live view is using)."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _forget_finished(simulator: Simulator, now_ts: int, timeout_ms: int) -> None:
+    """Drop the ground truth of sessions that ended over a timeout ago (an
+    endless demo must not keep them all)."""
+    truth = simulator.truth
+    if len(truth) < 20_000:
+        return
+    for sid in [sid for sid, t in truth.items() if t.end_ts and t.end_ts + 2 * timeout_ms < now_ts]:
+        del truth[sid]

@@ -1,0 +1,1 @@
+"""``disengage console``: the marketing console's web server and its data sources."""

@@ -1,0 +1,137 @@
+"""The console of a deployment: figures read from its Kafka topics.
+
+* the **alerts topic**: the live panel, the sessions at risk and the
+  hotspots (the alerts of the last ``since_s`` seconds first, then new ones);
+* the **training topic**: every closed session, as the workers send it to
+  the trainer (its outcome, the signals it hit, its holdout group and the
+  slices of its alerts): the outcome counts, the signals' conversion hit
+  against not hit, and the uplift of interventions with its intervals.
+
+Both are read without a consumer group (the console takes nothing from the
+workers or the trainer). What an example does not carry stays n/a here: the
+trust changes per page and stage and the score's validation need every
+step's score; ``disengage evaluate`` and the embedded demo give them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from detectors.console_stats import ConsoleStats
+from detectors.training import InvalidExample, example_from_event
+from stream.kafka_io import client_options, stop_consumer
+from stream.settings import Settings
+from stream.worker.faults import Fault, Throttled
+
+log = logging.getLogger("disengage.console")
+
+#: Why a deployment's console has no validation figures.
+NO_VALIDATION = (
+    "the score's validation needs every step's trust score, which a deployment's topics do "
+    "not carry: run `disengage evaluate` on the events, or watch the trainer's "
+    "disengage_trainer_auc"
+)
+
+
+class DeploymentSource:
+    """The console's figures of a running deployment (``settings``' topics),
+    from ``since_s`` seconds back. :meth:`run` reads until :meth:`stop`."""
+
+    def __init__(self, settings: Settings, since_s: float) -> None:
+        self.settings = settings
+        self.since_s = since_s
+        self.stats = ConsoleStats(settings.detector)
+        self.stats.validation_unavailable = NO_VALIDATION
+        self.lock = threading.Lock()
+        self.read = {"alerts": 0, "training": 0}
+        self._stopping = asyncio.Event()
+        self._bad = Throttled(log, 60.0)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            snap = self.stats.snapshot()
+        snap["source"] = (
+            f"deployment: topics {self.settings.topic_alerts} and "
+            f"{self.settings.topic_training} on {self.settings.kafka_bootstrap_servers}"
+        )
+        return snap
+
+    async def run(self) -> None:
+        """Read both topics until :meth:`stop`, retrying after a failure."""
+        fault = Fault("console's topic reader", log)
+        while not self._stopping.is_set():
+            try:
+                await self._read()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                fault.failed(exc, "read")
+                await asyncio.sleep(2.0)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _read(self) -> None:
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            s.topic_alerts,
+            s.topic_training,
+            **client_options(s),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            metadata_max_age_ms=5000,
+        )
+        await consumer.start()
+        try:
+            await self._rewind(consumer)
+            while not self._stopping.is_set():
+                batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+                with self.lock:
+                    for tp, messages in batch.items():
+                        for message in messages:
+                            self._take(tp.topic, message.value)
+        finally:
+            await stop_consumer(consumer)
+
+    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
+        """Start every partition ``since_s`` back (or at its end)."""
+        for _ in range(50):
+            if consumer.assignment():
+                break
+            await asyncio.sleep(0.1)
+        tps: list[TopicPartition] = sorted(consumer.assignment())
+        if not tps:
+            return
+        since = int((time.time() - self.since_s) * 1000)
+        starts = await consumer.offsets_for_times(dict.fromkeys(tps, since))
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            found = starts.get(tp)
+            consumer.seek(tp, found.offset if found is not None else ends[tp])
+
+    def _take(self, topic: str, value: bytes | None) -> None:
+        if topic == self.settings.topic_training:
+            try:
+                self.stats.closed_example(example_from_event(value or b""))
+            except InvalidExample:
+                self._bad.log("the training topic holds a record that is not an example: skipped")
+                return
+            self.read["training"] += 1
+            return
+        try:
+            alert = orjson.loads(value or b"")
+        except orjson.JSONDecodeError:
+            self._bad.log("the alerts topic holds a record that is not JSON: skipped")
+            return
+        if isinstance(alert, dict):
+            self.stats.alert_event(alert)
+            self.read["alerts"] += 1
