@@ -48,6 +48,16 @@ COPY tracker/src ./src
 COPY tracker/scripts ./scripts
 RUN npm run typecheck && npm run build && npm run size
 
+# ---------------------------------------------------------------------------- console
+# The marketing console's page (`disengage console`): Chart.js from the lock, bundled.
+FROM ${NODE_IMAGE} AS console
+
+WORKDIR /console
+COPY console/package.json console/package-lock.json console/tsconfig.json ./
+RUN npm ci --no-audit --no-fund
+COPY console/src ./src
+RUN npm run typecheck && npm run build
+
 # ---------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
 
@@ -79,13 +89,17 @@ RUN /opt/venv/bin/pip install --no-deps --no-index /tmp/wheels/disengage-*.whl \
 # the tracker bundle, where `disengage collect` serves it from
 COPY --from=tracker /tracker/dist/disengage.min.js /opt/disengage/tracker/disengage.min.js
 ENV DISENGAGE_COLLECTOR_TRACKER_FILE=/opt/disengage/tracker/disengage.min.js
+# the console's page and bundle, where `disengage console` serves them from
+COPY console/public /opt/disengage/console/public
+COPY --from=console /console/dist/console.js /opt/disengage/console/dist/console.js
+ENV DISENGAGE_CONSOLE_DIR=/opt/disengage/console
 
 USER disengage
 WORKDIR /home/disengage
 
 # /metrics, /healthz and /readyz of the worker (DISENGAGE_METRICS_PORT, default 9464); the
-# collector's event endpoints (DISENGAGE_COLLECTOR_PORT, 8470).
-EXPOSE 9464 8470
+# collector's event endpoints (DISENGAGE_COLLECTOR_PORT, 8470); the console (8480).
+EXPOSE 9464 8470 8480
 
 # Liveness, not readiness: /healthz answers while the process runs; /readyz is 503 until the
 # replica owns partitions (and on a replica left without any), which is no reason to restart.

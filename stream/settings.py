@@ -289,6 +289,11 @@ class Settings(BaseSettings):
         description="The browser tracker the collector serves at <prefix>/t.js (\"\": "
         "tracker/dist/disengage.min.js of this checkout, built by `npm run build` in tracker/).",
     )
+    console_dir: str = Field(
+        default="",
+        description="The console's page and bundle that `disengage console` and the demo serve "
+        "(\"\": console/ of this checkout, built by `make console`).",
+    )
     collector_channel_secret: str = Field(
         default="",
         description="Key (HMAC-SHA256) of the tokens that open a session's intervention "

@@ -44,7 +44,7 @@ async def _serve(settings: Any, args: argparse.Namespace) -> int:
     from stream.console.deployment import DeploymentSource
     from stream.console.server import BUILD_HINT, built, console_app, console_dir
 
-    root = console_dir()
+    root = console_dir(settings.console_dir)
     if not built(root):
         raise SystemExit(f"disengage console: the page is not built: {BUILD_HINT}")
     source = DeploymentSource(settings, args.since_hours * 3600.0)

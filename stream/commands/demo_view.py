@@ -328,7 +328,9 @@ def _start_console(
 
     if options is None:
         return None
-    root = console_dir()
+    from stream.commands.arguments import load_settings
+
+    root = console_dir(load_settings().console_dir)
     if not built(root):
         print(f"console not built, terminal view only: {BUILD_HINT}", file=out, flush=True)
         return None

@@ -2,7 +2,7 @@
 
 The page (``console/public/index.html``) and its script (``console/dist/
 console.js``, Chart.js bundled by esbuild: ``make console``) are served from
-this checkout, or from ``DISENGAGE_CONSOLE_DIR``; nothing is loaded from
+this checkout, or from ``DISENGAGE_CONSOLE_DIR`` (the image's); nothing is loaded from
 another host. ``/api/snapshot`` is the data of every panel
 (:meth:`detectors.console_stats.ConsoleStats.snapshot` plus ``source``),
 read from a :class:`ConsoleSource`; the page polls it every second.

@@ -411,7 +411,8 @@ def scrape_targets(job_name: str) -> list[tuple[str, int]]:
 
 def served_ports(name: str) -> set[int]:
     """Ports a service of the project's image really serves HTTP on: the worker's
-    DISENGAGE_METRICS_PORT, a command's --metrics-port (``expose`` only documents)."""
+    DISENGAGE_METRICS_PORT, a command's --metrics-port, the console's --port
+    (``expose`` only documents)."""
     ports = set()
     argv = image_argv(name)
     if "--metrics-port" in argv:
@@ -423,6 +424,8 @@ def served_ports(name: str) -> set[int]:
     if argv[:1] == ["collect"]:
         ports.add(settings_of(name).collector_metrics_port)
         ports.add(settings_of(name).collector_port)
+    if argv[:1] == ["console"]:
+        ports.add(int(argv[argv.index("--port") + 1]) if "--port" in argv else 8480)
     return ports
 
 
