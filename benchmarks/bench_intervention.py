@@ -14,7 +14,10 @@ dead-click probe and send, the collector, Kafka, the worker's batch and
 detection, the alerts topic and the collector's event stream.
 
 Also measured in the same run: control visitors (a 50% holdout here, so
-both groups come quickly), whose pages must show nothing.
+both groups come quickly), whose pages must show nothing. Every visitor
+rage-clicks, which no real traffic mix does, so the alert budget (alerts per
+1,000 sessions) is switched off: with it, most tries would be held back by
+design, and the figure is the pipeline's latency.
 
 Prints p50, p99 and max (seconds) over the tries and the JSON figures; the
 issue's target is the panel within 2 s. ``--floor`` fails the run when p50
@@ -125,7 +128,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "run under deploy/local/infra.py run -- (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL)"
         )
     env = Env(bootstrap, redis_url, db=3, partitions=4)
-    env.extra.update({"DISENGAGE_HOLDOUT_SHARE": "0.5", "DISENGAGE_HOLDOUT_SALT": SALT})
+    # every visitor here rage-clicks: the alert budget (alerts per 1000 sessions of a real
+    # traffic mix) would hold most of them back, so it is off; the latency is the pipeline's
+    env.extra.update(
+        {
+            "DISENGAGE_HOLDOUT_SHARE": "0.5",
+            "DISENGAGE_HOLDOUT_SALT": SALT,
+            "DISENGAGE_ALERT_BUDGET_PER_1000": "0",
+        }
+    )
     await flush(env)
     await create_topics(env)
     collector = CollectorProcess(env)
@@ -163,7 +174,7 @@ def main() -> int:
     )
     print(json.dumps(figures, indent=1))
     ok = figures["p50_s"] is not None and figures["p50_s"] <= args.floor
-    return 0 if ok and figures["shown_to_control"] == 0 else 1
+    return 0 if ok and figures["shown_to_control"] == 0 and not figures["missed"] else 1
 
 
 if __name__ == "__main__":
