@@ -29,6 +29,7 @@ and window sessions; per open session, its trust path and the keys it hit.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -59,6 +60,9 @@ AUC_POINTS = 200
 MIN_BIN = 20
 #: Bins of the calibration curve (equal width in predicted P(convert)).
 BINS = 10
+#: Closed-session example ids remembered against copies (a worker's outbox
+#: recovery can send one twice, minutes apart).
+SEEN_EXAMPLES = 200_000
 #: Fewest events before the goal for a session to count in the prefix AUC
 #: (as in the offline evaluation: shorter ones have no meaningful middle).
 MIN_PREFIX_EVENTS = 4
@@ -112,6 +116,8 @@ class ConsoleStats:
         #: why the validation figures are missing, when they cannot be had
         self.validation_unavailable: str | None = None
         self._closed_ids: deque[str] = deque(maxlen=AT_RISK * 10)
+        self._examples_seen: set[str] = set()
+        self._example_order: deque[str] = deque()
 
     # ------------------------------------------------------------- feeding
     def step(self, event: Event, result: StepResult) -> None:
@@ -201,7 +207,9 @@ class ConsoleStats:
             "action": data.get("suggested_action"),
             "reasons": [r.get("text") for r in reasons or () if isinstance(r, Mapping)],
             "treatment": data.get("treatment"),
-            "session": data.get("session_id"),
+            # the page never needs the session id itself: with it, anyone who
+            # can read the console could ask the collector for its channel
+            "session": _ref(data.get("session_id")),
         }
         self.live.appendleft(item)
         sid = data.get("session_id")
@@ -228,6 +236,12 @@ class ConsoleStats:
         deployment's console): its outcome, the signals it hit and its
         holdout group feed the figures; the trust path and pages are not in
         an example, so the trust changes and the page map stay n/a."""
+        if example.id in self._examples_seen:
+            return  # a copy: the training topic is at least once
+        self._examples_seen.add(example.id)
+        self._example_order.append(example.id)
+        if len(self._example_order) > SEEN_EXAMPLES:
+            self._examples_seen.discard(self._example_order.popleft())
         converted = example.converted
         self.sessions += 1
         self.converted += converted
@@ -364,6 +378,13 @@ def _uplift_rows(tracker: UpliftTracker) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _ref(sid: object) -> str | None:
+    """A short stable reference of a session id (not the id)."""
+    if not isinstance(sid, str):
+        return None
+    return hashlib.sha256(sid.encode()).hexdigest()[:12]
 
 
 def _rate(x: int, n: int) -> float | None:

@@ -58,7 +58,9 @@ __all__ = [
     "StepResult",
 ]
 
-STATUSES = ("applied", "duplicate", "late", "after_close")
+#: ``ignored``: an ``intervention`` acknowledgement for a session with no open
+#: visit (nothing to quiet; it neither opens nor reopens one).
+STATUSES = ("applied", "duplicate", "late", "after_close", "ignored")
 #: Step statuses that the worker dead-letters, with the ``dlq.reason`` it uses.
 DEAD_LETTER_STATUSES = {"late": "late_event", "after_close": "after_close"}
 OUTCOMES = ("converted", "exit", "timeout")
@@ -132,6 +134,8 @@ class Detector:
         """Apply one event. Never raises for a valid :class:`Event`."""
         cfg = self.config
         ts = event.ts
+        if event.type == "intervention" and (state is None or state.outcome is not None):
+            return StepResult(state or SessionState(event.session_id), "ignored")
         if state is None:
             self.models.budget.earn(cfg.alert_budget_capacities)
             state = SessionState(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from detectors.alerts import Alert
 from detectors.config import DetectorConfig
-from detectors.session import ALERT_MARKS_CAP, SessionState
+from detectors.session import SessionState
 from detectors.uplift import treatment_of
 
 #: The alert families that share the budget, by rule: friction piling up
@@ -123,9 +123,10 @@ def admit(
     state.episodes[slot] += 1
     state.last_alert[slot] = ts
     state.n_alerts += 1
-    mark = alert_mark(alert.kind, alert.suggested_action)
-    if mark not in state.alert_marks and len(state.alert_marks) < ALERT_MARKS_CAP:
-        state.alert_marks.append(mark)
+    if not state.alert_marks:
+        # a session's uplift slice is its first alert's: later ones may follow
+        # help shown (treated only), so they would compare unlike groups
+        state.alert_marks.append(alert_mark(alert.kind, alert.suggested_action))
     treatment = treatment_of(state.sid, config.holdout_salt, config.holdout_share)
     extra = {**alert.extra, "treatment": treatment}
     return replace(alert, episode=state.episodes[slot], extra=extra)

@@ -49,8 +49,6 @@ TYPE_INDEX: dict[str, int] = {t: i for i, t in enumerate(TYPE_ORDER)}
 STAGE_TRAIL_CAP = 3
 #: Hesitation moments kept in ``SessionState.moments`` (the most recent ones).
 MOMENTS_CAP = 8
-#: Alert slices kept in ``SessionState.alert_marks`` (the first ones).
-ALERT_MARKS_CAP = 4
 
 
 _RING = struct.Struct("<IHI")  # ts offset (ms, 32 bit), 48-bit hash as 16+32 bit
@@ -158,9 +156,9 @@ class SessionState:
     stage_trail: list[int] = field(default_factory=list)
     moments: list[tuple[int, array[float]]] = field(default_factory=list)
     # version 3: when the page last acknowledged an intervention for each
-    # session alert kind (epoch ms, as ``episodes``), and the slices of the
-    # alerts that went out ("kind/action", cap ALERT_MARKS_CAP) for the
-    # uplift of interventions (detectors.uplift)
+    # session alert kind (epoch ms, as ``episodes``), and the uplift slice of
+    # the visit's first alert ("kind/action", detectors.uplift; a list of at
+    # most one, so a later format may keep more)
     acked: list[int] = field(default_factory=lambda: [0, 0])
     alert_marks: list[str] = field(default_factory=list)
 

@@ -130,10 +130,13 @@ class Uplift:
 class UpliftTracker:
     """Outcomes of alerted sessions per treatment, overall and by slice.
 
-    A session counts once per slice: the first time it is alerted with that
-    kind (or action), whatever it does next; its outcome is added when it
-    closes (:meth:`closed`). ``min_sessions``: the smallest group for which a
-    difference is given (below it: ``None``, "n/a" in reports).
+    The unit is an alerted visit (a closed session; a session id seen again
+    after its timeout is a new visit, in the same group), counted in "all"
+    and in the kind and action of its *first* alert: later alerts may follow
+    help shown to treated visits only, so slicing by them would compare
+    unlike groups. Its outcome is added when it closes (:meth:`closed`).
+    ``min_sessions``: the smallest group for which a difference is given
+    (below it: ``None``, "n/a" in reports).
     """
 
     min_sessions: int = UPLIFT_MIN_SESSIONS

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +123,15 @@ class InterventionLoop:
         self._cut: dict[str, int] = {}  # rescued session -> its alert time
         self._added: list[tuple[int, int, dict[str, Any]]] = []  # (ts, seq, event)
         self._seq = 0
+
+    def forget(self, sids: Iterable[str]) -> None:
+        """Drop the record of finished sessions (an endless run keeps only
+        recent ones; :attr:`truth` then covers those)."""
+        for sid in sids:
+            self.truth.alerted.pop(sid, None)
+            self.truth.shown.discard(sid)
+            self.truth.rescued.discard(sid)
+            self._cut.pop(sid, None)
 
     def events(self) -> Iterator[dict[str, Any]]:
         for planned in self.sim.events():

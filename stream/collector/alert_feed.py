@@ -67,8 +67,8 @@ class AlertFeed:
             metadata_max_age_ms=5000,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
-        await consumer.start()
         try:
+            await consumer.start()
             await self._rewind(consumer)
             self.ready.set()
             while not self._stopping.is_set():

@@ -81,6 +81,22 @@ def tracker_file(settings: Settings) -> Path:
     return Path(__file__).resolve().parents[2] / "tracker" / "dist" / "disengage.min.js"
 
 
+#: Fewest characters of a session id whose channel may be opened.
+MIN_CHANNEL_SID = 16
+
+
+def unguessable(sid: str) -> bool:
+    """Whether a session id is random enough to open its channel: at least
+    :data:`MIN_CHANNEL_SID` characters and not a number (the tracker's are
+    128-bit random hex; Segment's ``sessionId`` is often epoch ms, which
+    anyone could enumerate, so those sessions get no channel).
+
+    >>> unguessable("9f86d081884c7d659a2feaa0c55ad015"), unguessable("1767261660600")
+    (True, False)
+    """
+    return len(sid) >= MIN_CHANNEL_SID and not sid.replace(".", "").replace("-", "").isdigit()
+
+
 class Refusal(Exception):
     """A request refused as a whole, answered ``status`` with ``message``."""
 
@@ -429,11 +445,16 @@ class Collector:
         config = self.sites.sites[site]
         if self.tokens is None or not config.interventions or not answer["accepted"]:
             return
-        sids = {c.event.get("session_id") for c in calls if c.event is not None}
+        # any other value (a refused event's list, say) is no session id
+        sids = {
+            sid
+            for c in calls
+            if c.event is not None and isinstance(sid := c.event.get("session_id"), str)
+        }
         if len(sids) != 1:
             return
         sid = sids.pop()
-        if isinstance(sid, str) and sid:
+        if unguessable(sid):
             answer["channel"] = {
                 "token": self.tokens.issue(site, sid),
                 "expires_in": int(self.tokens.ttl_s),

@@ -27,7 +27,8 @@ page gets the kind, severity, suggested action, stage, page and the reasons'
 texts, never the user hash or the model's internals.
 
 The channel's memory is bounded: the last :data:`PER_SESSION` interventions
-of at most ``capacity`` sessions, each kept :data:`KEEP_S` seconds.
+of at most ``capacity`` sessions (alerted or waited for); an intervention
+older than :data:`KEEP_S` seconds is no longer sent.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -61,6 +63,9 @@ PER_SESSION = 8
 KEEP_S = 30 * 60.0
 #: Sessions whose interventions are kept at most (least recently alerted go first).
 CAPACITY = 100_000
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class TokenError(Exception):
@@ -121,7 +126,9 @@ class ChannelTokens:
         except (ValueError, binascii.Error, UnicodeDecodeError):
             raise TokenError(401, "bad channel token") from None
         expected = self._sign(site, sid, expires)
-        if version != "v1" or not hmac.compare_digest(expected, signature):
+        if version != "v1" or not _HEX64.fullmatch(signature):
+            raise TokenError(401, "bad channel token")
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
             raise TokenError(401, "bad channel token")
         if expires < self.clock():
             raise TokenError(401, "expired channel token")
@@ -221,9 +228,15 @@ class SessionChannels:
         del session.items[: -self.per_session]
         changed, session.changed = session.changed, asyncio.Event()
         changed.set()
+        self._trim()
+        return True
+
+    def _trim(self) -> None:
+        """Keep at most ``capacity`` sessions: the least recently alerted (or
+        waited for) go first, and with them any request still waiting on
+        one ends at its timeout with nothing, as it would have anyway."""
         while len(self._sessions) > self.capacity:
             self._sessions.popitem(last=False)
-        return True
 
     def after(self, sid: str, last_id: str | None) -> list[Intervention]:
         """What ``sid`` has after ``last_id`` (see :meth:`_Session.after`)."""
@@ -241,7 +254,7 @@ class SessionChannels:
         session = self._sessions.get(sid)
         if session is None:  # nothing published for it yet: wait on a fresh entry
             session = self._sessions[sid] = _Session()
-            self._sessions.move_to_end(sid, last=False)  # first to go if space runs out
+            self._trim()
         try:
             await asyncio.wait_for(session.changed.wait(), timeout)
         except TimeoutError:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 import time
 import webbrowser
 from collections import Counter, deque
@@ -36,6 +35,7 @@ if TYPE_CHECKING:  # the detector imports River: loaded when the demo runs, not 
     from detectors.console_stats import ConsoleStats
     from detectors.detector import Detector
     from detectors.offline.runner import OfflineRunner
+    from detectors.simulation.interventions import InterventionLoop
     from stream.console.server import BackgroundServer
 
 #: Simulated seconds per wall-clock second when ``--speed`` is not given.
@@ -206,7 +206,6 @@ def run_demo(
     out = out or sys.stdout
     detector = Detector(config)
     stats = ConsoleStats(config)
-    lock = threading.Lock()
     runner = OfflineRunner(detector, on_step=stats.step, on_close=stats.closed)
     started = time.monotonic()
     view = DemoView(runner, speed, started)
@@ -214,16 +213,17 @@ def run_demo(
     # intervention loop needs the persona; finished ones are dropped below
     simulator = Simulator(demo_sim_config(seed), keep_truth=True)
     loop = InterventionLoop(simulator, runner, InterventionEffect())
-    server = _start_console(console, DemoSource(stats, detector, lock, speed), out)
+    source = DemoSource(stats, detector, speed)
+    server = _start_console(console, source, out)
     term = Console(file=out)
     live = None if plain else Live(console=term, auto_refresh=False, transient=False)
     sim_start: int | None = None
     sim_ts = 0
     last_draw = 0.0
     seen_alerts = 0
+    last_snapshot = 0.0
     if live is not None:
         live.start()
-    lock.acquire()  # released between chunks of events, for the console's snapshots
     try:
         for n, raw in enumerate(loop.events()):  # the loop feeds the runner
             sim_ts = raw["ts"]
@@ -239,9 +239,8 @@ def run_demo(
                 del loop.alerts[:]
                 seen_alerts = 0
             if n % 65536 == 0:
-                _forget_finished(simulator, sim_ts, config.session_timeout_ms)
+                _forget_finished(loop, sim_ts, config.session_timeout_ms)
             if n % 256 == 0:
-                lock.release()
                 now = time.monotonic()
                 if duration_s is not None and now - started >= duration_s:
                     break
@@ -256,12 +255,12 @@ def run_demo(
                     else:
                         status = view.status(view.events_per_s(now))
                         print(f"STATUS {rfc3339(sim_ts)} {status}", file=out, flush=True)
-                lock.acquire()
+                if server is not None and now - last_snapshot >= SNAPSHOT_S:
+                    last_snapshot = now
+                    source.publish()
     except KeyboardInterrupt:
         pass
     finally:
-        if lock.locked():
-            lock.release()
         if live is not None:
             live.update(view.render(term, time.monotonic(), sim_ts), refresh=True)
             live.stop()
@@ -275,6 +274,8 @@ def run_demo(
     return 0
 
 
+#: Wall seconds between two snapshots of the figures for the console.
+SNAPSHOT_S = 1.0
 #: Endless arrivals (the demo runs until stopped).
 DEMO_SESSIONS = 10**9
 #: The demo's hotspot incident (checkout step 2 broken for everyone), in
@@ -300,23 +301,27 @@ class ConsoleOptions:
 
 
 class DemoSource:
-    """The console's figures of the running demo (taken under ``lock``,
-    which the demo releases between chunks of events)."""
+    """The console's figures of the running demo. The demo's own thread
+    takes them (:meth:`publish`, every :data:`SNAPSHOT_S`) between events,
+    so the console's thread never reads the detector while it changes; the
+    server hands out the latest."""
 
-    def __init__(
-        self, stats: ConsoleStats, detector: Detector, lock: threading.Lock, speed: float
-    ) -> None:
+    def __init__(self, stats: ConsoleStats, detector: Detector, speed: float) -> None:
         self.stats = stats
         self.detector = detector
-        self.lock = lock
         self.speed = speed
+        self.latest: dict[str, Any] = {}
+        self.publish()
+
+    def publish(self) -> None:
+        """Take the figures now (on the demo's thread)."""
+        open_hotspots = self.detector.metrics()["open_hotspots"]
+        snap = self.stats.snapshot(self.detector.models.uplift, open_hotspots)
+        snap["source"] = f"embedded demo: simulated traffic at x{self.speed:g}"
+        self.latest = snap  # one reference swap: the server never sees a half-made one
 
     def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            open_hotspots = self.detector.metrics()["open_hotspots"]
-            snap = self.stats.snapshot(self.detector.models.uplift, open_hotspots)
-        snap["source"] = f"embedded demo: simulated traffic at x{self.speed:g}"
-        return snap
+        return self.latest
 
 
 def _start_console(
@@ -353,11 +358,14 @@ def _desktop() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _forget_finished(simulator: Simulator, now_ts: int, timeout_ms: int) -> None:
-    """Drop the ground truth of sessions that ended over a timeout ago (an
-    endless demo must not keep them all)."""
-    truth = simulator.truth
+def _forget_finished(loop: InterventionLoop, now_ts: int, timeout_ms: int) -> None:
+    """Drop what is kept of sessions that ended over two timeouts ago (an
+    endless demo must not keep them all): the simulator's ground truth and
+    the intervention loop's record of them."""
+    truth = loop.sim.truth
     if len(truth) < 20_000:
         return
-    for sid in [sid for sid, t in truth.items() if t.end_ts and t.end_ts + 2 * timeout_ms < now_ts]:
+    gone = [sid for sid, t in truth.items() if t.end_ts and t.end_ts + 2 * timeout_ms < now_ts]
+    for sid in gone:
         del truth[sid]
+    loop.forget(gone)

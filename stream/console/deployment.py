@@ -90,8 +90,8 @@ class DeploymentSource:
             auto_offset_reset="earliest",
             metadata_max_age_ms=5000,
         )
-        await consumer.start()
         try:
+            await consumer.start()
             await self._rewind(consumer)
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=2000)

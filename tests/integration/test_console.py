@@ -100,6 +100,7 @@ def test_the_console_of_a_deployment_reads_its_topics(env: Any) -> None:
     """``disengage console`` on a real broker: alerts from the alerts topic,
     closed sessions (outcomes, signals, holdout groups) from the training topic."""
     import asyncio
+    import hashlib
     from array import array
 
     from detectors.alerts import Alert, Reason
@@ -135,7 +136,7 @@ def test_the_console_of_a_deployment_reads_its_topics(env: Any) -> None:
     ]
     alerts = [(b"open-1", alert("open-1", "treated")), (b"s0", alert("s0", "treated"))]
     asyncio.run(produce(env.bootstrap, env.alerts, alerts))
-    asyncio.run(produce(env.bootstrap, env.training, training))
+    asyncio.run(produce(env.bootstrap, env.training, training + training[:10]))  # 10 copies
     port = free_port()
     console = Worker(env, "console", ("console", "--port", str(port)))
     console.start()
@@ -152,7 +153,11 @@ def test_the_console_of_a_deployment_reads_its_topics(env: Any) -> None:
                 pass
             time.sleep(0.5)
         assert snap["sessions_closed"] == 80 and snap["alert_seq"] == 2, snap
-        assert [a["session"] for a in snap["at_risk"]] == ["open-1"]  # s0 has closed
+        # s0 has closed; the page gets a reference of the session id, never the id
+        assert [a["session"] for a in snap["at_risk"]] == [
+            hashlib.sha256(b"open-1").hexdigest()[:12]
+        ]
+        assert "open-1" not in json.dumps(snap)
         overall = next(r for r in snap["uplift"] if r["dimension"] == "all")
         assert overall["treated"] == {"sessions": 40, "converted": 20}
         assert overall["control"] == {"sessions": 40, "converted": 4}

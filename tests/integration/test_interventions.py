@@ -6,6 +6,7 @@ collector's channel, Kafka and a worker, with a 50% holdout.
   (an ``intervention`` event) reaches the interactions topic.
 * A control visitor does the same: the alert is on the alerts topic, marked
   ``control``, and the page shows nothing.
+* The treated visitor's next page does not show the same help again.
 * Neither page logs a console error. Screenshots go to
   ``.cache/test-artifacts/``.
 """
@@ -99,6 +100,11 @@ def test_the_help_panel_appears_for_treated_sessions_only(env: Env, browser: Any
             assert [a["session_id"] for a in acks] == [treated]
             assert acks[0]["props"]["alert_id"] == ids[treated]
             assert acks[0]["props"]["kind"] == data[treated]["kind"]
+            # the next page of the same session does not show the same help again
+            page.goto(f"{shop.origin}/products/2")
+            page.wait_for_timeout(3000)  # the page view goes out, the channel reopens
+            assert page.is_hidden("#dg-help")
+            assert page.evaluate("localStorage.getItem('dg_last')") == f"{treated}.{ids[treated]}"
             assert errors == [] and control_errors == [], (errors, control_errors)
             context.close()
             control_context.close()

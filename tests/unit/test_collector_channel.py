@@ -70,6 +70,7 @@ def test_a_token_opens_its_own_session_only_until_it_expires() -> None:
         ".".join((version, site, other_sid, expires, signature)),  # another session
         ".".join((version, site, sid, str(int(expires) + 3600), signature)),  # longer life
         token[:-1] + ("0" if token[-1] != "0" else "1"),  # a changed signature
+        token[:-1] + "é",  # not even hex
         "garbage",
         "",
     ):
@@ -149,12 +150,20 @@ async def test_the_tracker_gets_a_token_for_its_own_session(
     rig: tuple[TestClient[Any, Any], SessionChannels, ChannelTokens],
 ) -> None:
     client, _, tokens = rig
-    resp = await client.post(f"/dg/e?k={KEY}", json=[event("mine", 0), event("mine", 1)])
+    mine = "9f86d081884c7d659a2feaa0c55ad015"  # a tracker's session id: 128 random bits
+    resp = await client.post(f"/dg/e?k={KEY}", json=[event(mine, 0), event(mine, 1)])
     answer = await resp.json()
-    assert tokens.verify(answer["channel"]["token"]) == ("shop", "mine")
+    assert tokens.verify(answer["channel"]["token"]) == ("shop", mine)
     assert answer["channel"]["expires_in"] == 900
-    mixed = await client.post(f"/dg/e?k={KEY}", json=[event("a", 0), event("b", 1)])
+    other = "0123456789abcdef0123"
+    mixed = await client.post(f"/dg/e?k={KEY}", json=[event(mine, 2), event(other, 1)])
     assert "channel" not in await mixed.json()  # not one page's own session
+    # a guessable id (Segment's epoch-ms sessionId) never gets a channel
+    guessable = await client.post(f"/dg/e?k={KEY}", json=[event("1767261660600", 0)])
+    assert "channel" not in await guessable.json()
+    # nor a request whose events are refused, whatever their session ids are
+    bad = await client.post(f"/dg/e?k={KEY}", json=[event(mine, 5), {"session_id": [1]}])
+    assert (await bad.json())["channel"]["token"]  # the refused one names no session
 
 
 async def test_the_long_poll_returns_its_sessions_interventions_after_last(

@@ -99,6 +99,10 @@ def test_closed_examples_feed_a_deployments_console() -> None:
             Example(f"s{i}", 0, 5, 5, "converted" if i % 4 == 0 else "exit", ((1, vector),), (),
                     counts, treatment, ("trust_loss/chat",))
         )  # fmt: skip
+        stats.closed_example(  # a copy (at least once delivery) counts once
+            Example(f"s{i}", 0, 5, 5, "converted" if i % 4 == 0 else "exit", ((1, vector),), (),
+                    counts, treatment, ("trust_loss/chat",))
+        )  # fmt: skip
     snap = stats.snapshot()
     assert (snap["sessions_closed"], snap["sessions_converted"]) == (60, 15)
     rage = next(r for r in snap["trust_map"] if r["name"] == "rage_click")

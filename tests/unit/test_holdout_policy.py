@@ -82,8 +82,20 @@ def test_an_acknowledgement_is_not_visitor_activity() -> None:
     assert d.state.acked[1] == 0
 
 
-def test_the_alerts_of_a_session_are_marked_for_the_uplift_slices() -> None:
+def test_a_session_counts_in_the_uplift_slice_of_its_first_alert() -> None:
     d = pile_ups(UNCAPPED)
     assert d.state is not None
-    (alert, *_) = d.alerts()
-    assert d.state.alert_marks == [alert_mark("trust_loss", alert.suggested_action)]
+    first, *later = d.alerts()
+    assert later  # more alerts came, after help may have been shown
+    assert d.state.alert_marks == [alert_mark("trust_loss", first.suggested_action)]
+
+
+def test_an_acknowledgement_without_an_open_visit_opens_none() -> None:
+    d = Driver()
+    assert d.send("intervention", 0, kind="trust_loss").status == "ignored"
+    d.state = None  # the runner keeps no state for an ignored step
+    d.send("page_view", 1000, "/products/1")
+    d.send("exit", 2000)
+    assert d.state is not None and d.state.outcome == "exit"
+    assert d.send("intervention", 3000, kind="trust_loss").status == "ignored"
+    assert d.state.outcome == "exit" and d.state.n_events == 2

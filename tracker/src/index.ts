@@ -20,7 +20,9 @@
  * (kind, severity, suggested action, reasons) from the collector's channel:
  * Server-Sent Events, or long polling where those fail. The collector issues
  * the channel's token in its answer to the tracker's own events, for this
- * session only. A handler that shows help (returns anything but `false`)
+ * session only; an expired token waits for the next answer's fresh one. The
+ * last alert shown is kept (`localStorage`) so the session's next page does
+ * not show it again; withdrawn consent closes the channel. A handler that shows help (returns anything but `false`)
  * makes the tracker acknowledge it with an `intervention` event, so the
  * visitor is not nudged twice. Dead clicks and form errors, the friction an
  * alert follows, are sent within `urgentMs` rather than the next batch.
@@ -118,12 +120,24 @@ const SSE_FAILURES = 3;
 /** sendBeacon payloads stay under this (browsers cap the total in flight at 64 KB). */
 const BEACON_BYTES = 16000;
 const STORAGE_KEY = "dg_sid";
+/** "<session id>.<alert id>" of the last intervention shown, so the next page of the session resumes after it. */
+const LAST_KEY = "dg_last";
 const MAX_BACKOFF_MS = 60000;
 
 type Config = typeof DEFAULTS & { endpoint: string; key: string };
 
 function now(): number {
   return Date.now();
+}
+
+/** The last intervention shown to ``session`` on an earlier page, or "". */
+function readLast(session: string): string {
+  try {
+    const [sid, id] = (localStorage.getItem(LAST_KEY) ?? "").split(".");
+    return sid === session && id ? id : "";
+  } catch {
+    return "";
+  }
 }
 
 function randomHex(bytes: number): string {
@@ -208,6 +222,8 @@ export class Tracker {
   /** The channel: its token and session, what was delivered, the open connection. */
   private token = "";
   private tokenSession = "";
+  /** When the token expires (ms, this page's clock). */
+  private tokenExpires = 0;
   private channelSession = "";
   private lastId = "";
   private readonly delivered = new Set<string>();
@@ -239,6 +255,7 @@ export class Tracker {
       this.queue = [];
       this.pending = [];
       this.holding = null;
+      this.closeChannel();
       try {
         localStorage.removeItem(STORAGE_KEY);
       } catch {
@@ -302,15 +319,33 @@ export class Tracker {
   /** Open the channel of the newest token's session, if a handler wants it. */
   private connect(): void {
     if (!this.handlers.length || !this.token || this.disabled || !this.granted) return;
+    if (now() >= this.tokenExpires) return; // the next events answer brings a fresh token
     if (this.channelSession === this.tokenSession && (this.source || this.polling)) return;
     this.source?.close();
     this.source = null;
     if (this.channelSession !== this.tokenSession) {
-      this.lastId = ""; // a new session: its own alerts from the start
+      // a new session, or a new page of it: resume after what was shown already
       this.channelSession = this.tokenSession;
+      this.lastId = readLast(this.channelSession);
     }
     if (typeof EventSource === "function" && this.sseFailures < SSE_FAILURES) this.stream();
     else if (!this.polling) void this.poll();
+  }
+
+  /** Stop receiving (consent withdrawn): nothing of the session is kept. */
+  private closeChannel(): void {
+    this.source?.close();
+    this.source = null;
+    this.token = "";
+    this.tokenSession = "";
+    this.channelSession = "";
+    this.lastId = "";
+    this.delivered.clear();
+    try {
+      localStorage.removeItem(LAST_KEY);
+    } catch {
+      // storage blocked: nothing stored
+    }
   }
 
   private channelUrl(path: string): string {
@@ -327,8 +362,10 @@ export class Tracker {
     source.addEventListener("intervention", (m) => this.deliver((m as MessageEvent<string>).data));
     source.onerror = () => {
       if (source.readyState !== EventSource.CLOSED) return; // reconnecting by itself
-      // refused (an expired token) or gone for good: again with the newest token
       if (this.source === source) this.source = null;
+      // an expired token is no failure of the stream: the next events answer
+      // brings a fresh one and opens it again (takeToken)
+      if (now() >= this.tokenExpires - 1000) return;
       this.sseFailures++;
       setTimeout(() => this.connect(), 1000 * this.sseFailures);
     };
@@ -337,7 +374,12 @@ export class Tracker {
   private async poll(): Promise<void> {
     this.polling = true;
     let failures = 0;
-    while (this.handlers.length && this.channelSession === this.tokenSession) {
+    while (
+      this.handlers.length &&
+      this.granted &&
+      this.channelSession === this.tokenSession &&
+      now() < this.tokenExpires
+    ) {
       try {
         const resp = await fetch(this.channelUrl("p"), { credentials: "omit" });
         if (!resp.ok) throw new Error(String(resp.status));
@@ -363,6 +405,11 @@ export class Tracker {
     if (!item.id || this.delivered.has(item.id)) return;
     this.delivered.add(item.id);
     this.lastId = item.id;
+    try {
+      localStorage.setItem(LAST_KEY, `${this.channelSession}.${item.id}`);
+    } catch {
+      // storage blocked: the next page of this session may show it again
+    }
     let shown = false;
     for (const handler of this.handlers.slice()) {
       try {
@@ -662,10 +709,13 @@ export class Tracker {
   /** The channel token of an events answer (for this session's channel). */
   private async takeToken(resp: Response, session: string): Promise<void> {
     try {
-      const answer = (await resp.json()) as { channel?: { token?: string } };
-      if (!answer.channel?.token) return;
+      const answer = (await resp.json()) as { channel?: { token?: string; expires_in?: number } };
+      if (!answer.channel?.token || !this.granted) return;
+      const renewed = this.token !== answer.channel.token;
       this.token = answer.channel.token;
       this.tokenSession = session;
+      this.tokenExpires = now() + 1000 * (answer.channel.expires_in ?? 0);
+      if (renewed) this.sseFailures = 0; // a fresh token: the stream gets another chance
       this.connect();
     } catch {
       // no JSON answer: no channel
