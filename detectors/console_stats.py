@@ -353,31 +353,12 @@ class ConsoleStats:
                 "min_bin": MIN_BIN,
                 "unavailable": self.validation_unavailable,
             },
-            "uplift": _uplift_rows(tracker),
+            "uplift": tracker.rows(),
             "hotspots": [
                 {**h, "open": still_open is None or h["key"] in still_open}
                 for h in self.hotspots.values()
             ],
         }
-
-
-def _uplift_rows(tracker: UpliftTracker) -> list[dict[str, Any]]:
-    rows = []
-    for dimension, value in tracker.slices():
-        u = tracker.uplift(dimension, value)
-        rows.append(
-            {
-                "dimension": dimension,
-                "value": value,
-                "treated": {"sessions": u.treated.sessions, "converted": u.treated.converted},
-                "control": {"sessions": u.control.sessions, "converted": u.control.converted},
-                "difference": _round(u.difference),
-                "lower": _round(u.lower),
-                "upper": _round(u.upper),
-                "min_sessions": tracker.min_sessions,
-            }
-        )
-    return rows
 
 
 def _ref(sid: object) -> str | None:

@@ -171,6 +171,26 @@ class UpliftTracker:
     def slices(self) -> list[tuple[str, str]]:
         return sorted(self.arms)
 
+    def rows(self) -> list[dict[str, object]]:
+        """Every slice's groups and uplift, JSON-ready (rounded to 4 places;
+        ``None`` below :attr:`min_sessions`): what reports and the console show."""
+        out: list[dict[str, object]] = []
+        for dimension, value in self.slices():
+            u = self.uplift(dimension, value)
+            out.append(
+                {
+                    "dimension": dimension,
+                    "value": value,
+                    "treated": {"sessions": u.treated.sessions, "converted": u.treated.converted},
+                    "control": {"sessions": u.control.sessions, "converted": u.control.converted},
+                    "difference": _rounded(u.difference),
+                    "lower": _rounded(u.lower),
+                    "upper": _rounded(u.upper),
+                    "min_sessions": self.min_sessions,
+                }
+            )
+        return out
+
 
 def slices_of(marks: Iterable[str]) -> set[tuple[str, str]]:
     """The uplift slices of a session's alert marks ("kind/action", see
@@ -185,3 +205,7 @@ def slices_of(marks: Iterable[str]) -> set[tuple[str, str]]:
         out.add(("kind", kind))
         out.add(("action", action))
     return out
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)

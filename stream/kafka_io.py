@@ -184,6 +184,25 @@ class KafkaSink:
         return ids
 
 
+async def seek_back(consumer: AIOKafkaConsumer, since_ms: int) -> None:
+    """Start every partition of a started, group-less consumer at its first
+    record at or after ``since_ms`` (epoch ms), or at its end. Waits up to
+    5 s for the assignment that comes with the first metadata; with no
+    partition yet (no topic), the consumer picks them up when they appear."""
+    for _ in range(50):
+        if consumer.assignment():
+            break
+        await asyncio.sleep(0.1)
+    tps = sorted(consumer.assignment())
+    if not tps:
+        return
+    starts = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+    ends = await consumer.end_offsets(tps)
+    for tp in tps:
+        found = starts.get(tp)
+        consumer.seek(tp, found.offset if found is not None else ends[tp])
+
+
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """``consumer.stop()``, minus an aiokafka 0.14 race: stopped right after
     it started, its group coordinator awaits an internal task cancelled

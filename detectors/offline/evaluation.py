@@ -288,26 +288,12 @@ class Evaluation:
         tracker = UpliftTracker(min_sessions=min_sessions)
         for sid, (treatment, marks) in self.groups.items():
             tracker.closed(treatment, self.converted(sid), slices_of(marks))
-        rows = []
-        for dimension, value in tracker.slices():
-            u = tracker.uplift(dimension, value)
-            rows.append(
-                {
-                    "dimension": dimension,
-                    "value": value,
-                    "treated": {"sessions": u.treated.sessions, "converted": u.treated.converted},
-                    "control": {"sessions": u.control.sessions, "converted": u.control.converted},
-                    "difference": None if u.difference is None else round(u.difference, 4),
-                    "lower": None if u.lower is None else round(u.lower, 4),
-                    "upper": None if u.upper is None else round(u.upper, 4),
-                }
-            )
         return {
             "holdout_share": self.holdout_share,
             "min_sessions": min_sessions,
             "interventions_acknowledged": self.acknowledged,
             "a_a_check": self.acknowledged == 0,
-            "slices": rows,
+            "slices": tracker.rows(),
         }
 
     def summary(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 
 from stream.collector.channel import SessionChannels, page_view_of
 from stream.collector.metrics import CollectorMetrics
-from stream.kafka_io import client_options, stop_consumer
+from stream.kafka_io import client_options, seek_back, stop_consumer
 from stream.settings import Settings
 from stream.worker.faults import Throttled
 
@@ -69,7 +69,7 @@ class AlertFeed:
         )
         try:
             await consumer.start()
-            await self._rewind(consumer)
+            await seek_back(consumer, int((self.clock() - REPLAY_S) * 1000))
             self.ready.set()
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=1000)
@@ -80,22 +80,6 @@ class AlertFeed:
                             self._publish(message.value)
         finally:
             await stop_consumer(consumer)
-
-    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
-        """Start each partition :data:`REPLAY_S` back (or at its end)."""
-        for _ in range(50):  # the assignment comes with the first metadata
-            if consumer.assignment():
-                break
-            await asyncio.sleep(0.1)
-        tps = sorted(consumer.assignment())
-        if not tps:
-            return  # no alerts topic yet: the consumer picks it up when it appears
-        since = int((self.clock() - REPLAY_S) * 1000)
-        starts = await consumer.offsets_for_times(dict.fromkeys(tps, since))
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            found = starts.get(tp)
-            consumer.seek(tp, found.offset if found is not None else ends[tp])
 
     def _publish(self, value: bytes | None) -> None:
         try:

@@ -72,15 +72,9 @@ def channel_secret(settings: Settings) -> bytes:
 async def _run_feed(feed: AlertFeed) -> None:
     """The alert feed, restarted after a failure (a broker down at start)."""
     fault = Fault("alerts topic reader", log)
-    while True:
-        try:
-            await feed.run()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            fault.failed(exc, "read")
-            await asyncio.sleep(2.0)
+    await retry_forever(
+        feed.run, wait=backoff(2.0, 10.0), on_failure=lambda e, d: fault.failed(e, "read")
+    )
 
 
 def visitor_sessions(settings: Settings) -> tuple[VisitorSessions, Any]:

@@ -16,17 +16,19 @@ step's score; ``disengage evaluate`` and the embedded demo give them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from detectors.console_stats import ConsoleStats
 from detectors.training import InvalidExample, example_from_event
-from stream.kafka_io import client_options, stop_consumer
+from stream.kafka_io import client_options, seek_back, stop_consumer
+from stream.retry import Stopped, backoff, retry_forever
 from stream.settings import Settings
 from stream.worker.faults import Fault, Throttled
 
@@ -66,15 +68,13 @@ class DeploymentSource:
     async def run(self) -> None:
         """Read both topics until :meth:`stop`, retrying after a failure."""
         fault = Fault("console's topic reader", log)
-        while not self._stopping.is_set():
-            try:
-                await self._read()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                fault.failed(exc, "read")
-                await asyncio.sleep(2.0)
+        with contextlib.suppress(Stopped):
+            await retry_forever(
+                self._read,
+                wait=backoff(2.0, 10.0),
+                on_failure=lambda e, d: fault.failed(e, "read"),
+                stop=self._stopping,
+            )
 
     def stop(self) -> None:
         self._stopping.set()
@@ -92,7 +92,7 @@ class DeploymentSource:
         )
         try:
             await consumer.start()
-            await self._rewind(consumer)
+            await seek_back(consumer, int((time.time() - self.since_s) * 1000))
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=2000)
                 with self.lock:
@@ -101,22 +101,6 @@ class DeploymentSource:
                             self._take(tp.topic, message.value)
         finally:
             await stop_consumer(consumer)
-
-    async def _rewind(self, consumer: AIOKafkaConsumer) -> None:
-        """Start every partition ``since_s`` back (or at its end)."""
-        for _ in range(50):
-            if consumer.assignment():
-                break
-            await asyncio.sleep(0.1)
-        tps: list[TopicPartition] = sorted(consumer.assignment())
-        if not tps:
-            return
-        since = int((time.time() - self.since_s) * 1000)
-        starts = await consumer.offsets_for_times(dict.fromkeys(tps, since))
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            found = starts.get(tp)
-            consumer.seek(tp, found.offset if found is not None else ends[tp])
 
     def _take(self, topic: str, value: bytes | None) -> None:
         if topic == self.settings.topic_training:
