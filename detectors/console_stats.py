@@ -1,39 +1,43 @@
-"""What the marketing console shows, measured from a running detector.
+"""What the marketing console shows, measured from closed sessions.
 
-:class:`ConsoleStats` is fed by a detector run (the embedded demo feeds it
-in process: :meth:`step` after every event, :meth:`closed` after every
-session, :meth:`alert` for every alert) and answers :meth:`snapshot`, one
-JSON-ready dict with the console's panels:
+:class:`ConsoleStats` is fed either in process (the embedded demo:
+:meth:`step` after every event, :meth:`closed` after every session,
+:meth:`alert` for every alert) or from a deployment's topics
+(:meth:`alert_event` for every alert read, :meth:`closed_example` for every
+closed session the workers sent to the trainer). Both feeds carry the same
+per-session figures (:mod:`detectors.trust_map`, gathered in the session
+state as it runs), so both consoles compute the same panels the same way.
+:meth:`snapshot` answers one JSON-ready dict with the panels:
 
 * **live**: the latest alerts, each with its reasons in words and its
   action, and the sessions at risk now (alerted, still open);
 * **trust map**, "where trust is won or lost": for each journey stage, page
-  type and friction signal, how often it occurs (visits, or sessions it
-  fired in), how much it moves the trust score (the average change of
-  P(convert) at the scored steps on that page or where the signal fired),
-  and the conversion of the sessions that hit it against those that did not;
+  type and friction signal, how often it occurs (page views, or firings),
+  how much it moves the trust score (the average change of P(convert) at
+  the scored steps on that page or where the signal fired), and the
+  conversion of the sessions that hit it against those that did not;
 * **validation**, "can the score be believed": the prefix ROC-AUC of the
-  trust score at half of each session (before its goal) against the best of
-  two activity metrics (events and seconds so far) on the same prefixes,
-  over the last :data:`WINDOW` closed sessions, recorded every
+  trust score at each session's prefix (the last power-of-two event count
+  at or before its middle, :func:`detectors.trust_map.prefix_of`) against
+  the best of two activity metrics (events and seconds so far) on the same
+  prefixes, over the last :data:`WINDOW` closed sessions, recorded every
   :data:`AUC_EVERY` closes; and a calibration curve (predicted against
   observed conversion in ten bins of the score). Below the sample minimum
   (:mod:`detectors.sample_size`, :data:`MIN_BIN`) a figure is ``None``
   ("n/a"), and every figure says how many sessions and outcomes are behind it;
 * **uplift**, "do interventions help": the uplift tracker's rows;
-* **hotspots**: the open incidents with their page and step and when they began.
+* **hotspots**: the incidents with their page and step and when they began.
 
-Everything is bounded: a fixed number of alerts, sessions at risk, points
-and window sessions; per open session, its trust path and the keys it hit.
+Everything is bounded: a fixed number of alerts, sessions at risk, points,
+window sessions and remembered visit ids.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from detectors.alerts import SESSION_KINDS, Alert, rfc3339
@@ -43,7 +47,8 @@ from detectors.events import Event, PageClassifier
 from detectors.sample_size import roc_auc, too_few_outcomes
 from detectors.session import SessionState
 from detectors.signals import SIGNALS
-from detectors.training import Example
+from detectors.training import Example, visit_id
+from detectors.trust_map import Mark, Prefix, marks_of, prefix_of
 from detectors.uplift import UpliftTracker, slices_of
 
 #: Alerts kept for the live panel (newest first).
@@ -63,21 +68,6 @@ BINS = 10
 #: Closed-session example ids remembered against copies (a worker's outbox
 #: recovery can send one twice, minutes apart).
 SEEN_EXAMPLES = 200_000
-#: Fewest events before the goal for a session to count in the prefix AUC
-#: (as in the offline evaluation: shorter ones have no meaningful middle).
-MIN_PREFIX_EVENTS = 4
-
-
-@dataclass
-class _Open:
-    """What is followed of an open session."""
-
-    trust: float = -1.0  # the last score (-1 before the first)
-    scores: list[float] = field(default_factory=list)  # trust after each applied event
-    first_ts: int = 0
-    times: list[int] = field(default_factory=list)  # event time of each applied event
-    hit: set[tuple[str, str]] = field(default_factory=set)  # trust-map keys it hit
-    goal_at: int = -1  # index of the goal event, -1 without one
 
 
 @dataclass
@@ -97,13 +87,11 @@ class ConsoleStats:
 
     def __init__(self, config: DetectorConfig | None = None) -> None:
         config = config or DetectorConfig()
-        self.goal_event = config.goal_event
         self.classify = PageClassifier(config.page_patterns).classify
         self.live: deque[dict[str, Any]] = deque(maxlen=LIVE_ALERTS)
         self.alert_seq = 0  # alerts seen in all: the live feed's position
         self.at_risk: dict[str, dict[str, Any]] = {}
         self.hotspots: dict[str, dict[str, Any]] = {}
-        self._open: dict[str, _Open] = {}
         self._cells: dict[tuple[str, str], _Cell] = {}
         self.sessions = 0
         self.converted = 0
@@ -113,71 +101,32 @@ class ConsoleStats:
         #: the uplift of the closed examples (a deployment's console; the
         #: demo passes its models' tracker to :meth:`snapshot` instead)
         self.uplift = UpliftTracker()
-        #: why the validation figures are missing, when they cannot be had
-        self.validation_unavailable: str | None = None
         self._closed_ids: deque[str] = deque(maxlen=AT_RISK * 10)
         self._examples_seen: set[str] = set()
         self._example_order: deque[str] = deque()
 
     # ------------------------------------------------------------- feeding
     def step(self, event: Event, result: StepResult) -> None:
-        """After the detector applied (or refused) ``event``."""
-        if result.status != "applied" or event.type == "intervention":
+        """After the detector applied (or refused) ``event`` (in process)."""
+        if result.status != "applied":
             return
-        state = result.state
         self.clock_ts = max(self.clock_ts, event.ts)
-        follow = self._open.get(state.sid)
-        if follow is None:
-            follow = self._open[state.sid] = _Open(first_ts=event.ts)
-        if follow.goal_at < 0:
-            if event.type == self.goal_event:
-                follow.goal_at = len(follow.scores)
-            follow.scores.append(state.trust)
-            follow.times.append(event.ts)
-        page_keys = [("stage", state.stage)]
-        if state.page_type:
-            page_keys.append(("page_type", state.page_type))
-        if event.type == "page_view":
-            for key in page_keys:
-                self._cell(key).occurrences += 1
-        signal_keys = [("signal", hit.name) for hit in result.hits]
-        for key in signal_keys:
-            self._cell(key).occurrences += 1
-        follow.hit.update(page_keys)
-        follow.hit.update(signal_keys)
-        scored = state.trust_ts == event.ts and state.trust >= 0
-        if scored:
-            if follow.trust >= 0:
-                delta = state.trust - follow.trust
-                for key in (*page_keys, *signal_keys):
-                    cell = self._cell(key)
-                    cell.delta_sum += delta
-                    cell.deltas += 1
-            follow.trust = state.trust
         if result.closed:
-            self.closed(state)
+            self.closed(result.state)
 
     def closed(self, state: SessionState) -> None:
-        """A session closed (goal, exit or timeout); closing twice counts once."""
-        follow = self._open.pop(state.sid, None)
-        self.at_risk.pop(state.sid, None)
-        self._closed_ids.append(state.sid)
-        if follow is None:
+        """A session closed (goal, exit or timeout), in process; closing
+        twice counts once."""
+        if state.outcome is None:
             return
         converted = state.outcome == "converted"
-        self.sessions += 1
-        self.converted += converted
-        for key in follow.hit:
-            cell = self._cell(key)
-            cell.sessions += 1
-            cell.converted += converted
-        n = follow.goal_at if follow.goal_at >= 0 else len(follow.scores)
-        if n >= MIN_PREFIX_EVENTS:
-            half = max(1, math.ceil(0.5 * n)) - 1
-            seconds = (follow.times[half] - follow.first_ts) / 1000.0
-            self._window.append((follow.scores[half], float(half + 1), seconds, converted))
-        if self.sessions % AUC_EVERY == 0:
-            self.auc_points.append(self._auc_point())
+        self._closed(
+            visit_id(state.sid, state.start_ts),
+            state.sid,
+            converted,
+            marks_of(state),
+            prefix_of(state, converted),
+        )
 
     def alert(self, alert: Alert) -> None:
         """An alert went out (in process)."""
@@ -233,29 +182,55 @@ class ConsoleStats:
 
     def closed_example(self, example: Example) -> None:
         """A closed session, as a worker sent it to the trainer (a
-        deployment's console): its outcome, the signals it hit and its
-        holdout group feed the figures; the trust path and pages are not in
-        an example, so the trust changes and the page map stay n/a."""
-        if example.id in self._examples_seen:
-            return  # a copy: the training topic is at least once
-        self._examples_seen.add(example.id)
-        self._example_order.append(example.id)
+        deployment's console): its outcome, trust marks and prefix feed the
+        figures, and its holdout group the uplift. An example of a worker
+        older than the trust marks gives the signals' counts only."""
+        self.clock_ts = max(self.clock_ts, example.closed_ts)
+        marks = example.trust_marks or tuple(
+            (f"signal:{name}", count, 0.0, 0)
+            for name, count in zip(SIGNALS, example.signal_counts, strict=False)
+            if count > 0
+        )
+        if not self._closed(example.id, example.sid, example.converted, marks, example.prefix):
+            return
+        if example.treatment is not None:
+            self.uplift.closed(example.treatment, example.converted, slices_of(example.alert_marks))
+
+    def _closed(
+        self,
+        visit: str,
+        sid: str,
+        converted: bool,
+        marks: Iterable[Mark],
+        prefix: Prefix | None,
+    ) -> bool:
+        """Count one closed visit (``visit``: its example id); False for a
+        copy (the training topic is at least once, and a closed state can be
+        reported twice)."""
+        if visit in self._examples_seen:
+            return False
+        self._examples_seen.add(visit)
+        self._example_order.append(visit)
         if len(self._example_order) > SEEN_EXAMPLES:
             self._examples_seen.discard(self._example_order.popleft())
-        converted = example.converted
         self.sessions += 1
         self.converted += converted
-        self.at_risk.pop(example.sid, None)
-        self._closed_ids.append(example.sid)
-        self.clock_ts = max(self.clock_ts, example.closed_ts)
-        for name, count in zip(SIGNALS, example.signal_counts, strict=False):
-            if count > 0:
-                cell = self._cell(("signal", name))
-                cell.occurrences += count
-                cell.sessions += 1
-                cell.converted += converted
-        if example.treatment is not None:
-            self.uplift.closed(example.treatment, converted, slices_of(example.alert_marks))
+        self.at_risk.pop(sid, None)
+        self._closed_ids.append(sid)
+        for key, occurrences, delta_sum, deltas in marks:
+            dimension, _, name = key.partition(":")
+            cell = self._cell((dimension, name))
+            cell.occurrences += occurrences
+            cell.delta_sum += delta_sum
+            cell.deltas += deltas
+            cell.sessions += 1
+            cell.converted += converted
+        if prefix is not None:
+            score, events, seconds = prefix
+            self._window.append((score, float(events), seconds, converted))
+        if self.sessions % AUC_EVERY == 0:
+            self.auc_points.append(self._auc_point())
+        return True
 
     def _cell(self, key: tuple[str, str]) -> _Cell:
         cell = self._cells.get(key)
@@ -330,8 +305,9 @@ class ConsoleStats:
         self, uplift: UpliftTracker | None = None, open_hotspots: Iterable[str] | None = None
     ) -> dict[str, Any]:
         """Every panel's data, JSON-ready. ``open_hotspots``: the detector's
-        open incidents (keys; ``None``: every incident is listed as open
-        until the console sees it end, which a deployment's console cannot)."""
+        open incidents (keys; ``None``: not known, as for a deployment's
+        console: the alerts topic carries an incident's start, not its end,
+        so each is listed with its last alert and ``open`` is ``None``)."""
         trust, activity, n, outcomes = self.validation_auc()
         still_open = None if open_hotspots is None else set(open_hotspots)
         tracker = uplift if uplift is not None else self.uplift
@@ -351,11 +327,10 @@ class ConsoleStats:
                 "over_time": list(self.auc_points),
                 "calibration": self.calibration(),
                 "min_bin": MIN_BIN,
-                "unavailable": self.validation_unavailable,
             },
             "uplift": tracker.rows(),
             "hotspots": [
-                {**h, "open": still_open is None or h["key"] in still_open}
+                {**h, "open": None if still_open is None else h["key"] in still_open}
                 for h in self.hotspots.values()
             ],
         }

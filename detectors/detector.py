@@ -44,6 +44,7 @@ from detectors.session import TYPE_INDEX, SessionState, id_hash48, page_key
 from detectors.signal_protocol import CLOSE, EVENT, LEAVE, Signal, SignalHit, Step
 from detectors.signals import SIGNAL_TYPES
 from detectors.training import Example
+from detectors.trust_map import mark_step, marks_of, prefix_of
 from detectors.uplift import treatment_of
 
 __all__ = [
@@ -190,6 +191,7 @@ class Detector:
             count_hit(state, hit, cfg.friction_window_ms)
 
         if etype == cfg.goal_event:
+            mark_step(state, etype == "page_view", (h.name for h in hits), state.trust, False)
             result.alerts += self.close(state, "converted", ts)
             result.closed = True
             return result
@@ -204,8 +206,10 @@ class Detector:
             or bool(hits)
             or ts - state.trust_ts >= TRUST_RESCORE_MS
         )
+        before = state.trust
         if scored:
             score_trust(cfg, self.models, state, ts, snapshot)
+        mark_step(state, etype == "page_view", (h.name for h in hits), before, scored)
         for alert in fire(cfg, self.models, state, event, hits, scored):
             admitted = admit(cfg, state, self.models.budget, alert, ts)
             if admitted is not None:
@@ -355,6 +359,8 @@ class Detector:
             if state.alert_marks
             else None,
             tuple(state.alert_marks),
+            marks_of(state),
+            prefix_of(state, converted),
         )
         state.snapshots = []
         state.moments = []

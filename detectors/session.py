@@ -33,11 +33,12 @@ from detectors.signals import SIGNALS
 
 #: Serialisation format version, first element of every encoded state.
 #: Version 2 appended ``type_counts``, ``last_cart_ts``, ``stage_trail`` and
-#: ``moments``; version 3 appended ``acked`` and ``alert_marks``. Older
-#: states still decode (see :meth:`SessionState.from_bytes`).
-STATE_VERSION = 3
+#: ``moments``; version 3 appended ``acked`` and ``alert_marks``; version 4
+#: appended ``trust_marks`` and ``prefix_marks``. Older states still decode
+#: (see :meth:`SessionState.from_bytes`).
+STATE_VERSION = 4
 #: Fields each older version lacks (appended since), decoded as fresh.
-_MISSING_FIELDS = {1: 6, 2: 2}
+_MISSING_FIELDS = {1: 8, 2: 4, 3: 2}
 
 #: Event types in the order of ``SessionState.type_counts``: the types of
 #: version 2 sorted, then the ones added since, so stored counts keep their places.
@@ -161,6 +162,13 @@ class SessionState:
     # most one, so a later format may keep more)
     acked: list[int] = field(default_factory=lambda: [0, 0])
     alert_marks: list[str] = field(default_factory=list)
+    # version 4, for the console (detectors.trust_map): per trust-map key
+    # (a stage, page type or signal as "s3", "p13", "g2") its occurrences,
+    # the sum of the trust changes at its scored steps (1e-4 units) and their
+    # number (at most TRUST_MARKS_CAP keys); and the last two power-of-two
+    # event counts' [events, ms since the start, score in 1e-4 units]
+    trust_marks: dict[str, list[int]] = field(default_factory=dict)
+    prefix_marks: list[list[int]] = field(default_factory=list)
 
     _FIELD_NAMES: ClassVar[tuple[str, ...]]
 
@@ -202,7 +210,7 @@ class SessionState:
             values = json.loads(zlib.decompress(data))
         except (zlib.error, ValueError) as exc:
             raise ValueError(f"not a session state: {exc}") from None
-        if not isinstance(values, list) or not values or values[0] not in (1, 2, STATE_VERSION):
+        if not isinstance(values, list) or not values or values[0] not in (1, 2, 3, STATE_VERSION):
             raise ValueError("unsupported session state version")
         names = cls._FIELD_NAMES
         missing = _MISSING_FIELDS.get(values[0], 0)

@@ -78,6 +78,11 @@ class Example:
     #: alerts' slices ("kind/action"); ``None`` and empty when not alerted
     treatment: str | None = None
     alert_marks: tuple[str, ...] = ()
+    #: for the console (:mod:`detectors.trust_map`): the trust marks
+    #: (key, occurrences, sum of trust changes, scored steps) and the prefix
+    #: (score, events, seconds) or ``None``; the models do not learn them
+    trust_marks: tuple[tuple[str, int, float, int], ...] = ()
+    prefix: tuple[float, int, float] | None = None
 
     @property
     def converted(self) -> bool:
@@ -86,7 +91,7 @@ class Example:
     @property
     def id(self) -> str:
         """Deterministic: 32 hex digits of SHA-256 over session id and visit start."""
-        return hashlib.sha256(f"{self.sid}\x00{self.start_ts}".encode()).hexdigest()[:32]
+        return visit_id(self.sid, self.start_ts)
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -103,6 +108,10 @@ class Example:
         if self.treatment is not None:  # alerted: the uplift's inputs
             out["treatment"] = self.treatment
             out["alert_marks"] = list(self.alert_marks)
+        if self.trust_marks:
+            out["trust_marks"] = [list(m) for m in self.trust_marks]
+        if self.prefix is not None:
+            out["prefix"] = list(self.prefix)
         return out
 
     @staticmethod
@@ -122,9 +131,27 @@ class Example:
                 tuple(int(c) for c in data["signal_counts"]),
                 _treatment(data.get("treatment")),
                 tuple(str(m) for m in data.get("alert_marks") or ()),
+                tuple(
+                    (str(k), int(n), float(d), int(c))
+                    for k, n, d, c in data.get("trust_marks") or ()
+                ),
+                _prefix(data.get("prefix")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidExample(f"malformed training example: {exc}") from exc
+
+
+def visit_id(sid: str, start_ts: int) -> str:
+    """The id of a visit (a session id from its first event, epoch ms): 32
+    hex digits of SHA-256 over both."""
+    return hashlib.sha256(f"{sid}\x00{start_ts}".encode()).hexdigest()[:32]
+
+
+def _prefix(value: Any) -> tuple[float, int, float] | None:
+    if value is None:
+        return None
+    score, events, seconds = value
+    return (float(score), int(events), float(seconds))
 
 
 def _treatment(value: Any) -> str | None:

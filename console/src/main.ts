@@ -92,7 +92,8 @@ interface Hotspot {
   last: string;
   rate_now: number | null;
   rate_before: number | null;
-  open: boolean;
+  /** null: not known (a deployment's alerts do not carry an incident's end) */
+  open: boolean | null;
 }
 interface Snapshot {
   sim_time: string | null;
@@ -389,7 +390,9 @@ function renderHotspots(s: Snapshot): void {
         el("td", h.step ?? "-"),
         el("td", h.began.slice(0, 19).replace("T", " ")),
         el("td", `${pct(h.rate_before)} → ${pct(h.rate_now)}`, "num"),
-        el("td", h.open ? "open" : "closed", h.open ? "lose" : "na"),
+        h.open === null
+          ? el("td", `last alert ${h.last.slice(11, 19)}`, "na")
+          : el("td", h.open ? "open" : "closed", h.open ? "lose" : "na"),
       );
       return tr;
     }),

@@ -3,14 +3,13 @@
 * the **alerts topic**: the live panel, the sessions at risk and the
   hotspots (the alerts of the last ``since_s`` seconds first, then new ones);
 * the **training topic**: every closed session, as the workers send it to
-  the trainer (its outcome, the signals it hit, its holdout group and the
-  slices of its alerts): the outcome counts, the signals' conversion hit
-  against not hit, and the uplift of interventions with its intervals.
+  the trainer: its outcome, its trust marks and prefix score
+  (:mod:`detectors.trust_map`), its holdout group and the slices of its
+  alerts. They give the trust map, the score's validation and the uplift.
 
 Both are read without a consumer group (the console takes nothing from the
-workers or the trainer). What an example does not carry stays n/a here: the
-trust changes per page and stage and the score's validation need every
-step's score; ``disengage evaluate`` and the embedded demo give them.
+workers or the trainer). A hotspot's end is not on the alerts topic, so
+incidents are listed with their last alert, not as open or closed.
 """
 
 from __future__ import annotations
@@ -34,14 +33,6 @@ from stream.worker.faults import Fault, Throttled
 
 log = logging.getLogger("disengage.console")
 
-#: Why a deployment's console has no validation figures.
-NO_VALIDATION = (
-    "the score's validation needs every step's trust score, which a deployment's topics do "
-    "not carry: run `disengage evaluate` on the events, or watch the trainer's "
-    "disengage_trainer_auc"
-)
-
-
 class DeploymentSource:
     """The console's figures of a running deployment (``settings``' topics),
     from ``since_s`` seconds back. :meth:`run` reads until :meth:`stop`."""
@@ -50,7 +41,6 @@ class DeploymentSource:
         self.settings = settings
         self.since_s = since_s
         self.stats = ConsoleStats(settings.detector)
-        self.stats.validation_unavailable = NO_VALIDATION
         self.lock = threading.Lock()
         self.read = {"alerts": 0, "training": 0}
         self._stopping = asyncio.Event()

@@ -98,7 +98,8 @@ def test_the_console_shows_the_demo_live(browser: Any) -> None:
 
 def test_the_console_of_a_deployment_reads_its_topics(env: Any) -> None:
     """``disengage console`` on a real broker: alerts from the alerts topic,
-    closed sessions (outcomes, signals, holdout groups) from the training topic."""
+    closed sessions (outcomes, trust marks, prefix scores, holdout groups) from the
+    training topic."""
     import asyncio
     import hashlib
     from array import array
@@ -125,10 +126,16 @@ def test_the_console_of_a_deployment_reads_its_topics(env: Any) -> None:
     for i in range(80):  # alerted sessions: treated convert 50%, control 10%
         treatment = "control" if i % 2 else "treated"
         converted = (i // 2) % 10 < (5 if treatment == "treated" else 1)
+        # the dead click cost 0.1 of trust on the checkout; the prefix score
+        # ranks converters first, the events so far do not
+        marks = (("page_type:checkout", 2, -0.1, 1), ("signal:dead_click", 1, -0.1, 1),
+                 ("stage:decide", 2, -0.1, 1))
+        prefix = (0.7 if converted else 0.3, 4, 20.0)
         examples.append(
             Example(
                 f"s{i}", 0, 9, 9, "converted" if converted else "exit",
                 ((1, array("f", [0.0])),), (), counts, treatment, ("trust_loss/open chat",),
+                marks, prefix,
             )
         )  # fmt: skip
     training = [
@@ -162,8 +169,15 @@ def test_the_console_of_a_deployment_reads_its_topics(env: Any) -> None:
         assert overall["treated"] == {"sessions": 40, "converted": 20}
         assert overall["control"] == {"sessions": 40, "converted": 4}
         assert overall["difference"] == 0.4 and overall["lower"] < 0.4 < overall["upper"]
-        dead = next(r for r in snap["trust_map"] if r["name"] == "dead_click")
-        assert dead["sessions_hit"] == 80 and dead["trust_change"] is None
-        assert snap["validation"]["unavailable"]
+        rows = {(r["dimension"], r["name"]): r for r in snap["trust_map"]}
+        assert set(rows) == {("page_type", "checkout"), ("signal", "dead_click"),
+                             ("stage", "decide")}  # fmt: skip
+        dead = rows[("signal", "dead_click")]
+        assert dead["sessions_hit"] == 80 and dead["trust_change"] == -0.1
+        assert rows[("page_type", "checkout")]["occurrences"] == 160
+        validation = snap["validation"]
+        assert validation["window_sessions"] == 80
+        assert (validation["trust_auc"], validation["activity_auc"]) == (1.0, 0.5)
+        assert validation["over_time"] == [] and validation["calibration"][7]["sessions"] == 24
     finally:
         console.stop()

@@ -98,8 +98,10 @@ def test_a_version_1_state_still_decodes_without_its_snapshots() -> None:
 
     state = SessionState("s", start_ts=T0, last_ts=T0 + 5, n_events=3)
     values = json.loads(zlib.decompress(state.to_bytes()))
-    assert values[0] == STATE_VERSION == 3
-    old = [1, *values[1:-6]]  # version 1 had no type counts, cart time, trail or moments
+    assert values[0] == STATE_VERSION == 4
+    # version 1 had no type counts, cart time, trail or moments (version 2),
+    # acknowledgements or alert marks (3), trust marks or prefix marks (4)
+    old = [1, *values[1:-8]]
     decoded = SessionState.from_bytes(zlib.compress(json.dumps(old).encode()))
     assert (decoded.sid, decoded.n_events, decoded.last_ts) == ("s", 3, T0 + 5)
     assert decoded.type_counts == [0] * len(decoded.type_counts) and decoded.moments == []
@@ -114,12 +116,29 @@ def test_a_version_2_state_keeps_its_counts_and_snapshots() -> None:
         d.send(etype, 1000 * i, "/products/1", x=1, y=1, scroll_pct=10.0)
     assert d.state is not None and d.state.snapshots
     values = json.loads(zlib.decompress(d.state.to_bytes()))
-    old = [2, *values[1:-2]]  # version 2 had no acknowledgements or alert marks
+    old = [2, *values[1:-4]]  # version 2 had no acknowledgements, alert or trust marks
     old[1 + SessionState._FIELD_NAMES.index("type_counts")] = d.state.type_counts[:-1]
     decoded = SessionState.from_bytes(zlib.compress(json.dumps(old).encode()))
     assert decoded.type_counts == d.state.type_counts  # "intervention" was appended
     assert decoded.snapshots == d.state.snapshots and decoded.moments == d.state.moments
     assert (decoded.acked, decoded.alert_marks) == ([0, 0], [])
+    assert (decoded.trust_marks, decoded.prefix_marks) == ({}, [])
+
+
+def test_a_version_3_state_keeps_its_alert_marks_and_starts_no_trust_marks() -> None:
+    import json
+    import zlib
+
+    d = Driver()
+    d.send("page_view", 0, "/products/1")
+    d.send("click", 1000, x=1, y=1)
+    assert d.state is not None and d.state.trust_marks and d.state.prefix_marks
+    d.state.alert_marks = ["trust_loss/open chat"]
+    values = json.loads(zlib.decompress(d.state.to_bytes()))
+    old = [3, *values[1:-2]]  # version 3 had no trust marks or prefix marks
+    decoded = SessionState.from_bytes(zlib.compress(json.dumps(old).encode()))
+    assert decoded.alert_marks == ["trust_loss/open chat"] and decoded.n_events == 2
+    assert (decoded.trust_marks, decoded.prefix_marks) == ({}, [])
 
 
 def test_trust_features_v2_count_activity_and_remember_the_path() -> None:
