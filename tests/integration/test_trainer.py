@@ -93,6 +93,15 @@ async def test_the_trainer_learns_one_model_from_every_partition(env: Env) -> No
             example = example_from_event(record.value)
             got[example.id] = labelled(example)
         assert got == {e.id: labelled(e) for e in expected}
+        # with the console's trust marks and prefix; their trust changes and
+        # scores depend on the version served at the time, where they were hit not
+        def hit(example: Example) -> tuple[Any, ...]:
+            prefix = example.prefix[1:] if example.prefix else None
+            return tuple((key, n) for key, n, _, _ in example.trust_marks), prefix
+
+        marks = {e.id: hit(e) for e in map(example_from_event, (r.value for r in records))}
+        assert marks == {e.id: hit(e) for e in expected}
+        assert all(m for m, _ in marks.values()) and any(p for _, p in marks.values())
         keys = {record.key for record in records}
         assert keys == {e.sid.encode() for e in expected}  # keyed by session
 
