@@ -180,10 +180,14 @@ async def latency_run(
         worker.wait_ready(timeout=90)
         settings = Settings.from_env(env.worker_env(worker.port))
         before = time.time() + warmup_s
+        assert worker.proc is not None and trainer.proc is not None
+        pids = {"worker": worker.proc.pid, "trainer": trainer.proc.pid, "load_generator": 0}
+        cpu_start = cpu_sample(pids)
         with open(os.devnull, "w") as quiet:
             await produce_simulation(
                 settings, rate=rate, duration_s=warmup_s + seconds, seed=99, out=quiet
             )
+        cpu = cpu_shares(cpu_start, cpu_sample(pids))
         await asyncio.sleep(3)
         messages = await consume(env.bootstrap, env.alerts, timeout=30, idle=3)
         samples = worker.metrics()
@@ -218,6 +222,9 @@ async def latency_run(
         "batches_over_250ms": metric_sum(samples, "disengage_batch_seconds_count")
         - metric_sum(samples, "disengage_batch_seconds_bucket", le="0.25"),
         "batch_stage_share": stage_shares(samples),
+        # is the machine saturated? cores used per process, and the share of
+        # all cores idle, while the traffic was offered (warm-up included)
+        "cpu": cpu,
     }
     # where the tail sits in time, next to the worker's model loads (seconds
     # after the warm-up): a tail that lines up with loads is the unpickling
@@ -232,6 +239,43 @@ async def latency_run(
             out[f"from_{name}_p99_s"] = round(
                 values[min(len(values) - 1, int(len(values) * 0.99))], 4
             )
+    return out
+
+
+def cpu_sample(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process (pid 0: this one) and
+    by the whole machine (``busy``, ``total``), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"wall": time.monotonic()}
+    for name, pid in pids.items():
+        try:
+            with open(f"/proc/{pid or os.getpid()}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        except (OSError, IndexError, ValueError):
+            out[name] = 0.0
+    with open("/proc/stat") as f:
+        jiffies = [int(x) for x in f.readline().split()[1:]]
+    idle = jiffies[3] + (jiffies[4] if len(jiffies) > 4 else 0)  # idle + iowait
+    out["total"] = sum(jiffies) / tick
+    out["busy"] = (sum(jiffies) - idle) / tick
+    return out
+
+
+def cpu_shares(start: dict[str, float], end: dict[str, float]) -> dict[str, float]:
+    """Cores used per process between two :func:`cpu_sample` calls, the
+    machine's cores (``cores``) and the share of them that was idle."""
+    wall = end["wall"] - start["wall"]
+    cores = os.cpu_count() or 1
+    out = {
+        f"{name}_cores": round((end[name] - start[name]) / wall, 2)
+        for name in start
+        if name not in ("wall", "total", "busy")
+    }
+    total = end["total"] - start["total"]
+    busy = end["busy"] - start["busy"]
+    out["machine_idle_share"] = round(1 - busy / total, 3) if total else 0.0
+    out["cores"] = cores
     return out
 
 

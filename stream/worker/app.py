@@ -7,12 +7,13 @@ import time. ``disengage worker`` runs it; ``faust -A stream.worker.app worker``
 works too (the module attribute ``app`` is built from the environment on
 first access).
 
-Delivery is at least once with idempotent effects: the agent takes raw bytes
-in batches (``stream.take_events``), and a batch's offsets are acked, and
-later committed by Faust, only after :meth:`BatchProcessor.process` returned,
-that is after the state was written and the alerts were acknowledged by the
-broker. A failing batch is retried in place and never raised out of the
-loop: Faust would ack it on the way out.
+Delivery is at least once with idempotent effects: :class:`Intake`
+(``stream/worker/intake.py``) reads the input a whole fetch at a time, and a
+batch's offsets are committed only after :meth:`BatchProcessor.process`
+returned, that is after the state was written and the alerts were
+acknowledged by the broker. A failing batch is retried in place; it is never
+skipped. Faust runs the rest: the shared hotspot agent, the timers, the
+producer and the web pages.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from stream.worker.faust_tuning import (
 )
 from stream.worker.health import BrokerProbe, readiness, update_gauges
 from stream.worker.hotspot_agent import SharedHotspots
+from stream.worker.intake import Intake, carry_over_page_offsets, pages_group
 from stream.worker.model_feed import ModelFeed
 from stream.worker.pipeline import BatchProcessor
 
@@ -146,6 +148,7 @@ class Runtime:
         self.hotspot_lock = asyncio.Lock()  # visit batches, their checkpoints and rebalances
         self.broker = BrokerProbe(settings)
         self.lock = asyncio.Lock()  # batches, sweeps and rebalances never interleave
+        self.intake: Intake  # the input consumer, set by create_app
         self.started_at = time.time()
         self.last_batch_at = 0.0
         self.batches = Fault("Batches", log)
@@ -195,13 +198,15 @@ def create_app(settings: Settings) -> faust.App:
     datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     brokers = ";".join(f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(","))
     app = faust.App(
-        settings.consumer_group,
+        # Faust consumes the page-visits topic only, in a group of its own
+        # (the worker's group reads the input: stream.worker.intake)
+        pages_group(settings),
         broker=brokers,
         broker_credentials=_credentials(settings),
         store="memory://",
         # Faust writes <id>-data/ even with the memory store: keep it out of
         # the working directory
-        datadir=str(datadir / settings.consumer_group),
+        datadir=str(datadir / pages_group(settings)),
         topic_partitions=settings.topic_partitions,
         web_enabled=True,
         web_port=settings.metrics_port,
@@ -243,23 +248,20 @@ def create_app(settings: Settings) -> faust.App:
         internal=True,
     )
 
-    @app.agent(interactions)
-    async def detect(stream: Any) -> None:
-        async for events in stream.take_events(
-            settings.batch_size, within=settings.batch_timeout_s
-        ):
-            messages = [_message(ev) for ev in events]
-            # Never raise out of the loop: take_events would ack the batch on
-            # the way out. Processing is idempotent, so the same batch is
-            # simply tried again.
-            await retry_forever(
-                partial(_process, runtime, messages),
-                wait=backoff(*BATCH_BACKOFF),
-                on_failure=partial(_batch_failed, runtime, len(messages)),
-            )
-            runtime.batches.ok()
-            runtime.last_batch_at = time.time()
-            runtime.metrics.last_batch.set(runtime.last_batch_at)
+    # the input: whole fetches to the batch processor, outside Faust's
+    # per-message agent path (stream.worker.intake)
+    intake = runtime.intake = Intake(
+        settings,
+        partial(_run_batch, runtime),
+        assigned=partial(_assigned, runtime),
+        revoked=partial(_revoked, runtime),
+        lock=runtime.lock,
+    )
+
+    @app.task
+    async def consume() -> None:
+        await interactions.maybe_declare()
+        await intake.run()
 
     # keyed by hotspot key: one partition's monitor sees every visit of a page
     visits_topic = app.topic(
@@ -296,14 +298,6 @@ def create_app(settings: Settings) -> faust.App:
             async with runtime.hotspot_lock:
                 await hotspots.revoke(pages)
             log.info("revoked page-visits partitions %s (monitors checkpointed)", pages)
-        parts = runtime.owned(revoked)
-        if parts:
-            async with runtime.lock:
-                await runtime.processor.revoke(parts)
-            for p in parts:
-                # with shared monitors the hotspot series name page-visits partitions
-                runtime.metrics.forget_partition(p, hotspots=hotspots is None)
-            log.info("revoked partitions %s (hotspots checkpointed)", parts)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: set[TP], **kwargs: Any) -> None:
@@ -312,14 +306,11 @@ def create_app(settings: Settings) -> faust.App:
             async with runtime.hotspot_lock:
                 await hotspots.assign(pages)
             log.info("assigned page-visits partitions %s", pages)
-        parts = runtime.owned(assigned)
-        if parts:
-            async with runtime.lock:
-                await runtime.processor.assign(parts)
-            log.info("assigned partitions %s", parts)
 
     @app.on_before_shutdown.connect
     async def final_checkpoint(app: faust.App, **kwargs: Any) -> None:
+        # the batch in flight ends and its offsets are committed first
+        await intake.stop(SHUTDOWN_CHECKPOINT_S)
         # a stop does not always revoke first (e.g. SIGTERM right after an
         # assignment): checkpoint whatever is still owned
         if runtime.processor.partitions:
@@ -425,6 +416,33 @@ def _message(ev: Any) -> Message:
     )
 
 
+async def _run_batch(runtime: Runtime, messages: list[Message]) -> None:
+    """One batch, retried in place until it succeeds (never skipped);
+    :class:`~stream.retry.Stopped` when the worker stops meanwhile."""
+    await retry_forever(
+        partial(_process, runtime, messages),
+        wait=backoff(*BATCH_BACKOFF),
+        on_failure=partial(_batch_failed, runtime, len(messages)),
+        stop=runtime.intake.stopping,
+    )
+    runtime.batches.ok()
+    runtime.last_batch_at = time.time()
+    runtime.metrics.last_batch.set(runtime.last_batch_at)
+
+
+async def _assigned(runtime: Runtime, parts: list[int]) -> None:
+    await runtime.processor.assign(parts)
+    log.info("assigned partitions %s", parts)
+
+
+async def _revoked(runtime: Runtime, parts: list[int]) -> None:
+    await runtime.processor.revoke(parts)
+    for p in parts:
+        # with shared monitors the hotspot series name page-visits partitions
+        runtime.metrics.forget_partition(p, hotspots=runtime.hotspots is None)
+    log.info("revoked partitions %s (hotspots checkpointed)", parts)
+
+
 async def _process(runtime: Runtime, messages: list[Message]) -> None:
     try:
         async with runtime.lock:  # batches, sweeps and rebalances never interleave
@@ -459,6 +477,11 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     """Run until SIGTERM/SIGINT; Faust stops the agent after its in-flight
     batch, the revoke hook checkpoints the models, then the process exits."""
     loop = install_uvloop(settings.uvloop)
+    if settings.hotspot_scope == "shared":
+        try:
+            asyncio.run(asyncio.wait_for(carry_over_page_offsets(settings), 30.0))
+        except Exception as exc:  # the broker is not up yet: Faust waits for it
+            log.warning("page-visits offsets not carried over: %s", describe(exc))
     app = create_app(settings)
     log.info(
         "event loop %s, Faust Cython fast paths %s",

@@ -16,8 +16,11 @@ iterator and conductor have Cython fast paths that are off unless
 
 ``benchmarks/bench_worker.py`` measured both together against neither on
 2026-11-29: 2,029 events/s (0.140 of the raw aiokafka loop in the same run)
-against 2,272 (0.141). No gain, so both are off by default; the worker's
-time goes to saving states to Redis (62% of a batch), not to Faust's loop.
+against 2,272 (0.141). No gain, so both are off by default.
+
+Since 2026-11-30 the worker's input does not go through Faust's agent path at
+all (:mod:`stream.worker.intake`), which is what the per-message cost was
+about; what is here applies to the page-visits agent, which Faust still runs.
 """
 
 from __future__ import annotations

@@ -87,6 +87,7 @@ async def readiness(app: faust.App, runtime: Runtime) -> tuple[bool, bool]:
         and runtime.broker.up
         and runtime.healthy
         and bool(runtime.processor.partitions)
+        and not runtime.intake.rebalancing
         and not app.rebalancing
     )
     return ready, store_ok
@@ -113,21 +114,11 @@ async def update_gauges(app: faust.App, runtime: Runtime) -> None:
         runtime.processor.store_fault.ok()
     else:
         runtime.processor.store_fault.failed("no answer to a ping within 1 s", "ping")
-    if app.rebalancing or not store_ok or not kafka_ok:
+    if runtime.intake.rebalancing or not store_ok or not kafka_ok:
         return
-    consumer = app.consumer
-    topic = runtime.settings.topic_interactions
-    tps = sorted(tp for tp in consumer.assignment() if tp.topic == topic)
-    if tps:
-        highwaters = await asyncio.wait_for(consumer.highwaters(*tps), timeout=BROKER_TIMEOUT_S)
-        for tp in tps:
-            high = highwaters.get(tp)
-            # Faust's own record of the last committed offset (next to read)
-            committed = getattr(consumer, "_committed_offset", {}).get(tp)
-            if high is not None:
-                runtime.metrics.consumer_lag.labels(str(tp.partition)).set(
-                    max(0, high - (committed or 0))
-                )
+    # records after the last committed offset, up to the last fetch's high watermark
+    for partition, lag in runtime.intake.lag().items():
+        runtime.metrics.consumer_lag.labels(str(partition)).set(lag)
     counts = [runtime.store.open_sessions(p) for p in runtime.processor.partitions]
     total = await asyncio.wait_for(asyncio.gather(*counts), timeout=PING_TIMEOUT_S * 5)
     runtime.metrics.active_sessions.set(sum(total))

@@ -92,3 +92,40 @@ async def test_two_workers_share_the_hotspot_monitors(env: Env) -> None:
     finally:
         assert a.stop() == 0, a.tail()
         assert b.stop() == 0, b.tail()
+
+
+async def test_an_upgrade_carries_the_page_visits_offsets_over(env: Env) -> None:
+    """Before the worker's own input consumer, one Faust group read both
+    topics; its committed page-visits offsets move to the pages group once,
+    so the monitors do not read the topic's retention again."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from stream.settings import Settings
+    from stream.worker.intake import carry_over_page_offsets, pages_group
+
+    from .harness import create_topics
+
+    await create_topics(env)
+    settings = Settings.from_env(env.worker_env(0))
+    await produce(env.bootstrap, env.page_visits, [(b"checkout/2", b"[]")] * 5)
+    old = AIOKafkaConsumer(bootstrap_servers=env.bootstrap, group_id=settings.consumer_group)
+    await old.start()
+    try:  # what the previous release's group had committed
+        tps = [TopicPartition(env.page_visits, p) for p in range(env.partitions)]
+        old.assign(tps)
+        await old.commit({tp: 2 + tp.partition for tp in tps})
+    finally:
+        await old.stop()
+
+    assert await carry_over_page_offsets(settings) == {p: 2 + p for p in range(env.partitions)}
+    admin = AIOKafkaAdminClient(bootstrap_servers=env.bootstrap)
+    await admin.start()
+    try:
+        moved = await admin.list_consumer_group_offsets(pages_group(settings))
+    finally:
+        await admin.close()
+    assert {tp.partition: m.offset for tp, m in moved.items()} == {
+        p: 2 + p for p in range(env.partitions)
+    }
+    assert await carry_over_page_offsets(settings) == {}  # once: the pages group has its own

@@ -16,8 +16,8 @@ def test_defaults_are_the_defaults_whatever_the_process_environment(
 ) -> None:
     monkeypatch.setenv("DISENGAGE_BATCH_SIZE", "7")
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "elsewhere:9092")
-    assert Settings().batch_size == 500
-    assert Settings.from_env({}).batch_size == 500  # a given mapping is all that is read
+    assert Settings().batch_size == 1000
+    assert Settings.from_env({}).batch_size == 1000  # a given mapping is all that is read
     assert Settings.from_env({}).detector == DetectorConfig()
     assert Settings.from_env().batch_size == 7
     assert Settings.from_env().kafka_bootstrap_servers == "elsewhere:9092"
@@ -145,7 +145,7 @@ def test_reference_lists_every_setting_once_with_a_description() -> None:
     assert {"DISENGAGE_PLAYBOOK", "DISENGAGE_PAGE_PATTERNS", "DISENGAGE_STALL_MS"} <= detector
     assert [name for name, _, doc in rows if not doc.strip()] == []
     shown = {name: default for name, default, _ in rows}
-    assert shown["DISENGAGE_BATCH_SIZE"] == "500"
+    assert shown["DISENGAGE_BATCH_SIZE"] == "1000"
     assert shown["DISENGAGE_TOPIC_ALERTS"] == "'alerts'"
     assert shown["DISENGAGE_PLAYBOOK"] == "detectors.config.DEFAULT_PLAYBOOK"
 

@@ -1,0 +1,285 @@
+"""The worker's input: the interactions topic, read a batch at a time.
+
+Faust pays per message on its agent path: the fetcher thread hands every
+record over with its own future, the stream iterator yields (``sleep(0)``)
+per event, and acks are taken per event under a lock. ``take_events`` only
+batches the code after all that. Measured on 2026-11-30 on the CI machine
+(2 cores, broker and Redis on the same cores), the same
+:class:`~stream.worker.pipeline.BatchProcessor` on the same 100,000-event
+backlog did 1,700-2,300 events/s behind a Faust agent and 5,100 (batches of
+500) to 6,500 (batches of 1,000) events/s behind a plain aiokafka
+``getmany`` loop, against a raw consume, parse and produce loop of
+14,000-16,000 in the same runs (``bench_worker``).
+
+So :class:`Intake` is the worker's consumer of the interactions topic: an
+aiokafka consumer in the worker's consumer group, in the Faust app's event
+loop, that hands whole fetches to the batch processor. Faust still runs the
+rest of the worker (the shared hotspot agent on the page-visits topic, the
+timers, the producer, the web pages) under the app id
+``<consumer group>-pages``.
+
+Delivery is unchanged: at least once, with idempotent effects. A batch's
+offsets are committed only after :meth:`BatchProcessor.process` returned
+(states saved, alerts acknowledged by the broker), every
+:data:`COMMIT_INTERVAL_S`, when partitions are revoked and at stop. A failed
+batch is retried in place and never skipped. A revocation waits for the
+batch in flight (the batch lock), checkpoints the partitions' monitors and
+commits what was processed before the group moves on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from stream.kafka_io import client_options, stop_consumer
+from stream.records import Message
+from stream.retry import Stopped
+from stream.settings import Settings
+from stream.worker.faults import Fault
+
+log = logging.getLogger("disengage.worker")
+
+#: Seconds between commits of the processed offsets (as Faust's
+#: ``broker_commit_interval`` was); also on revocation and at stop.
+COMMIT_INTERVAL_S = 1.0
+#: Longest gap between two polls before the group drops the worker (ms): a
+#: batch retried while Redis is down must not cost the worker its partitions
+#: for an outage of minutes (Faust's default, 1,000 s).
+MAX_POLL_INTERVAL_MS = 1_000_000
+
+Partitions = Callable[[list[int]], Awaitable[None]]
+
+
+class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Reads ``settings.topic_interactions`` in the worker's consumer group.
+
+    ``process(messages)`` handles one batch (it retries its own failures and
+    returns once the batch is done, or raises :class:`Stopped` at stop);
+    ``assigned`` and ``revoked`` get the partition numbers of a rebalance;
+    ``lock`` is the batch lock the revocation takes before committing.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        process: Callable[[list[Message]], Awaitable[None]],
+        assigned: Partitions,
+        revoked: Partitions,
+        lock: asyncio.Lock,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.process = process
+        self.assigned = assigned
+        self.revoked = revoked
+        self.lock = lock
+        self.clock = clock
+        self.consumer: AIOKafkaConsumer | None = None
+        #: a rebalance is under way (between a revocation and the next assignment)
+        self.rebalancing = True
+        #: next offset to read, per partition, of the batches processed
+        self.processed: dict[TopicPartition, int] = {}
+        #: the last offsets committed to the group, per partition
+        self.committed: dict[TopicPartition, int] = {}
+        #: revocations so far: a batch whose partitions were revoked while it
+        #: ran does not record its offsets
+        self.generation = 0
+        self.stopping = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.commits = Fault("Offset commits", log)
+        self._last_commit = 0.0
+
+    # ----------------------------------------------------------------- run
+    async def run(self) -> None:
+        """Consume until :meth:`stop`; a start that fails is retried."""
+        s = self.settings
+        try:
+            while not self.stopping.is_set():
+                consumer = AIOKafkaConsumer(
+                    **client_options(s),
+                    group_id=s.consumer_group,
+                    client_id=f"{s.consumer_group}-intake",
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    max_poll_records=s.batch_size,
+                    fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+                    session_timeout_ms=10_000,
+                    heartbeat_interval_ms=1_000,
+                    max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+                )
+                try:
+                    await consumer.start()
+                except Exception as exc:
+                    await stop_consumer(consumer)
+                    log.warning("the input consumer did not start (%s): retried in 2 s", exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stopping.wait(), 2.0)
+                    continue
+                self.consumer = consumer
+                consumer.subscribe([s.topic_interactions], listener=self)
+                try:
+                    await self._consume(consumer)
+                finally:
+                    await self.commit(force=True)
+                    self.consumer = None
+                    await stop_consumer(consumer)
+                return
+        finally:
+            self.stopped.set()
+
+    async def _consume(self, consumer: AIOKafkaConsumer) -> None:
+        timeout_ms = max(1, int(self.settings.batch_timeout_s * 1000))
+        size = self.settings.batch_size
+        while not self.stopping.is_set():
+            fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=size)
+            if fetched:
+                messages = [
+                    Message(
+                        value=m.value,
+                        key=m.key,
+                        topic=m.topic,
+                        partition=m.partition,
+                        offset=m.offset,
+                        timestamp_ms=m.timestamp,
+                    )
+                    for records in fetched.values()
+                    for m in records
+                ]
+                generation = self.generation
+                try:
+                    await self.process(messages)
+                except Stopped:
+                    return  # stopping while the batch failed: not committed
+                if generation == self.generation:
+                    # (after a revocation in between, the next owner reads
+                    # the batch again, and its effects are idempotent)
+                    for tp, records in fetched.items():
+                        self.processed[tp] = records[-1].offset + 1
+            if self.clock() - self._last_commit >= COMMIT_INTERVAL_S:
+                await self.commit()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Finish the batch in flight, commit and leave the group (at most
+        ``timeout_s`` seconds of waiting)."""
+        self.stopping.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopped.wait(), timeout_s)
+
+    # -------------------------------------------------------------- commits
+    async def commit(self, force: bool = False) -> None:
+        """Commit the processed offsets not yet committed; a failure is
+        logged (once per outage) and retried at the next interval."""
+        consumer = self.consumer
+        self._last_commit = self.clock()
+        if consumer is None:
+            return
+        owned = consumer.assignment()
+        due = {
+            tp: offset
+            for tp, offset in self.processed.items()
+            if tp in owned and self.committed.get(tp) != offset
+        }
+        if not due:
+            return
+        try:
+            await consumer.commit(due)
+        except Exception as exc:
+            # the next owner reads these again: processing is idempotent
+            self.commits.failed(exc, "commit" if not force else "final commit")
+            return
+        self.commits.ok()
+        self.committed.update(due)
+
+    def assignment(self) -> set[TopicPartition]:
+        consumer = self.consumer
+        return set(consumer.assignment()) if consumer is not None else set()
+
+    def lag(self) -> dict[int, int]:
+        """Records not yet committed per owned partition (as of the last fetch)."""
+        consumer = self.consumer
+        if consumer is None:
+            return {}
+        out = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                out[tp.partition] = max(0, high - self.committed.get(tp, 0))
+        return out
+
+    # ------------------------------------------------------------ rebalance
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        """Before the group moves partitions: the batch in flight ends (the
+        lock), the partitions are checkpointed, and the offsets committed."""
+        self.rebalancing = True
+        tps = list(revoked)
+        parts = sorted(tp.partition for tp in tps)
+        if not parts:
+            return
+        async with self.lock:
+            self.generation += 1
+            await self.revoked(parts)
+        await self.commit(force=True)
+        for tp in tps:
+            self.processed.pop(tp, None)
+            self.committed.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        parts = sorted(tp.partition for tp in assigned)
+        if parts:
+            async with self.lock:
+                await self.assigned(parts)
+        consumer = self.consumer
+        if consumer is not None:
+            for tp in assigned:
+                with contextlib.suppress(Exception):
+                    committed = await consumer.committed(tp)
+                    if committed is not None:
+                        self.committed[tp] = committed
+        self.rebalancing = False
+
+
+def pages_group(settings: Settings) -> str:
+    """The consumer group (and Faust app id) of the page-visits agent."""
+    return f"{settings.consumer_group}-pages"
+
+
+async def carry_over_page_offsets(settings: Settings) -> dict[int, int]:
+    """Upgrade from a release whose Faust app read both topics in
+    ``DISENGAGE_CONSUMER_GROUP``: copy that group's committed page-visits
+    offsets to :func:`pages_group` when it has none, so the hotspot monitors
+    go on where they were instead of reading the topic's retention again.
+    Returns the offsets copied (partition -> offset; empty when there was
+    nothing to copy). Run before the Faust app starts, while no member is in
+    the pages group."""
+    topic = settings.topic_page_visits
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        new = await admin.list_consumer_group_offsets(pages_group(settings))
+        if any(tp.topic == topic for tp in new):
+            return {}
+        old = await admin.list_consumer_group_offsets(settings.consumer_group)
+    finally:
+        await admin.close()
+    offsets = {tp: m.offset for tp, m in old.items() if tp.topic == topic and m.offset >= 0}
+    if not offsets:
+        return {}
+    consumer = AIOKafkaConsumer(
+        **client_options(settings), group_id=pages_group(settings), enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await stop_consumer(consumer)
+    log.info("page-visits offsets carried over to group %s", pages_group(settings))
+    return {tp.partition: offset for tp, offset in offsets.items()}

@@ -1,0 +1,123 @@
+"""The worker's input consumer (``stream.worker.intake``) against a fake
+consumer that honours the aiokafka calls it makes: what is committed, when,
+and around a revocation. The real broker runs in the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from stream.records import Message
+from stream.retry import Stopped
+from stream.settings import Settings
+from stream.worker.intake import Intake
+
+TOPIC = "interactions"
+P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+
+
+class FakeConsumer:
+    """Hands out the fetches queued in ``fetches``; records commits."""
+
+    def __init__(self, fetches: list[dict[TopicPartition, list[Any]]]) -> None:
+        self.fetches = fetches
+        self.owned = {P0, P1}
+        self.commits: list[dict[TopicPartition, int]] = []
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
+        await asyncio.sleep(0)
+        return self.fetches.pop(0) if self.fetches else {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.owned)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return 10
+
+
+def records(tp: TopicPartition, *offsets: int) -> list[Any]:
+    return [
+        SimpleNamespace(
+            value=b"{}", key=b"s", topic=tp.topic, partition=tp.partition, offset=o, timestamp=0
+        )
+        for o in offsets
+    ]
+
+
+def intake(process: Any, clock: Any = None) -> Intake:
+    async def nothing(parts: list[int]) -> None:
+        return None
+
+    settings = Settings.from_env({"DISENGAGE_TOPIC_INTERACTIONS": TOPIC})
+    return Intake(
+        settings, process, nothing, nothing, asyncio.Lock(), clock=clock or (lambda: 0.0)
+    )
+
+
+async def drain(taker: Intake, consumer: FakeConsumer) -> None:
+    """Run the loop until every queued fetch was taken, then stop it."""
+    taker.consumer = consumer
+    loop = asyncio.create_task(taker._consume(consumer))
+    while consumer.fetches:
+        await asyncio.sleep(0)
+    taker.stopping.set()
+    await loop
+
+
+def test_offsets_are_committed_after_the_batch_each_interval() -> None:
+    seen: list[list[Message]] = []
+    now = [0.0]
+
+    async def process(messages: list[Message]) -> None:
+        assert not consumer.commits or consumer.commits[-1].get(P0, 0) <= messages[0].offset
+        seen.append(messages)
+        now[0] += 0.6  # each batch takes 0.6 s: a commit every second batch
+
+    consumer = FakeConsumer([{P0: records(P0, 0, 1)}, {P0: records(P0, 2), P1: records(P1, 0)}])
+    taker = intake(process, clock=lambda: now[0])
+    asyncio.run(drain(taker, consumer))
+    assert [m.offset for batch in seen for m in batch] == [0, 1, 2, 0]
+    assert consumer.commits == [{P0: 3, P1: 1}]  # the next offsets to read, once due
+    asyncio.run(taker.commit(force=True))
+    assert len(consumer.commits) == 1  # nothing new: no empty commit
+
+
+def test_a_batch_revoked_while_it_ran_records_no_offsets() -> None:
+    async def process(messages: list[Message]) -> None:
+        # the group moves the partition while the batch runs (aiokafka keeps
+        # the old assignment until the revocation callback has returned)
+        await taker.on_partitions_revoked([P0])
+        consumer.owned = {P1}
+
+    consumer = FakeConsumer([{P0: records(P0, 5, 6)}])
+    taker = intake(process)
+    taker.processed[P0] = 5
+    asyncio.run(drain(taker, consumer))
+    # the revocation committed what was done before; the batch is the next owner's
+    assert consumer.commits == [{P0: 5}]
+    assert P0 not in taker.processed and taker.rebalancing
+
+
+def test_a_stop_during_a_failing_batch_commits_nothing_of_it() -> None:
+    async def process(messages: list[Message]) -> None:
+        raise Stopped
+
+    consumer = FakeConsumer([{P0: records(P0, 0)}])
+    taker = intake(process)
+    asyncio.run(drain(taker, consumer))
+    asyncio.run(taker.commit(force=True))
+    assert consumer.commits == [] and taker.processed == {}
+
+
+def test_lag_counts_from_the_committed_offsets() -> None:
+    consumer = FakeConsumer([])
+    taker = intake(None)
+    taker.consumer = consumer
+    taker.committed = {P0: 4}
+    assert taker.lag() == {0: 6, 1: 10}
