@@ -44,7 +44,7 @@ from detectors.session import TYPE_INDEX, SessionState, id_hash48, page_key
 from detectors.signal_protocol import CLOSE, EVENT, LEAVE, Signal, SignalHit, Step
 from detectors.signals import SIGNAL_TYPES
 from detectors.training import Example
-from detectors.trust_map import mark_step, marks_of, prefix_of
+from detectors.trust_map import mark_signals, mark_step, marks_of, prefix_of
 from detectors.uplift import treatment_of
 
 __all__ = [
@@ -343,6 +343,7 @@ class Detector:
         for signal in self._on_close:
             for hit in signal.observe(state, step):
                 count_hit(state, hit, self.config.friction_window_ms)
+                mark_signals(state, (hit.name,))
         self.journey.close_stage_time(state, end)
         state.outcome = outcome
         state.closed_ts = end

@@ -91,6 +91,13 @@ def mark_step(
         del checkpoints[:-2]
 
 
+def mark_signals(state: SessionState, signals: Iterable[str]) -> None:
+    """Count firings of ``signals`` without a step (the signals that fire
+    when the session closes, such as an abandoned form)."""
+    for name in signals:
+        _mark(state.trust_marks, f"g{SIGNAL_INDEX[name]}")[0] += 1
+
+
 def _mark(marks: dict[str, list[int]], key: str) -> list[int]:
     mark = marks.get(key)
     if mark is None:

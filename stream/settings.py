@@ -170,7 +170,9 @@ class Settings(BaseSettings):
         "(2026-11-30); live traffic fills a batch only when the worker falls behind.",
     )
     batch_timeout_s: float = Field(
-        default=0.05, description="Longest wait to fill a batch (seconds)."
+        default=0.05,
+        description="Longest wait for input when none is buffered (seconds); a batch is "
+        "whatever has arrived, up to DISENGAGE_BATCH_SIZE.",
     )
     produce_timeout_s: float = Field(
         default=30.0,

@@ -272,18 +272,27 @@ def create_app(settings: Settings) -> faust.App:
         internal=True,
     )
     hotspots = runtime.hotspots
-    if hotspots is not None:
 
-        @app.agent(visits_topic)
-        async def watch_pages(stream: Any) -> None:
-            async for events in stream.take_events(
-                settings.batch_size, within=settings.batch_timeout_s
-            ):
-                messages = [_message(ev) for ev in events]
-                # store calls and produces inside retry until they succeed;
-                # nothing else raises on input (bad records are dead-lettered)
-                async with runtime.hotspot_lock:
-                    await hotspots.process(messages)
+    # Faust's only agent. With DISENGAGE_HOTSPOT_SCOPE=partition no worker
+    # sends page visits, but the agent stays: Faust's consumer cannot start
+    # with nothing to subscribe to.
+    @app.agent(visits_topic)
+    async def watch_pages(stream: Any) -> None:
+        async for events in stream.take_events(
+            settings.batch_size, within=settings.batch_timeout_s
+        ):
+            messages = [_message(ev) for ev in events]
+            if hotspots is None:
+                log.warning(
+                    "%d page visit(s) ignored: this worker watches hotspots per partition "
+                    "(DISENGAGE_HOTSPOT_SCOPE=partition) while another sends them",
+                    len(messages),
+                )
+                continue
+            # store calls and produces inside retry until they succeed;
+            # nothing else raises on input (bad records are dead-lettered)
+            async with runtime.hotspot_lock:
+                await hotspots.process(messages)
 
     @app.task
     async def declare_topics() -> None:
@@ -314,9 +323,13 @@ def create_app(settings: Settings) -> faust.App:
         # a stop does not always revoke first (e.g. SIGTERM right after an
         # assignment): checkpoint whatever is still owned
         if runtime.processor.partitions:
-            try:
+
+            async def locked_partitions_checkpoint() -> None:
                 async with runtime.lock:
                     await runtime.processor.checkpoint()
+
+            try:
+                await asyncio.wait_for(locked_partitions_checkpoint(), SHUTDOWN_CHECKPOINT_S)
                 log.info("hotspots checkpointed at shutdown")
             except Exception as exc:
                 log.error("hotspot checkpoint at shutdown failed: %s", describe(exc))
@@ -396,7 +409,7 @@ def create_app(settings: Settings) -> faust.App:
             "partitions": sorted(runtime.processor.partitions),
             "kafka": runtime.broker.up,
             "store": store_ok,
-            "rebalancing": bool(app.rebalancing),
+            "rebalancing": bool(app.rebalancing or runtime.intake.rebalancing),
             "batches_ok": runtime.healthy,
         }
         return self.json(body, status=200 if ready else 503)
@@ -416,11 +429,12 @@ def _message(ev: Any) -> Message:
     )
 
 
-async def _run_batch(runtime: Runtime, messages: list[Message]) -> None:
-    """One batch, retried in place until it succeeds (never skipped);
+async def _run_batch(runtime: Runtime, messages: list[Message], generation: int) -> None:
+    """One batch, retried in place until it succeeds (never skipped) or its
+    partitions are revoked (``generation``, see :class:`Intake`);
     :class:`~stream.retry.Stopped` when the worker stops meanwhile."""
     await retry_forever(
-        partial(_process, runtime, messages),
+        partial(_process, runtime, messages, generation),
         wait=backoff(*BATCH_BACKOFF),
         on_failure=partial(_batch_failed, runtime, len(messages)),
         stop=runtime.intake.stopping,
@@ -443,15 +457,20 @@ async def _revoked(runtime: Runtime, parts: list[int]) -> None:
     log.info("revoked partitions %s (hotspots checkpointed)", parts)
 
 
-async def _process(runtime: Runtime, messages: list[Message]) -> None:
+async def _process(runtime: Runtime, messages: list[Message], generation: int) -> None:
     try:
         async with runtime.lock:  # batches, sweeps and rebalances never interleave
+            if runtime.intake.generation != generation:
+                # revoked while the batch waited to be tried again: it is the
+                # next owner's now (processing it would take the partitions back)
+                log.info("a batch of %d was dropped: its partitions were revoked", len(messages))
+                return
             await runtime.processor.process(messages)
     except asyncio.CancelledError as exc:
         if cancelled_by_caller():
             raise  # the worker stops: Faust cancels the agent
-        # a library's stray cancellation must not crash the agent (Faust would
-        # then ack the batch): it is a failure like any other, retried
+        # a library's stray cancellation must not end the input loop: it is
+        # a failure like any other, retried
         raise RuntimeError("a client call was cancelled from inside") from exc
 
 
@@ -474,14 +493,12 @@ def _batch_failed(runtime: Runtime, size: int, exc: BaseException, delay: float)
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
-    """Run until SIGTERM/SIGINT; Faust stops the agent after its in-flight
-    batch, the revoke hook checkpoints the models, then the process exits."""
+    """Run until SIGTERM/SIGINT: the input's batch in flight ends, its
+    partitions are checkpointed and committed (:meth:`Intake.stop`), the
+    hotspot monitors are checkpointed, then the process exits."""
     loop = install_uvloop(settings.uvloop)
     if settings.hotspot_scope == "shared":
-        try:
-            asyncio.run(asyncio.wait_for(carry_over_page_offsets(settings), 30.0))
-        except Exception as exc:  # the broker is not up yet: Faust waits for it
-            log.warning("page-visits offsets not carried over: %s", describe(exc))
+        _carry_over(settings)
     app = create_app(settings)
     log.info(
         "event loop %s, Faust Cython fast paths %s",
@@ -493,6 +510,26 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     # which makes every debug record of faust/aiokafka cost time
     worker.spinner = None
     worker.execute_from_commandline()
+
+
+def _carry_over(settings: Settings, tries: int = 6, wait_s: float = 5.0) -> None:
+    """Copy the previous release's page-visits offsets (see
+    :func:`carry_over_page_offsets`) before Faust starts, trying for about
+    half a minute while the brokers cannot be reached (the copy happens only
+    while the pages group has no offsets of its own)."""
+    for attempt in range(1, tries + 1):
+        try:
+            asyncio.run(asyncio.wait_for(carry_over_page_offsets(settings), 30.0))
+            return
+        except Exception as exc:
+            if attempt == tries:
+                log.warning(
+                    "page-visits offsets not carried over (%s): a worker upgraded from the "
+                    "previous release reads the page-visits topic from its start",
+                    describe(exc),
+                )
+                return
+            time.sleep(wait_s)
 
 
 def __getattr__(name: str) -> Any:

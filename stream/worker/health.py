@@ -116,8 +116,8 @@ async def update_gauges(app: faust.App, runtime: Runtime) -> None:
         runtime.processor.store_fault.failed("no answer to a ping within 1 s", "ping")
     if runtime.intake.rebalancing or not store_ok or not kafka_ok:
         return
-    # records after the last committed offset, up to the last fetch's high watermark
-    for partition, lag in runtime.intake.lag().items():
+    # records after the last committed offset, up to the partitions' end now
+    for partition, lag in (await runtime.intake.lag(BROKER_TIMEOUT_S)).items():
         runtime.metrics.consumer_lag.labels(str(partition)).set(lag)
     counts = [runtime.store.open_sessions(p) for p in runtime.processor.partitions]
     total = await asyncio.wait_for(asyncio.gather(*counts), timeout=PING_TIMEOUT_S * 5)

@@ -6,10 +6,10 @@ per event, and acks are taken per event under a lock. ``take_events`` only
 batches the code after all that. Measured on 2026-11-30 on the CI machine
 (2 cores, broker and Redis on the same cores), the same
 :class:`~stream.worker.pipeline.BatchProcessor` on the same 100,000-event
-backlog did 1,700-2,300 events/s behind a Faust agent and 5,100 (batches of
-500) to 6,500 (batches of 1,000) events/s behind a plain aiokafka
-``getmany`` loop, against a raw consume, parse and produce loop of
-14,000-16,000 in the same runs (``bench_worker``).
+backlog, without the trainer, did 5,100 (batches of 500) to 6,500 (batches
+of 1,000) events/s behind a plain aiokafka ``getmany`` loop, against a raw
+consume, parse and produce loop of 14,000 in the same runs. Behind Faust's
+agent, ``bench_worker`` (with the trainer) had measured 1,700-2,300.
 
 So :class:`Intake` is the worker's consumer of the interactions topic: an
 aiokafka consumer in the worker's consumer group, in the Faust app's event
@@ -54,14 +54,25 @@ COMMIT_INTERVAL_S = 1.0
 #: for an outage of minutes (Faust's default, 1,000 s).
 MAX_POLL_INTERVAL_MS = 1_000_000
 
+#: Longest wait at stop for the owned partitions' checkpoint, and then for
+#: the final commit (seconds each): a stop must not hang on a dead Redis or broker.
+LEAVE_TIMEOUT_S = 10.0
+#: Longest a rebalance may take the revocation callback (the batch in
+#: flight, the checkpoints, the commit) before the group moves on (ms; as
+#: Faust's ``broker_rebalance_timeout``).
+REBALANCE_TIMEOUT_MS = 60_000
+
 Partitions = Callable[[list[int]], Awaitable[None]]
 
 
 class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
     """Reads ``settings.topic_interactions`` in the worker's consumer group.
 
-    ``process(messages)`` handles one batch (it retries its own failures and
-    returns once the batch is done, or raises :class:`Stopped` at stop);
+    ``process(messages, generation)`` handles one batch (it retries its own
+    failures and returns once the batch is done, or raises :class:`Stopped`
+    at stop); it must drop the batch, under the lock, when
+    :attr:`generation` is no longer ``generation`` (the partitions were
+    revoked while it waited to try again);
     ``assigned`` and ``revoked`` get the partition numbers of a rebalance;
     ``lock`` is the batch lock the revocation takes before committing.
     """
@@ -69,7 +80,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(
         self,
         settings: Settings,
-        process: Callable[[list[Message]], Awaitable[None]],
+        process: Callable[[list[Message], int], Awaitable[None]],
         assigned: Partitions,
         revoked: Partitions,
         lock: asyncio.Lock,
@@ -96,11 +107,13 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         self.stopped = asyncio.Event()
         self.commits = Fault("Offset commits", log)
         self._last_commit = 0.0
+        self._task: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- run
     async def run(self) -> None:
         """Consume until :meth:`stop`; a start that fails is retried."""
         s = self.settings
+        self._task = asyncio.current_task()
         try:
             while not self.stopping.is_set():
                 consumer = AIOKafkaConsumer(
@@ -114,6 +127,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
                     session_timeout_ms=10_000,
                     heartbeat_interval_ms=1_000,
                     max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+                    rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
                 )
                 try:
                     await consumer.start()
@@ -128,9 +142,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
                 try:
                     await self._consume(consumer)
                 finally:
-                    await self.commit(force=True)
-                    self.consumer = None
-                    await stop_consumer(consumer)
+                    await self._leave(consumer)
                 return
         finally:
             self.stopped.set()
@@ -155,7 +167,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
                 ]
                 generation = self.generation
                 try:
-                    await self.process(messages)
+                    await self.process(messages, generation)
                 except Stopped:
                     return  # stopping while the batch failed: not committed
                 if generation == self.generation:
@@ -166,12 +178,41 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             if self.clock() - self._last_commit >= COMMIT_INTERVAL_S:
                 await self.commit()
 
+    async def _leave(self, consumer: AIOKafkaConsumer) -> None:
+        """At stop: checkpoint the owned partitions and commit (as a
+        revocation would; leaving the group calls no callback), then leave,
+        so the next owner starts from both. Each wait is bounded."""
+        try:
+            parts = sorted(tp.partition for tp in consumer.assignment())
+            if parts:
+                await asyncio.wait_for(self._revoke_locked(parts), LEAVE_TIMEOUT_S)
+            await asyncio.wait_for(self.commit(force=True), LEAVE_TIMEOUT_S)
+        except Exception as exc:
+            log.warning("the input's partitions were not checkpointed at stop: %s", exc)
+        finally:
+            self.consumer = None
+            await stop_consumer(consumer)
+
+    async def _revoke_locked(self, parts: list[int]) -> None:
+        async with self.lock:
+            self.generation += 1
+            await self.revoked(parts)
+
     async def stop(self, timeout_s: float) -> None:
-        """Finish the batch in flight, commit and leave the group (at most
-        ``timeout_s`` seconds of waiting)."""
+        """Finish the batch in flight, checkpoint, commit and leave the group;
+        after ``timeout_s`` seconds (a batch retrying against a dead Redis),
+        the loop is cancelled, and what it had not committed is read again
+        by the next owner."""
         self.stopping.set()
-        with contextlib.suppress(TimeoutError):
+        if self._task is None:
+            return
+        try:
             await asyncio.wait_for(self.stopped.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("the batch in flight did not end in %.0f s: cancelled", timeout_s)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), 2 * LEAVE_TIMEOUT_S + 5)
 
     # -------------------------------------------------------------- commits
     async def commit(self, force: bool = False) -> None:
@@ -185,7 +226,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         due = {
             tp: offset
             for tp, offset in self.processed.items()
-            if tp in owned and self.committed.get(tp) != offset
+            if tp in owned and offset > self.committed.get(tp, -1)
         }
         if not due:
             return
@@ -193,7 +234,8 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             await consumer.commit(due)
         except Exception as exc:
             # the next owner reads these again: processing is idempotent
-            self.commits.failed(exc, "commit" if not force else "final commit")
+            what = "commit at a revocation or stop" if force else "periodic commit"
+            self.commits.failed(exc, what)
             return
         self.commits.ok()
         self.committed.update(due)
@@ -202,48 +244,49 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         consumer = self.consumer
         return set(consumer.assignment()) if consumer is not None else set()
 
-    def lag(self) -> dict[int, int]:
-        """Records not yet committed per owned partition (as of the last fetch)."""
+    async def lag(self, timeout_s: float) -> dict[int, int]:
+        """Records after the committed offset per owned partition, against
+        the partitions' end offsets now (a request to the brokers, so a
+        stuck batch shows as a growing lag)."""
         consumer = self.consumer
-        if consumer is None:
+        if consumer is None or self.rebalancing:
             return {}
-        out = {}
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
-            if high is not None:
-                out[tp.partition] = max(0, high - self.committed.get(tp, 0))
-        return out
+        tps = sorted(consumer.assignment())
+        if not tps:
+            return {}
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout_s)
+        for tp in tps:
+            if tp not in self.committed:
+                committed = await asyncio.wait_for(consumer.committed(tp), timeout_s)
+                self.committed[tp] = committed if committed is not None else 0
+        return {tp.partition: max(0, ends[tp] - self.committed[tp]) for tp in tps if tp in ends}
 
     # ------------------------------------------------------------ rebalance
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         """Before the group moves partitions: the batch in flight ends (the
-        lock), the partitions are checkpointed, and the offsets committed."""
+        lock), the partitions are checkpointed, and the offsets committed.
+        aiokafka still reports the old assignment here, so the commit counts."""
         self.rebalancing = True
         tps = list(revoked)
         parts = sorted(tp.partition for tp in tps)
         if not parts:
             return
-        async with self.lock:
-            self.generation += 1
-            await self.revoked(parts)
-        await self.commit(force=True)
-        for tp in tps:
-            self.processed.pop(tp, None)
-            self.committed.pop(tp, None)
+        try:
+            await self._revoke_locked(parts)
+            await self.commit(force=True)
+        finally:
+            for tp in tps:
+                self.processed.pop(tp, None)
+                self.committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         parts = sorted(tp.partition for tp in assigned)
-        if parts:
-            async with self.lock:
-                await self.assigned(parts)
-        consumer = self.consumer
-        if consumer is not None:
-            for tp in assigned:
-                with contextlib.suppress(Exception):
-                    committed = await consumer.committed(tp)
-                    if committed is not None:
-                        self.committed[tp] = committed
-        self.rebalancing = False
+        try:
+            if parts:
+                async with self.lock:
+                    await self.assigned(parts)
+        finally:
+            self.rebalancing = False
 
 
 def pages_group(settings: Settings) -> str:

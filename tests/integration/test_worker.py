@@ -289,3 +289,23 @@ async def test_kcat_produces_events_and_consumes_alerts(env: Env) -> None:
         assert expected <= got
     finally:
         assert worker.stop() == 0, worker.tail()
+
+
+async def test_a_worker_watching_hotspots_per_partition_runs(env: Env) -> None:
+    """With DISENGAGE_HOTSPOT_SCOPE=partition no page visits go through Kafka;
+    the worker still starts (Faust keeps its agent), processes and stops."""
+    events, _ = simulated(60, seed=23)
+    env.extra["DISENGAGE_HOTSPOT_SCOPE"] = "partition"
+    worker = Worker(env).start()
+    try:
+        worker.wait_ready(partitions=env.partitions)
+        produced = await produce(env.bootstrap, env.interactions, event_records(events))
+        deadline = time.time() + 60
+        while metric_sum(worker.metrics(), "disengage_events_total") < produced:
+            assert time.time() < deadline, worker.tail()
+            time.sleep(0.5)
+        samples = worker.metrics()
+        assert metric_sum(samples, "disengage_page_visits_total", side="sent") == 0
+        assert worker.get("/readyz")[0] == 200
+    finally:
+        assert worker.stop() == 0, worker.tail()

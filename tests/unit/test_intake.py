@@ -37,8 +37,14 @@ class FakeConsumer:
     def assignment(self) -> set[TopicPartition]:
         return set(self.owned)
 
-    def highwater(self, tp: TopicPartition) -> int:
-        return 10
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 10 for tp in tps}
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return 3 if tp == P1 else None
 
 
 def records(tp: TopicPartition, *offsets: int) -> list[Any]:
@@ -50,9 +56,12 @@ def records(tp: TopicPartition, *offsets: int) -> list[Any]:
     ]
 
 
+REVOKED: list[list[int]] = []
+
+
 def intake(process: Any, clock: Any = None) -> Intake:
     async def nothing(parts: list[int]) -> None:
-        return None
+        REVOKED.append(parts)
 
     settings = Settings.from_env({"DISENGAGE_TOPIC_INTERACTIONS": TOPIC})
     return Intake(
@@ -64,7 +73,7 @@ async def drain(taker: Intake, consumer: FakeConsumer) -> None:
     """Run the loop until every queued fetch was taken, then stop it."""
     taker.consumer = consumer
     loop = asyncio.create_task(taker._consume(consumer))
-    while consumer.fetches:
+    while consumer.fetches and not loop.done():
         await asyncio.sleep(0)
     taker.stopping.set()
     await loop
@@ -74,7 +83,7 @@ def test_offsets_are_committed_after_the_batch_each_interval() -> None:
     seen: list[list[Message]] = []
     now = [0.0]
 
-    async def process(messages: list[Message]) -> None:
+    async def process(messages: list[Message], generation: int) -> None:
         assert not consumer.commits or consumer.commits[-1].get(P0, 0) <= messages[0].offset
         seen.append(messages)
         now[0] += 0.6  # each batch takes 0.6 s: a commit every second batch
@@ -89,7 +98,7 @@ def test_offsets_are_committed_after_the_batch_each_interval() -> None:
 
 
 def test_a_batch_revoked_while_it_ran_records_no_offsets() -> None:
-    async def process(messages: list[Message]) -> None:
+    async def process(messages: list[Message], generation: int) -> None:
         # the group moves the partition while the batch runs (aiokafka keeps
         # the old assignment until the revocation callback has returned)
         await taker.on_partitions_revoked([P0])
@@ -105,7 +114,7 @@ def test_a_batch_revoked_while_it_ran_records_no_offsets() -> None:
 
 
 def test_a_stop_during_a_failing_batch_commits_nothing_of_it() -> None:
-    async def process(messages: list[Message]) -> None:
+    async def process(messages: list[Message], generation: int) -> None:
         raise Stopped
 
     consumer = FakeConsumer([{P0: records(P0, 0)}])
@@ -115,9 +124,23 @@ def test_a_stop_during_a_failing_batch_commits_nothing_of_it() -> None:
     assert consumer.commits == [] and taker.processed == {}
 
 
-def test_lag_counts_from_the_committed_offsets() -> None:
+def test_lag_counts_from_the_committed_offsets_to_the_end_now() -> None:
+    taker = intake(None)
+    taker.consumer = FakeConsumer([])
+    taker.committed = {P0: 4}
+    taker.rebalancing = False
+    # P1's committed offset is asked once, then known
+    assert asyncio.run(taker.lag(1.0)) == {0: 6, 1: 7}
+    assert taker.committed == {P0: 4, P1: 3}
+
+
+def test_a_stop_checkpoints_and_commits_before_leaving_the_group() -> None:
+    """Leaving the group calls no revocation: the intake does its work first."""
     consumer = FakeConsumer([])
     taker = intake(None)
     taker.consumer = consumer
-    taker.committed = {P0: 4}
-    assert taker.lag() == {0: 6, 1: 10}
+    taker.processed = {P0: 5, P1: 2}
+    REVOKED.clear()
+    asyncio.run(taker._leave(consumer))
+    assert REVOKED == [[0, 1]] and consumer.commits == [{P0: 5, P1: 2}]
+    assert getattr(consumer, "stopped", False) and taker.consumer is None

@@ -131,3 +131,19 @@ def test_a_mark_key_this_version_does_not_know_is_left_out() -> None:
     state = SessionState("s")
     state.trust_marks = {"s3": [1, -50, 1], "p999": [1, 0, 0], "x1": [1, 0, 0], "g": [1, 0, 0]}
     assert marks_of(state) == (("stage:decide", 1, -0.005, 1),)
+
+
+def test_a_signal_fired_at_close_is_marked_like_its_count() -> None:
+    """Marks agree with the signal counts, close-time signals included."""
+    from detectors.signals import SIGNALS
+
+    d = Driver(sid="f")
+    d.send("page_view", 0, "/checkout")
+    d.send("form_focus", 1000, field="email")
+    d.send("form_focus", 2000, field="card")
+    d.send("exit", 3000)
+    state = d.state
+    assert state is not None and state.outcome == "exit"
+    fired = {k.split(":", 1)[1]: n for k, n, _, _ in marks_of(state) if k.startswith("signal:")}
+    counted = {name: n for name, n in zip(SIGNALS, state.signal_counts, strict=True) if n}
+    assert fired == counted
