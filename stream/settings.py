@@ -166,8 +166,8 @@ class Settings(BaseSettings):
         default=1000,
         ge=1,
         description="Most events the worker takes per batch (one fetch). 1,000: "
-        "benchmarks/bench_worker.py drained 8,064 events/s with it against 4,620 with 500 "
-        "(2026-11-30); live traffic fills a batch only when the worker falls behind.",
+        "benchmarks/bench_worker.py drained 5,200-8,064 events/s with it against 4,620 with "
+        "500 (2026-11-30); live traffic fills a batch only when the worker falls behind.",
     )
     batch_timeout_s: float = Field(
         default=0.05,

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer
@@ -22,6 +23,39 @@ EVENTS_PER_SESSION = 51.5
 WARM_START_S = 600
 
 
+def live_events(
+    rate: float,
+    seed: int = SimConfig.seed,
+    incident: bool = False,
+    sessions: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Simulated events at about ``rate`` events/s whose event times track
+    the wall clock from the first one yielded: the simulation starts
+    ``WARM_START_S`` in the past and what happened before now is not
+    yielded (traffic starts at full rate, with sessions joined midway, as a
+    worker starting on a live site would see them). Simulating those ten
+    minutes takes seconds, so every event yielded is shifted by that time:
+    the caller sends each when the wall clock reaches its ``ts``, and the
+    traffic starts without a burst of events already due. ``sessions``: the
+    simulation's sessions in all (the warm start's included), else endless."""
+    now_ms = int(time.time() * 1000)
+    config = SimConfig(
+        sessions=sessions if sessions is not None else 10**9,
+        seed=seed,
+        start_ts=now_ms - WARM_START_S * 1000,
+        arrival_rate=rate / EVENTS_PER_SESSION,
+        incident=incident,
+    )
+    shift = None
+    for event in Simulator(config, keep_truth=False).events():
+        if event["ts"] < now_ms:
+            continue  # before the live part of the simulation
+        if shift is None:
+            shift = int(time.time() * 1000) - now_ms  # the time the warm start took
+        event["ts"] += shift
+        yield event
+
+
 async def produce_simulation(
     settings: Settings,
     rate: float,
@@ -31,39 +65,28 @@ async def produce_simulation(
     incident: bool = False,
     out: TextIO = sys.stderr,
 ) -> int:
-    """Produce simulated events to the interactions topic at about ``rate``
-    events/s. Each event is sent when the wall clock reaches its timestamp,
-    so event time tracks real time. The simulation starts ``WARM_START_S``
-    in the past and what happened before now is not sent: traffic starts at
-    full rate, with sessions joined midway, as a worker starting on a live
-    site would see them. Returns the number of events produced."""
+    """Produce simulated events (:func:`live_events`) to the interactions
+    topic at about ``rate`` events/s, each when the wall clock reaches its
+    timestamp, for ``duration_s`` seconds or ``sessions`` sessions' worth.
+    Returns the number of events produced."""
     if rate <= 0:
         raise ValueError("rate must be positive")
     await ensure_topics(settings)
-    now_ms = int(time.time() * 1000)
-    config = SimConfig(
-        sessions=sessions if sessions is not None else 10**9,
-        seed=seed,
-        start_ts=now_ms - WARM_START_S * 1000,
-        arrival_rate=rate / EVENTS_PER_SESSION,
-        incident=incident,
-    )
-    simulator = Simulator(config, keep_truth=False)
     producer = make_producer(settings, acks=1, enable_idempotence=False, linger_ms=20)
     try:
         await producer.start()
     except BaseException:
         await producer.stop()  # closes what start() opened before it failed
         raise
-    started = time.time()
+    events = live_events(rate, seed, incident, sessions)
+    started = None
     sent = 0
-    last_report = started
     encode = json.JSONEncoder(separators=(",", ":")).encode
     try:
-        for event in simulator.events():
-            if event["ts"] < now_ms:
-                continue  # before the live part of the simulation
+        for event in events:
             now = time.time()
+            if started is None:
+                started = last_report = now
             if duration_s is not None and now - started >= duration_s:
                 break
             ahead = event["ts"] / 1000.0 - now
@@ -81,7 +104,7 @@ async def produce_simulation(
     finally:
         await producer.flush()
         await producer.stop()
-    elapsed = max(time.time() - started, 1e-9)
+    elapsed = max(time.time() - (started or time.time()), 1e-9)
     print(f"produced {sent} events in {elapsed:.1f}s ({sent / elapsed:.0f}/s)", file=out)
     return sent
 
