@@ -65,6 +65,14 @@ class Message:
     offset: int
     timestamp_ms: int | None = None
 
+    @classmethod
+    def of(cls, record: Any) -> Message:
+        """A consumed aiokafka ``ConsumerRecord`` as a :class:`Message`."""
+        return cls(
+            record.value, record.key, record.topic, record.partition, record.offset,
+            record.timestamp,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class Record:

@@ -103,7 +103,7 @@ class DeadLetters:
         out = []
         for m in messages:
             record = dead_letter(
-                Message(m.value, m.key, m.topic, m.partition, m.offset, m.timestamp),
+                Message.of(m),
                 reason,
                 detail,
                 now,

@@ -40,7 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.kafka_io import client_options, stop_consumer
 from stream.records import Message
-from stream.retry import Stopped
+from stream.retry import Stopped, backoff, retry_forever
 from stream.settings import Settings
 from stream.worker.faults import Fault
 
@@ -112,40 +112,50 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
     # ----------------------------------------------------------------- run
     async def run(self) -> None:
         """Consume until :meth:`stop`; a start that fails is retried."""
-        s = self.settings
         self._task = asyncio.current_task()
         try:
-            while not self.stopping.is_set():
-                consumer = AIOKafkaConsumer(
-                    **client_options(s),
-                    group_id=s.consumer_group,
-                    client_id=f"{s.consumer_group}-intake",
-                    enable_auto_commit=False,
-                    auto_offset_reset="earliest",
-                    max_poll_records=s.batch_size,
-                    fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
-                    session_timeout_ms=10_000,
-                    heartbeat_interval_ms=1_000,
-                    max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
-                    rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
+            try:
+                consumer = await retry_forever(
+                    self._started,
+                    wait=backoff(2.0, 10.0),
+                    on_failure=lambda exc, delay: log.warning(
+                        "the input consumer did not start (%s): retried in %.0f s", exc, delay
+                    ),
+                    stop=self.stopping,
                 )
-                try:
-                    await consumer.start()
-                except Exception as exc:
-                    await stop_consumer(consumer)
-                    log.warning("the input consumer did not start (%s): retried in 2 s", exc)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stopping.wait(), 2.0)
-                    continue
-                self.consumer = consumer
-                consumer.subscribe([s.topic_interactions], listener=self)
-                try:
-                    await self._consume(consumer)
-                finally:
-                    await self._leave(consumer)
+            except Stopped:
                 return
+            self.consumer = consumer
+            consumer.subscribe([self.settings.topic_interactions], listener=self)
+            try:
+                await self._consume(consumer)
+            finally:
+                await self._leave(consumer)
         finally:
             self.stopped.set()
+
+    async def _started(self) -> AIOKafkaConsumer:
+        """A started consumer in the worker's group (one that failed to start is closed)."""
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            **client_options(s),
+            group_id=s.consumer_group,
+            client_id=f"{s.consumer_group}-intake",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=s.batch_size,
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
+            rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
+        )
+        try:
+            await consumer.start()
+        except BaseException:
+            await stop_consumer(consumer)
+            raise
+        return consumer
 
     async def _consume(self, consumer: AIOKafkaConsumer) -> None:
         timeout_ms = max(1, int(self.settings.batch_timeout_s * 1000))
@@ -153,18 +163,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         while not self.stopping.is_set():
             fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=size)
             if fetched:
-                messages = [
-                    Message(
-                        value=m.value,
-                        key=m.key,
-                        topic=m.topic,
-                        partition=m.partition,
-                        offset=m.offset,
-                        timestamp_ms=m.timestamp,
-                    )
-                    for records in fetched.values()
-                    for m in records
-                ]
+                messages = [Message.of(m) for records in fetched.values() for m in records]
                 generation = self.generation
                 try:
                     await self.process(messages, generation)
@@ -239,10 +238,6 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         self.commits.ok()
         self.committed.update(due)
-
-    def assignment(self) -> set[TopicPartition]:
-        consumer = self.consumer
-        return set(consumer.assignment()) if consumer is not None else set()
 
     async def lag(self, timeout_s: float) -> dict[int, int]:
         """Records after the committed offset per owned partition, against
