@@ -2,7 +2,8 @@
 
 Keys (the ``{...}`` parts are Redis Cluster hash tags):
 
-* ``dg:s:{<session_id>}``: the session state (compact zlib JSON), TTL = the
+* ``dg:s:{<session_id>}``: the session state (:mod:`stream.state_codec`: orjson and
+  zstd; states of older releases are zlib JSON and still read), TTL = the
   session timeout plus a margin;
 * ``dg:seen:{<ns>/p<partition>}``: sorted set of open sessions by last-seen
   event time, swept for expiry;
@@ -30,6 +31,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from detectors.session import SessionState
 from detectors.store import MemorySessionStore, SessionStore
+from stream import state_codec
 
 OpObserver = Callable[[str, float], None]
 #: A single-node client or a cluster client (:func:`redis_from_url`).
@@ -88,7 +90,7 @@ class RedisSessionStore:
         out: dict[str, SessionState] = {}
         for sid, blob in zip(sids, blobs, strict=True):
             if blob is not None:
-                out[sid] = SessionState.from_bytes(_as_bytes(blob))
+                out[sid] = state_codec.decode(_as_bytes(blob))
         return out
 
     async def save(self, partition: int, states: Sequence[SessionState]) -> None:
@@ -110,7 +112,7 @@ class RedisSessionStore:
         with_outbox: list[str] = []
         without_outbox: list[str] = []
         for state in states:
-            pipe.set(state_key(state.sid), state.to_bytes(), px=self.ttl_ms)
+            pipe.set(state_key(state.sid), state_codec.encode(state), px=self.ttl_ms)
             if state.outcome is None:
                 seen[state.sid] = state.last_ts
             else:

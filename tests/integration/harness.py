@@ -34,6 +34,7 @@ from detectors.config import DetectorConfig
 from detectors.offline.runner import replay_alerts
 from detectors.session import SessionState
 from detectors.simulation.simulator import SimConfig, Simulator
+from stream import state_codec
 from stream.redis_store import state_key
 from tests.conftest import redis_db_url
 
@@ -378,7 +379,7 @@ async def load_states(env: Env, sids: Iterable[str]) -> dict[str, SessionState]:
         for sid in sids:
             blob = await client.get(state_key(sid))
             if isinstance(blob, bytes):
-                out[sid] = SessionState.from_bytes(blob)
+                out[sid] = state_codec.decode(blob)
         return out
     finally:
         await client.aclose()
