@@ -138,11 +138,13 @@ def start_trainer(env: Env) -> Worker:
 WARMUP_S = 15.0
 
 
-def throughput_run(env: Env, n: int) -> dict[str, Any]:
+def throughput_run(env: Env, n: int, trainer_pid: int) -> dict[str, Any]:
     worker = Worker(env, "bench").start()
     worker.wait_ready(timeout=90)
     assert worker.proc is not None
     pid = worker.proc.pid
+    pids = {"worker": pid, "trainer": trainer_pid, **infra_pids(env)}
+    cpu_start: dict[str, float] = {}
     samples: list[tuple[float, float]] = []
     first_t = None
     last_count = 0.0
@@ -153,6 +155,7 @@ def throughput_run(env: Env, n: int) -> dict[str, Any]:
         if count > 0 and first_t is None:
             first_t = now
             first_count = count
+            cpu_start = cpu_sample(pids)
         if count != last_count:
             samples.append((count, rss_mb(pid)))
             last_count = count
@@ -162,7 +165,14 @@ def throughput_run(env: Env, n: int) -> dict[str, Any]:
     assert first_t is not None, worker.tail()
     seconds = time.perf_counter() - first_t
     rate = (last_count - first_count) / seconds if seconds > 0 else 0.0
-    return {"worker": worker, "events_per_s": rate, "rss": samples, "processed": last_count}
+    cpu = cpu_shares(cpu_start, cpu_sample(pids))
+    return {
+        "worker": worker,
+        "events_per_s": rate,
+        "rss": samples,
+        "processed": last_count,
+        "cpu": cpu,
+    }
 
 
 async def latency_run(
@@ -187,7 +197,12 @@ async def latency_run(
         settings = Settings.from_env(env.worker_env(worker.port))
         before = time.time() + warmup_s
         assert worker.proc is not None and trainer.proc is not None
-        pids = {"worker": worker.proc.pid, "trainer": trainer.proc.pid, "load_generator": 0}
+        pids = {
+            "worker": worker.proc.pid,
+            "trainer": trainer.proc.pid,
+            "load_generator": 0,
+            **infra_pids(env),
+        }
         cpu_start = cpu_sample(pids)
         if KCAT:
             # the warm-up counts from the first event sent (the generator
@@ -237,6 +252,8 @@ async def latency_run(
         "model_versions_loaded": metric_sum(
             samples, "disengage_model_loads_total", result="loaded"
         ),
+        # the collector's pauses (warm-up included): full ones walk the state cache
+        "gc": gc_pauses(samples),
         # where a tail comes from: batches slower than the 250 ms target, and each
         # stage's share of the batch time (warm-up included)
         "batches": metric_sum(samples, "disengage_batch_seconds_count"),
@@ -309,6 +326,26 @@ def kcat_simulation(
     return sent
 
 
+def infra_pids(env: Env) -> dict[str, int]:
+    """The pids of the broker (the Kafka JVM) and of the single-node Redis
+    the run uses, found by their command lines (0 when not found)."""
+    port = env.redis_url.rsplit(":", 1)[1].split("/", 1)[0]
+    found = {"kafka": 0, "redis": 0}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "java" in cmdline and "kafka.Kafka" in cmdline:
+            found["kafka"] = int(entry)
+        elif "redis-server" in cmdline and f":{port}" in cmdline:
+            found["redis"] = int(entry)
+    return found
+
+
 def cpu_sample(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds used so far by each named process (pid 0: this one and
     its waited children) and by the whole machine (``busy``, ``total``)."""
@@ -346,6 +383,10 @@ def cpu_shares(start: dict[str, float], end: dict[str, float]) -> dict[str, floa
     total = end["total"] - start["total"]
     busy = end["busy"] - start["busy"]
     out["machine_idle_share"] = round(1 - busy / total, 3) if total else 0.0
+    # the machine's busy cores not accounted to a named process (the kernel,
+    # the Redis Cluster nodes, anything else on the machine)
+    named = sum(v for k, v in out.items() if k.endswith("_cores"))
+    out["other_cores"] = round(max(0.0, busy / wall - named), 2) if wall > 0 else 0.0
     out["cores"] = cores
     return out
 
@@ -444,7 +485,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     print("worker backlog run (with the trainer) ...", file=sys.stderr)
     await produce(bootstrap, env.interactions, records)
     trainer = start_trainer(env)
-    run = throughput_run(env, len(records))
+    assert trainer.proc is not None
+    run = throughput_run(env, len(records), trainer.proc.pid)
     worker: Worker = run["worker"]
     try:
         redis_mem = await redis_bytes(env)
@@ -480,6 +522,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             trained, "disengage_trainer_records_total", status="learned"
         ),
         "batch_stage_share": stage_shares(hist),
+        "gc": gc_pauses(hist),
+        "cpu": run["cpu"],
         "redis": redis_mem,
         "rss_mb": {
             "after_20pct": round(warm[0], 1) if warm else None,
@@ -493,6 +537,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 round(100 * (rss[-1][1] - half[0]) / half[0], 1) if half and rss else None
             ),
         },
+    }
+
+
+def gc_pauses(samples: dict[str, float]) -> dict[str, float]:
+    """The worker's full garbage collections (count, seconds in all) and its
+    collections of any generation that paused it for over 100 ms."""
+    name = "disengage_gc_pause_seconds"
+    count = metric_sum(samples, f"{name}_count")
+    under = metric_sum(samples, f"{name}_bucket", le="0.1")
+    return {
+        "full_collections": metric_sum(samples, f"{name}_count", generation="2"),
+        "full_seconds": round(metric_sum(samples, f"{name}_sum", generation="2"), 3),
+        "pauses_over_100ms": count - under,
     }
 
 

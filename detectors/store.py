@@ -37,11 +37,16 @@ class SessionStore(Protocol):
         ...
 
     async def due(
-        self, partition: int, before_ts: int, limit: int, after_ts: int | None = None
+        self,
+        partition: int,
+        before_ts: int,
+        limit: int,
+        after_ts: int | None = None,
+        offset: int = 0,
     ) -> list[str]:
         """Open sessions of ``partition`` last seen at or before ``before_ts``
         (event-time ms), and at or after ``after_ts`` when given, oldest
-        first, at most ``limit``."""
+        first, at most ``limit`` of them after skipping the first ``offset``."""
         ...
 
     async def pending(self, partition: int) -> list[str]:
@@ -124,12 +129,17 @@ class MemorySessionStore:
                 pending.discard(state.sid)
 
     async def due(
-        self, partition: int, before_ts: int, limit: int, after_ts: int | None = None
+        self,
+        partition: int,
+        before_ts: int,
+        limit: int,
+        after_ts: int | None = None,
+        offset: int = 0,
     ) -> list[str]:
         seen = self._last_seen.get(partition, {})
         low = after_ts if after_ts is not None else -(2**63)
         ready = sorted((ts, sid) for sid, ts in seen.items() if low <= ts <= before_ts)
-        return [sid for _, sid in ready[:limit]]
+        return [sid for _, sid in ready[offset : offset + limit]]
 
     async def pending(self, partition: int) -> list[str]:
         return sorted(self._pending.get(partition, set()))

@@ -42,6 +42,9 @@ DLQ_REASONS: tuple[str, ...] = (
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Garbage-collection pauses (seconds): young collections take microseconds, a full one
+#: of a large heap hundreds of milliseconds.
+GC_PAUSE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 #: The stages of a worker batch, in order (``disengage_batch_stage_seconds``).
 BATCH_STAGES = ("recover", "parse", "load", "detect", "save", "produce", "gauges")
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
@@ -93,6 +96,13 @@ class Metrics:
             "produce (dead letters and alerts, until acknowledged), gauges (model gauges).",
             ["stage"],
             buckets=BATCH_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.gc_pause_seconds = Histogram(
+            "disengage_gc_pause_seconds",
+            "Pause of one garbage collection by generation (2: full); the event loop waits.",
+            ["generation"],
+            buckets=GC_PAUSE_BUCKETS,
             registry=r,
         )
         self.batch_size = Histogram(

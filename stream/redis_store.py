@@ -15,27 +15,50 @@ two pipelines sharing one Redis never collide.
 
 Each batch is one pipelined round trip per direction (on a Redis Cluster: one
 per node, in parallel; MGET cannot span slots, so a batch's load is one GET
-per key in a non-transactional cluster pipeline). Every state write is a
-single-key SET, atomic on its own; the per-partition sets only index it, and
-both the sweep and the outbox recovery re-check the state they point to.
+per key in a non-transactional cluster pipeline). A batch's states are
+written by one server-side script (:data:`SET_STATES`: a ``SET ... PX`` per
+state), not one command each: redis-py spends ~30 µs of Python on every
+command of a pipeline, and the worker saves a state per event of live
+traffic (125 states: 44 µs a state as commands, 14 µs by the script,
+measured on 2026-11-30). A cluster keeps one ``SET`` per state (a script's
+keys must share a slot). Every state write is atomic; the per-partition sets
+only index it, and both the sweep and the outbox recovery re-check the state
+they point to.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from detectors.session import SessionState
 from detectors.store import MemorySessionStore, SessionStore
 from stream import state_codec
 
+log = logging.getLogger("disengage.store")
+
 OpObserver = Callable[[str, float], None]
 #: A single-node client or a cluster client (:func:`redis_from_url`).
 RedisClient = aioredis.Redis | RedisCluster
+
+
+#: The script that writes a batch's states: KEYS are the state keys, ARGV[1]
+#: the TTL (ms), then one blob per key.
+SET_STATES = """
+local ttl = ARGV[1]
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'PX', ttl)
+end
+return #KEYS
+"""
+SET_STATES_SHA = hashlib.sha1(SET_STATES.encode()).hexdigest()
 
 
 def state_key(sid: str) -> str:
@@ -70,6 +93,7 @@ class RedisSessionStore:
         self.observe = observe
         self.ns = namespace
         self.cluster = isinstance(client, RedisCluster)
+        self._script_loaded = False  # SET_STATES, on a single node
 
     def _timed(self, op: str, started: float) -> None:
         if self.observe is not None:
@@ -89,8 +113,19 @@ class RedisSessionStore:
         self._timed("load", started)
         out: dict[str, SessionState] = {}
         for sid, blob in zip(sids, blobs, strict=True):
-            if blob is not None:
+            if blob is None:
+                continue
+            try:
                 out[sid] = state_codec.decode(_as_bytes(blob))
+            except ValueError as exc:
+                # a blob no codec of this release reads (a newer release's, or
+                # damaged): the session starts over instead of failing the
+                # batch, which would be retried forever
+                log.warning(
+                    "session state %s is unreadable, the session starts over: %s",
+                    state_key(sid),
+                    exc,
+                )
         return out
 
     async def save(self, partition: int, states: Sequence[SessionState]) -> None:
@@ -100,19 +135,42 @@ class RedisSessionStore:
         if not any(groups.values()):
             return
         started = time.perf_counter()
-        pipe = self.client.pipeline(transaction=False)
-        for partition, states in groups.items():
-            self._queue_save(pipe, partition, states)
-        await pipe.execute()
+        blobs = {
+            partition: [state_codec.encode(state) for state in states]
+            for partition, states in groups.items()
+        }
+        if not self.cluster and not self._script_loaded:
+            await self.client.script_load(SET_STATES)
+            self._script_loaded = True
+        try:
+            await self._execute_save(groups, blobs)
+        except NoScriptError:  # the server restarted or flushed its scripts
+            await self.client.script_load(SET_STATES)
+            await self._execute_save(groups, blobs)  # every write in it is idempotent
         self._timed("save", started)
 
-    def _queue_save(self, pipe: Any, partition: int, states: Sequence[SessionState]) -> None:
+    async def _execute_save(
+        self, groups: Mapping[int, Sequence[SessionState]], blobs: Mapping[int, list[bytes]]
+    ) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for partition, states in groups.items():
+            self._queue_save(pipe, partition, states, blobs[partition])
+        await pipe.execute()
+
+    def _queue_save(
+        self, pipe: Any, partition: int, states: Sequence[SessionState], blobs: list[bytes]
+    ) -> None:
         seen: dict[str, int] = {}
         closed: list[str] = []
         with_outbox: list[str] = []
         without_outbox: list[str] = []
+        keys = [state_key(state.sid) for state in states]
+        if self.cluster:
+            for key, blob in zip(keys, blobs, strict=True):
+                pipe.set(key, blob, px=self.ttl_ms)
+        elif keys:
+            pipe.evalsha(SET_STATES_SHA, len(keys), *keys, self.ttl_ms, *blobs)
         for state in states:
-            pipe.set(state_key(state.sid), state_codec.encode(state), px=self.ttl_ms)
             if state.outcome is None:
                 seen[state.sid] = state.last_ts
             else:
@@ -128,12 +186,17 @@ class RedisSessionStore:
             pipe.srem(outbox_key(partition, self.ns), *without_outbox)
 
     async def due(
-        self, partition: int, before_ts: int, limit: int, after_ts: int | None = None
+        self,
+        partition: int,
+        before_ts: int,
+        limit: int,
+        after_ts: int | None = None,
+        offset: int = 0,
     ) -> list[str]:
         started = time.perf_counter()
         low = "-inf" if after_ts is None else after_ts
         sids = await self.client.zrangebyscore(
-            seen_key(partition, self.ns), low, before_ts, start=0, num=limit
+            seen_key(partition, self.ns), low, before_ts, start=offset, num=limit
         )
         self._timed("due", started)
         return [_as_str(s) for s in sids]

@@ -142,6 +142,10 @@ class BatchProcessor(SessionDelivery):
         self.parser = EventParser(config)
         self.idle_grace_s = idle_grace_s
         self.partitions: dict[int, PartitionState] = {}
+        #: whether the last :meth:`sweep` stopped at its limit somewhere
+        #: (sessions still due: the caller sweeps again after a batch's turn)
+        self.sweep_left = False
+        self._quiet_offset: dict[int, int] = {}  # per partition, within a round of slices
         self.clock_log = Throttled(log, CLOCK_LOG_INTERVAL_S)
         self.slow_log = Throttled(log, 10.0, level=logging.INFO)
 
@@ -342,11 +346,14 @@ class BatchProcessor(SessionDelivery):
         (:meth:`~detectors.detector.Detector.tick`), at most ``limit`` of
         each per partition. Event time drives both; a partition with no
         traffic lets its watermark advance with the wall clock after
-        ``idle_grace_s``. The worker sweeps one partition per call, so the
-        batches waiting for the lock go in between."""
+        ``idle_grace_s``. The worker sweeps one partition and one slice per
+        call, so the batches waiting for the lock go in between; when a slice
+        stopped at ``limit`` (:attr:`sweep_left`), the next call goes on
+        where it stopped."""
         self._adopt_models()
         await self.deliver_pending(self.partitions)
         closed = 0
+        self.sweep_left = False
         now = self.clock()
         timeout = self.config.session_timeout_ms
         wanted = None if partitions is None else set(partitions)
@@ -361,8 +368,17 @@ class BatchProcessor(SessionDelivery):
                 watermark += int((idle_s - self.idle_grace_s) * 1000)
                 part.clock.advance(watermark)
                 part.wall_at_watermark = now - self.idle_grace_s
-            await self._tick_quiet(p, part, watermark, limit)
+            # the quiet sessions stay in the index after their check: the next
+            # slice of a round reads past the ones this one checked
+            offset = self._quiet_offset.get(p, 0)
+            if await self._tick_quiet(p, part, watermark, limit, offset):
+                self._quiet_offset[p] = offset + limit
+                self.sweep_left = True
+            else:
+                self._quiet_offset[p] = 0
             due = await self._call("due", self.store.due, p, watermark - timeout, limit)
+            if len(due) >= limit:
+                self.sweep_left = True
             if not due:
                 continue
             loaded = await self._load(due)
@@ -388,17 +404,27 @@ class BatchProcessor(SessionDelivery):
         self._update_model_gauges()
         return closed
 
-    async def _tick_quiet(self, p: int, part: PartitionState, watermark: int, limit: int) -> None:
+    async def _tick_quiet(
+        self, p: int, part: PartitionState, watermark: int, limit: int, offset: int = 0
+    ) -> bool:
         """Tick the sessions of partition ``p`` quiet for between one
         hesitation check interval and ``hesitation_quiet_max_ms`` at the
-        partition's ``watermark``; save the ones a check changed and deliver
-        their alerts through the outbox, as a batch does."""
+        partition's ``watermark`` (at most ``limit``, after the first
+        ``offset``); save the ones a check changed and deliver their alerts
+        through the outbox, as a batch does. True when it stopped at
+        ``limit`` (more may be quiet)."""
         quiet_max = self.config.hesitation_quiet_max_ms
         sids = await self._call(
-            "due", self.store.due, p, watermark - HESITATION_CHECK_MS, limit, watermark - quiet_max
+            "due",
+            self.store.due,
+            p,
+            watermark - HESITATION_CHECK_MS,
+            limit,
+            watermark - quiet_max,
+            offset,
         )
         if not sids:
-            return
+            return False
         loaded = await self._load(sids)
         changed: list[tuple[int, SessionState]] = []
         for state in loaded.values():
@@ -410,6 +436,7 @@ class BatchProcessor(SessionDelivery):
         if changed:
             await self._save(changed)
             await self._deliver(changed, [])
+        return len(sids) >= limit
 
     def _update_model_gauges(self) -> None:
         if not self.partitions:

@@ -152,3 +152,46 @@ def test_open_store_by_url() -> None:
     assert isinstance(cluster, RedisSessionStore) and isinstance(cluster.client, RedisCluster)
     with pytest.raises(ValueError, match="unsupported store URL"):
         open_store("postgres://x", 60, clock=FakeClock())
+
+
+@pytest.mark.integration
+async def test_redis_store_saves_again_after_the_server_forgot_its_script(redis_url: str) -> None:
+    """A batch's states go in one script call; a server that restarted or
+    flushed its scripts gets the script again, and the save is not lost."""
+    url = redis_db_url(redis_url, CONTRACT_DB + 1)
+    client = aioredis.Redis.from_url(url)
+    await client.flushdb()
+    try:
+        store = RedisSessionStore(client, ttl_s=1900)
+        first = [stored_state(f"s{i}", 1_000 + i, n_events=i) for i in range(40)]
+        await store.save_many({0: first[:25], 1: first[25:]})
+        await client.script_flush()
+        again = stored_state("s1", 9_000, n_events=99)
+        await store.save(0, [again, stored_state("late", 9_500)])
+        loaded = await store.load([s.sid for s in first] + ["late"])
+        assert len(loaded) == 41
+        assert loaded["s1"] == again
+        assert loaded["s30"] == first[30]
+        assert 1_890_000 < await client.pttl(state_key("late")) <= 1_900_000
+        assert await client.zcard("dg:seen:{/p1}") == 15
+    finally:
+        await client.flushdb()
+        await client.aclose()
+
+
+@pytest.mark.integration
+async def test_an_unreadable_state_starts_its_session_over(redis_url: str) -> None:
+    """A blob no codec reads (a newer release's, or damaged) is a missing
+    state with a warning, not a batch failing for ever."""
+    url = redis_db_url(redis_url, CONTRACT_DB + 1)
+    client = aioredis.Redis.from_url(url)
+    await client.flushdb()
+    try:
+        store = RedisSessionStore(client, ttl_s=1900)
+        await store.save(0, [stored_state("good", 1_000)])
+        await client.set(state_key("bad"), b"\xd5\x05 from a later release")
+        loaded = await store.load(["good", "bad"])
+        assert set(loaded) == {"good"}
+    finally:
+        await client.flushdb()
+        await client.aclose()

@@ -364,6 +364,47 @@ async def test_the_sweep_ticks_quiet_sessions_in_evaluate_from_the_partition_wat
     assert (await worker.state("other")).moments == []
 
 
+async def test_a_sweep_in_slices_checks_every_quiet_session_and_closes_every_idle_one() -> None:
+    """The worker sweeps a few sessions per turn of the batch lock; the
+    slices of one round, called again while ``sweep_left``, check every quiet
+    session once (they stay in the index) and close every idle one."""
+    worker, feed = Worker(), Feed()
+    starers = [f"starer{i}" for i in range(7)]
+    await worker.processor.process(
+        [feed.event(sid, "page_view", i, page="/compare") for i, sid in enumerate(starers)]
+    )
+    await worker.processor.process(feed.quiet("other", 1, start=45_000))
+    slices = 0
+    while True:
+        await worker.processor.sweep(limit=3)
+        slices += 1
+        if not worker.processor.sweep_left:
+            break
+        assert slices < 10
+    assert slices == 3  # 3 + 3 + 1 quiet sessions
+    for sid in starers:
+        state = await worker.state(sid)
+        assert state.hes_checked == T0 + 45_000 and len(state.moments) == 2, sid
+    # the next round starts from the first quiet session again
+    await worker.processor.process(feed.quiet("other", 1, start=80_000))
+    await worker.processor.sweep(limit=3)
+    assert (await worker.state("starer0")).hes_checked == T0 + 80_000
+    assert (await worker.state("starer6")).hes_checked == T0 + 45_000
+    # idle sessions close in slices too
+    timeout_ms = RULES_ONLY.session_timeout_ms
+    times = [120_000 + 300_000 * k for k in range(6)] + [1000 + timeout_ms + 80_000]
+    await worker.processor.process(
+        [feed.event("walker", "page_view", t, 0, page=f"/blog/{t}") for t in times]
+    )
+    closed = []
+    while True:
+        closed.append(await worker.processor.sweep(limit=3))
+        if not worker.processor.sweep_left:
+            break
+    assert sum(closed) == 8 and max(closed) <= 3  # the 7 starers and "other"
+    assert all([(await worker.state(sid)).outcome == "timeout" for sid in starers])
+
+
 async def test_a_produce_that_fails_after_reaching_the_topic_is_not_repeated_by_the_retry() -> None:
     worker, feed = Worker(), Feed()
     batch = feed.pile_up("s1")
