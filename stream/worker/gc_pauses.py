@@ -83,8 +83,12 @@ class GcPauses:
             gc.callbacks.append(self._callback)
 
     def uninstall(self) -> None:
+        """Stop measuring and hand what was frozen back to the collector (a
+        process that goes on, such as a test's, collects as usual again)."""
         if self._callback in gc.callbacks:
             gc.callbacks.remove(self._callback)
+        if self.freeze:
+            gc.unfreeze()
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         # runs inside the collector: time it, note a full one, nothing else

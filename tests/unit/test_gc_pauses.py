@@ -63,6 +63,7 @@ def test_collections_are_timed_and_their_survivors_frozen(histogram: Histogram) 
     finally:
         pauses.uninstall()
     assert pauses._callback not in gc.callbacks
+    assert gc.get_freeze_count() == 0  # handed back to the collector
 
 
 def test_young_cycles_are_still_collected_while_freezing(histogram: Histogram) -> None:
