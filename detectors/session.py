@@ -253,7 +253,10 @@ class SessionState:
         vectors as raw bytes (no base64: a third fewer bytes to compress); the
         list keeps the ring's entry count and each vector's time and length.
         A missing click coordinate (NaN) is ``None``, so any JSON library
-        writes the list the same way.
+        writes the list the same way; :meth:`from_parts` also reads ``None``
+        in a float field as NaN (a library that writes non-finite floats as
+        null). The list holds the state's own lists: serialise it before the
+        state changes.
 
         >>> s = SessionState("abc", start_ts=1, last_ts=2, dedup={7: 2})
         >>> values, tail = s.to_parts()
@@ -312,13 +315,20 @@ class SessionState:
                 vectors.append(out)
             if at != len(tail):
                 raise ValueError("the binary tail is too long")
+            values = list(values)  # the caller's list stays as it was
             clicks = values[_CLICKS_AT]
             if clicks:
-                values = list(values)  # the caller's list stays as it was
                 values[_CLICKS_AT] = [
                     (ts, _NAN if x is None else x, _NAN if y is None else y, target)
                     for ts, x, y, target in clicks
                 ]
+            # a JSON library writes a non-finite float as null: back to NaN
+            for at in _FLOATS_AT:
+                if values[at] is None:
+                    values[at] = _NAN
+            friction = values[_FRICTION_AT]
+            if friction and any(w is None for _, w in friction):
+                values[_FRICTION_AT] = [(ts, _NAN if w is None else w) for ts, w in friction]
             return cls._from_values(values, dedup, vectors[0], vectors[1])
         except (TypeError, ValueError, KeyError, struct.error) as exc:
             raise ValueError(f"malformed session state: {exc}") from None
@@ -404,4 +414,7 @@ _DEDUP_AT = 1 + SessionState._FIELD_NAMES.index("dedup")
 _SNAPSHOTS_AT = 1 + SessionState._FIELD_NAMES.index("snapshots")
 _MOMENTS_AT = 1 + SessionState._FIELD_NAMES.index("moments")
 _CLICKS_AT = 1 + SessionState._FIELD_NAMES.index("click_burst")
+_FRICTION_AT = 1 + SessionState._FIELD_NAMES.index("friction_recent")
+#: Positions of the float fields (a non-finite value is null in the parts' JSON).
+_FLOATS_AT = tuple(1 + i for i, f in enumerate(fields(SessionState)) if f.type == "float")
 _NAN = float("nan")

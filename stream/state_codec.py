@@ -18,6 +18,7 @@ so the states an older release left in Redis keep working after an upgrade.
 
 from __future__ import annotations
 
+import json
 import struct
 import threading
 
@@ -32,6 +33,10 @@ MAGIC = b"\xd5\x05"
 #: zstd level: 1 is the fastest of the standard levels; the negative (fast)
 #: levels saved ~4 µs a state but made states ~13% larger.
 ZSTD_LEVEL = 1
+
+#: The largest decoded blob accepted (bytes): a state is a few KB, so a frame
+#: header claiming more is damage, refused before anything is allocated.
+MAX_RAW_BYTES = 1 << 20
 
 _LENGTH = struct.Struct("<I")
 _local = threading.local()  # zstd contexts are not thread-safe: one per thread
@@ -54,7 +59,12 @@ def encode(state: SessionState) -> bytes:
     (True, True)
     """
     values, tail = state.to_parts()
-    head = orjson.dumps(values)
+    try:
+        head = orjson.dumps(values)
+    except TypeError:
+        # a string orjson refuses (a lone surrogate from a prop, say): the
+        # standard library escapes it, and decode falls back to it as well
+        head = json.dumps(values, separators=(",", ":")).encode()
     return MAGIC + _contexts()[0].compress(_LENGTH.pack(len(head)) + head + tail)
 
 
@@ -63,10 +73,20 @@ def decode(blob: bytes) -> SessionState:
     one; raises ``ValueError`` on anything else."""
     if not blob.startswith(MAGIC):
         return SessionState.from_bytes(blob)
+    frame = blob[len(MAGIC) :]
     try:
-        raw = _contexts()[1].decompress(blob[len(MAGIC) :])
+        declared = zstandard.frame_content_size(frame)
+        if not 0 <= declared <= MAX_RAW_BYTES:
+            raise ValueError(f"a frame of {declared} bytes")
+        raw = _contexts()[1].decompress(frame, allow_extra_data=False)
         (size,) = _LENGTH.unpack_from(raw)
-        values = orjson.loads(raw[_LENGTH.size : _LENGTH.size + size])
-    except (zstandard.ZstdError, struct.error, orjson.JSONDecodeError) as exc:
+        text = raw[_LENGTH.size : _LENGTH.size + size]
+        if len(text) != size:
+            raise ValueError("the JSON is cut short")
+        try:
+            values = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            values = json.loads(text)  # written by the standard library (see encode)
+    except (zstandard.ZstdError, struct.error, ValueError) as exc:
         raise ValueError(f"not a session state: {exc}") from None
     return SessionState.from_parts(values, raw[_LENGTH.size + size :])

@@ -121,6 +121,9 @@ class GcPauses:
             return
         if self._survivors:
             self._survivors = False
+            # the young generation first: a cycle that died since the last
+            # collection (a handled exception's traceback, say) is not frozen
+            gc.collect(0)
             gc.freeze()
             self.freezes += 1
 

@@ -201,6 +201,7 @@ class BatchProcessor(SessionDelivery):
             if p in self.partitions:
                 await self.checkpoint([p])
                 del self.partitions[p]
+            self._quiet_offset.pop(p, None)
         self.cache.forget(revoked)
 
     async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
@@ -377,8 +378,6 @@ class BatchProcessor(SessionDelivery):
             else:
                 self._quiet_offset[p] = 0
             due = await self._call("due", self.store.due, p, watermark - timeout, limit)
-            if len(due) >= limit:
-                self.sweep_left = True
             if not due:
                 continue
             loaded = await self._load(due)
@@ -397,6 +396,10 @@ class BatchProcessor(SessionDelivery):
                 closed += 1
             # expired states that vanished (TTL) or closed elsewhere: untrack them
             stale = [SessionState(sid, outcome="timeout") for sid in due if sid not in loaded]
+            if len(due) >= limit and (to_save or stale):
+                # more may be due; a slice that untracked nothing (every entry
+                # touched since it was indexed) does not ask for another one
+                self.sweep_left = True
             await self._save(to_save + [(p, s) for s in stale])
             await self._deliver(to_save, hotspots)
             self._take_visits(part.detector)

@@ -82,6 +82,24 @@ def test_young_cycles_are_still_collected_while_freezing(histogram: Histogram) -
         pauses.uninstall()
 
 
+def test_a_cycle_that_died_since_the_last_collection_is_not_frozen(
+    histogram: Histogram,
+) -> None:
+    pauses = GcPauses(histogram, freeze=True, unfreeze_interval_s=3600)
+    pauses.install()
+    try:
+        gc.collect(1)  # survivors to freeze at the next tick
+        cycle: list[object] = []
+        cycle.append(cycle)
+        probe = weakref.ref(Node(cycle))
+        del cycle  # garbage before the batch ends
+        pauses.tick()
+        assert pauses.freezes == 1
+        assert probe() is None
+    finally:
+        pauses.uninstall()
+
+
 class Node:
     """A weak-referenceable object held only by a reference cycle."""
 

@@ -3,6 +3,7 @@ core's binary-tail layout it writes (SessionState.to_parts / from_parts)."""
 
 from __future__ import annotations
 
+import math
 import struct
 
 import orjson
@@ -126,3 +127,32 @@ def test_a_vector_cut_short_is_refused() -> None:
     with pytest.raises(ValueError, match=r"short|malformed"):
         SessionState.from_parts(values, tail[:-4])
     assert SessionState.from_parts(values, tail).to_bytes() == d.state.to_bytes()
+
+
+def test_a_lone_surrogate_from_a_prop_is_stored_and_read_back() -> None:
+    """orjson refuses lone surrogates, which the parser lets through in
+    props (a click's target): the codec falls back to the standard library
+    instead of failing the batch."""
+    state = SessionState("s", click_burst=[(5, 1.0, 2.0, "button\ud800")])
+    state.field_focus["email\udfff"] = 7
+    back = state_codec.decode(state_codec.encode(state))
+    assert back.click_burst == state.click_burst
+    assert back.field_focus == state.field_focus
+
+
+def test_non_finite_floats_come_back_as_nan_not_none() -> None:
+    state = SessionState("s", trust=float("nan"), trust_peak=float("inf"))
+    state.friction_recent = [(5, float("nan")), (6, 0.5)]
+    back = state_codec.decode(state_codec.encode(state))
+    assert math.isnan(back.trust) and math.isnan(back.trust_peak)
+    assert math.isnan(back.friction_recent[0][1]) and back.friction_recent[1] == (6, 0.5)
+    assert back.page_max_scroll == 0.0 and back.scroll_pct == -1.0
+
+
+def test_a_frame_claiming_a_huge_size_or_carrying_extra_bytes_is_refused() -> None:
+    blob = state_codec.encode(SessionState("s"))
+    with pytest.raises(ValueError):
+        state_codec.decode(blob + b"trailing")
+    big = zstandard.ZstdCompressor(level=1).compress(b"\0" * (state_codec.MAX_RAW_BYTES + 1))
+    with pytest.raises(ValueError, match="bytes"):
+        state_codec.decode(state_codec.MAGIC + big)
