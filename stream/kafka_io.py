@@ -44,11 +44,20 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-#: The models topic: compacted (the newest version per pipeline is kept), and
-#: records up to 64 MB (a version is ~5 MB compressed).
-MODELS_TOPIC_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(64 * 1024 * 1024)}
 #: Largest record the trainer produces to the models topic (bytes).
 MODELS_MAX_BYTES = 64 * 1024 * 1024
+#: The models topic: compacted (the newest version per pipeline is kept),
+#: records up to :data:`MODELS_MAX_BYTES`, and segments twice that: a broker
+#: refuses a record larger than its topic's segment (``RecordListTooLarge``),
+#: and brokers set up with small segments exist (the local one's are 16 MB).
+#: A trainer's record (learned models and trainer state, compressed) reached
+#: 14 MB after 3,700 sessions of live simulated traffic (``bench_worker
+#: --latency-seconds 420``, 2026-11-30); over 16 MB, it stopped publishing.
+MODELS_TOPIC_CONFIG = {
+    "cleanup.policy": "compact",
+    "max.message.bytes": str(MODELS_MAX_BYTES),
+    "segment.bytes": str(2 * MODELS_MAX_BYTES),
+}
 
 
 async def ensure_topics(settings: Settings, extra: Sequence[str] = ()) -> list[str]:

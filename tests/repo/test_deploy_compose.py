@@ -29,6 +29,7 @@ from packaging.version import Version
 
 from detectors.config import DetectorConfig
 from stream.cli import build_parser
+from stream.kafka_io import MODELS_TOPIC_CONFIG
 from stream.settings import PREFIX, Settings, SettingsError, reference
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -695,10 +696,12 @@ def test_topic_initialiser_creates_the_topics_the_workers_use() -> None:
             f"{TOPICS_INIT}: create {settings.topic_training} with --partitions 1"
         )
         models = singles.get(settings.topic_models, "")
-        assert "cleanup.policy=compact" in models and "max.message.bytes" in models, (
-            f"{TOPICS_INIT}: create {settings.topic_models} with one partition, compacted, "
-            "with room for a model version (max.message.bytes)"
-        )
+        for key, value in MODELS_TOPIC_CONFIG.items():
+            assert f"--config {key}={value}" in models, (
+                f"{TOPICS_INIT}: create {settings.topic_models} with one partition and the "
+                f"configs of stream.kafka_io.MODELS_TOPIC_CONFIG (compacted, with room for a "
+                f"model version): {key}={value} is missing"
+            )
         assert settings.topic_partitions == count, (
             f"service {name}: DISENGAGE_TOPIC_PARTITIONS={settings.topic_partitions}, "
             f"{TOPICS_INIT} creates {count} partitions"
