@@ -82,6 +82,21 @@ class StepResult:
     closed: bool = False
 
 
+
+def next_check(config: DetectorConfig, state: SessionState) -> int | None:
+    """When (epoch ms of event time) a quiet session is next due for a
+    hesitation check between its events (:meth:`Detector.tick`), or ``None``
+    when it is not: it is closed, not in evaluate or decide, or would by then
+    have been quiet for longer than ``hesitation_quiet_max_ms``. A check
+    moves it :data:`~detectors.rules.HESITATION_CHECK_MS` on. The worker's
+    store indexes sessions by it, so its sweep reads only the sessions due."""
+    if state.outcome is not None or state.stage not in DELIBERATION_STAGES:
+        return None
+    due = max(state.hes_checked, state.last_ts) + HESITATION_CHECK_MS
+    if due - state.last_ts > config.hesitation_quiet_max_ms:
+        return None
+    return due
+
 class Detector:
     """Signals, models and alert policy over a stream of sessions.
 
@@ -300,12 +315,7 @@ class Detector:
         ``state``, or ``None`` when it need not: the session is closed, not
         in evaluate or decide, or quiet for longer than
         ``hesitation_quiet_max_ms``."""
-        if state.outcome is not None or state.stage not in DELIBERATION_STAGES:
-            return None
-        due = max(state.hes_checked, state.last_ts) + HESITATION_CHECK_MS
-        if due - state.last_ts > self.config.hesitation_quiet_max_ms:
-            return None
-        return due
+        return next_check(self.config, state)
 
     def tick(self, state: SessionState, now: int) -> list[Alert]:
         """Advance a quiet session to ``now`` (event time, epoch ms, from the

@@ -6,10 +6,13 @@
 suite runs against both.
 
 Besides session states the store keeps, per Kafka partition, the last-seen
-event time of every open session (for the expiry sweep) and the set of
-sessions whose delivery outbox is not empty, plus named binary blobs for model
-checkpoints. Expiry of stored states is wall-clock TTL, so the memory store
-is given a clock: the shell passes a real one, tests a fake they move by hand.
+event time of every open session (for the expiry sweep), the time each quiet
+session is next due for a hesitation check (for the check sweep; given by
+the ``check_at`` function the store is built with, normally
+:func:`detectors.detector.next_check`) and the set of sessions whose delivery
+outbox is not empty, plus named binary blobs for model checkpoints. Expiry of
+stored states is wall-clock TTL, so the memory store is given a clock: the
+shell passes a real one, tests a fake they move by hand.
 """
 
 from __future__ import annotations
@@ -19,34 +22,47 @@ from typing import Protocol
 
 from detectors.session import SessionState
 
+#: When a state is next due for a check (epoch ms of event time), or ``None``.
+CheckAt = Callable[[SessionState], int | None]
+
+
+def _earliest(index: Mapping[str, int], upto: int, limit: int) -> list[str]:
+    """The ids of ``index`` scored at or before ``upto``, lowest score first
+    (ties by id, as a Redis sorted set orders them), at most ``limit``."""
+    ready = sorted((ts, sid) for sid, ts in index.items() if ts <= upto)
+    return [sid for _, sid in ready[:limit]]
+
 
 class SessionStore(Protocol):
     """Async storage of session states. All methods are safe to retry."""
+
+    #: when a saved state is next due for a check (``None``: none are scheduled)
+    check_at: CheckAt | None
 
     async def load(self, sids: Sequence[str]) -> dict[str, SessionState]:
         """States of the given sessions that exist (missing ids are absent)."""
         ...
 
     async def save(self, partition: int, states: Sequence[SessionState]) -> None:
-        """Write states with a TTL; track open ones by last-seen time and
-        sessions with a non-empty outbox, both per ``partition``."""
+        """Write states with a TTL; track open ones by last-seen time, the
+        ones a check is due for by that time, and sessions with a non-empty
+        outbox, all per ``partition``."""
         ...
 
     async def save_many(self, groups: Mapping[int, Sequence[SessionState]]) -> None:
         """:meth:`save` for several partitions at once (one round trip)."""
         ...
 
-    async def due(
-        self,
-        partition: int,
-        before_ts: int,
-        limit: int,
-        after_ts: int | None = None,
-        offset: int = 0,
-    ) -> list[str]:
+    async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
         """Open sessions of ``partition`` last seen at or before ``before_ts``
-        (event-time ms), and at or after ``after_ts`` when given, oldest
-        first, at most ``limit`` of them after skipping the first ``offset``."""
+        (event-time ms), oldest first, at most ``limit`` of them."""
+        ...
+
+    async def checks_due(self, partition: int, now_ts: int, limit: int) -> list[str]:
+        """Sessions of ``partition`` whose check is due at or before
+        ``now_ts`` (event-time ms, see ``check_at``), earliest first, at most
+        ``limit`` of them. A session leaves this index when a save finds no
+        check due for it."""
         ...
 
     async def pending(self, partition: int) -> list[str]:
@@ -86,13 +102,22 @@ class MemorySessionStore:
     (True, ['a'])
     """
 
-    def __init__(self, ttl_s: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        ttl_s: float,
+        clock: Callable[[], float],
+        check_at: CheckAt | None = None,
+    ) -> None:
         """``ttl_s``: lifetime of a saved state in seconds of ``clock`` (any
-        monotonic seconds: TTLs compare differences only)."""
+        monotonic seconds: TTLs compare differences only); ``check_at``: when
+        a saved state is next due for a check (``None``: no checks are
+        scheduled, and :meth:`checks_due` finds none)."""
         self.ttl_s = ttl_s
         self.clock = clock
+        self.check_at = check_at
         self._states: dict[str, tuple[float, bytes]] = {}
         self._last_seen: dict[int, dict[str, int]] = {}
+        self._checks: dict[int, dict[str, int]] = {}
         self._pending: dict[int, set[str]] = {}
         self._blobs: dict[str, bytes] = {}
 
@@ -116,6 +141,7 @@ class MemorySessionStore:
     async def save(self, partition: int, states: Sequence[SessionState]) -> None:
         deadline = self.clock() + self.ttl_s
         seen = self._last_seen.setdefault(partition, {})
+        checks = self._checks.setdefault(partition, {})
         pending = self._pending.setdefault(partition, set())
         for state in states:
             self._states[state.sid] = (deadline, state.to_bytes())
@@ -123,23 +149,21 @@ class MemorySessionStore:
                 seen[state.sid] = state.last_ts
             else:
                 seen.pop(state.sid, None)
+            due = self.check_at(state) if self.check_at is not None else None
+            if due is None:
+                checks.pop(state.sid, None)
+            else:
+                checks[state.sid] = due
             if state.outbox:
                 pending.add(state.sid)
             else:
                 pending.discard(state.sid)
 
-    async def due(
-        self,
-        partition: int,
-        before_ts: int,
-        limit: int,
-        after_ts: int | None = None,
-        offset: int = 0,
-    ) -> list[str]:
-        seen = self._last_seen.get(partition, {})
-        low = after_ts if after_ts is not None else -(2**63)
-        ready = sorted((ts, sid) for sid, ts in seen.items() if low <= ts <= before_ts)
-        return [sid for _, sid in ready[offset : offset + limit]]
+    async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
+        return _earliest(self._last_seen.get(partition, {}), before_ts, limit)
+
+    async def checks_due(self, partition: int, now_ts: int, limit: int) -> list[str]:
+        return _earliest(self._checks.get(partition, {}), now_ts, limit)
 
     async def pending(self, partition: int) -> list[str]:
         return sorted(self._pending.get(partition, set()))

@@ -50,7 +50,17 @@ BATCH_STAGES = ("recover", "parse", "load", "detect", "save", "produce", "gauges
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
-REDIS_OPS = ("load", "save", "due", "pending", "open_sessions", "save_blob", "load_blob", "ping")
+REDIS_OPS = (
+    "load",
+    "save",
+    "due",
+    "checks_due",
+    "pending",
+    "open_sessions",
+    "save_blob",
+    "load_blob",
+    "ping",
+)
 
 
 class Metrics:

@@ -7,6 +7,9 @@ Keys (the ``{...}`` parts are Redis Cluster hash tags):
   session timeout plus a margin;
 * ``dg:seen:{<ns>/p<partition>}``: sorted set of open sessions by last-seen
   event time, swept for expiry;
+* ``dg:check:{<ns>/p<partition>}``: sorted set of quiet sessions by the
+  event time their next hesitation check is due (``check_at``, see
+  :func:`detectors.detector.next_check`), read by the check sweep;
 * ``dg:outbox:{<ns>/p<partition>}``: set of sessions with undelivered alerts;
 * ``dg:blob:{<ns>/<name>}``: model checkpoints.
 
@@ -39,7 +42,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from detectors.session import SessionState
-from detectors.store import MemorySessionStore, SessionStore
+from detectors.store import CheckAt, MemorySessionStore, SessionStore
 from stream import state_codec
 
 log = logging.getLogger("disengage.store")
@@ -69,6 +72,10 @@ def seen_key(partition: int, ns: str = "") -> str:
     return f"dg:seen:{{{ns}/p{partition}}}"
 
 
+def check_key(partition: int, ns: str = "") -> str:
+    return f"dg:check:{{{ns}/p{partition}}}"
+
+
 def outbox_key(partition: int, ns: str = "") -> str:
     return f"dg:outbox:{{{ns}/p{partition}}}"
 
@@ -79,7 +86,8 @@ def blob_key(name: str, ns: str = "") -> str:
 
 class RedisSessionStore:
     """Session states in Redis or a Redis Cluster, pipelined. ``observe(op,
-    seconds)`` receives the latency of every round trip (for metrics)."""
+    seconds)`` receives the latency of every round trip (for metrics);
+    ``check_at`` schedules the hesitation checks (see :class:`SessionStore`)."""
 
     def __init__(
         self,
@@ -87,11 +95,13 @@ class RedisSessionStore:
         ttl_s: float,
         observe: OpObserver | None = None,
         namespace: str = "",
+        check_at: CheckAt | None = None,
     ) -> None:
         self.client = client
         self.ttl_ms = int(ttl_s * 1000)
         self.observe = observe
         self.ns = namespace
+        self.check_at = check_at
         self.cluster = isinstance(client, RedisCluster)
         self._script_loaded = False  # SET_STATES, on a single node
 
@@ -162,6 +172,8 @@ class RedisSessionStore:
     ) -> None:
         seen: dict[str, int] = {}
         closed: list[str] = []
+        checks: dict[str, int] = {}
+        unchecked: list[str] = []
         with_outbox: list[str] = []
         without_outbox: list[str] = []
         keys = [state_key(state.sid) for state in states]
@@ -176,29 +188,40 @@ class RedisSessionStore:
             else:
                 closed.append(state.sid)
             (with_outbox if state.outbox else without_outbox).append(state.sid)
+            due = self.check_at(state) if self.check_at is not None else None
+            if due is None:
+                unchecked.append(state.sid)
+            else:
+                checks[state.sid] = due
         if seen:
             pipe.zadd(seen_key(partition, self.ns), seen)
         if closed:
             pipe.zrem(seen_key(partition, self.ns), *closed)
+        if checks:
+            pipe.zadd(check_key(partition, self.ns), checks)
+        if unchecked and self.check_at is not None:
+            pipe.zrem(check_key(partition, self.ns), *unchecked)
         if with_outbox:
             pipe.sadd(outbox_key(partition, self.ns), *with_outbox)
         if without_outbox:
             pipe.srem(outbox_key(partition, self.ns), *without_outbox)
 
-    async def due(
-        self,
-        partition: int,
-        before_ts: int,
-        limit: int,
-        after_ts: int | None = None,
-        offset: int = 0,
-    ) -> list[str]:
+    async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
         started = time.perf_counter()
-        low = "-inf" if after_ts is None else after_ts
         sids = await self.client.zrangebyscore(
-            seen_key(partition, self.ns), low, before_ts, start=offset, num=limit
+            seen_key(partition, self.ns), "-inf", before_ts, start=0, num=limit
         )
         self._timed("due", started)
+        return [_as_str(s) for s in sids]
+
+    async def checks_due(self, partition: int, now_ts: int, limit: int) -> list[str]:
+        if self.check_at is None:
+            return []
+        started = time.perf_counter()
+        sids = await self.client.zrangebyscore(
+            check_key(partition, self.ns), "-inf", now_ts, start=0, num=limit
+        )
+        self._timed("checks_due", started)
         return [_as_str(s) for s in sids]
 
     async def pending(self, partition: int) -> list[str]:
@@ -277,13 +300,15 @@ def open_store(
     cluster: bool = False,
     *,
     clock: Callable[[], float],
+    check_at: CheckAt | None = None,
 ) -> SessionStore:
     """A store for ``memory://``, ``redis://`` or ``rediss://`` URLs (``cluster``:
     the Redis URL is a node of a Redis Cluster). ``clock`` (seconds) times the
-    TTLs of ``memory://``; Redis keeps its own."""
+    TTLs of ``memory://``; Redis keeps its own. ``check_at`` schedules the
+    hesitation checks (see :class:`~detectors.store.SessionStore`)."""
     if url.startswith("memory://"):
-        return MemorySessionStore(ttl_s, clock)
+        return MemorySessionStore(ttl_s, clock, check_at)
     if url.startswith(("redis://", "rediss://")):
         client = redis_from_url(url, password, tls, cluster)
-        return RedisSessionStore(client, ttl_s, observe, namespace)
+        return RedisSessionStore(client, ttl_s, observe, namespace, check_at)
     raise ValueError(f"unsupported store URL {url.split('://', 1)[0]}:// (memory, redis, rediss)")

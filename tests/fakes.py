@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectors.session import SessionState
-from detectors.store import MemorySessionStore
+from detectors.store import CheckAt, MemorySessionStore
 from stream.forward.delivery import PostResult
 from stream.records import Record
 
@@ -336,8 +336,10 @@ class FakeSink:
 class RecordingStore(MemorySessionStore):
     """The memory store, recording the session ids each ``load`` asked for."""
 
-    def __init__(self, ttl_s: float, clock: Callable[[], float]) -> None:
-        super().__init__(ttl_s, clock)
+    def __init__(
+        self, ttl_s: float, clock: Callable[[], float], check_at: CheckAt | None = None
+    ) -> None:
+        super().__init__(ttl_s, clock, check_at)
         self.loads: list[list[str]] = []
 
     async def load(self, sids: Sequence[str]) -> dict[str, SessionState]:

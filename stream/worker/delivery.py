@@ -120,7 +120,8 @@ class SessionDelivery:
         for partition, state in items:
             by_partition.setdefault(partition, []).append(state)
             self.cache.put(partition, state)
-        await self._call("save", self.store.save_many, by_partition)
+        if by_partition:
+            await self._call("save", self.store.save_many, by_partition)
 
     def _take_examples(
         self, examples: list[Example], state: SessionState, offset: int | None

@@ -11,13 +11,19 @@ and, in this order:
    session alerts go into the session's delivery *outbox* in its state; an
    event the detector does not apply is either a duplicate (counted) or
    dead-lettered (``late_event``, ``after_close``), never dropped unseen;
-4. saves the touched states (one round trip; each state write is atomic);
-5. produces dead letters and alerts and waits for the broker's acks;
+4. saves the touched states that carry an outbox (one round trip; each
+   state write is atomic);
+5. produces dead letters, alerts, training examples and page visits, and
+   while the broker acknowledges them saves the other touched states (one
+   round trip), so an alert does not wait for the states of every session
+   the batch touched (live traffic touches one per event);
 6. clears the delivered outboxes (one round trip).
 
 Only then may the caller commit the batch's offsets. A crash before step 4
-redelivers the batch and repeats nothing; after step 4 the redelivered events
-are duplicates to the state, and the outbox still holds the alerts, which
+redelivers the batch and repeats nothing. After it, a redelivered event is a
+duplicate to a state saved in step 4 or 5 and is applied again, as the first
+time, to one that was not saved yet; an outbox saved in step 4 still holds
+its alerts, which
 :meth:`~stream.worker.delivery.SessionDelivery.recover` delivers, skipping any id already on the
 alerts topic. So no alert is lost and none is produced twice. A produce that
 fails inside a running worker leaves the processor *undelivered*: the next
@@ -54,7 +60,6 @@ from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
 from detectors.detector import DEAD_LETTER_STATUSES, Detector, DetectorModels
 from detectors.events import Event, EventParser, InvalidEvent
-from detectors.rules import HESITATION_CHECK_MS
 from detectors.session import SessionState
 from detectors.store import SessionStore
 from stream.metrics import Metrics
@@ -113,6 +118,20 @@ def _lap(
     return now
 
 
+#: Turns of the event loop :func:`_let_io_start` gives: the produce task
+#: hands its records to the producer, the producer's sender task wakes and
+#: starts a request, and the request task writes it to the socket.
+IO_START_TURNS = 4
+
+
+async def _let_io_start() -> None:
+    """Let produce requests just started reach the socket before the loop
+    is held by CPU work (the states' encoding): the broker then acknowledges
+    them while the worker encodes, not after."""
+    for _ in range(IO_START_TURNS):
+        await asyncio.sleep(0)
+
+
 class BatchProcessor(SessionDelivery):
     """Batches in, state and alerts out. One instance per worker."""
 
@@ -135,7 +154,16 @@ class BatchProcessor(SessionDelivery):
         the published model versions to serve (``None``: the models stay
         as they start, untrained). ``share_hotspots``: send page visits to
         the shared hotspot monitors (:mod:`stream.worker.hotspot_agent`)
-        instead of observing them in each partition's own monitor."""
+        instead of observing them in each partition's own monitor. The
+        ``store`` must schedule the hesitation checks between events
+        (``check_at``, normally :func:`~detectors.detector.next_check` of
+        ``config``), else ``ValueError``: the sweep finds the sessions due
+        through it."""
+        if getattr(store, "check_at", None) is None:
+            raise ValueError(
+                "the session store schedules no hesitation checks: build it with "
+                "check_at=functools.partial(detectors.detector.next_check, config)"
+            )
         super().__init__(config, store, sink, metrics, clock, cache_sessions)
         self.feed = feed
         self.share_hotspots = share_hotspots
@@ -145,7 +173,6 @@ class BatchProcessor(SessionDelivery):
         #: whether the last :meth:`sweep` stopped at its limit somewhere
         #: (sessions still due: the caller sweeps again after a batch's turn)
         self.sweep_left = False
-        self._quiet_offset: dict[int, int] = {}  # per partition, within a round of slices
         self.clock_log = Throttled(log, CLOCK_LOG_INTERVAL_S)
         self.slow_log = Throttled(log, 10.0, level=logging.INFO)
 
@@ -201,7 +228,6 @@ class BatchProcessor(SessionDelivery):
             if p in self.partitions:
                 await self.checkpoint([p])
                 del self.partitions[p]
-            self._quiet_offset.pop(p, None)
         self.cache.forget(revoked)
 
     async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
@@ -285,18 +311,24 @@ class BatchProcessor(SessionDelivery):
         for part in self.partitions.values():
             self._take_visits(part.detector)
         mark = _lap(stage, "detect", mark, laps)
-        await self._save(touched.values())
-        mark = _lap(stage, "save", mark, laps)
+        outboxes = [(p, s) for p, s in touched.values() if s.outbox]
+        others = [(p, s) for p, s in touched.values() if not s.outbox]
+        # an outbox is stored before anything in it is produced
+        await self._save(outboxes)
         if dead:
             await self._send("dead_letters", dead)
-        # the alerts' and the page visits' acks are awaited together; both
-        # finish before a failure is raised (the retry must not race either)
-        outcomes = await asyncio.gather(
-            self._deliver(list(touched.values()), hotspot_alerts),
+        # the alerts' and the page visits' acks are awaited together, and the
+        # other states are saved meanwhile; all finish before a failure is
+        # raised (the retry must not race any of them)
+        delivery = asyncio.gather(
+            self._deliver(outboxes, hotspot_alerts),
             self._send_visits(),
             return_exceptions=True,
         )
-        for outcome in outcomes:
+        await _let_io_start()
+        saved = await asyncio.gather(self._save(others), return_exceptions=True)
+        mark = _lap(stage, "save", mark, laps)
+        for outcome in (*saved, *await delivery):
             if isinstance(outcome, BaseException):
                 raise outcome
         mark = _lap(stage, "produce", mark, laps)
@@ -369,14 +401,8 @@ class BatchProcessor(SessionDelivery):
                 watermark += int((idle_s - self.idle_grace_s) * 1000)
                 part.clock.advance(watermark)
                 part.wall_at_watermark = now - self.idle_grace_s
-            # the quiet sessions stay in the index after their check: the next
-            # slice of a round reads past the ones this one checked
-            offset = self._quiet_offset.get(p, 0)
-            if await self._tick_quiet(p, part, watermark, limit, offset):
-                self._quiet_offset[p] = offset + limit
+            if await self._tick_quiet(p, part, watermark, limit):
                 self.sweep_left = True
-            else:
-                self._quiet_offset[p] = 0
             due = await self._call("due", self.store.due, p, watermark - timeout, limit)
             if not due:
                 continue
@@ -407,38 +433,28 @@ class BatchProcessor(SessionDelivery):
         self._update_model_gauges()
         return closed
 
-    async def _tick_quiet(
-        self, p: int, part: PartitionState, watermark: int, limit: int, offset: int = 0
-    ) -> bool:
-        """Tick the sessions of partition ``p`` quiet for between one
-        hesitation check interval and ``hesitation_quiet_max_ms`` at the
-        partition's ``watermark`` (at most ``limit``, after the first
-        ``offset``); save the ones a check changed and deliver their alerts
-        through the outbox, as a batch does. True when it stopped at
-        ``limit`` (more may be quiet)."""
-        quiet_max = self.config.hesitation_quiet_max_ms
-        sids = await self._call(
-            "due",
-            self.store.due,
-            p,
-            watermark - HESITATION_CHECK_MS,
-            limit,
-            watermark - quiet_max,
-            offset,
-        )
+    async def _tick_quiet(self, p: int, part: PartitionState, watermark: int, limit: int) -> bool:
+        """Check the quiet sessions of partition ``p`` whose hesitation check
+        is due at the partition's ``watermark`` (at most ``limit``; the
+        store's check index, see :func:`~detectors.detector.next_check`),
+        save them (which moves each to its next check, or out of the index)
+        and deliver their alerts through the outbox, as a batch does. True
+        when it stopped at ``limit`` (more may be due)."""
+        sids = await self._call("checks_due", self.store.checks_due, p, watermark, limit)
         if not sids:
             return False
         loaded = await self._load(sids)
-        changed: list[tuple[int, SessionState]] = []
+        checked: list[tuple[int, SessionState]] = []
         for state in loaded.values():
-            checked = state.hes_checked
             alerts = part.detector.tick(state, watermark)
-            if state.hes_checked != checked:
-                changed.append((p, state))
-                self._take_alerts(alerts, state, [], None)
-        if changed:
-            await self._save(changed)
-            await self._deliver(changed, [])
+            self._take_alerts(alerts, state, [], None)
+            # saved whether or not the check ran (a state the index had
+            # wrong is indexed again as it is): nothing stays due forever
+            checked.append((p, state))
+        # due sessions whose state expired (TTL): a closed stub leaves the index
+        checked += [(p, SessionState(sid, outcome="timeout")) for sid in sids if sid not in loaded]
+        await self._save(checked)
+        await self._deliver(checked, [])
         return len(sids) >= limit
 
     def _update_model_gauges(self) -> None:

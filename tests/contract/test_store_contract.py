@@ -8,11 +8,15 @@ Cluster); ``make unit`` runs the memory cases alone.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
+from detectors.config import DetectorConfig
+from detectors.detector import next_check
+from detectors.rules import HESITATION_CHECK_MS
 from detectors.store import MemorySessionStore, SessionStore
 from stream.redis_store import RedisSessionStore, open_store, redis_from_url, state_key
 from tests.builders import stored_state
@@ -20,6 +24,9 @@ from tests.conftest import redis_db_url
 from tests.fakes import FakeClock
 
 CONTRACT_DB = 3
+CONFIG = DetectorConfig()
+#: the worker's schedule of hesitation checks
+CHECK_AT = partial(next_check, CONFIG)
 
 
 @pytest.fixture(
@@ -31,12 +38,12 @@ CONTRACT_DB = 3
 )
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     if request.param == "memory":
-        yield MemorySessionStore(ttl_s=3600, clock=FakeClock())
+        yield MemorySessionStore(ttl_s=3600, clock=FakeClock(), check_at=CHECK_AT)
         return
     if request.param == "redis-cluster":  # one database only: the whole cluster is flushed
         cluster = redis_from_url(request.getfixturevalue("redis_cluster_url"), cluster=True)
         await cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
-        cluster_store = RedisSessionStore(cluster, ttl_s=3600)
+        cluster_store = RedisSessionStore(cluster, ttl_s=3600, check_at=CHECK_AT)
         assert cluster_store.cluster
         yield cluster_store
         await cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
@@ -45,7 +52,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     url = redis_db_url(request.getfixturevalue("redis_url"), CONTRACT_DB)
     client = aioredis.Redis.from_url(url)
     await client.flushdb()
-    redis_store = RedisSessionStore(client, ttl_s=3600)
+    redis_store = RedisSessionStore(client, ttl_s=3600, check_at=CHECK_AT)
     yield redis_store
     await client.flushdb()
     await redis_store.close()
@@ -80,15 +87,43 @@ async def test_due_orders_by_last_seen_and_respects_limit(store: SessionStore) -
     assert await store.due(2, before_ts=5_000, limit=10) == []  # another partition
 
 
-async def test_due_within_a_window_of_last_seen_times(store: SessionStore) -> None:
-    """The worker's hesitation ticks ask for sessions quiet for between 30 s
-    and 5 min: a lower bound, inclusive at both ends."""
+async def test_checks_due_reads_the_quiet_sessions_a_check_is_due_for(store: SessionStore) -> None:
+    """The check sweep reads only the sessions whose next hesitation check
+    (:func:`next_check`) is due, earliest first; a session outside evaluate
+    and decide, or closed, is not indexed; a save moves a session to its
+    next check, and out once it has been quiet too long."""
     await store.save(
-        1, [stored_state("x", 3_000), stored_state("y", 1_000), stored_state("z", 9_000)]
+        1,
+        [
+            stored_state("e", 1_000, stage="evaluate"),
+            stored_state("d", 3_000, stage="decide"),
+            stored_state("c", 1_000, stage="consider"),
+            stored_state("x", 1_000, stage="evaluate", outcome="abandoned"),
+        ],
     )
-    assert await store.due(1, 9_000, 10, 3_000) == ["x", "z"]
-    assert await store.due(1, 8_999, 10, 1_001) == ["x"]
-    assert await store.due(1, 500, 10, 0) == []
+    step = HESITATION_CHECK_MS
+    assert await store.checks_due(1, 1_000 + step - 1, 10) == []
+    assert await store.checks_due(1, 1_000 + step, 10) == ["e"]
+    assert await store.checks_due(1, 3_000 + step, 10) == ["e", "d"]
+    assert await store.checks_due(1, 3_000 + step, 1) == ["e"]
+    assert await store.checks_due(2, 3_000 + step, 10) == []  # another partition
+    # checked at 31 s: due again 30 s later
+    await store.save(1, [stored_state("e", 1_000, stage="evaluate", hes_checked=1_000 + step)])
+    assert await store.checks_due(1, 3_000 + step, 10) == ["d"]
+    assert await store.checks_due(1, 1_000 + 2 * step, 10) == ["d", "e"]
+    # quiet for longer than hesitation_quiet_max_ms by its next check: out
+    quiet_max = CONFIG.hesitation_quiet_max_ms
+    await store.save(1, [stored_state("e", 1_000, stage="evaluate", hes_checked=1_000 + quiet_max)])
+    assert await store.checks_due(1, 10**12, 10) == ["d"]
+    # closed: out
+    await store.save(1, [stored_state("d", 3_000, stage="decide", outcome="converted")])
+    assert await store.checks_due(1, 10**12, 10) == []
+
+
+async def test_a_store_without_a_check_schedule_finds_no_check_due() -> None:
+    store = MemorySessionStore(ttl_s=3600, clock=FakeClock())
+    await store.save(1, [stored_state("e", 1_000, stage="evaluate")])
+    assert await store.checks_due(1, 10**12, 10) == []
 
 
 async def test_saving_again_moves_last_seen_and_closing_untracks(store: SessionStore) -> None:
