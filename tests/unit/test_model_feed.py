@@ -5,6 +5,7 @@ order of the training examples a worker produces."""
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from detectors.models import DetectorModels
 from detectors.training import example_from_event
 from stream.metrics import Metrics
-from stream.model_registry import ModelVersion, compress
+from stream.model_registry import ZSTD_MAGIC, ModelVersion, compress, decompress
 from stream.worker.model_feed import ModelFeed
 from tests.unit.test_batch_processor import RULES_ONLY, Feed, Worker
 
@@ -132,3 +133,21 @@ async def test_a_failed_training_produce_is_delivered_before_the_next_batch() ->
     assert example_from_event(record.value or b"").outcome == "exit"
     assert not (await worker.state("s")).outbox
     assert worker.metric("disengage_produce_failures_total", what="training") == 1
+
+
+async def test_a_version_an_earlier_release_compressed_with_zlib_is_still_served() -> None:
+    """Versions are zstd frames since 2026-11-30; the zlib ones published
+    before an upgrade (and the trainer's zlib snapshot) still load."""
+    registry = MemoryRegistry()
+    models = DetectorModels(RULES_ONLY)
+    registry.add(1, zlib.compress(models.dumps_learned(), 1))
+    registry.add(2)
+    assert registry.blobs[2].startswith(ZSTD_MAGIC) and not registry.blobs[1].startswith(ZSTD_MAGIC)
+    assert decompress(registry.blobs[1]) == decompress(compress(models.dumps_learned()))
+    registry.pin = 1
+    feed = feed_of(registry, Metrics())
+    loaded = await feed.poll()
+    assert loaded is not None and loaded.tag == "v1"
+    registry.pin = None
+    loaded = await feed.poll()
+    assert loaded is not None and loaded.tag == "v2"
