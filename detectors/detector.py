@@ -324,11 +324,18 @@ class Detector:
         trust score and the hesitation check are run here when due (see
         :meth:`tick_due`). Returns the admitted alerts; a no-op otherwise.
         Time only moves forward: ``now`` before the last check does nothing.
+        A check reached only after the session has been quiet for longer than
+        ``hesitation_quiet_max_ms`` (the worker's watermark jumped: a backlog,
+        a new owner, an idle partition) is not run, as it would not have been
+        scheduled then: the session is marked checked, which ends its checks.
         """
         due = self.tick_due(state)
         if due is None or now < due:
             return []
         cfg = self.config
+        if now - state.last_ts > cfg.hesitation_quiet_max_ms:
+            state.hes_checked = now
+            return []
         score_trust(cfg, self.models, state, now, snapshot=False)
         alert = hesitation_check(cfg, self.models, state, now)
         if alert is None:

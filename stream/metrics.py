@@ -102,8 +102,10 @@ class Metrics:
         self.batch_stage_seconds = Histogram(
             "disengage_batch_stage_seconds",
             "Time of one stage of a batch: recover (pending outboxes after a failed produce), "
-            "parse, load (states, and models of newly owned partitions), detect, save, "
-            "produce (dead letters and alerts, until acknowledged), gauges (model gauges).",
+            "parse, load (states, and models of newly owned partitions), detect, save (the "
+            "states with an outbox, then the others while the dead letters, alerts and "
+            "training examples are produced), produce (what is left of their acks, and the "
+            "page visits), gauges (model gauges).",
             ["stage"],
             buckets=BATCH_SECONDS_BUCKETS,
             registry=r,

@@ -263,8 +263,9 @@ class FakeSink:
     share it between two sinks to let it outlive a simulated crash. Scripted
     failures, one per send, in order: ``fail_alerts`` are raised instead of
     producing (nothing reaches the topic), ``fail_after_alerts`` after the
-    records reached it (the acks were lost), ``fail_training`` instead of
-    producing training examples. ``since`` lists the arguments of
+    records reached it (the acks were lost), ``fail_training`` and
+    ``fail_dead_letters`` instead of producing training examples or dead
+    letters. ``since`` lists the arguments of
     :meth:`alert_ids_since`.
 
     >>> import asyncio
@@ -289,6 +290,7 @@ class FakeSink:
         self.clock = clock
         self.topic: list[tuple[float, Record]] = [] if topic is None else topic
         self.dead_letters: list[Record] = []
+        self.fail_dead_letters: list[Exception] = []
         #: the training topic (shared like ``topic`` when given)
         self.training: list[Record] = [] if training is None else training
         self.fail_training: list[Exception] = []
@@ -308,6 +310,8 @@ class FakeSink:
             raise self.fail_after_alerts.pop(0)
 
     async def send_dead_letters(self, records: Sequence[Record]) -> None:
+        if self.fail_dead_letters:
+            raise self.fail_dead_letters.pop(0)
         self.dead_letters.extend(records)
 
     async def send_training(self, records: Sequence[Record]) -> None:

@@ -33,7 +33,6 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from detectors.detector import next_check
 from detectors.models import MODEL_NAME
 from stream.kafka_io import KafkaSink
 from stream.metrics import Metrics
@@ -118,7 +117,6 @@ class Runtime:
             observe=self.metrics.observe_redis,
             namespace=settings.topic_interactions,
             clock=time.monotonic,
-            check_at=partial(next_check, settings.detector),
         )
         self.sink = KafkaSink(partial(produce_with, app, settings.produce_timeout_s), settings)
         # the published model versions; a memory:// store has no registry

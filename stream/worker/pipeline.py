@@ -13,10 +13,11 @@ and, in this order:
    dead-lettered (``late_event``, ``after_close``), never dropped unseen;
 4. saves the touched states that carry an outbox (one round trip; each
    state write is atomic);
-5. produces dead letters, alerts, training examples and page visits, and
-   while the broker acknowledges them saves the other touched states (one
-   round trip), so an alert does not wait for the states of every session
-   the batch touched (live traffic touches one per event);
+5. produces dead letters, alerts and training examples, and while the
+   broker acknowledges them saves the other touched states (one round
+   trip), so an alert does not wait for the states of every session the
+   batch touched (live traffic touches one per event); then produces the
+   page visits;
 6. clears the delivered outboxes (one round trip).
 
 Only then may the caller commit the batch's offsets. A crash before step 4
@@ -51,6 +52,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from prometheus_client import Histogram
@@ -58,7 +60,7 @@ from prometheus_client import Histogram
 from detectors.alerts import Alert
 from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
-from detectors.detector import DEAD_LETTER_STATUSES, Detector, DetectorModels
+from detectors.detector import DEAD_LETTER_STATUSES, Detector, DetectorModels, next_check
 from detectors.events import Event, EventParser, InvalidEvent
 from detectors.session import SessionState
 from detectors.store import SessionStore
@@ -124,6 +126,10 @@ def _lap(
 IO_START_TURNS = 4
 
 
+async def _nothing() -> None:
+    return None
+
+
 async def _let_io_start() -> None:
     """Let produce requests just started reach the socket before the loop
     is held by CPU work (the states' encoding): the broker then acknowledges
@@ -154,16 +160,14 @@ class BatchProcessor(SessionDelivery):
         the published model versions to serve (``None``: the models stay
         as they start, untrained). ``share_hotspots``: send page visits to
         the shared hotspot monitors (:mod:`stream.worker.hotspot_agent`)
-        instead of observing them in each partition's own monitor. The
-        ``store`` must schedule the hesitation checks between events
-        (``check_at``, normally :func:`~detectors.detector.next_check` of
-        ``config``), else ``ValueError``: the sweep finds the sessions due
-        through it."""
-        if getattr(store, "check_at", None) is None:
-            raise ValueError(
-                "the session store schedules no hesitation checks: build it with "
-                "check_at=functools.partial(detectors.detector.next_check, config)"
-            )
+        instead of observing them in each partition's own monitor.
+
+        The processor sets the ``store``'s schedule of hesitation checks
+        (``check_at``) to :func:`~detectors.detector.next_check` of its own
+        ``config``: the sweep finds the sessions due through the store's
+        index, and a schedule of another config would keep returning
+        sessions the detector does not check."""
+        store.check_at = partial(next_check, config)
         super().__init__(config, store, sink, metrics, clock, cache_sessions)
         self.feed = feed
         self.share_hotspots = share_hotspots
@@ -315,20 +319,27 @@ class BatchProcessor(SessionDelivery):
         others = [(p, s) for p, s in touched.values() if not s.outbox]
         # an outbox is stored before anything in it is produced
         await self._save(outboxes)
-        if dead:
-            await self._send("dead_letters", dead)
-        # the alerts' and the page visits' acks are awaited together, and the
-        # other states are saved meanwhile; all finish before a failure is
-        # raised (the retry must not race any of them)
+        # the dead letters and alerts go out while the other states are saved;
+        # every send and save finishes, whatever fails or is cancelled, before
+        # the batch ends (a retry must not race any of them, and a state the
+        # batch changed in the cache must reach the store: a retry would see
+        # its events as duplicates and not save it again)
         delivery = asyncio.gather(
+            self._send("dead_letters", dead) if dead else _nothing(),
             self._deliver(outboxes, hotspot_alerts),
-            self._send_visits(),
             return_exceptions=True,
         )
-        await _let_io_start()
-        saved = await asyncio.gather(self._save(others), return_exceptions=True)
+        outcomes: list[object] = []
+        try:
+            await _let_io_start()
+            await self._save(others)
+        finally:
+            outcomes += await delivery
         mark = _lap(stage, "save", mark, laps)
-        for outcome in (*saved, *await delivery):
+        # page visits only once every state is saved: after a crash, events
+        # redelivered to a saved state are duplicates and record no visit again
+        outcomes += await asyncio.gather(self._send_visits(), return_exceptions=True)
+        for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
         mark = _lap(stage, "produce", mark, laps)

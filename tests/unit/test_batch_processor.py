@@ -366,6 +366,22 @@ async def test_the_sweep_ticks_quiet_sessions_in_evaluate_from_the_partition_wat
     assert (await worker.state("other")).moments == []
 
 
+async def test_a_failed_dead_letter_produce_still_saves_every_state_the_batch_changed() -> None:
+    """The states a batch changed in the cache reach the store even when a
+    send fails: the batch is retried in place, its events are duplicates to
+    the cached states by then, and nothing would save them again."""
+    worker, feed = Worker(), Feed()
+    await worker.processor.process(feed.quiet("cached", 1))  # now in the cache
+    batch = [*feed.quiet("cached", 2, start=5_000), feed.message(b"not json")]
+    worker.sink.fail_dead_letters.append(ConnectionError("broker down"))
+    with pytest.raises(ConnectionError):
+        await worker.processor.process(batch)
+    assert (await worker.state("cached")).n_events == 3  # saved despite the failure
+    await worker.processor.process(batch)  # the retry in place
+    assert (await worker.state("cached")).n_events == 3
+    assert len(worker.sink.dead_letters) == 1
+
+
 async def test_the_check_sweep_reads_only_the_sessions_a_check_is_due_for() -> None:
     """A sweep's work follows the checks due, not the quiet sessions: those
     outside evaluate and decide, and those checked less than 30 s of event

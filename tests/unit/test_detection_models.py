@@ -213,3 +213,19 @@ def test_tick_does_nothing_before_it_is_due_or_outside_deliberation() -> None:
     # silence beyond hesitation_quiet_max_ms: the timeout takes over
     state.hes_checked = T0 + 1000 + d.detector.config.hesitation_quiet_max_ms
     assert d.detector.tick_due(state) is None
+
+
+def test_a_check_reached_after_the_quiet_maximum_is_not_run_and_ends_the_checks() -> None:
+    """A watermark that jumps (a backlog, a new owner) reaches a check long
+    after it was due: the session has been quiet for longer than
+    hesitation_quiet_max_ms by then, so no moment is scored and no alert
+    raised (the replay never checks it so late), and no check is due again."""
+    d = Driver()
+    d.send("page_view", 1000, "/compare")
+    state = d.state
+    assert state is not None
+    quiet_max = d.detector.config.hesitation_quiet_max_ms
+    late = T0 + 1000 + quiet_max + 1
+    assert d.detector.tick(state, late) == []
+    assert len(state.moments) == 1 and state.hes_checked == late
+    assert d.detector.tick_due(state) is None
