@@ -409,6 +409,23 @@ async def test_the_check_sweep_reads_only_the_sessions_a_check_is_due_for() -> N
     assert (await worker.state("starer")).hes_checked == T0 + 76_000
 
 
+async def test_a_session_whose_state_expired_leaves_the_check_index() -> None:
+    """The index can outlive a state (Redis's TTL): the sweep finds no state,
+    writes the closed stub the expiry sweep writes, and the session is not
+    due again, so no sweep keeps asking for another slice."""
+    worker, feed = Worker(), Feed()
+    await worker.processor.process([feed.event("starer", "page_view", 0, page="/compare")])
+    # the state alone expires (the TTL), its index entries stay
+    worker.store._states.pop("starer")
+    worker.processor.cache.forget({0})
+    await worker.processor.process(feed.quiet("other", 1, start=45_000))
+    assert await worker.store.checks_due(0, T0 + 45_000, 10) == ["starer"]
+    await worker.processor.sweep()
+    assert not worker.processor.sweep_left
+    assert await worker.store.checks_due(0, T0 + 10**9, 10) == []
+    assert (await worker.state("starer")).outcome == "timeout"
+
+
 async def test_a_sweep_in_slices_checks_every_quiet_session_and_closes_every_idle_one() -> None:
     """The worker sweeps a few sessions per turn of the batch lock; the
     slices of one round, called again while ``sweep_left``, check every quiet
