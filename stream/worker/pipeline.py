@@ -329,17 +329,22 @@ class BatchProcessor(SessionDelivery):
             self._deliver(outboxes, hotspot_alerts),
             return_exceptions=True,
         )
-        outcomes: list[object] = []
         try:
             await _let_io_start()
             await self._save(others)
-        finally:
-            outcomes += await delivery
+        except BaseException:
+            await asyncio.gather(delivery, return_exceptions=True)
+            raise
         mark = _lap(stage, "save", mark, laps)
-        # page visits only once every state is saved: after a crash, events
-        # redelivered to a saved state are duplicates and record no visit again
-        outcomes += await asyncio.gather(self._send_visits(), return_exceptions=True)
-        for outcome in outcomes:
+        # page visits only once every state is saved (after a crash, events
+        # redelivered to a saved state are duplicates and record no visit
+        # again), while the alerts' acks are awaited
+        delivered, visited = await asyncio.gather(
+            delivery, self._send_visits(), return_exceptions=True
+        )
+        if isinstance(delivered, BaseException):
+            raise delivered
+        for outcome in (*delivered, visited):
             if isinstance(outcome, BaseException):
                 raise outcome
         mark = _lap(stage, "produce", mark, laps)
