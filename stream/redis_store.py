@@ -188,18 +188,19 @@ class RedisSessionStore:
             else:
                 closed.append(state.sid)
             (with_outbox if state.outbox else without_outbox).append(state.sid)
-            due = self.check_at(state) if self.check_at is not None else None
-            if due is None:
-                unchecked.append(state.sid)
-            else:
-                checks[state.sid] = due
+            if self.check_at is not None:
+                due = self.check_at(state)
+                if due is None:
+                    unchecked.append(state.sid)
+                else:
+                    checks[state.sid] = due
         if seen:
             pipe.zadd(seen_key(partition, self.ns), seen)
         if closed:
             pipe.zrem(seen_key(partition, self.ns), *closed)
         if checks:
             pipe.zadd(check_key(partition, self.ns), checks)
-        if unchecked and self.check_at is not None:
+        if unchecked:
             pipe.zrem(check_key(partition, self.ns), *unchecked)
         if with_outbox:
             pipe.sadd(outbox_key(partition, self.ns), *with_outbox)
@@ -300,15 +301,14 @@ def open_store(
     cluster: bool = False,
     *,
     clock: Callable[[], float],
-    check_at: CheckAt | None = None,
 ) -> SessionStore:
     """A store for ``memory://``, ``redis://`` or ``rediss://`` URLs (``cluster``:
     the Redis URL is a node of a Redis Cluster). ``clock`` (seconds) times the
-    TTLs of ``memory://``; Redis keeps its own. ``check_at`` schedules the
-    hesitation checks (see :class:`~detectors.store.SessionStore`)."""
+    TTLs of ``memory://``; Redis keeps its own. The batch processor sets
+    the store's schedule of hesitation checks (``check_at``)."""
     if url.startswith("memory://"):
-        return MemorySessionStore(ttl_s, clock, check_at)
+        return MemorySessionStore(ttl_s, clock)
     if url.startswith(("redis://", "rediss://")):
         client = redis_from_url(url, password, tls, cluster)
-        return RedisSessionStore(client, ttl_s, observe, namespace, check_at)
+        return RedisSessionStore(client, ttl_s, observe, namespace)
     raise ValueError(f"unsupported store URL {url.split('://', 1)[0]}:// (memory, redis, rediss)")

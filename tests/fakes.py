@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detectors.session import SessionState
-from detectors.store import CheckAt, MemorySessionStore
+from detectors.store import MemorySessionStore
 from stream.forward.delivery import PostResult
 from stream.records import Record
 
@@ -340,10 +340,8 @@ class FakeSink:
 class RecordingStore(MemorySessionStore):
     """The memory store, recording the session ids each ``load`` asked for."""
 
-    def __init__(
-        self, ttl_s: float, clock: Callable[[], float], check_at: CheckAt | None = None
-    ) -> None:
-        super().__init__(ttl_s, clock, check_at)
+    def __init__(self, ttl_s: float, clock: Callable[[], float]) -> None:
+        super().__init__(ttl_s, clock)
         self.loads: list[list[str]] = []
 
     async def load(self, sids: Sequence[str]) -> dict[str, SessionState]:

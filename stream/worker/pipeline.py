@@ -50,7 +50,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
@@ -124,10 +124,6 @@ def _lap(
 #: hands its records to the producer, the producer's sender task wakes and
 #: starts a request, and the request task writes it to the socket.
 IO_START_TURNS = 4
-
-
-async def _nothing() -> None:
-    return None
 
 
 async def _let_io_start() -> None:
@@ -324,11 +320,10 @@ class BatchProcessor(SessionDelivery):
         # the batch ends (a retry must not race any of them, and a state the
         # batch changed in the cache must reach the store: a retry would see
         # its events as duplicates and not save it again)
-        delivery = asyncio.gather(
-            self._send("dead_letters", dead) if dead else _nothing(),
-            self._deliver(outboxes, hotspot_alerts),
-            return_exceptions=True,
-        )
+        sends: list[Awaitable[object]] = [self._deliver(outboxes, hotspot_alerts)]
+        if dead:
+            sends.append(self._send("dead_letters", dead))
+        delivery = asyncio.gather(*sends, return_exceptions=True)
         try:
             await _let_io_start()
             await self._save(others)

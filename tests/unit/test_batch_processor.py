@@ -10,13 +10,11 @@ alerts are exactly the friction pile-ups of the scripted sessions.
 from __future__ import annotations
 
 import json
-from functools import partial
 from typing import Any
 
 import pytest
 
 from detectors.config import DetectorConfig
-from detectors.detector import next_check
 from detectors.session import SessionState
 from detectors.training import example_from_event
 from stream.metrics import Metrics
@@ -52,7 +50,7 @@ class Worker:
         cache_sessions: int = DEFAULTS.state_cache_sessions,
     ) -> None:
         self.clock = clock or FakeClock(T0 / 1000)
-        self.store = store or RecordingStore(TTL_S, self.clock, partial(next_check, RULES_ONLY))
+        self.store = store or RecordingStore(TTL_S, self.clock)
         self.sink = sink or FakeSink(self.clock)
         self.metrics = Metrics()
         self.processor = BatchProcessor(

@@ -4,7 +4,6 @@ a real gap in traffic does, and the worker and the replay decide alike."""
 from __future__ import annotations
 
 import json
-from functools import partial
 from typing import Any
 
 import pytest
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 
 from detectors.clock import MAX_CANDIDATES, StreamClock
 from detectors.config import DetectorConfig
-from detectors.detector import Detector, next_check
+from detectors.detector import Detector
 from detectors.events import EventParser
 from detectors.offline.runner import OfflineRunner, reorder
 from detectors.simulation.simulator import SimConfig, Simulator
@@ -172,7 +171,7 @@ async def test_the_worker_and_the_replay_agree_with_bad_clocks() -> None:
     assert expected, "the simulated sessions must raise friction alerts to compare"
     # the worker: batches of 50, a sweep after each, as on its timer
     clock = FakeClock(T0 / 1000)
-    store, sink = RecordingStore(3600, clock, partial(next_check, RULES_ONLY)), FakeSink(clock)
+    store, sink = RecordingStore(3600, clock), FakeSink(clock)
     processor = BatchProcessor(
         RULES_ONLY,
         store,

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import zlib
 from collections import Counter
-from functools import partial
 from typing import Any
 
 import pytest
 
 from detectors.alerts import Alert
 from detectors.config import DetectorConfig
-from detectors.detector import Detector, next_check
+from detectors.detector import Detector
 from detectors.events import Event, EventParser
 from detectors.hotspots import PageVisit, visits_from_json, visits_to_json
 from detectors.models import MODEL_NAME
@@ -212,7 +211,7 @@ def worker(sink: FakeSink, share: bool) -> BatchProcessor:
     clock = FakeClock(T0 / 1000)
     return BatchProcessor(
         CFG,
-        MemorySessionStore(3600, clock, partial(next_check, CFG)),
+        MemorySessionStore(3600, clock),
         sink,
         Metrics(),
         clock=clock,
