@@ -6,10 +6,10 @@ event on the live path. The core's reference codec
 (:meth:`~detectors.session.SessionState.to_bytes`: standard-library JSON,
 base64 for the binary fields, zlib) took ~150 µs a state. This one writes
 :meth:`~detectors.session.SessionState.to_parts`: the positional fields as
-orjson, the dedup ring and the float32 vectors as raw bytes, then zstd at
-level 1 with small tables (:data:`ZSTD_PARAMETERS`). On simulated
-mid-session states it is ~3x faster and ~35% smaller
-(``benchmarks/bench_state_codec.py`` prints both).
+orjson, the dedup ring and the float32 vectors as raw bytes, then zstd's fast
+strategy with small tables (:data:`ZSTD_PARAMETERS`). On simulated
+mid-session states it encodes ~3x as fast as the reference, for ~6% more
+bytes (``benchmarks/bench_state_codec.py`` prints both).
 
 A blob is :data:`MAGIC`, then a zstd frame of: the JSON's length (4 bytes,
 little endian), the JSON, the binary tail. :func:`decode` also reads the
@@ -31,20 +31,22 @@ from detectors.session import SessionState
 #: The first bytes of a blob of this codec. A zlib stream starts with a CMF
 #: byte whose low nibble is 8 (deflate), so 0xD5 is never one.
 MAGIC = b"\xd5\x05"
-#: zstd parameters: level 1's fast strategy (the negative, faster levels
-#: saved ~4 µs a state but made states ~13% larger) with tables sized for a
-#: state (raw 2.9 KB mean, p99 4.5 KB) instead of for any input. Level 1
+#: zstd parameters: the fast strategy with acceleration 1 (``target_length``,
+#: what the negative levels set) and tables sized for a state (raw 2.3 KB
+#: mean on live traffic, p99 4.5 KB) instead of for any input. Level 1
 #: clears a 16K-entry hash table per state; a 2K-entry one took 16 µs a
-#: state instead of 23 µs for the same size (1,366 B mean on 1,583 simulated
-#: mid-session states, 2026-11-30). A larger state still compresses, matching
-#: less far back.
+#: state instead of 23 µs for the same size, and acceleration 1 takes 9 µs
+#: for 8% more bytes (1,102 B instead of 1,019 B mean on 5,324 states of
+#: ``disengage simulate --kafka``'s traffic at 3,300 events/s, 2026-11-30;
+#: acceleration 4 took no less time for 27% more bytes). A larger state still
+#: compresses, matching less far back.
 ZSTD_PARAMETERS = zstandard.ZstdCompressionParameters(
     window_log=14,
     hash_log=11,
     chain_log=11,
     search_log=1,
     min_match=5,
-    target_length=0,
+    target_length=1,
     strategy=zstandard.STRATEGY_FAST,
 )
 
