@@ -276,6 +276,15 @@ async def latency_run(
         {"latency_s": round(d, 3), "at_s": round(t, 1)} for d, t in slowest[:8]
     ]
     out["model_loads_at_s"] = model_load_times(worker.log_path, before)
+    # steady state or a drift? the topic p99 per minute of the phase (a worker
+    # falling behind grows minute after minute; one slow moment stays in one)
+    minutes: dict[int, list[float]] = {}
+    for d, t in slowest:
+        minutes.setdefault(max(0, int(t // 60)), []).append(d)
+    out["record_to_alerts_topic_p99_by_minute_s"] = [
+        round(sorted(v)[min(len(v) - 1, int(len(v) * 0.99))], 3)
+        for _, v in sorted(minutes.items())
+    ]
     for name, values in (
         ("from_event_time", lat),
         ("from_record_time", pipe),

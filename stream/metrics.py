@@ -104,8 +104,9 @@ class Metrics:
             "Time of one stage of a batch: recover (pending outboxes after a failed produce), "
             "parse, load (states, and models of newly owned partitions), detect, save (the "
             "states with an outbox, then the others while the dead letters, alerts and "
-            "training examples are produced), produce (what is left of their acks, and the "
-            "page visits), gauges (model gauges).",
+            "training examples are produced; with a state flush interval the others are only "
+            "marked dirty), produce (what is left of their acks, and the page visits when "
+            "there is no flush interval), gauges (model gauges).",
             ["stage"],
             buckets=BATCH_SECONDS_BUCKETS,
             registry=r,
@@ -119,6 +120,18 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "disengage_batch_size", "Events per batch.", buckets=BATCH_SIZE_BUCKETS, registry=r
+        )
+        self.states_flushed = Counter(
+            "disengage_states_flushed_total",
+            "Session states written by the periodic flush (DISENGAGE_STATE_FLUSH_S): "
+            "batches leave the states without an outbox dirty in the worker's cache.",
+            registry=r,
+        )
+        self.dirty_states = Gauge(
+            "disengage_dirty_states",
+            "Session states changed and not yet written to Redis (written at the next flush, "
+            "before the input's offsets are committed).",
+            registry=r,
         )
         self.active_sessions = Gauge(
             "disengage_active_sessions", "Open sessions in the owned partitions.", registry=r
@@ -161,7 +174,8 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "disengage_consumer_lag",
-            "Messages behind the high watermark, per owned input partition.",
+            "Messages behind the high watermark not processed yet, per owned input partition "
+            "(the committed offsets trail by up to DISENGAGE_STATE_FLUSH_S: write-behind).",
             ["partition"],
             registry=r,
         )

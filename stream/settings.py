@@ -256,8 +256,22 @@ class Settings(BaseSettings):
     )
     state_cache_sessions: int = Field(
         default=20_000,
-        description="Session states of owned partitions cached in the worker (write-through; "
-        "0 disables). Bounds the worker's memory: about 5 KB a session.",
+        description="Session states of owned partitions cached in the worker (0 disables). "
+        "Bounds the worker's memory: about 5 KB a session; with write-behind it also bounds "
+        "the states waiting to be written (at least 1,000): a batch writes the oldest beyond it.",
+    )
+    state_flush_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=25,
+        description="Write-behind: a session state changed by a batch is written to Redis "
+        "once it has been dirty this long (seconds), so one write covers all the session's "
+        "events in that time (on simulated live traffic 10 s made 57% fewer writes, 5 s 26%); "
+        "the input's offsets are committed only below the first event not yet written, so a "
+        "crash re-reads at most this much input and loses nothing. States with an alert or a "
+        "training example are written at once. At most 25 s: a quiet session's hesitation check "
+        "(30 s after its last event) is found through the index written with its state. "
+        "0: every batch writes every state it changed.",
     )
     idle_grace_s: float = Field(
         default=60.0,

@@ -137,6 +137,7 @@ class Runtime:
             cache_sessions=settings.state_cache_sessions,
             feed=self.feed,
             share_hotspots=settings.hotspot_scope == "shared",
+            flush_s=settings.state_flush_s,
         )
         #: the shared hotspot monitors of the owned page-visits partitions
         #: (hotspot scope ``shared``; ``None``: each partition watches its own)
@@ -268,6 +269,7 @@ def create_app(settings: Settings) -> faust.App:
         assigned=partial(_assigned, runtime),
         revoked=partial(_revoked, runtime),
         lock=runtime.lock,
+        settle=runtime.processor.settle if runtime.processor.write_behind else None,
     )
 
     @app.task

@@ -14,8 +14,10 @@ forever with backoff (:func:`retry`): a batch is never skipped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -79,8 +81,22 @@ class SessionDelivery:
         metrics: Metrics,
         clock: Callable[[], float],
         cache_sessions: int,
+        flush_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        #: write-behind: a batch leaves the states it changed dirty in the
+        #: cache, and writes those dirty for ``flush_s`` seconds (0: a batch
+        #: writes every state it changed; see :meth:`write_due`)
+        self.flush_s = flush_s
+        self.write_behind = flush_s > 0
+        self.monotonic = monotonic
+        #: at most this many dirty states: a batch writes the oldest beyond it
+        self.max_dirty = max(cache_sessions, 1_000)
+        #: page visits of events whose states may not be written yet, per
+        #: partition and the batch's last offset in it (write-behind only):
+        #: released to :attr:`visit_backlog` by :meth:`settle`
+        self.visits_held: list[tuple[int, int, list[PageVisit]]] = []
         self.store = store
         self.sink = sink
         self.metrics = metrics
@@ -123,6 +139,67 @@ class SessionDelivery:
         if by_partition:
             await self._call("save", self.store.save_many, by_partition)
 
+    def event_limits(self) -> dict[int, int]:
+        """Per partition, the event time (epoch ms) at or before which a
+        state's first unwritten event makes it due: its watermark less the
+        flush interval (none here; the batch processor knows the clocks)."""
+        return {}
+
+    async def write_due(self) -> int:
+        """Write-behind: write the states dirty for the flush interval (in
+        wall or in event time, :meth:`event_limits`), and the oldest beyond
+        :attr:`max_dirty`. Returns the number written."""
+        due = self.cache.due(
+            self.monotonic() - self.flush_s, self.event_limits(), keep=self.max_dirty
+        )
+        await self._save(due)
+        self.metrics.states_flushed.inc(len(due))
+        self.metrics.dirty_states.set(self.cache.dirty_count)
+        return len(due)
+
+    async def flush(self, partitions: Iterable[int] | None = None) -> int:
+        """Write every dirty state (of ``partitions``, default all), then send
+        the page visits that waited for them; at a revocation or a stop.
+        Visits the broker refuses stay queued for :meth:`deliver_pending`
+        (logged and counted by :meth:`_send`): a revocation must go on.
+        Returns the number of states written."""
+        if not self.write_behind:
+            return 0  # every batch wrote its states, and sent its visits
+        wanted = None if partitions is None else set(partitions)
+        dirty = self.cache.dirty(wanted)
+        await self._save(dirty)
+        self.metrics.states_flushed.inc(len(dirty))
+        self.metrics.dirty_states.set(self.cache.dirty_count)
+        with contextlib.suppress(Exception):
+            await self.settle(wanted)
+        return len(dirty)
+
+    async def settle(self, partitions: Iterable[int] | None = None) -> dict[int, int]:
+        """Before the input's offsets are committed: write the states due
+        (:meth:`write_due`), send the held page visits whose events' states
+        are all written (of ``partitions``, default all), and return, per
+        partition with dirty states, the first input offset not yet written
+        to the store; the offsets committed stay below it, so a crash loses
+        no state (the next owner reads those records again, and the events
+        the written states hold are duplicates). Visits wait for the same
+        reason: an event read again records its visit again only when its
+        state was not written. Raises when the visits are not acknowledged
+        (then commit nothing)."""
+        if self.write_behind:
+            await self.write_due()  # between batches too: the input may have gone quiet
+        first = self.cache.first_offsets()
+        wanted = None if partitions is None else set(partitions)
+        held = []
+        for partition, last, visits in self.visits_held:
+            done = last < first.get(partition, last + 1)
+            if done and (wanted is None or partition in wanted):
+                self.visit_backlog.extend(visits)
+            else:
+                held.append((partition, last, visits))
+        self.visits_held = held
+        await self._send_visits()
+        return first
+
     def _take_examples(
         self, examples: list[Example], state: SessionState, offset: int | None
     ) -> None:
@@ -140,11 +217,19 @@ class SessionDelivery:
             state.outbox.append(json.dumps(event, separators=(",", ":")))
         examples.clear()
 
-    def _take_visits(self, detector: Detector) -> None:
-        """Queue the page visits ``detector`` recorded (``share_hotspots``)."""
-        if detector.visits:
+    def _take_visits(
+        self, detector: Detector, partition: int | None = None, last_offset: int = -1
+    ) -> None:
+        """Queue the page visits ``detector`` recorded (``share_hotspots``);
+        with write-behind and the ``partition`` and ``last_offset`` of the
+        batch's events that recorded them, held until :meth:`settle`."""
+        if not detector.visits:
+            return
+        if self.write_behind and partition is not None:
+            self.visits_held.append((partition, last_offset, list(detector.visits)))
+        else:
             self.visit_backlog.extend(detector.visits)
-            detector.visits.clear()
+        detector.visits.clear()
 
     async def _send_visits(self) -> None:
         """Produce the queued page visits, one record per hotspot key (the
@@ -265,6 +350,10 @@ class SessionDelivery:
             if not pending:
                 continue
             loaded = await self._call("load", self.store.load, pending)
+            for sid in pending:
+                cached = self.cache.get(sid)  # never older than the store's copy
+                if cached is not None:
+                    loaded[sid] = cached
             states = [(p, s) for s in loaded.values() if s.outbox]
             oldest = min(
                 (parse_ts(json.loads(t)["producedat"]) for _, s in states for t in s.outbox),

@@ -74,7 +74,10 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
     :attr:`generation` is no longer ``generation`` (the partitions were
     revoked while it waited to try again);
     ``assigned`` and ``revoked`` get the partition numbers of a rebalance;
-    ``lock`` is the batch lock the revocation takes before committing.
+    ``lock`` is the batch lock the revocation takes before committing;
+    ``settle`` (write-behind, see :meth:`commit`), called under the lock
+    before each commit, returns per partition the first offset whose state
+    is not written yet: the commit stays below it.
     """
 
     def __init__(
@@ -85,9 +88,11 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         revoked: Partitions,
         lock: asyncio.Lock,
         *,
+        settle: Callable[[], Awaitable[dict[int, int]]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.settle = settle
         self.process = process
         self.assigned = assigned
         self.revoked = revoked
@@ -221,12 +226,21 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         self._last_commit = self.clock()
         if consumer is None:
             return
+        limits: dict[int, int] = {}
+        if self.settle is not None:
+            try:
+                async with self.lock:
+                    limits = await self.settle()
+            except Exception as exc:
+                self.commits.failed(exc, "the state writes and page visits before a commit")
+                return
         owned = consumer.assignment()
-        due = {
-            tp: offset
-            for tp, offset in self.processed.items()
-            if tp in owned and offset > self.committed.get(tp, -1)
-        }
+        due = {}
+        for tp, processed in self.processed.items():
+            # below the first record whose state is not written yet (write-behind)
+            offset = min(processed, limits.get(tp.partition, processed))
+            if tp in owned and offset > self.committed.get(tp, -1):
+                due[tp] = offset
         if not due:
             return
         try:
@@ -240,9 +254,11 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         self.committed.update(due)
 
     async def lag(self, timeout_s: float) -> dict[int, int]:
-        """Records after the committed offset per owned partition, against
-        the partitions' end offsets now (a request to the brokers, so a
-        stuck batch shows as a growing lag)."""
+        """Records not processed yet per owned partition: from the offset
+        after the last batch processed (else the committed one; the commit
+        trails by up to ``DISENGAGE_STATE_FLUSH_S`` with write-behind) to the
+        partitions' end offsets now (a request to the brokers, so a stuck
+        batch shows as a growing lag)."""
         consumer = self.consumer
         if consumer is None or self.rebalancing:
             return {}
@@ -254,7 +270,11 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             if tp not in self.committed:
                 committed = await asyncio.wait_for(consumer.committed(tp), timeout_s)
                 self.committed[tp] = committed if committed is not None else 0
-        return {tp.partition: max(0, ends[tp] - self.committed[tp]) for tp in tps if tp in ends}
+        return {
+            tp.partition: max(0, ends[tp] - self.processed.get(tp, self.committed[tp]))
+            for tp in tps
+            if tp in ends
+        }
 
     # ------------------------------------------------------------ rebalance
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:

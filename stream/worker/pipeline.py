@@ -149,10 +149,16 @@ class BatchProcessor(SessionDelivery):
         cache_sessions: int,
         feed: ModelFeed | None = None,
         share_hotspots: bool = False,
+        flush_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``clock``: wall-clock seconds (epoch), for alert times, idle
         partitions and checkpoint ages. ``idle_grace_s`` and
-        ``cache_sessions``: see the settings of the same names. ``feed``:
+        ``cache_sessions``: see the settings of the same names. ``flush_s``:
+        ``DISENGAGE_STATE_FLUSH_S`` (0, the default here: every batch writes
+        the states it changed; else write-behind, and the caller commits the
+        input's offsets below :meth:`settle`'s; ``monotonic`` times how long
+        a state has been dirty). ``feed``:
         the published model versions to serve (``None``: the models stay
         as they start, untrained). ``share_hotspots``: send page visits to
         the shared hotspot monitors (:mod:`stream.worker.hotspot_agent`)
@@ -164,7 +170,9 @@ class BatchProcessor(SessionDelivery):
         index, and a schedule of another config would keep returning
         sessions the detector does not check."""
         store.check_at = partial(next_check, config)
-        super().__init__(config, store, sink, metrics, clock, cache_sessions)
+        super().__init__(
+            config, store, sink, metrics, clock, cache_sessions, flush_s, monotonic
+        )
         self.feed = feed
         self.share_hotspots = share_hotspots
         self.parser = EventParser(config)
@@ -212,6 +220,12 @@ class BatchProcessor(SessionDelivery):
                 log.warning("partition %d: ignoring the hotspot checkpoint (%s)", partition, exc)
         return models
 
+    def event_limits(self) -> dict[int, int]:
+        flush_ms = int(self.flush_s * 1000)
+        return {
+            p: part.clock.now - flush_ms for p, part in self.partitions.items() if part.clock.now
+        }
+
     def _adopt_models(self) -> None:
         """Serve the version the feed loaded since the last batch, if any."""
         loaded = self.feed.take() if self.feed is not None else None
@@ -221,9 +235,10 @@ class BatchProcessor(SessionDelivery):
             part.detector.models.adopt(loaded.learned, loaded.tag)
 
     async def revoke(self, partitions: Iterable[int]) -> None:
-        """Give up partitions: checkpoint their models first, and forget their
-        cached states (the next owner may change them)."""
+        """Give up partitions: write their dirty states, checkpoint their
+        models, and forget their cached states (the next owner may change them)."""
         revoked = set(partitions)
+        await self.flush(revoked)  # their states, before the next owner reads them
         for p in revoked:
             if p in self.partitions:
                 await self.checkpoint([p])
@@ -282,7 +297,10 @@ class BatchProcessor(SessionDelivery):
         types: Counter[str] = Counter(e.type for _, e, _ in events)
         statuses: Counter[str] = Counter()
         trust_scores: list[float] = []
+        mono = self.monotonic()
+        last_offsets: dict[int, int] = {}
         for partition, event, message in events:
+            last_offsets[partition] = message.offset
             part = self.partitions[partition]
             detector = part.detector
             self._observe_clock(partition, part, event, now)
@@ -301,6 +319,10 @@ class BatchProcessor(SessionDelivery):
             state = result.state
             states[event.session_id] = state
             touched[event.session_id] = (partition, state)
+            if self.write_behind:
+                # dirty from now on: written even if this batch fails later
+                # (its retry would see these events as duplicates)
+                self.cache.mark(partition, state, mono, event.ts, message.offset)
             if state.trust >= 0 and state.trust_ts == event.ts:
                 trust_scores.append(state.trust)
             if result.closed and state.outcome:
@@ -308,8 +330,8 @@ class BatchProcessor(SessionDelivery):
                 self._take_examples(detector.examples, state, message.offset)
             self._take_alerts(result.alerts, state, hotspot_alerts, message.timestamp_ms)
         self._count(types, statuses, trust_scores)
-        for part in self.partitions.values():
-            self._take_visits(part.detector)
+        for p, part in self.partitions.items():
+            self._take_visits(part.detector, p, last_offsets.get(p, -1))
         mark = _lap(stage, "detect", mark, laps)
         outboxes = [(p, s) for p, s in touched.values() if s.outbox]
         others = [(p, s) for p, s in touched.values() if not s.outbox]
@@ -326,20 +348,27 @@ class BatchProcessor(SessionDelivery):
         delivery = asyncio.gather(*sends, return_exceptions=True)
         try:
             await _let_io_start()
-            await self._save(others)
+            if self.write_behind:
+                await self.write_due()  # the others wait, dirty, for more of their events
+            else:
+                await self._save(others)
         except BaseException:
             await asyncio.gather(delivery, return_exceptions=True)
             raise
         mark = _lap(stage, "save", mark, laps)
         # page visits only once every state is saved (after a crash, events
         # redelivered to a saved state are duplicates and record no visit
-        # again), while the alerts' acks are awaited
-        delivered, visited = await asyncio.gather(
-            delivery, self._send_visits(), return_exceptions=True
-        )
+        # again), while the alerts' acks are awaited; with write-behind,
+        # once their states are written (settle)
+        tail: list[Awaitable[object]] = [delivery]
+        if not self.write_behind:
+            tail.append(self._send_visits())
+        outcomes = await asyncio.gather(*tail, return_exceptions=True)
+        delivered = outcomes[0]
         if isinstance(delivered, BaseException):
             raise delivered
-        for outcome in (*delivered, visited):
+        assert isinstance(delivered, list)
+        for outcome in (*delivered, *outcomes[1:]):
             if isinstance(outcome, BaseException):
                 raise outcome
         mark = _lap(stage, "produce", mark, laps)
@@ -440,7 +469,8 @@ class BatchProcessor(SessionDelivery):
             await self._save(to_save + [(p, s) for s in stale])
             await self._deliver(to_save, hotspots)
             self._take_visits(part.detector)
-            await self._send_visits()
+            if not self.write_behind:  # else at the flush, with the batches' visits
+                await self._send_visits()
         self._update_model_gauges()
         return closed
 

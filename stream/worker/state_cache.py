@@ -1,53 +1,125 @@
-"""The worker's bounded cache of session states, in front of the session store.
+"""The worker's cache of session states, in front of the session store.
 
-Write-through: every state put here is saved to the store in the same batch,
-so a hit only saves the read and the decoding, and losing the cache loses
-nothing. The least recently used state goes first once ``capacity`` is
-reached; the states of a partition the worker gives up are dropped, since the
-next owner may change them.
+Two parts:
+
+* the **least-recently-used** states of owned partitions, at most
+  ``capacity`` of them, which saves the store's read and the decoding;
+* the **dirty** states: changed by a batch and not yet written to the store
+  (write-behind, ``DISENGAGE_STATE_FLUSH_S``; see
+  :class:`~stream.worker.delivery.SessionDelivery`). Each remembers when it
+  first became dirty, in wall and in event time, and the input offset of the
+  event that made it so: a state is written once it has been dirty for the
+  flush interval, or its partition's event time has moved that far past it
+  (in a backlog event time runs ahead, and a replay after a crash must stay
+  within what each state's de-duplication ring remembers), so one write
+  covers every event of the session in that time, and the input's offsets
+  are committed only below the first event of a dirty state
+  (:meth:`first_offsets`). A dirty state stays here, found by :meth:`get`,
+  until it is written, even when the LRU part lets it go, so a read never
+  sees the store's older copy.
+
+With write-through (no flush interval) nothing is ever dirty and losing the
+cache loses nothing. The states of a partition the worker gives up are
+dropped, after their dirty ones were written, since the next owner may change
+them.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from detectors.session import SessionState
 
 
+@dataclass(slots=True)
+class Dirty:
+    """A state not yet written: since when (monotonic seconds, and the event
+    time of the event that made it dirty, epoch ms) and from which input
+    offset on it differs from the store's."""
+
+    state: SessionState
+    since: float
+    event_ts: int
+    offset: int
+
+
 class StateCache:
     """Least-recently-used states of owned partitions, at most ``capacity``
-    of them (0 disables the cache).
+    of them (0 disables that part), plus every dirty state.
 
     >>> cache = StateCache(capacity=2)
     >>> for sid in ("a", "b", "c"):
     ...     cache.put(0, SessionState(sid))
     >>> len(cache), cache.get("a"), cache.get("c").sid
     (2, None, 'c')
-    >>> cache.forget({0}); len(cache)
+    >>> cache.mark(1, SessionState("d"), since=10.0, event_ts=5_000, offset=7)
+    >>> cache.put(1, SessionState("e")); cache.put(1, SessionState("f"))
+    >>> cache.get("d").sid, cache.first_offsets()  # out of the LRU part, still dirty
+    ('d', {1: 7})
+    >>> [s.sid for _, s in cache.due(before=9.0, event_before={1: 4_000})]
+    []
+    >>> [s.sid for _, s in cache.due(before=9.0, event_before={1: 5_000})]  # event time
+    ['d']
+    >>> [s.sid for _, s in cache.due(before=10.0, event_before={})]  # wall time
+    ['d']
+    >>> cache.clean(["d"]); cache.get("d") is None, cache.first_offsets()
+    (True, {})
+    >>> cache.forget({0, 1}); len(cache)
     0
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._states: OrderedDict[str, tuple[int, SessionState]] = OrderedDict()
+        #: per partition, in the order the states first became dirty
+        self._dirty: dict[int, OrderedDict[str, Dirty]] = {}
+        self._dirty_partition: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._states)
 
     def __contains__(self, sid: object) -> bool:
-        return sid in self._states
+        return sid in self._states or sid in self._dirty_partition
+
+    @property
+    def dirty_count(self) -> int:
+        """States changed and not yet written to the store."""
+        return len(self._dirty_partition)
 
     def get(self, sid: str) -> SessionState | None:
         """The cached state of ``sid``, now the most recently used, or ``None``."""
         hit = self._states.get(sid)
-        if hit is None:
-            return None
-        self._states.move_to_end(sid)
-        return hit[1]
+        if hit is not None:
+            self._states.move_to_end(sid)
+            return hit[1]
+        partition = self._dirty_partition.get(sid)
+        return None if partition is None else self._dirty[partition][sid].state
 
     def put(self, partition: int, state: SessionState) -> None:
-        """Remember ``state`` (of ``partition``), evicting the least recently used."""
+        """Remember ``state`` (of ``partition``) as just written to the store
+        (no longer dirty), evicting the least recently used."""
+        self._clean(state.sid)
+        self._remember(partition, state)
+
+    def mark(
+        self, partition: int, state: SessionState, since: float, event_ts: int, offset: int
+    ) -> None:
+        """Remember ``state`` as changed at ``since`` (monotonic seconds) by
+        the event at ``event_ts`` (epoch ms) of the input record at
+        ``offset``, and not written yet; a state already dirty keeps its
+        first times and offset."""
+        dirty = self._dirty.setdefault(partition, OrderedDict())
+        entry = dirty.get(state.sid)
+        if entry is None:
+            dirty[state.sid] = Dirty(state, since, event_ts, offset)
+            self._dirty_partition[state.sid] = partition
+        else:
+            entry.state = state
+        self._remember(partition, state)
+
+    def _remember(self, partition: int, state: SessionState) -> None:
         if self.capacity <= 0:
             return
         self._states[state.sid] = (partition, state)
@@ -55,8 +127,67 @@ class StateCache:
         while len(self._states) > self.capacity:
             self._states.popitem(last=False)
 
+    def due(
+        self, before: float, event_before: Mapping[int, int], keep: int | None = None
+    ) -> list[tuple[int, SessionState]]:
+        """The dirty states that became dirty at ``before`` (monotonic
+        seconds) or earlier, or by an event at or before their partition's
+        ``event_before`` (epoch ms: in a backlog event time runs ahead of the
+        wall clock), and the oldest others of each partition beyond its share
+        of the ``keep`` newest. They stay dirty until :meth:`clean`. Each
+        partition is read from its oldest state on, up to the first that is
+        not due."""
+        out = []
+        share = None if keep is None else keep // max(1, len(self._dirty))
+        for partition, dirty in self._dirty.items():
+            over = 0 if share is None else len(dirty) - share
+            event_limit = event_before.get(partition)
+            for i, entry in enumerate(dirty.values()):
+                if (
+                    i >= over
+                    and entry.since > before
+                    and (event_limit is None or entry.event_ts > event_limit)
+                ):
+                    break
+                out.append((partition, entry.state))
+        return out
+
+    def dirty(self, partitions: Iterable[int] | None = None) -> list[tuple[int, SessionState]]:
+        """The dirty states (of ``partitions``, default all) with their
+        partitions; they stay dirty until :meth:`clean`."""
+        wanted = self._dirty.keys() if partitions is None else set(partitions)
+        return [
+            (p, entry.state)
+            for p, dirty in self._dirty.items()
+            if p in wanted
+            for entry in dirty.values()
+        ]
+
+    def first_offsets(self) -> dict[int, int]:
+        """Per partition with dirty states, the input offset of the earliest
+        event not yet written to the store: the offsets committed stay below it."""
+        return {
+            p: min(entry.offset for entry in dirty.values())
+            for p, dirty in self._dirty.items()
+            if dirty
+        }
+
+    def clean(self, sids: Iterable[str]) -> None:
+        """``sids`` were written to the store: no longer dirty."""
+        for sid in sids:
+            self._clean(sid)
+
+    def _clean(self, sid: str) -> None:
+        partition = self._dirty_partition.pop(sid, None)
+        if partition is not None:
+            del self._dirty[partition][sid]
+
     def forget(self, partitions: Iterable[int]) -> None:
-        """Drop the states of ``partitions`` (given up: another worker owns them now)."""
+        """Drop the states of ``partitions`` (given up: another worker owns
+        them now), dirty ones included: write those first."""
         gone = set(partitions)
         for sid in [sid for sid, (p, _) in self._states.items() if p in gone]:
             del self._states[sid]
+        for p in gone:
+            for sid in self._dirty.pop(p, {}):
+                del self._dirty_partition[sid]

@@ -83,7 +83,7 @@ async def test_end_to_end_alerts_state_and_metrics(env: Env) -> None:
         # (alerts, and the training examples of closed sessions) is delivered:
         # the last batch may still be between its save and its produce
         per_session = Counter(e["session_id"] for e in events)
-        states = await wait_settled(env, expected_counts(events), timeout=15)
+        states = await wait_settled(env, expected_counts(events), timeout=45)
         assert set(states) == set(per_session)
         converted = {sid for sid, t in sim.truth.items() if t.converted}
         counts = expected_counts(events)  # events after a purchase are refused
@@ -174,7 +174,7 @@ async def test_bad_input_goes_to_the_dlq_and_the_worker_stays_up(env: Env) -> No
             assert int(headers["dlq.source.offset"].decode()) >= 0
             assert int(headers["dlq.source.partition"].decode()) >= 0
             assert float(headers["dlq.time"].decode()) > 0
-        deadline = time.time() + 20
+        deadline = time.time() + 40  # written up to DISENGAGE_STATE_FLUSH_S after its events
         state = None
         while time.time() < deadline:
             state = (await load_states(env, ["good"])).get("good")
@@ -210,7 +210,17 @@ async def test_duplicate_delivery_changes_nothing(env: Env) -> None:
         await produce(env.bootstrap, env.interactions, event_records(events))
         first = await consume(env.bootstrap, env.alerts, timeout=60, idle=8)
         per_session = Counter(e["session_id"] for e in events)
-        before = {sid: s.to_bytes() for sid, s in (await load_states(env, per_session)).items()}
+        # every state written (write-behind: up to DISENGAGE_STATE_FLUSH_S after its
+        # events), then two sweeps (1 s here) more: the hesitation checks of the quiet
+        # sessions, found through the index written with their states, have run
+        await wait_settled(env, expected_counts(events), timeout=60)
+        deadline = time.time() + 30
+        while metric_sum(worker.metrics(), "disengage_dirty_states") > 0:
+            assert time.time() < deadline, worker.tail()
+            time.sleep(0.5)
+        time.sleep(2.5)
+        settled = await load_states(env, per_session)
+        before = {sid: s.to_bytes() for sid, s in settled.items()}
         # the same events again, as a producer retry or a replayed topic would send them
         await produce(env.bootstrap, env.interactions, event_records(events))
         # every repeated event was recognised: as a duplicate, or refused (after

@@ -48,6 +48,8 @@ class Worker:
         sink: FakeSink | None = None,
         clock: FakeClock | None = None,
         cache_sessions: int = DEFAULTS.state_cache_sessions,
+        flush_s: float = 0.0,
+        share_hotspots: bool = False,
     ) -> None:
         self.clock = clock or FakeClock(T0 / 1000)
         self.store = store or RecordingStore(TTL_S, self.clock)
@@ -61,11 +63,17 @@ class Worker:
             clock=self.clock,
             idle_grace_s=DEFAULTS.idle_grace_s,
             cache_sessions=cache_sessions,
+            flush_s=flush_s,
+            monotonic=self.clock,
+            share_hotspots=share_hotspots,
         )
+        self.flush_s = flush_s
 
     def restarted(self) -> Worker:
         """A new process after a crash: same store, same alerts topic, empty memory."""
-        return Worker(self.store, FakeSink(self.clock, self.sink.topic), self.clock)
+        return Worker(
+            self.store, FakeSink(self.clock, self.sink.topic), self.clock, flush_s=self.flush_s
+        )
 
     def metric(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0

@@ -124,7 +124,7 @@ def test_a_stop_during_a_failing_batch_commits_nothing_of_it() -> None:
     assert consumer.commits == [] and taker.processed == {}
 
 
-def test_lag_counts_from_the_committed_offsets_to_the_end_now() -> None:
+def test_lag_counts_from_the_processed_or_committed_offsets_to_the_end_now() -> None:
     taker = intake(None)
     taker.consumer = FakeConsumer([])
     taker.committed = {P0: 4}
@@ -132,6 +132,9 @@ def test_lag_counts_from_the_committed_offsets_to_the_end_now() -> None:
     # P1's committed offset is asked once, then known
     assert asyncio.run(taker.lag(1.0)) == {0: 6, 1: 7}
     assert taker.committed == {P0: 4, P1: 3}
+    # processed beyond the commit (write-behind): counted from what was processed
+    taker.processed = {P0: 9}
+    assert asyncio.run(taker.lag(1.0)) == {0: 1, 1: 7}
 
 
 def test_a_stop_checkpoints_and_commits_before_leaving_the_group() -> None:
@@ -144,3 +147,33 @@ def test_a_stop_checkpoints_and_commits_before_leaving_the_group() -> None:
     asyncio.run(taker._leave(consumer))
     assert REVOKED == [[0, 1]] and consumer.commits == [{P0: 5, P1: 2}]
     assert getattr(consumer, "stopped", False) and taker.consumer is None
+
+
+def test_a_commit_stays_below_the_first_record_whose_state_is_not_written() -> None:
+    """Write-behind: ``settle`` (under the batch lock) bounds each partition's
+    commit; a partition without unwritten states commits what it processed,
+    and a failed settle commits nothing."""
+    limits: dict[int, int] = {0: 4}
+    calls: list[bool] = []
+
+    async def settle() -> dict[int, int]:
+        calls.append(taker.lock.locked())
+        if limits is None:
+            raise RuntimeError("page visits not acknowledged")
+        return dict(limits)
+
+    consumer = FakeConsumer([])
+    taker = intake(None)
+    taker.settle = settle
+    taker.consumer = consumer
+    taker.processed = {P0: 9, P1: 2}
+    asyncio.run(taker.commit())
+    assert calls == [True]  # under the lock: no batch runs meanwhile
+    assert consumer.commits == [{P0: 4, P1: 2}]
+    limits.clear()  # every state written since
+    asyncio.run(taker.commit())
+    assert consumer.commits[-1] == {P0: 9}  # P1 was committed already
+    limits = None  # type: ignore[assignment]
+    taker.processed[P1] = 7
+    asyncio.run(taker.commit())
+    assert len(consumer.commits) == 2 and taker.committed == {P0: 9, P1: 2}

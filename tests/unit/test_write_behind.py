@@ -1,0 +1,167 @@
+"""Write-behind of session states (``DISENGAGE_STATE_FLUSH_S``): a batch
+leaves the states it changed dirty in the worker's cache and writes those
+dirty for the flush interval, so one write covers every event of a session
+in that time; the input's offsets are committed only below the first event
+not yet written. Memory store, fake sink and clock, as in
+``test_batch_processor.py``; the real broker and Redis run in the
+integration tests with the worker's default interval."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from detectors.session import SessionState
+from stream.records import Message
+from tests.unit.test_batch_processor import Feed, Worker
+
+FLUSH_S = 10.0
+
+
+class Writes:
+    """Counts the states each ``save_many`` of a worker's store wrote."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.sids: list[str] = []
+        save_many = worker.store.save_many
+
+        async def counting(groups: Mapping[int, Sequence[SessionState]]) -> None:
+            self.sids += [s.sid for states in groups.values() for s in states]
+            await save_many(groups)
+
+        worker.store.save_many = counting  # type: ignore[method-assign]
+
+
+async def stored(worker: Worker, sid: str) -> SessionState | None:
+    return (await worker.store.load([sid])).get(sid)
+
+
+async def test_a_state_is_written_once_it_has_been_dirty_for_the_interval() -> None:
+    worker, feed = Worker(flush_s=FLUSH_S), Feed()
+    writes = Writes(worker)
+    await worker.processor.process(feed.quiet("a", 2))
+    worker.clock.advance(6)
+    await worker.processor.process(feed.quiet("a", 2, start=2000))
+    assert await stored(worker, "a") is None and writes.sids == []
+    assert worker.processor.cache.get("a").n_events == 4  # type: ignore[union-attr]
+    worker.clock.advance(4)  # dirty for 10 s now: the next batch writes it
+    await worker.processor.process(feed.quiet("b", 1))
+    assert writes.sids == ["a"]  # one write for the four events
+    assert (await stored(worker, "a")).n_events == 4  # type: ignore[union-attr]
+    assert worker.metric("disengage_states_flushed_total") == 1
+    assert worker.metric("disengage_dirty_states") == 1  # b
+
+
+async def test_the_commit_stays_below_the_first_event_not_written() -> None:
+    worker, feed = Worker(flush_s=FLUSH_S), Feed()
+    await worker.processor.process(feed.quiet("a", 2))  # offsets 0, 1
+    assert await worker.processor.settle() == {0: 0}
+    worker.clock.advance(FLUSH_S)
+    await worker.processor.process(feed.quiet("b", 2))  # offsets 2, 3; a is written
+    assert await worker.processor.settle() == {0: 2}
+    worker.clock.advance(FLUSH_S)
+    await worker.processor.process(feed.quiet("a", 1, start=5000))  # offset 4; b is written
+    assert await worker.processor.settle() == {0: 4}
+
+
+async def test_a_state_with_an_alert_is_written_with_its_outbox_at_once() -> None:
+    worker, feed = Worker(flush_s=FLUSH_S), Feed()
+    await worker.processor.process(feed.pile_up("s1"))
+    assert len(worker.sink.alert_ids()) == 1
+    state = await stored(worker, "s1")
+    assert state is not None and (state.n_events, state.n_alerts, state.outbox) == (5, 1, [])
+    assert worker.processor.cache.dirty_count == 0
+
+
+async def test_a_crash_loses_no_state_the_input_is_read_again_from_the_commit() -> None:
+    """Batches over 40 s, the offsets committed as the worker would
+    (below :meth:`settle`), a kill -9, and a new process that reads the
+    input again from the commit: every state ends as in a run that wrote
+    every batch through, and no alert is produced twice."""
+    feed = Feed()
+    batches: list[list[Message]] = []
+    for i in range(8):
+        batch = feed.quiet(f"q{i % 3}", 2, start=5000 * i)
+        if i == 3:
+            batch += feed.pile_up("alerted", start=5000 * i)
+        batches.append(batch)
+    through = Worker()
+    for batch in batches:
+        await through.processor.process(batch)
+        through.clock.advance(5)
+
+    behind = Worker(flush_s=FLUSH_S)
+    committed = 0
+    for batch in batches[:6]:
+        await behind.processor.process(batch)
+        limit = (await behind.processor.settle()).get(0, batch[-1].offset + 1)
+        committed = min(batch[-1].offset + 1, limit)
+        behind.clock.advance(5)
+    assert 0 < committed < batches[5][-1].offset + 1  # some events only in memory
+    restarted = behind.restarted()  # kill -9: the dirty states are gone
+    await restarted.processor.assign([0])
+    rest = [m for batch in batches for m in batch if m.offset >= committed]
+    await restarted.processor.process(rest)
+    await restarted.processor.flush()
+    for sid in ("q0", "q1", "q2", "alerted"):
+        want, got = await stored(through, sid), await stored(restarted, sid)
+        assert want is not None and got is not None
+        assert got.to_bytes() == want.to_bytes(), sid
+    assert sorted(restarted.sink.alert_ids()) == sorted(through.sink.alert_ids())
+
+
+async def test_page_visits_wait_until_the_states_of_their_events_are_written() -> None:
+    worker, feed = Worker(flush_s=FLUSH_S, share_hotspots=True), Feed()
+    await worker.processor.process(feed.quiet("a", 4))
+    await worker.processor.settle()
+    assert worker.sink.visits == []  # their states are only in memory
+    worker.clock.advance(FLUSH_S)
+    await worker.processor.process(feed.quiet("b", 1))  # writes a
+    await worker.processor.settle()
+    assert worker.sink.visits and worker.processor.visits_held == []
+
+
+async def test_a_revocation_writes_the_dirty_states_of_its_partitions_first() -> None:
+    worker, feed = Worker(flush_s=FLUSH_S), Feed()
+    both = feed.quiet("a", 2, partition=0) + feed.quiet("b", 2, partition=1)
+    await worker.processor.process(both)
+    await worker.processor.revoke([0])
+    assert (await stored(worker, "a")).n_events == 2  # type: ignore[union-attr]
+    assert await stored(worker, "b") is None and "a" not in worker.processor.cache
+    assert await worker.processor.settle() == {1: 0}
+
+
+async def test_at_most_the_cache_size_of_states_wait_to_be_written() -> None:
+    worker, feed = Worker(flush_s=FLUSH_S, cache_sessions=1000), Feed()
+    await worker.processor.process([m for i in range(1200) for m in feed.quiet(f"s{i}", 1)])
+    assert worker.processor.cache.dirty_count == 1000
+    assert await stored(worker, "s0") is not None and await stored(worker, "s199") is not None
+    assert await stored(worker, "s200") is None
+    # the oldest went first, and the commit stays below the first still dirty
+    assert await worker.processor.settle() == {0: 200}
+
+
+async def test_a_revocation_goes_on_when_the_page_visits_are_refused() -> None:
+    """The states are written and the partition given up; the visits stay
+    queued and go out before the next batch."""
+    worker, feed = Worker(flush_s=FLUSH_S, share_hotspots=True), Feed()
+    await worker.processor.process(feed.quiet("a", 4))
+    worker.sink.fail_visits.append(ConnectionError("broker unavailable"))
+    await worker.processor.revoke([0])
+    assert (await stored(worker, "a")).n_events == 4  # type: ignore[union-attr]
+    assert "a" not in worker.processor.cache and 0 not in worker.processor.partitions
+    assert worker.sink.visits == [] and worker.processor.visit_backlog
+    await worker.processor.process(feed.quiet("b", 1, partition=1))
+    assert worker.sink.visits and not worker.processor.visit_backlog
+
+
+async def test_in_a_backlog_event_time_writes_what_the_wall_clock_would_not_yet() -> None:
+    """Read at catch-up speed, minutes of event time pass in seconds: a
+    state is due once its partition's event time is the interval past it,
+    so a replay after a crash stays within what each state's
+    de-duplication ring remembers."""
+    worker, feed = Worker(flush_s=FLUSH_S), Feed()
+    await worker.processor.process(feed.quiet("a", 2))
+    later = [m for sid in ("b", "c", "d") for m in feed.quiet(sid, 2, start=60_000)]
+    await worker.processor.process(later)  # no wall time passed
+    assert (await stored(worker, "a")).n_events == 2  # type: ignore[union-attr]
+    assert await stored(worker, "b") is None
