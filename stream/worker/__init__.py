@@ -2,5 +2,5 @@
 
 ``app`` is the Faust app and composition root; ``pipeline`` the batch step
 (independent of Faust, unit-tested with fakes); ``state_cache`` the bounded
-write-through cache of session states; ``health`` readiness and gauges.
+cache of session states, with the dirty ones written behind; ``health`` readiness and gauges.
 """

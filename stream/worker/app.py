@@ -10,8 +10,9 @@ first access).
 Delivery is at least once with idempotent effects: :class:`Intake`
 (``stream/worker/intake.py``) reads the input a whole fetch at a time, and a
 batch's offsets are committed only after :meth:`BatchProcessor.process`
-returned, that is after the state was written and the alerts were
-acknowledged by the broker. A failing batch is retried in place; it is never
+returned, that is after the alerts were acknowledged by the broker, and
+below the first record whose session state is not written yet (write-behind,
+``DISENGAGE_STATE_FLUSH_S``). A failing batch is retried in place; it is never
 skipped. Faust runs the rest: the shared hotspot agent, the timers, the
 producer and the web pages.
 """

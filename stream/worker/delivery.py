@@ -108,7 +108,7 @@ class SessionDelivery:
         #: :meth:`deliver_pending`, in memory only (see the README)
         self.hotspot_backlog: list[Alert] = []
         #: page visits for the shared hotspot monitors not yet acknowledged
-        #: (in memory only: a crash loses at most those of one batch)
+        #: (in memory only; their states are written, so a crash loses them)
         self.visit_backlog: list[PageVisit] = []
         self._backlog_since_ms = 0
         self.store_fault = Fault("Redis", log)
@@ -132,12 +132,16 @@ class SessionDelivery:
         return states
 
     async def _save(self, items: Iterable[tuple[int, SessionState]]) -> None:
+        items = list(items)
         by_partition: dict[int, list[SessionState]] = {}
         for partition, state in items:
             by_partition.setdefault(partition, []).append(state)
             self.cache.put(partition, state)
         if by_partition:
             await self._call("save", self.store.save_many, by_partition)
+            # clean only once written: a cancelled write leaves them dirty, so
+            # the commit stays below them
+            self.cache.written(items)
 
     def event_limits(self) -> dict[int, int]:
         """Per partition, the event time (epoch ms) at or before which a
@@ -160,8 +164,6 @@ class SessionDelivery:
     async def flush(self, partitions: Iterable[int] | None = None) -> int:
         """Write every dirty state (of ``partitions``, default all), then send
         the page visits that waited for them; at a revocation or a stop.
-        Visits the broker refuses stay queued for :meth:`deliver_pending`
-        (logged and counted by :meth:`_send`): a revocation must go on.
         Returns the number of states written."""
         if not self.write_behind:
             return 0  # every batch wrote its states, and sent its visits
@@ -170,8 +172,7 @@ class SessionDelivery:
         await self._save(dirty)
         self.metrics.states_flushed.inc(len(dirty))
         self.metrics.dirty_states.set(self.cache.dirty_count)
-        with contextlib.suppress(Exception):
-            await self.settle(wanted)
+        await self.settle(wanted)
         return len(dirty)
 
     async def settle(self, partitions: Iterable[int] | None = None) -> dict[int, int]:
@@ -183,8 +184,8 @@ class SessionDelivery:
         no state (the next owner reads those records again, and the events
         the written states hold are duplicates). Visits wait for the same
         reason: an event read again records its visit again only when its
-        state was not written. Raises when the visits are not acknowledged
-        (then commit nothing)."""
+        state was not written. Visits the broker refuses stay queued for
+        :meth:`deliver_pending`."""
         if self.write_behind:
             await self.write_due()  # between batches too: the input may have gone quiet
         first = self.cache.first_offsets()
@@ -197,7 +198,11 @@ class SessionDelivery:
             else:
                 held.append((partition, last, visits))
         self.visits_held = held
-        await self._send_visits()
+        # visits the broker refuses stay queued for deliver_pending (logged
+        # and counted by _send); holding the commit for them would protect
+        # nothing, their states are written
+        with contextlib.suppress(Exception):
+            await self._send_visits()
         return first
 
     def _take_examples(

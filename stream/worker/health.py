@@ -116,7 +116,7 @@ async def update_gauges(app: faust.App, runtime: Runtime) -> None:
         runtime.processor.store_fault.failed("no answer to a ping within 1 s", "ping")
     if runtime.intake.rebalancing or not store_ok or not kafka_ok:
         return
-    # records after the last committed offset, up to the partitions' end now
+    # records not processed yet, up to the partitions' end now
     for partition, lag in (await runtime.intake.lag(BROKER_TIMEOUT_S)).items():
         runtime.metrics.consumer_lag.labels(str(partition)).set(lag)
     counts = [runtime.store.open_sessions(p) for p in runtime.processor.partitions]

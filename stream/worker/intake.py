@@ -20,7 +20,8 @@ timers, the producer, the web pages) under the app id
 
 Delivery is unchanged: at least once, with idempotent effects. A batch's
 offsets are committed only after :meth:`BatchProcessor.process` returned
-(states saved, alerts acknowledged by the broker), every
+(states saved, alerts acknowledged by the broker; with write-behind, below
+the first record whose state is not written yet), every
 :data:`COMMIT_INTERVAL_S`, when partitions are revoked and at stop. A failed
 batch is retried in place and never skipped. A revocation waits for the
 batch in flight (the batch lock), checkpoints the partitions' monitors and

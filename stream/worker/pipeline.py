@@ -17,10 +17,15 @@ and, in this order:
    broker acknowledges them saves the other touched states (one round
    trip), so an alert does not wait for the states of every session the
    batch touched (live traffic touches one per event); then produces the
-   page visits;
+   page visits. With write-behind (``DISENGAGE_STATE_FLUSH_S``) the other
+   states stay dirty in the cache instead, step 5 writes those dirty for
+   the flush interval, and the visits wait until their states are written
+   (:meth:`~stream.worker.delivery.SessionDelivery.settle`);
 6. clears the delivered outboxes (one round trip).
 
-Only then may the caller commit the batch's offsets. A crash before step 4
+Only then may the caller commit the batch's offsets, and with write-behind
+only below each partition's first record whose state is still dirty
+(``settle``), so what follows holds for the states written. A crash before step 4
 redelivers the batch and repeats nothing. After it, a redelivered event is a
 duplicate to a state saved in step 4 or 5 and is applied again, as the first
 time, to one that was not saved yet; an outbox saved in step 4 still holds
@@ -247,8 +252,12 @@ class BatchProcessor(SessionDelivery):
 
     async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
         """Save the local state (hotspot monitor, alert budget; ~20 KB) of the
-        given (default: all owned) partitions."""
-        for p in list(self.partitions if partitions is None else partitions):
+        given (default: all owned) partitions, after their dirty session
+        states: a replay after a crash starts below those, and must not
+        count their page visits or new sessions twice in a restored monitor."""
+        wanted = list(self.partitions if partitions is None else partitions)
+        await self.flush(wanted)
+        for p in wanted:
             part = self.partitions.get(p)
             if part is None:
                 continue
@@ -322,7 +331,7 @@ class BatchProcessor(SessionDelivery):
             if self.write_behind:
                 # dirty from now on: written even if this batch fails later
                 # (its retry would see these events as duplicates)
-                self.cache.mark(partition, state, mono, event.ts, message.offset)
+                self.cache.mark(partition, state, mono, part.clock.now, message.offset)
             if state.trust >= 0 and state.trust_ts == event.ts:
                 trust_scores.append(state.trust)
             if result.closed and state.outcome:

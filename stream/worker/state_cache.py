@@ -35,13 +35,13 @@ from detectors.session import SessionState
 
 @dataclass(slots=True)
 class Dirty:
-    """A state not yet written: since when (monotonic seconds, and the event
-    time of the event that made it dirty, epoch ms) and from which input
-    offset on it differs from the store's."""
+    """A state not yet written: since when (monotonic seconds, and its
+    partition's event-time watermark then, epoch ms) and from which input
+    offset of that partition on it differs from the store's."""
 
     state: SessionState
     since: float
-    event_ts: int
+    watermark: int
     offset: int
 
 
@@ -54,7 +54,8 @@ class StateCache:
     ...     cache.put(0, SessionState(sid))
     >>> len(cache), cache.get("a"), cache.get("c").sid
     (2, None, 'c')
-    >>> cache.mark(1, SessionState("d"), since=10.0, event_ts=5_000, offset=7)
+    >>> d = SessionState("d")
+    >>> cache.mark(1, d, since=10.0, watermark=5_000, offset=7)
     >>> cache.put(1, SessionState("e")); cache.put(1, SessionState("f"))
     >>> cache.get("d").sid, cache.first_offsets()  # out of the LRU part, still dirty
     ('d', {1: 7})
@@ -64,7 +65,7 @@ class StateCache:
     ['d']
     >>> [s.sid for _, s in cache.due(before=10.0, event_before={})]  # wall time
     ['d']
-    >>> cache.clean(["d"]); cache.get("d") is None, cache.first_offsets()
+    >>> cache.written([(1, d)]); cache.get("d") is None, cache.first_offsets()
     (True, {})
     >>> cache.forget({0, 1}); len(cache)
     0
@@ -73,20 +74,23 @@ class StateCache:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._states: OrderedDict[str, tuple[int, SessionState]] = OrderedDict()
-        #: per partition, in the order the states first became dirty
+        #: per partition, in the order the states first became dirty there
         self._dirty: dict[int, OrderedDict[str, Dirty]] = {}
-        self._dirty_partition: dict[str, int] = {}
+        #: the partitions a dirty session is dirty in, the latest last (a
+        #: session's events in two partitions: the topic got more partitions,
+        #: or a producer does not key by session id)
+        self._where: dict[str, list[int]] = {}
 
     def __len__(self) -> int:
         return len(self._states)
 
     def __contains__(self, sid: object) -> bool:
-        return sid in self._states or sid in self._dirty_partition
+        return sid in self._states or sid in self._where
 
     @property
     def dirty_count(self) -> int:
-        """States changed and not yet written to the store."""
-        return len(self._dirty_partition)
+        """Sessions whose state changed and is not yet written to the store."""
+        return len(self._where)
 
     def get(self, sid: str) -> SessionState | None:
         """The cached state of ``sid``, now the most recently used, or ``None``."""
@@ -94,32 +98,13 @@ class StateCache:
         if hit is not None:
             self._states.move_to_end(sid)
             return hit[1]
-        partition = self._dirty_partition.get(sid)
-        return None if partition is None else self._dirty[partition][sid].state
+        where = self._where.get(sid)
+        return None if where is None else self._dirty[where[-1]][sid].state
 
     def put(self, partition: int, state: SessionState) -> None:
-        """Remember ``state`` (of ``partition``) as just written to the store
-        (no longer dirty), evicting the least recently used."""
-        self._clean(state.sid)
-        self._remember(partition, state)
-
-    def mark(
-        self, partition: int, state: SessionState, since: float, event_ts: int, offset: int
-    ) -> None:
-        """Remember ``state`` as changed at ``since`` (monotonic seconds) by
-        the event at ``event_ts`` (epoch ms) of the input record at
-        ``offset``, and not written yet; a state already dirty keeps its
-        first times and offset."""
-        dirty = self._dirty.setdefault(partition, OrderedDict())
-        entry = dirty.get(state.sid)
-        if entry is None:
-            dirty[state.sid] = Dirty(state, since, event_ts, offset)
-            self._dirty_partition[state.sid] = partition
-        else:
-            entry.state = state
-        self._remember(partition, state)
-
-    def _remember(self, partition: int, state: SessionState) -> None:
+        """Remember ``state`` (of ``partition``) as read from the store,
+        evicting the least recently used; a dirty one stays dirty until
+        :meth:`written`."""
         if self.capacity <= 0:
             return
         self._states[state.sid] = (partition, state)
@@ -127,41 +112,62 @@ class StateCache:
         while len(self._states) > self.capacity:
             self._states.popitem(last=False)
 
+    def mark(
+        self, partition: int, state: SessionState, since: float, watermark: int, offset: int
+    ) -> None:
+        """Remember ``state`` as changed at ``since`` (monotonic seconds,
+        the partition's event-time ``watermark`` then) by the input record
+        at ``offset``, and not written yet; a state already dirty in the
+        partition keeps its first times and offset."""
+        where = self._where.setdefault(state.sid, [])
+        for p in where:  # every copy is this state now (a reopened session is a new object)
+            self._dirty[p][state.sid].state = state
+        if partition not in where:
+            dirty = self._dirty.setdefault(partition, OrderedDict())
+            dirty[state.sid] = Dirty(state, since, watermark, offset)
+            where.append(partition)
+        elif where[-1] != partition:
+            where.remove(partition)
+            where.append(partition)
+        self.put(partition, state)
+
     def due(
         self, before: float, event_before: Mapping[int, int], keep: int | None = None
     ) -> list[tuple[int, SessionState]]:
         """The dirty states that became dirty at ``before`` (monotonic
-        seconds) or earlier, or by an event at or before their partition's
-        ``event_before`` (epoch ms: in a backlog event time runs ahead of the
-        wall clock), and the oldest others of each partition beyond its share
-        of the ``keep`` newest. They stay dirty until :meth:`clean`. Each
-        partition is read from its oldest state on, up to the first that is
-        not due."""
-        out = []
+        seconds) or earlier, or when their partition's watermark was at or
+        before its ``event_before`` (epoch ms: in a backlog event time runs
+        ahead of the wall clock), and the oldest others of each partition
+        beyond its share of the ``keep`` newest; each with the partition it
+        was last changed in, once. They stay dirty until :meth:`written`.
+        Each partition is read from its oldest state on, up to the first
+        that is not due (both times only grow along it)."""
+        out: dict[str, tuple[int, SessionState]] = {}
         share = None if keep is None else keep // max(1, len(self._dirty))
         for partition, dirty in self._dirty.items():
             over = 0 if share is None else len(dirty) - share
             event_limit = event_before.get(partition)
-            for i, entry in enumerate(dirty.values()):
+            for i, (sid, entry) in enumerate(dirty.items()):
                 if (
                     i >= over
                     and entry.since > before
-                    and (event_limit is None or entry.event_ts > event_limit)
+                    and (event_limit is None or entry.watermark > event_limit)
                 ):
                     break
-                out.append((partition, entry.state))
-        return out
+                out[sid] = (self._where[sid][-1], entry.state)
+        return list(out.values())
 
     def dirty(self, partitions: Iterable[int] | None = None) -> list[tuple[int, SessionState]]:
-        """The dirty states (of ``partitions``, default all) with their
-        partitions; they stay dirty until :meth:`clean`."""
+        """The dirty states (of ``partitions``, default all), each with the
+        partition it was last changed in, once; they stay dirty until
+        :meth:`written`."""
         wanted = self._dirty.keys() if partitions is None else set(partitions)
-        return [
-            (p, entry.state)
-            for p, dirty in self._dirty.items()
-            if p in wanted
-            for entry in dirty.values()
-        ]
+        out: dict[str, tuple[int, SessionState]] = {}
+        for p, dirty in self._dirty.items():
+            if p in wanted:
+                for sid, entry in dirty.items():
+                    out[sid] = (self._where[sid][-1], entry.state)
+        return list(out.values())
 
     def first_offsets(self) -> dict[int, int]:
         """Per partition with dirty states, the input offset of the earliest
@@ -172,15 +178,15 @@ class StateCache:
             if dirty
         }
 
-    def clean(self, sids: Iterable[str]) -> None:
-        """``sids`` were written to the store: no longer dirty."""
-        for sid in sids:
-            self._clean(sid)
-
-    def _clean(self, sid: str) -> None:
-        partition = self._dirty_partition.pop(sid, None)
-        if partition is not None:
-            del self._dirty[partition][sid]
+    def written(self, items: Iterable[tuple[int, SessionState]]) -> None:
+        """These states were written to the store: no longer dirty, unless
+        the session's state changed to another object meanwhile."""
+        for _, state in items:
+            where = self._where.get(state.sid)
+            if where is None or self._dirty[where[-1]][state.sid].state is not state:
+                continue
+            for p in self._where.pop(state.sid):
+                del self._dirty[p][state.sid]
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the states of ``partitions`` (given up: another worker owns
@@ -190,4 +196,7 @@ class StateCache:
             del self._states[sid]
         for p in gone:
             for sid in self._dirty.pop(p, {}):
-                del self._dirty_partition[sid]
+                where = self._where[sid]
+                where.remove(p)
+                if not where:
+                    del self._where[sid]

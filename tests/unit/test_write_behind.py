@@ -8,7 +8,10 @@ integration tests with the worker's default interval."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
+
+import pytest
 
 from detectors.session import SessionState
 from stream.records import Message
@@ -145,8 +148,9 @@ async def test_a_revocation_goes_on_when_the_page_visits_are_refused() -> None:
     queued and go out before the next batch."""
     worker, feed = Worker(flush_s=FLUSH_S, share_hotspots=True), Feed()
     await worker.processor.process(feed.quiet("a", 4))
-    worker.sink.fail_visits.append(ConnectionError("broker unavailable"))
+    worker.sink.fail_visits += [ConnectionError("broker unavailable")] * 3
     await worker.processor.revoke([0])
+    worker.sink.fail_visits.clear()
     assert (await stored(worker, "a")).n_events == 4  # type: ignore[union-attr]
     assert "a" not in worker.processor.cache and 0 not in worker.processor.partitions
     assert worker.sink.visits == [] and worker.processor.visit_backlog
@@ -165,3 +169,49 @@ async def test_in_a_backlog_event_time_writes_what_the_wall_clock_would_not_yet(
     await worker.processor.process(later)  # no wall time passed
     assert (await stored(worker, "a")).n_events == 2  # type: ignore[union-attr]
     assert await stored(worker, "b") is None
+
+
+async def test_a_write_cut_short_leaves_its_states_dirty_and_the_commit_below_them() -> None:
+    """A stop that cancels the write in flight: the states are still dirty,
+    so the commit at the stop stays below their events."""
+    worker, feed = Worker(flush_s=FLUSH_S), Feed()
+    await worker.processor.process(feed.quiet("a", 2))
+    worker.clock.advance(FLUSH_S)
+    save_many = worker.store.save_many
+
+    async def cancelled(groups: Mapping[int, Sequence[SessionState]]) -> None:
+        raise asyncio.CancelledError
+
+    worker.store.save_many = cancelled  # type: ignore[method-assign]
+    with pytest.raises(asyncio.CancelledError):
+        await worker.processor.write_due()
+    worker.store.save_many = save_many  # type: ignore[method-assign]
+    assert worker.processor.cache.dirty_count == 1
+    assert worker.processor.cache.first_offsets() == {0: 0}
+
+
+async def test_a_session_seen_in_two_partitions_is_one_dirty_state() -> None:
+    """After the topic got more partitions (or from a producer that does not
+    key by session id): both partitions' commits wait for the one state,
+    which is written once, under the partition it last changed in."""
+    worker, feed = Worker(flush_s=FLUSH_S), Feed()
+    await worker.processor.process(feed.quiet("a", 2, partition=0))
+    await worker.processor.process(feed.quiet("a", 1, start=5000, partition=1))
+    assert worker.processor.cache.dirty_count == 1
+    assert await worker.processor.settle() == {0: 0, 1: 0}
+    writes = Writes(worker)
+    worker.clock.advance(FLUSH_S)
+    assert await worker.processor.settle() == {}
+    assert writes.sids == ["a"] and (await stored(worker, "a")).n_events == 3  # type: ignore[union-attr]
+    await worker.processor.revoke([0, 1])
+    assert "a" not in worker.processor.cache
+
+
+async def test_a_checkpoint_writes_the_dirty_states_first() -> None:
+    """A restored checkpoint must not see the replayed events again: every
+    state they changed is written before the partition's local state."""
+    worker, feed = Worker(flush_s=FLUSH_S), Feed()
+    await worker.processor.process(feed.quiet("a", 2))
+    await worker.processor.checkpoint()
+    assert (await stored(worker, "a")).n_events == 2  # type: ignore[union-attr]
+    assert worker.processor.cache.dirty_count == 0
