@@ -252,11 +252,17 @@ class BatchProcessor(SessionDelivery):
 
     async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
         """Save the local state (hotspot monitor, alert budget; ~20 KB) of the
-        given (default: all owned) partitions, after their dirty session
-        states: a replay after a crash starts below those, and must not
-        count their page visits or new sessions twice in a restored monitor."""
+        given (default: all owned) partitions. With hotspot scope
+        ``partition`` their dirty session states are written first: a replay
+        after a crash starts below those, and must not count their page
+        visits twice in a restored monitor. With the shared monitors (the
+        default) the local state is the alert budget, which a ``kill -9``
+        leaves inexact anyway (see the README), and writing every dirty state
+        at once would hold the batches up (~13,000 states at 3,000 events/s,
+        ~60 µs each to encode and write: most of a second)."""
         wanted = list(self.partitions if partitions is None else partitions)
-        await self.flush(wanted)
+        if not self.share_hotspots:
+            await self.flush(wanted)
         for p in wanted:
             part = self.partitions.get(p)
             if part is None:
