@@ -303,6 +303,18 @@ async def latency_run(
 KCAT = shutil.which("kcat")
 
 
+def patient_metrics(service: Worker, tries: int = 10) -> dict[str, float]:
+    """``service.metrics()``, asked again after a timeout: a trainer learning
+    the backlog's closed sessions can hold its event loop (and its /metrics)
+    for longer than the 3 s a read waits."""
+    for _ in range(tries - 1):
+        try:
+            return service.metrics()
+        except OSError:  # a timeout or a refused connection
+            time.sleep(1.0)
+    return service.metrics()
+
+
 def kcat_simulation(
     env: Env, rate: float, duration_s: float, seed: int, on_first: Callable[[], None]
 ) -> int:
@@ -523,7 +535,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         warm = [r for c, r in rss if c >= len(records) * 0.2]
         half = [r for c, r in rss if c >= len(records) * 0.5]
         hist = worker.metrics()
-        trained = trainer.metrics()
+        trained = patient_metrics(trainer)
     finally:
         worker.stop()
         trainer.stop()
