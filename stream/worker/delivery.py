@@ -156,10 +156,13 @@ class SessionDelivery:
         due = self.cache.due(
             self.monotonic() - self.flush_s, self.event_limits(), keep=self.max_dirty
         )
-        await self._save(due)
-        self.metrics.states_flushed.inc(len(due))
+        return await self._write_dirty(due)
+
+    async def _write_dirty(self, items: list[tuple[int, SessionState]]) -> int:
+        await self._save(items)
+        self.metrics.states_flushed.inc(len(items))
         self.metrics.dirty_states.set(self.cache.dirty_count)
-        return len(due)
+        return len(items)
 
     async def flush(self, partitions: Iterable[int] | None = None) -> int:
         """Write every dirty state (of ``partitions``, default all), then send
@@ -168,12 +171,9 @@ class SessionDelivery:
         if not self.write_behind:
             return 0  # every batch wrote its states, and sent its visits
         wanted = None if partitions is None else set(partitions)
-        dirty = self.cache.dirty(wanted)
-        await self._save(dirty)
-        self.metrics.states_flushed.inc(len(dirty))
-        self.metrics.dirty_states.set(self.cache.dirty_count)
+        written = await self._write_dirty(self.cache.dirty(wanted))
         await self.settle(wanted)
-        return len(dirty)
+        return written
 
     async def settle(self, partitions: Iterable[int] | None = None) -> dict[int, int]:
         """Before the input's offsets are committed: write the states due
