@@ -265,6 +265,9 @@ async def latency_run(
         "batches_over_250ms": metric_sum(samples, "disengage_batch_seconds_count")
         - metric_sum(samples, "disengage_batch_seconds_bucket", le="0.25"),
         "batch_stage_share": stage_shares(samples),
+        # what batches waited for outside themselves: the lock's other holders
+        # and an event loop that could not run (stream/worker/stalls.py)
+        "stalls": stalls(samples),
         # is the machine saturated? cores used per process, and the share of
         # all cores idle, while the traffic was offered (warm-up included)
         "cpu": cpu,
@@ -276,6 +279,9 @@ async def latency_run(
         {"latency_s": round(d, 3), "at_s": round(t, 1)} for d, t in slowest[:8]
     ]
     out["model_loads_at_s"] = model_load_times(worker.log_path, before)
+    out["stalls_logged_at_s"] = log_times(
+        worker.log_path, before, ("held the batch lock", "event loop was blocked", "took")
+    )
     # steady state or a drift? the topic p99 per minute of the phase (a worker
     # falling behind grows minute after minute; one slow moment stays in one)
     minutes: dict[int, list[float]] = {}
@@ -458,9 +464,27 @@ async def broker_timed_topics(env: Env) -> None:
 
 def model_load_times(log: Path, since: float) -> list[float]:
     """Seconds after ``since`` (epoch) at which the worker logged a model load."""
+    lines = _log_lines(log, since, lambda line: "loaded (" in line and "model version" in line)
+    return [t for t, _ in lines]
+
+
+def log_times(log: Path, since: float, needles: tuple[str, ...]) -> list[str]:
+    """The worker's stall lines (slow batches, long lock holds, a blocked
+    event loop; each logged at most once per 10 s) as "seconds: message",
+    seconds after ``since``."""
+    return [
+        f"{t}: {line.split(' ', 3)[-1][:120]}"
+        for t, line in _log_lines(log, since, lambda line: any(n in line for n in needles))
+        if t >= 0
+    ]
+
+
+def _log_lines(
+    log: Path, since: float, keep: Callable[[str], bool]
+) -> list[tuple[float, str]]:
     out = []
     for line in log.read_text(errors="replace").splitlines():
-        if "loaded (" not in line or "model version" not in line:
+        if not keep(line):
             continue
         text = line.lstrip("[")  # Faust's format brackets the time
         try:
@@ -468,7 +492,7 @@ def model_load_times(log: Path, since: float) -> list[float]:
         except ValueError:
             continue
         ms = float(text[20:23]) / 1000 if text[19:20] == "," else 0.0
-        out.append(round(stamp + ms - since, 1))
+        out.append((round(stamp + ms - since, 1), line))
     return out
 
 
@@ -592,6 +616,24 @@ def gc_pauses(samples: dict[str, float]) -> dict[str, float]:
         "full_seconds": round(metric_sum(samples, f"{name}_sum", generation="2"), 3),
         "pauses_over_100ms": count - under,
     }
+
+
+def stalls(samples: dict[str, float]) -> dict[str, float]:
+    """Event-loop lags over 250 ms, and holds of the batch lock over 250 ms by
+    each holder other than a batch (those are ``batches_over_250ms``)."""
+    lag = "disengage_event_loop_lag_seconds"
+    held = "disengage_lock_held_seconds"
+    out = {
+        "loop_lags_over_250ms": metric_sum(samples, f"{lag}_count")
+        - metric_sum(samples, f"{lag}_bucket", le="0.25"),
+        "loop_lag_seconds": round(metric_sum(samples, f"{lag}_sum"), 3),
+    }
+    for holder in ("commit", "rebalance", "expiry_sweep", "checkpoint"):
+        out[f"{holder}_holds_over_250ms"] = metric_sum(
+            samples, f"{held}_count", holder=holder
+        ) - metric_sum(samples, f"{held}_bucket", holder=holder, le="0.25")
+        out[f"{holder}_held_seconds"] = round(metric_sum(samples, f"{held}_sum", holder=holder), 3)
+    return out
 
 
 def stage_shares(samples: dict[str, float]) -> dict[str, float]:

@@ -47,6 +47,8 @@ BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 GC_PAUSE_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 #: The stages of a worker batch, in order (``disengage_batch_stage_seconds``).
 BATCH_STAGES = ("recover", "parse", "load", "detect", "save", "produce", "gauges")
+#: How late the worker's event loop woke a 100 ms sleeper (seconds).
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500)
 REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
@@ -109,6 +111,22 @@ class Metrics:
             "there is no flush interval), gauges (model gauges).",
             ["stage"],
             buckets=BATCH_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.lock_held_seconds = Histogram(
+            "disengage_lock_held_seconds",
+            "Time the batch lock was held, by holder: batch, commit (the state writes due "
+            "before an offset commit), rebalance, expiry_sweep (one slice), checkpoint, "
+            "shutdown. Batches wait while another holder has it (stream/worker/stalls.py).",
+            ["holder"],
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag_seconds = Histogram(
+            "disengage_event_loop_lag_seconds",
+            "How late the event loop woke a 100 ms sleeper: time it could run nothing "
+            "(CPU work outside the batches, a thread holding the GIL, a garbage collection).",
+            buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
         self.gc_pause_seconds = Histogram(

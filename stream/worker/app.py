@@ -55,6 +55,7 @@ from stream.worker.hotspot_agent import SharedHotspots
 from stream.worker.intake import Intake, carry_over_page_offsets, pages_group
 from stream.worker.model_feed import ModelFeed
 from stream.worker.pipeline import BatchProcessor
+from stream.worker.stalls import BatchLock, LoopLag
 
 log = logging.getLogger("disengage.worker")
 
@@ -65,6 +66,8 @@ GAUGE_INTERVAL_S = 5.0
 #: and quiet ones, each): ~0.3-0.5 ms a session, so a batch waits at most
 #: some 50 ms behind a slice.
 SWEEP_SLICE = 100
+#: The batch lock's holder label (``disengage_lock_held_seconds``) of each timer job.
+LOCK_HOLDERS = {"Expiry sweep": "expiry_sweep", "Hotspot checkpoint": "checkpoint"}
 #: Slices per partition per sweep tick; what is left goes on at the next tick.
 SWEEP_SLICES_PER_TICK = 50
 #: Longest wait for the shared monitors' checkpoint at shutdown (seconds):
@@ -161,7 +164,9 @@ class Runtime:
             unfreeze_interval_s=settings.gc_unfreeze_interval_s,
         )
         self.broker = BrokerProbe(settings)
-        self.lock = asyncio.Lock()  # batches, sweeps and rebalances never interleave
+        # batches, sweeps and rebalances never interleave; each hold is timed
+        self.lock = BatchLock(self.metrics.lock_held_seconds)
+        self.loop_lag = LoopLag(self.metrics.loop_lag_seconds)
         self.intake: Intake  # the input consumer, set by create_app
         self.started_at = time.time()
         self.last_batch_at = 0.0
@@ -274,6 +279,10 @@ def create_app(settings: Settings) -> faust.App:
     )
 
     @app.task
+    async def loop_lag() -> None:
+        await runtime.loop_lag.run()
+
+    @app.task
     async def consume() -> None:
         await interactions.maybe_declare()
         runtime.gc.install()
@@ -344,7 +353,7 @@ def create_app(settings: Settings) -> faust.App:
         if runtime.processor.partitions:
 
             async def locked_partitions_checkpoint() -> None:
-                async with runtime.lock:
+                async with runtime.lock.hold("shutdown"):
                     await runtime.processor.checkpoint()
 
             try:
@@ -483,7 +492,7 @@ async def _revoked(runtime: Runtime, parts: list[int]) -> None:
 
 async def _process(runtime: Runtime, messages: list[Message], generation: int) -> None:
     try:
-        async with runtime.lock:  # batches, sweeps and rebalances never interleave
+        async with runtime.lock.hold("batch"):  # batches, sweeps and rebalances never interleave
             if runtime.intake.generation != generation:
                 # revoked while the batch waited to be tried again: it is the
                 # next owner's now (processing it would take the partitions back)
@@ -503,7 +512,7 @@ async def _maintain(runtime: Runtime, name: str, job: Callable[[], Awaitable[T]]
     per outage (:class:`Fault`) and retried on the next tick."""
     fault = runtime.maintenance[name]
     try:
-        async with runtime.lock:
+        async with runtime.lock.hold(LOCK_HOLDERS[name]):
             result = await job()
     except Exception as exc:
         fault.failed(exc, name.lower())

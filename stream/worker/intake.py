@@ -44,6 +44,7 @@ from stream.records import Message
 from stream.retry import Stopped, backoff, retry_forever
 from stream.settings import Settings
 from stream.worker.faults import Fault
+from stream.worker.stalls import BatchLock
 
 log = logging.getLogger("disengage.worker")
 
@@ -87,7 +88,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         process: Callable[[list[Message], int], Awaitable[None]],
         assigned: Partitions,
         revoked: Partitions,
-        lock: asyncio.Lock,
+        lock: BatchLock,
         *,
         settle: Callable[[], Awaitable[dict[int, int]]] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -199,7 +200,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
             await stop_consumer(consumer)
 
     async def _revoke_locked(self, parts: list[int]) -> None:
-        async with self.lock:
+        async with self.lock.hold("rebalance"):
             self.generation += 1
             await self.revoked(parts)
 
@@ -230,7 +231,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         limits: dict[int, int] = {}
         if self.settle is not None:
             try:
-                async with self.lock:
+                async with self.lock.hold("commit"):
                     limits = await self.settle()
             except Exception as exc:
                 self.commits.failed(exc, "the state writes and page visits before a commit")
@@ -299,7 +300,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         parts = sorted(tp.partition for tp in assigned)
         try:
             if parts:
-                async with self.lock:
+                async with self.lock.hold("rebalance"):
                     await self.assigned(parts)
         finally:
             self.rebalancing = False

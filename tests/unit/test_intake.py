@@ -14,6 +14,7 @@ from stream.records import Message
 from stream.retry import Stopped
 from stream.settings import Settings
 from stream.worker.intake import Intake
+from stream.worker.stalls import BatchLock
 
 TOPIC = "interactions"
 P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
@@ -65,7 +66,7 @@ def intake(process: Any, clock: Any = None) -> Intake:
 
     settings = Settings.from_env({"DISENGAGE_TOPIC_INTERACTIONS": TOPIC})
     return Intake(
-        settings, process, nothing, nothing, asyncio.Lock(), clock=clock or (lambda: 0.0)
+        settings, process, nothing, nothing, BatchLock(), clock=clock or (lambda: 0.0)
     )
 
 
