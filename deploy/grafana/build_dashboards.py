@@ -392,6 +392,35 @@ def pipeline() -> dict[str, Any]:
         )
     )
 
+    panels.append(
+        lay.place(
+            timeseries(
+                "What batches wait for, p99",
+                "Outside a batch, alerts wait for the batch lock's other holders (the commit's "
+                "state writes, the expiry sweep, the checkpoint, a rebalance) and for an event "
+                "loop that cannot run (CPU work, a thread holding the GIL, a garbage "
+                "collection). A stall over 250 ms is also logged by the worker "
+                "(stream/worker/stalls.py).",
+                targets(
+                    (
+                        "histogram_quantile(0.99, sum by (le, holder) (rate("
+                        f'disengage_lock_held_seconds_bucket{{{SEL}, holder!="batch"}}[{RI}])))',
+                        "lock held: {{holder}}",
+                    ),
+                    (
+                        "histogram_quantile(0.99, sum by (le) (rate("
+                        f"disengage_event_loop_lag_seconds_bucket{{{SEL}}}[{RI}])))",
+                        "event loop lag",
+                    ),
+                ),
+                unit="s",
+                thresholds=[(0, "green"), (0.25, "red")],
+            ),
+            12,
+            8,
+        )
+    )
+
     panels.append(lay.row("Errors and dependencies"))
     panels.append(
         lay.place(
