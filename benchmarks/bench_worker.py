@@ -234,7 +234,8 @@ async def latency_run(
     pipe = []  # input record's Kafka timestamp -> produced: broker + worker only
     # input record's Kafka timestamp -> the alert's: on the alerts topic (the target's measure)
     topic = []
-    slowest: list[tuple[float, float]] = []  # (record time -> on the topic s, at s)
+    # (record time -> on the topic s, at s, record time -> the worker's decision s)
+    slowest: list[tuple[float, float, float]] = []
     for m in messages:
         alert = json.loads(m.value)
         event_ms = parse_ts(alert["data"]["event_time"])
@@ -246,7 +247,7 @@ async def latency_run(
             record_ms = parse_ts(alert["recordtime"])
             pipe.append((produced - record_ms) / 1000.0)
             topic.append((m.timestamp - record_ms) / 1000.0)
-            slowest.append((topic[-1], m.timestamp / 1000.0 - before))
+            slowest.append((topic[-1], m.timestamp / 1000.0 - before, pipe[-1]))
     lat.sort()
     pipe.sort()
     topic.sort()
@@ -275,8 +276,11 @@ async def latency_run(
     # where the tail sits in time, next to the worker's model loads (seconds
     # after the warm-up): a tail that lines up with loads is the unpickling
     slowest.sort(reverse=True)
+    # (a late decision was late in the worker or its fetch; an alert decided
+    # in time but late on the topic waited for its produce)
     out["slowest_alerts"] = [
-        {"latency_s": round(d, 3), "at_s": round(t, 1)} for d, t in slowest[:8]
+        {"latency_s": round(d, 3), "at_s": round(t, 1), "decided_after_s": round(w, 3)}
+        for d, t, w in slowest[:8]
     ]
     out["model_loads_at_s"] = model_load_times(worker.log_path, before)
     out["stalls_logged_at_s"] = log_times(
@@ -285,7 +289,7 @@ async def latency_run(
     # steady state or a drift? the topic p99 per minute of the phase (a worker
     # falling behind grows minute after minute; one slow moment stays in one)
     minutes: dict[int, list[float]] = {}
-    for d, t in slowest:
+    for d, t, _ in slowest:
         minutes.setdefault(max(0, int(t // 60)), []).append(d)
     out["record_to_alerts_topic_p99_by_minute_s"] = [
         round(sorted(v)[min(len(v) - 1, int(len(v) * 0.99))], 3)

@@ -13,17 +13,38 @@ the ``check_at`` function the store is built with, normally
 outbox is not empty, plus named binary blobs for model checkpoints. Expiry of
 stored states is wall-clock TTL, so the memory store is given a clock: the
 shell passes a real one, tests a fake they move by hand.
+
+**Ownership epochs (fencing).** A worker that takes a partition over
+claims it (:meth:`~SessionStore.claim`): a new epoch, greater than every
+earlier claim's. Its saves carry that epoch, and a save for a partition claimed by
+someone else since is refused whole, states and indexes
+(:class:`Fenced`), while the other partitions of the same save are written.
+So a worker the consumer group dropped (missed heartbeats) and that comes
+back cannot overwrite what the new owner wrote: without it, a worker that
+holds changed states in memory for seconds (write-behind) would write them
+over the new owner's when it resumed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from detectors.session import SessionState
 
 #: When a state is next due for a check (epoch ms of event time), or ``None``.
 CheckAt = Callable[[SessionState], int | None]
+
+
+class Fenced(Exception):
+    """A save refused for partitions claimed by another owner since the
+    saver's claim: none of their states or index entries were written; every
+    other partition of the save was."""
+
+    def __init__(self, partitions: Iterable[int]) -> None:
+        self.partitions = frozenset(partitions)
+        names = ", ".join(str(p) for p in sorted(self.partitions))
+        super().__init__(f"partition(s) {names} claimed by another owner: not written")
 
 
 def _earliest(index: Mapping[str, int], upto: int, limit: int) -> list[str]:
@@ -49,8 +70,20 @@ class SessionStore(Protocol):
         outbox, all per ``partition``."""
         ...
 
-    async def save_many(self, groups: Mapping[int, Sequence[SessionState]]) -> None:
-        """:meth:`save` for several partitions at once (one round trip)."""
+    async def save_many(
+        self,
+        groups: Mapping[int, Sequence[SessionState]],
+        epochs: Mapping[int, int] | None = None,
+    ) -> None:
+        """:meth:`save` for several partitions at once (one round trip). A
+        partition with an entry in ``epochs`` is written only if that is its
+        latest :meth:`claim`; :class:`Fenced` names the others, once every
+        other partition is written."""
+        ...
+
+    async def claim(self, partition: int) -> int:
+        """Take ``partition`` over: its new ownership epoch (greater than
+        every earlier one), to pass to :meth:`save_many`."""
         ...
 
     async def due(self, partition: int, before_ts: int, limit: int) -> list[str]:
@@ -120,6 +153,7 @@ class MemorySessionStore:
         self._checks: dict[int, dict[str, int]] = {}
         self._pending: dict[int, set[str]] = {}
         self._blobs: dict[str, bytes] = {}
+        self._epochs: dict[int, int] = {}
 
     async def load(self, sids: Sequence[str]) -> dict[str, SessionState]:
         now = self.clock()
@@ -134,9 +168,23 @@ class MemorySessionStore:
             out[sid] = SessionState.from_bytes(item[1])
         return out
 
-    async def save_many(self, groups: Mapping[int, Sequence[SessionState]]) -> None:
+    async def save_many(
+        self,
+        groups: Mapping[int, Sequence[SessionState]],
+        epochs: Mapping[int, int] | None = None,
+    ) -> None:
+        fenced = []
         for partition, states in groups.items():
+            if epochs and partition in epochs and epochs[partition] != self._epochs.get(partition):
+                fenced.append(partition)
+                continue
             await self.save(partition, states)
+        if fenced:
+            raise Fenced(fenced)
+
+    async def claim(self, partition: int) -> int:
+        self._epochs[partition] = self._epochs.get(partition, 0) + 1
+        return self._epochs[partition]
 
     async def save(self, partition: int, states: Sequence[SessionState]) -> None:
         deadline = self.clock() + self.ttl_s

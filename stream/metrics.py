@@ -62,6 +62,7 @@ REDIS_OPS = (
     "save_blob",
     "load_blob",
     "ping",
+    "claim",
 )
 
 
@@ -143,6 +144,13 @@ class Metrics:
             "disengage_states_flushed_total",
             "Session states written by the periodic flush (DISENGAGE_STATE_FLUSH_S): "
             "batches leave the states without an outbox dirty in the worker's cache.",
+            registry=r,
+        )
+        self.partitions_fenced = Counter(
+            "disengage_partitions_fenced_total",
+            "Owned partitions found claimed by another worker when writing their states (this "
+            "worker was dropped from the group and came back): their unwritten states are "
+            "dropped, and the new owner reads their events again from the last commit.",
             registry=r,
         )
         self.dirty_states = Gauge(

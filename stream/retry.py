@@ -37,6 +37,7 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     wait_exponential,
     wait_random_exponential,
 )
@@ -77,12 +78,14 @@ async def retry_forever(
     on_failure: Callable[[BaseException, float], None],
     stop: asyncio.Event | None = None,
     retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    give_up_on: tuple[type[BaseException], ...] = (),
 ) -> T:
     """``await fn()`` until it returns, waiting ``wait`` between tries.
 
     ``on_failure(exc, delay_s)`` is called after each failed try with the delay
-    before the next one. Exceptions outside ``retry_on`` propagate at once, and
-    so does cancellation. Raises :class:`Stopped` if ``stop`` is set during a wait.
+    before the next one. Exceptions outside ``retry_on`` or in ``give_up_on``
+    propagate at once, and so does cancellation. Raises :class:`Stopped` if
+    ``stop`` is set during a wait.
     """
 
     async def sleep(seconds: float) -> None:
@@ -108,7 +111,9 @@ async def retry_forever(
     retrying = AsyncRetrying(
         wait=wait,
         sleep=sleep,
-        retry=retry_if_exception_type(retry_on),
+        retry=retry_if_exception_type(retry_on) & retry_if_not_exception_type(give_up_on)
+        if give_up_on
+        else retry_if_exception_type(retry_on),
         before_sleep=before_sleep,
         reraise=True,
     )

@@ -28,7 +28,7 @@ from detectors.detector import Detector
 from detectors.events import parse_ts
 from detectors.hotspots import PageVisit, visits_to_json
 from detectors.session import SessionState
-from detectors.store import SessionStore
+from detectors.store import Fenced, SessionStore
 from detectors.training import EXAMPLE_TYPE, Example, example_event
 from stream.metrics import Metrics
 from stream.records import Record, Sink, alert_record, record_from_json
@@ -64,7 +64,10 @@ async def retry(
         if fault is not None:
             fault.failed(exc, f"store {op}")
 
-    result = await retry_forever(call, wait=backoff(*STORE_BACKOFF), on_failure=failed)
+    # a fenced save is an answer, not an outage: retrying it cannot succeed
+    result = await retry_forever(
+        call, wait=backoff(*STORE_BACKOFF), on_failure=failed, give_up_on=(Fenced,)
+    )
     if fault is not None:
         fault.ok()
     return result
@@ -111,6 +114,11 @@ class SessionDelivery:
         #: (in memory only; their states are written, so a crash loses them)
         self.visit_backlog: list[PageVisit] = []
         self._backlog_since_ms = 0
+        #: the ownership epoch of each owned partition (:meth:`SessionStore.claim`)
+        self.epochs: dict[int, int] = {}
+        #: owned partitions found claimed by another worker (:meth:`_lose`):
+        #: nothing of theirs is written, produced or committed any more
+        self.fenced: set[int] = set()
         self.store_fault = Fault("Redis", log)
         self.produce_fault = Fault("Kafka produce", log)
 
@@ -132,16 +140,49 @@ class SessionDelivery:
         return states
 
     async def _save(self, items: Iterable[tuple[int, SessionState]]) -> None:
-        items = list(items)
+        """Write states (each with its partition), with the partitions'
+        ownership epochs; those of a partition another worker claimed meanwhile
+        are not written, and the partition is lost (:meth:`_lose`)."""
+        items = [(p, s) for p, s in items if p not in self.fenced]
         by_partition: dict[int, list[SessionState]] = {}
         for partition, state in items:
             by_partition.setdefault(partition, []).append(state)
             self.cache.put(partition, state)
-        if by_partition:
-            await self._call("save", self.store.save_many, by_partition)
-            # clean only once written: a cancelled write leaves them dirty, so
-            # the commit stays below them
-            self.cache.written(items)
+        if not by_partition:
+            return
+        epochs = {p: self.epochs[p] for p in by_partition if p in self.epochs}
+        try:
+            await self._call("save", self.store.save_many, by_partition, epochs)
+        except Fenced as exc:
+            # clean only once written (below), then forget the lost ones
+            self.cache.written((p, s) for p, s in items if p not in exc.partitions)
+            self._lose(exc.partitions)
+            return
+        # clean only once written: a cancelled write leaves them dirty, so
+        # the commit stays below them
+        self.cache.written(items)
+
+    def _lose(self, partitions: Iterable[int]) -> None:
+        """Another worker claimed these partitions: the group dropped this one
+        (missed heartbeats) and gave them away. Their unwritten states and
+        held page visits are dropped, not written over the new owner's, and
+        nothing of theirs is produced or committed any more (the commit
+        stays where it was, so the new owner reads their events again) until
+        the rebalance that follows revokes them or gives them back."""
+        lost = set(partitions) - self.fenced
+        if not lost:
+            return
+        self.fenced |= lost
+        self.cache.forget(lost)
+        self.visits_held = [held for held in self.visits_held if held[0] not in lost]
+        self.metrics.partitions_fenced.inc(len(lost))
+        self.metrics.dirty_states.set(self.cache.dirty_count)
+        log.warning(
+            "partition(s) %s were claimed by another worker (this one was dropped from the "
+            "group): their unwritten states are dropped and nothing of theirs is written, "
+            "produced or committed until the rebalance",
+            sorted(lost),
+        )
 
     def event_limits(self) -> dict[int, int]:
         """Per partition, the event time (epoch ms) at or before which a
@@ -189,6 +230,8 @@ class SessionDelivery:
         if self.write_behind:
             await self.write_due()  # between batches too: the input may have gone quiet
         first = self.cache.first_offsets()
+        for p in self.fenced:
+            first[p] = -1  # the new owner's now: nothing more is committed
         wanted = None if partitions is None else set(partitions)
         held = []
         for partition, last, visits in self.visits_held:
@@ -299,7 +342,8 @@ class SessionDelivery:
         records: list[Record] = []
         training: list[tuple[tuple[int, int, str], Record]] = []
         kinds: list[tuple[str, str, int]] = []
-        with_outbox = [(p, s) for p, s in states if s.outbox]
+        # a lost partition's alerts are its new owner's to produce
+        with_outbox = [(p, s) for p, s in states if s.outbox and p not in self.fenced]
         for _, state in with_outbox:
             for text in state.outbox:
                 event = json.loads(text)
@@ -377,7 +421,7 @@ class SessionDelivery:
         Returns the number delivered."""
         if not self.undelivered:
             return 0
-        delivered = await self.recover(list(partitions))
+        delivered = await self.recover([p for p in partitions if p not in self.fenced])
         if self.hotspot_backlog:
             hotspots = self.hotspot_backlog
             skip = await self.sink.alert_ids_since(self._backlog_since_ms - 5000)

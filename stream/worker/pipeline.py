@@ -169,12 +169,16 @@ class BatchProcessor(PartitionUpkeep):
 
     # ------------------------------------------------------------ ownership
     async def assign(self, partitions: Iterable[int]) -> None:
-        """Take ownership: warm-start models from checkpoints, then deliver
-        any outbox left behind by a previous owner."""
-        new = [p for p in partitions if p not in self.partitions]
+        """Take ownership: claim each new partition (a new ownership epoch:
+        from then on a previous owner's writes to it are refused), warm-start
+        models from checkpoints, then deliver any outbox left behind by a
+        previous owner."""
+        new = [p for p in partitions if p not in self.partitions or p in self.fenced]
         self._adopt_models()
         current = self.feed.current if self.feed is not None else None
         for p in new:
+            self.epochs[p] = await self._call("claim", self.store.claim, p)
+            self.fenced.discard(p)
             models = await self._models(p)
             if current is not None:
                 models.adopt(current.learned, current.tag)
@@ -218,6 +222,9 @@ class BatchProcessor(PartitionUpkeep):
             if p in self.partitions:
                 await self.checkpoint([p])
                 del self.partitions[p]
+            # (a lost partition stays fenced until it is assigned again: the
+            # commit that follows the revocation must not move its offset)
+            self.epochs.pop(p, None)
         self.cache.forget(revoked)
 
     # ------------------------------------------------------------- the batch
@@ -232,7 +239,10 @@ class BatchProcessor(PartitionUpkeep):
         laps: dict[str, float] = {"recover": mark - started}
         now = self.clock()
         metrics.batch_size.observe(len(messages))
-        dead: list[Record] = []
+        if self.fenced:
+            # claimed by another worker: theirs to process (see _lose)
+            messages = [m for m in messages if m.partition not in self.fenced]
+        dead: list[tuple[int, Record]] = []
         events: list[tuple[int, Event, Message]] = []
         for message in messages:
             if message.value is None:
@@ -307,8 +317,10 @@ class BatchProcessor(PartitionUpkeep):
         # batch changed in the cache must reach the store: a retry would see
         # its events as duplicates and not save it again)
         sends: list[Awaitable[object]] = [self._deliver(outboxes, hotspot_alerts)]
-        if dead:
-            sends.append(self._send("dead_letters", dead))
+        # (a partition lost while its outboxes were saved: its new owner's)
+        dead_letters = [record for p, record in dead if p not in self.fenced]
+        if dead_letters:
+            sends.append(self._send("dead_letters", dead_letters))
         delivery = asyncio.gather(*sends, return_exceptions=True)
         try:
             await _let_io_start()
@@ -356,9 +368,11 @@ class BatchProcessor(PartitionUpkeep):
         for score in trust_scores:
             observe(score)
 
-    def _dead(self, message: Message, reason: str, detail: str, now: float) -> Record:
+    def _dead(
+        self, message: Message, reason: str, detail: str, now: float
+    ) -> tuple[int, Record]:
         self.metrics.dlq.labels(reason).inc()
-        return dead_letter(message, reason, detail, now)
+        return message.partition, dead_letter(message, reason, detail, now)
 
     def _observe_clock(
         self, partition: int, part: PartitionState, event: Event, now: float

@@ -79,8 +79,8 @@ class PartitionUpkeep(SessionDelivery):
             await self.flush(wanted)
         for p in wanted:
             part = self.partitions.get(p)
-            if part is None:
-                continue
+            if part is None or p in self.fenced:
+                continue  # (a lost partition's local state is its new owner's)
             blob = part.detector.models.dumps_local()
             await self._call("save_blob", self.store.save_blob, checkpoint_name(p), blob)
             part.checkpointed_at = self.clock()
@@ -112,7 +112,7 @@ class PartitionUpkeep(SessionDelivery):
         timeout = self.config.session_timeout_ms
         wanted = None if partitions is None else set(partitions)
         for p, part in list(self.partitions.items()):
-            if wanted is not None and p not in wanted:
+            if (wanted is not None and p not in wanted) or p in self.fenced:
                 continue
             idle_s = now - part.wall_at_watermark
             watermark = part.clock.now

@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from detectors.config import DetectorConfig
 from detectors.detector import next_check
 from detectors.rules import HESITATION_CHECK_MS
-from detectors.store import MemorySessionStore, SessionStore
+from detectors.store import Fenced, MemorySessionStore, SessionStore
 from stream.redis_store import RedisSessionStore, open_store, redis_from_url, state_key
 from tests.builders import stored_state
 from tests.conftest import redis_db_url
@@ -74,6 +74,45 @@ async def test_save_many_indexes_each_partition_apart(store: SessionStore) -> No
     assert (await store.open_sessions(3), await store.open_sessions(4)) == (1, 2)
     assert await store.due(3, 10_000, 10) == ["m1"]
     assert await store.due(4, 10_000, 10) == ["m3", "m2"]
+
+
+async def test_each_claim_of_a_partition_is_a_new_greater_epoch(store: SessionStore) -> None:
+    first, second = await store.claim(5), await store.claim(5)
+    assert second > first
+    other = await store.claim(6)  # partitions are claimed apart
+    assert await store.claim(6) > other
+    assert await store.claim(5) > second
+
+
+async def test_a_save_with_a_superseded_epoch_writes_nothing_of_that_partition(
+    store: SessionStore,
+) -> None:
+    """Fencing: the old owner's save is refused whole for the partition the
+    new owner claimed (state, expiry, check and outbox indexes all as the new
+    owner left them), while its other partition in the same call is written."""
+    old_epoch = await store.claim(1)
+    other_epoch = await store.claim(2)
+    await store.save_many({1: [stored_state("s", 1_000, stage="evaluate")]}, {1: old_epoch})
+    new_epoch = await store.claim(1)  # the group gave partition 1 to another worker
+    owners = stored_state("s", 9_000, stage="evaluate", n_events=7)
+    await store.save_many({1: [owners]}, {1: new_epoch})
+
+    stale = stored_state("s", 5_000, n_events=4, outcome="abandoned", outbox=['{"id":"x"}'])
+    with pytest.raises(Fenced) as refused:
+        await store.save_many(
+            {1: [stale, stored_state("t", 5_000)], 2: [stored_state("u", 5_000)]},
+            {1: old_epoch, 2: other_epoch},
+        )
+    assert refused.value.partitions == {1}
+    assert (await store.load(["s", "t", "u"])) == {"s": owners, "u": stored_state("u", 5_000)}
+    assert await store.due(1, 10**12, 10) == ["s"]  # still open, at the owner's time
+    assert await store.checks_due(1, 10**12, 10) == ["s"]
+    assert await store.pending(1) == []
+    assert await store.due(2, 10**12, 10) == ["u"]
+    # the new owner writes on; a save without epochs is not fenced (tools, tests)
+    await store.save_many({1: [stored_state("s", 9_500, n_events=8)]}, {1: new_epoch})
+    await store.save_many({1: [stored_state("v", 1)]})
+    assert set(await store.load(["s", "v"])) == {"s", "v"}
 
 
 async def test_due_orders_by_last_seen_and_respects_limit(store: SessionStore) -> None:

@@ -15,19 +15,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from .chaos import ChaosRun, PrivateInfra, Raw, past_sessions, replay, run_scenario
+from .chaos import (
+    ChaosRun,
+    PrivateInfra,
+    Raw,
+    committed_offset,
+    past_sessions,
+    replay,
+    run_scenario,
+)
 from .chaos_report import Outcome
-from .harness import event_records
+from .harness import event_records, metric_sum
 
 pytestmark = pytest.mark.integration
 
@@ -149,6 +160,51 @@ def test_redis_frozen_for_20s(infra: PrivateInfra) -> None:
     assert_clean(outcome)
     assert_fault_seen(outcome, "redis_up")
     assert outcome.metric("disengage_redis_errors_total") > 0
+
+
+def worker_dropped_and_back(run: ChaosRun, seen: dict[str, float]) -> None:
+    """SIGSTOP the worker past its group session timeout (10 s): a second
+    worker takes the partition over and processes the whole input. Then
+    SIGCONT: the first comes back dropped from the group, holding states it
+    changed in memory (write-behind), and must write none of them over the
+    new owner's (partition fencing). It is then stopped with SIGTERM."""
+    old = run.worker
+    assert old.proc is not None
+    run.fault_started()
+    os.kill(old.proc.pid, signal.SIGSTOP)
+    try:
+        new = run.start_worker()
+        new.wait_ready(timeout=90, partitions=1)  # once the group dropped the frozen one
+        group = f"group-{run.env.tag}"
+        deadline = time.time() + 90
+        while asyncio.run(committed_offset(run.env.bootstrap, group, run.env.interactions)) < len(
+            run.messages
+        ):
+            assert time.time() < deadline, f"the new owner did not finish\n{new.tail()}"
+            time.sleep(0.5)
+    finally:
+        os.kill(old.proc.pid, signal.SIGCONT)
+    deadline = time.time() + 60
+    while "claimed by another worker" not in old.log_path.read_text(errors="replace"):
+        assert time.time() < deadline, f"the old worker never found its claim gone\n{old.tail()}"
+        time.sleep(0.2)
+    seen["fenced"] = metric_sum(old.metrics(), "disengage_partitions_fenced_total")
+    assert old.stop() == 0, old.tail()
+    run.fault_ended()
+
+
+def test_worker_dropped_from_the_group_and_back(infra: PrivateInfra) -> None:
+    # the longest flush interval: the frozen worker holds the most unwritten states
+    seen: dict[str, float] = {}
+    outcome = run_scenario(
+        infra,
+        "worker frozen past its session, then back",
+        stream(seed=112),
+        partial(worker_dropped_and_back, seen=seen),
+        extra={"DISENGAGE_STATE_FLUSH_S": "25"},
+    )
+    assert_clean(outcome)
+    assert seen["fenced"] == 1
 
 
 def restart_redis(run: ChaosRun) -> None:

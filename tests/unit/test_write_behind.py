@@ -27,9 +27,12 @@ class Writes:
         self.sids: list[str] = []
         save_many = worker.store.save_many
 
-        async def counting(groups: Mapping[int, Sequence[SessionState]]) -> None:
+        async def counting(
+            groups: Mapping[int, Sequence[SessionState]],
+            epochs: Mapping[int, int] | None = None,
+        ) -> None:
             self.sids += [s.sid for states in groups.values() for s in states]
-            await save_many(groups)
+            await save_many(groups, epochs)
 
         worker.store.save_many = counting  # type: ignore[method-assign]
 
@@ -179,7 +182,9 @@ async def test_a_write_cut_short_leaves_its_states_dirty_and_the_commit_below_th
     worker.clock.advance(FLUSH_S)
     save_many = worker.store.save_many
 
-    async def cancelled(groups: Mapping[int, Sequence[SessionState]]) -> None:
+    async def cancelled(
+        groups: Mapping[int, Sequence[SessionState]], epochs: Mapping[int, int] | None = None
+    ) -> None:
         raise asyncio.CancelledError
 
     worker.store.save_many = cancelled  # type: ignore[method-assign]
@@ -221,3 +226,66 @@ async def test_a_checkpoint_of_a_partitions_own_monitor_writes_the_dirty_states_
     await shared.processor.process(feed.quiet("b", 2))
     await shared.processor.checkpoint()
     assert await stored(shared, "b") is None and shared.processor.cache.dirty_count == 1
+
+
+@pytest.mark.parametrize("flush_s", [0.0, FLUSH_S], ids=["write-through", "write-behind"])
+async def test_a_worker_dropped_from_the_group_writes_nothing_over_the_new_owner(
+    flush_s: float,
+) -> None:
+    """The group drops a worker that froze past its session timeout, and its
+    partition's new owner claims it, reads the input again from the last
+    commit and processes it all. The old worker then comes back: it finishes
+    the batch it had fetched (with an alert in it), settles and is revoked.
+    Its claim is superseded, so none of that is written, produced or
+    committed: the store ends as a run without the fault left it, and no
+    alert is produced twice. Assigned the partition again, it writes again."""
+    feed = Feed()
+    batches: list[list[Message]] = []
+    rest_of_pile: list[Message] = []
+    for i in range(8):
+        batch = rest_of_pile + feed.quiet(f"q{i % 3}", 2, start=5000 * i)
+        rest_of_pile = []
+        if i == 3:
+            batch += feed.pile_up("alerted3", start=5000 * i)
+        if i == 5:  # a pile-up whose alert comes in the batch the old worker holds
+            pile = feed.pile_up("alerted6", start=5000 * i)
+            batch, rest_of_pile = batch + pile[:3], pile[3:]
+        if i == 6:  # the old worker's copy of q1 misses what batch 7 adds
+            batch += feed.quiet("q1", 1, start=5000 * i + 3000)
+        batches.append(batch)
+    through = Worker()
+    for batch in batches:
+        await through.processor.process(batch)
+        through.clock.advance(5)
+
+    old = Worker(flush_s=flush_s)
+    await old.processor.assign([0])
+    committed = 0
+    for batch in batches[:6]:
+        await old.processor.process(batch)
+        limit = (await old.processor.settle()).get(0, batch[-1].offset + 1)
+        committed = min(batch[-1].offset + 1, limit)
+        old.clock.advance(5)
+    owner = old.restarted()  # same store and alerts topic, its own memory
+    await owner.processor.assign([0])
+    await owner.processor.process([m for b in batches for m in b if m.offset >= committed])
+    await owner.processor.flush()
+
+    await old.processor.process(batches[6])  # fetched before it froze
+    old.clock.advance(2 * FLUSH_S)
+    assert (await old.processor.settle())[0] == -1  # the commit does not move
+    await old.processor.revoke([0])
+    assert old.metric("disengage_partitions_fenced_total") == 1
+    assert old.processor.cache.dirty_count == 0
+    for sid in ("q0", "q1", "q2", "alerted3", "alerted6"):
+        want, got = await stored(through, sid), await stored(owner, sid)
+        assert want is not None and got is not None
+        assert got.to_bytes() == want.to_bytes(), sid
+    alert_ids = owner.sink.alert_ids()  # the one topic, both workers' alerts
+    assert len(alert_ids) == len(set(alert_ids)) == 2
+    assert sorted(alert_ids) == sorted(through.sink.alert_ids())
+
+    await old.processor.assign([0])  # given back by a later rebalance: a new claim
+    await old.processor.process(feed.quiet("again", 1, start=60_000))
+    await old.processor.flush()
+    assert await stored(old, "again") is not None and not old.processor.fenced
