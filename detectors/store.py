@@ -175,6 +175,8 @@ class MemorySessionStore:
     ) -> None:
         fenced = []
         for partition, states in groups.items():
+            if not states:
+                continue  # nothing to write, nothing refused
             if epochs and partition in epochs and epochs[partition] != self._epochs.get(partition):
                 fenced.append(partition)
                 continue

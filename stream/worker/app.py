@@ -275,7 +275,8 @@ def create_app(settings: Settings) -> faust.App:
         assigned=partial(_assigned, runtime),
         revoked=partial(_revoked, runtime),
         lock=runtime.lock,
-        settle=runtime.processor.settle if runtime.processor.write_behind else None,
+        settle=runtime.processor.settle,
+        fenced=lambda: runtime.processor.fenced,
     )
 
     @app.task

@@ -77,9 +77,14 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
     revoked while it waited to try again);
     ``assigned`` and ``revoked`` get the partition numbers of a rebalance;
     ``lock`` is the batch lock the revocation takes before committing;
-    ``settle`` (write-behind, see :meth:`commit`), called under the lock
-    before each commit, returns per partition the first offset whose state
-    is not written yet: the commit stays below it.
+    ``settle`` (see :meth:`commit`), called under the lock before each
+    commit, returns per partition the first offset whose state is not
+    written yet (write-behind), or -1 for a partition another worker claimed:
+    the commit stays below it. ``fenced`` returns the partitions found
+    claimed by another worker (:class:`detectors.store.Fenced`): while one of
+    them is still assigned here, the consumer rejoins the group once, so the
+    rebalance settles who owns it (a worker the group dropped rejoins anyway;
+    one whose claim was lost with Redis data claims it again).
     """
 
     def __init__(
@@ -91,10 +96,14 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
         lock: BatchLock,
         *,
         settle: Callable[[], Awaitable[dict[int, int]]] | None = None,
+        fenced: Callable[[], set[int]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.settle = settle
+        self.fenced = fenced
+        #: a rejoin was asked for fenced partitions since the last assignment
+        self._rejoin_asked = False
         self.process = process
         self.assigned = assigned
         self.revoked = revoked
@@ -183,6 +192,37 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
                         self.processed[tp] = records[-1].offset + 1
             if self.clock() - self._last_commit >= COMMIT_INTERVAL_S:
                 await self.commit()
+            self._rejoin_if_fenced(consumer)
+
+    def _rejoin_if_fenced(self, consumer: AIOKafkaConsumer) -> None:
+        """Ask the group coordinator for a rebalance, once, when a partition
+        assigned here was found claimed by another worker."""
+        if self.fenced is None or self._rejoin_asked:
+            return
+        fenced = self.fenced()
+        if not fenced:
+            return
+        lost = sorted(fenced & {tp.partition for tp in consumer.assignment()})
+        if not lost:
+            return
+        self._rejoin_asked = True
+        # aiokafka has no public call for it: request_rejoin() is what its
+        # own coordinator calls on a failed heartbeat (aiokafka 0.14)
+        coordinator = getattr(consumer, "_coordinator", None)
+        request = getattr(coordinator, "request_rejoin", None)
+        if request is None:
+            log.error(
+                "partition(s) %s are claimed by another worker, and this aiokafka cannot be "
+                "asked to rejoin the group: they stay idle here until the next rebalance",
+                lost,
+            )
+            return
+        log.warning(
+            "partition(s) %s are claimed by another worker while assigned here: rejoining the "
+            "group so that the rebalance settles who owns them",
+            lost,
+        )
+        request()
 
     async def _leave(self, consumer: AIOKafkaConsumer) -> None:
         """At stop: checkpoint the owned partitions and commit (as a
@@ -297,6 +337,7 @@ class Intake(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._rejoin_asked = False
         parts = sorted(tp.partition for tp in assigned)
         try:
             if parts:

@@ -304,8 +304,9 @@ class BatchProcessor(PartitionUpkeep):
                 self._take_examples(detector.examples, state, message.offset)
             self._take_alerts(result.alerts, state, hotspot_alerts, message.timestamp_ms)
         self._count(types, statuses, trust_scores)
-        for p, part in self.partitions.items():
-            self._take_visits(part.detector, p, last_offsets.get(p, -1))
+        if self.write_behind:  # held until their states are written (settle)
+            for p, part in self.partitions.items():
+                self._take_visits(part.detector, p, last_offsets.get(p, -1))
         mark = _lap(stage, "detect", mark, laps)
         outboxes = [(p, s) for p, s in touched.values() if s.outbox]
         others = [(p, s) for p, s in touched.values() if not s.outbox]
@@ -338,6 +339,11 @@ class BatchProcessor(PartitionUpkeep):
         # once their states are written (settle)
         tail: list[Awaitable[object]] = [delivery]
         if not self.write_behind:
+            for p, part in self.partitions.items():
+                if p in self.fenced:  # refused: its new owner records them
+                    part.detector.visits.clear()
+                else:
+                    self._take_visits(part.detector)
             tail.append(self._send_visits())
         outcomes = await asyncio.gather(*tail, return_exceptions=True)
         delivered = outcomes[0]

@@ -170,13 +170,18 @@ def worker_dropped_and_back(run: ChaosRun, seen: dict[str, float]) -> None:
     new owner's (partition fencing). It is then stopped with SIGTERM."""
     old = run.worker
     assert old.proc is not None
+    deadline = time.time() + 30
+    # frozen while it holds changed states not written yet
+    while metric_sum(old.metrics(), "disengage_dirty_states") < 1:
+        assert time.time() < deadline, f"the worker never held a dirty state\n{old.tail()}"
+        time.sleep(0.02)
     run.fault_started()
     os.kill(old.proc.pid, signal.SIGSTOP)
     try:
         new = run.start_worker()
         new.wait_ready(timeout=90, partitions=1)  # once the group dropped the frozen one
         group = f"group-{run.env.tag}"
-        deadline = time.time() + 90
+        deadline = time.time() + 150
         while asyncio.run(committed_offset(run.env.bootstrap, group, run.env.interactions)) < len(
             run.messages
         ):

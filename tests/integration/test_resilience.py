@@ -13,7 +13,7 @@ from detectors.detector import DetectorModels
 from detectors.models import loads_monitor
 from stream.redis_store import blob_key
 from stream.worker.hotspot_agent import monitor_name
-from stream.worker.pipeline import checkpoint_name
+from stream.worker.upkeep import checkpoint_name
 
 from .harness import (
     Env,

@@ -20,7 +20,8 @@ from detectors.training import example_from_event
 from stream.metrics import Metrics
 from stream.records import Message
 from stream.settings import Settings
-from stream.worker.pipeline import BatchProcessor, checkpoint_name
+from stream.worker.pipeline import BatchProcessor
+from stream.worker.upkeep import checkpoint_name
 from tests.builders import T0
 from tests.fakes import FakeClock, FakeSink, RecordingStore
 

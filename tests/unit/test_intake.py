@@ -178,3 +178,47 @@ def test_a_commit_stays_below_the_first_record_whose_state_is_not_written() -> N
     taker.processed[P1] = 7
     asyncio.run(taker.commit())
     assert len(consumer.commits) == 2 and taker.committed == {P0: 9, P1: 2}
+
+
+def test_a_partition_claimed_by_another_worker_commits_nothing_and_rejoins_once() -> None:
+    """Partition 0 is found fenced (another worker claimed it) while still
+    assigned here: its offsets are not committed (settle's -1) and the
+    consumer asks the group for a rebalance, once until the next assignment;
+    partition 1 commits as usual."""
+    fenced: set[int] = set()
+
+    async def process(messages: list[Message], generation: int) -> None:
+        if any(m.partition == 0 and m.offset >= 2 for m in messages):
+            fenced.add(0)
+
+    async def settle() -> dict[int, int]:
+        return {p: -1 for p in fenced}
+
+    rejoins: list[str] = []
+    consumer = FakeConsumer(
+        [{P0: records(P0, 0, 1)}, {P0: records(P0, 2), P1: records(P1, 0)}, {P1: records(P1, 1)}]
+    )
+    consumer._coordinator = SimpleNamespace(  # type: ignore[attr-defined]
+        request_rejoin=lambda: rejoins.append("rejoin")
+    )
+    settings = Settings.from_env({"DISENGAGE_TOPIC_INTERACTIONS": TOPIC})
+
+    async def nothing(parts: list[int]) -> None:
+        return None
+
+    taker = Intake(
+        settings,
+        process,
+        nothing,
+        nothing,
+        BatchLock(),
+        settle=settle,
+        fenced=lambda: fenced,
+        clock=lambda: 0.0,  # no periodic commit: only the one below
+    )
+    asyncio.run(drain(taker, consumer))
+    assert rejoins == ["rejoin"]  # asked once, not after every batch
+    asyncio.run(taker.commit(force=True))
+    assert consumer.commits == [{P1: 2}]  # partition 0 stays at its last commit
+    asyncio.run(taker.on_partitions_assigned([P0, P1]))
+    assert not taker._rejoin_asked  # a new assignment: a new fence asks again
