@@ -79,6 +79,16 @@ def target(expr: str, legend: str = "", ref: str = "A", **extra: Any) -> dict[st
     return out
 
 
+def quantile(q: float, histogram: str, by: str = "le", match: str = "") -> str:
+    """The ``q`` quantile of a worker histogram over the rate interval, summed
+    ``by`` its labels (``match``: more label matchers)."""
+    selector = f"{SEL}, {match}" if match else SEL
+    return (
+        f"histogram_quantile({q}, sum by ({by}) (rate("
+        f"{histogram}_bucket{{{selector}}}[{RI}])))"
+    )
+
+
 def targets(*items: tuple[str, str]) -> list[dict[str, Any]]:
     return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(items)]
 
@@ -341,13 +351,11 @@ def pipeline() -> dict[str, Any]:
                 "From the triggering event's time to the broker's acknowledgement of the alert.",
                 targets(
                     (
-                        "histogram_quantile(0.5, sum by (le) (rate("
-                        f"disengage_event_to_alert_seconds_bucket{{{SEL}}}[{RI}])))",
+                        quantile(0.5, "disengage_event_to_alert_seconds"),
                         "p50",
                     ),
                     (
-                        "histogram_quantile(0.99, sum by (le) (rate("
-                        f"disengage_event_to_alert_seconds_bucket{{{SEL}}}[{RI}])))",
+                        quantile(0.99, "disengage_event_to_alert_seconds"),
                         "p99",
                     ),
                 ),
@@ -366,14 +374,12 @@ def pipeline() -> dict[str, Any]:
                 "acknowledgement); and events per batch.",
                 [
                     target(
-                        "histogram_quantile(0.5, sum by (le) (rate("
-                        f"disengage_batch_seconds_bucket{{{SEL}}}[{RI}])))",
+                        quantile(0.5, "disengage_batch_seconds"),
                         "p50",
                         "A",
                     ),
                     target(
-                        "histogram_quantile(0.99, sum by (le) (rate("
-                        f"disengage_batch_seconds_bucket{{{SEL}}}[{RI}])))",
+                        quantile(0.99, "disengage_batch_seconds"),
                         "p99",
                         "B",
                     ),
@@ -403,13 +409,13 @@ def pipeline() -> dict[str, Any]:
                 "(stream/worker/stalls.py).",
                 targets(
                     (
-                        "histogram_quantile(0.99, sum by (le, holder) (rate("
-                        f'disengage_lock_held_seconds_bucket{{{SEL}, holder!="batch"}}[{RI}])))',
+                        quantile(
+                            0.99, "disengage_lock_held_seconds", "le, holder", 'holder!="batch"'
+                        ),
                         "lock held: {{holder}}",
                     ),
                     (
-                        "histogram_quantile(0.99, sum by (le) (rate("
-                        f"disengage_event_loop_lag_seconds_bucket{{{SEL}}}[{RI}])))",
+                        quantile(0.99, "disengage_event_loop_lag_seconds"),
                         "event loop lag",
                     ),
                 ),
@@ -450,8 +456,7 @@ def pipeline() -> dict[str, Any]:
                 "(alert DisengageRedisErrors).",
                 targets(
                     (
-                        "histogram_quantile(0.99, sum by (op, le) (rate("
-                        f"disengage_redis_seconds_bucket{{{SEL}}}[{RI}])))",
+                        quantile(0.99, "disengage_redis_seconds", "op, le"),
                         "p99 {{op}}",
                     ),
                     (
