@@ -266,17 +266,20 @@ class SessionDelivery:
         examples.clear()
 
     def _take_visits(
-        self, detector: Detector, partition: int | None = None, last_offset: int = -1
+        self, detector: Detector, partition: int, last_offset: int | None = None
     ) -> None:
-        """Queue the page visits ``detector`` recorded (``share_hotspots``);
-        with write-behind and the ``partition`` and ``last_offset`` of the
-        batch's events that recorded them, held until :meth:`settle`."""
+        """Queue the page visits ``detector`` recorded (``share_hotspots``)
+        for ``partition``; with write-behind and the ``last_offset`` of the
+        batch's events that recorded them, held until :meth:`settle`. Those
+        of a partition another worker claimed are dropped: its new owner
+        records them again."""
         if not detector.visits:
             return
-        if self.write_behind and partition is not None:
-            self.visits_held.append((partition, last_offset, list(detector.visits)))
-        else:
-            self.visit_backlog.extend(detector.visits)
+        if partition not in self.fenced:
+            if self.write_behind and last_offset is not None:
+                self.visits_held.append((partition, last_offset, list(detector.visits)))
+            else:
+                self.visit_backlog.extend(detector.visits)
         detector.visits.clear()
 
     async def _send_visits(self) -> None:

@@ -340,10 +340,7 @@ class BatchProcessor(PartitionUpkeep):
         tail: list[Awaitable[object]] = [delivery]
         if not self.write_behind:
             for p, part in self.partitions.items():
-                if p in self.fenced:  # refused: its new owner records them
-                    part.detector.visits.clear()
-                else:
-                    self._take_visits(part.detector)
+                self._take_visits(part.detector, p)
             tail.append(self._send_visits())
         outcomes = await asyncio.gather(*tail, return_exceptions=True)
         delivered = outcomes[0]

@@ -149,10 +149,7 @@ class PartitionUpkeep(SessionDelivery):
                 self.sweep_left = True
             await self._save(to_save + [(p, s) for s in stale])
             await self._deliver(to_save, hotspots)
-            if p in self.fenced:  # refused: its new owner records them
-                part.detector.visits.clear()
-            else:
-                self._take_visits(part.detector)
+            self._take_visits(part.detector, p)
             if not self.write_behind:  # else at the flush, with the batches' visits
                 await self._send_visits()
         self._update_model_gauges()

@@ -41,6 +41,34 @@ async def stored(worker: Worker, sid: str) -> SessionState | None:
     return (await worker.store.load([sid])).get(sid)
 
 
+async def written_through(batches: list[list[Message]]) -> Worker:
+    """The reference: a worker that writes every batch's states, batches 5 s apart."""
+    through = Worker()
+    for batch in batches:
+        await through.processor.process(batch)
+        through.clock.advance(5)
+    return through
+
+
+async def commit_each(worker: Worker, batches: list[list[Message]], committed: int = 0) -> int:
+    """Process ``batches`` 5 s apart and commit after each as the input
+    consumer does: never past :meth:`settle`'s limit, never back. Returns the
+    offset committed last."""
+    for batch in batches:
+        await worker.processor.process(batch)
+        limit = (await worker.processor.settle()).get(0, batch[-1].offset + 1)
+        committed = max(committed, min(batch[-1].offset + 1, limit))
+        worker.clock.advance(5)
+    return committed
+
+
+async def assert_same_states(want: Worker, got: Worker, sids: Sequence[str]) -> None:
+    for sid in sids:
+        expected, actual = await stored(want, sid), await stored(got, sid)
+        assert expected is not None and actual is not None
+        assert actual.to_bytes() == expected.to_bytes(), sid
+
+
 async def test_a_state_is_written_once_it_has_been_dirty_for_the_interval() -> None:
     worker, feed = Worker(flush_s=FLUSH_S), Feed()
     writes = Writes(worker)
@@ -90,28 +118,17 @@ async def test_a_crash_loses_no_state_the_input_is_read_again_from_the_commit() 
         if i == 3:
             batch += feed.pile_up("alerted", start=5000 * i)
         batches.append(batch)
-    through = Worker()
-    for batch in batches:
-        await through.processor.process(batch)
-        through.clock.advance(5)
+    through = await written_through(batches)
 
     behind = Worker(flush_s=FLUSH_S)
-    committed = 0
-    for batch in batches[:6]:
-        await behind.processor.process(batch)
-        limit = (await behind.processor.settle()).get(0, batch[-1].offset + 1)
-        committed = min(batch[-1].offset + 1, limit)
-        behind.clock.advance(5)
+    committed = await commit_each(behind, batches[:6])
     assert 0 < committed < batches[5][-1].offset + 1  # some events only in memory
     restarted = behind.restarted()  # kill -9: the dirty states are gone
     await restarted.processor.assign([0])
     rest = [m for batch in batches for m in batch if m.offset >= committed]
     await restarted.processor.process(rest)
     await restarted.processor.flush()
-    for sid in ("q0", "q1", "q2", "alerted"):
-        want, got = await stored(through, sid), await stored(restarted, sid)
-        assert want is not None and got is not None
-        assert got.to_bytes() == want.to_bytes(), sid
+    await assert_same_states(through, restarted, ("q0", "q1", "q2", "alerted"))
     assert sorted(restarted.sink.alert_ids()) == sorted(through.sink.alert_ids())
 
 
@@ -253,19 +270,11 @@ async def test_a_worker_dropped_from_the_group_writes_nothing_over_the_new_owner
         if i == 6:  # the old worker's copy of q1 misses what batch 7 adds
             batch += feed.quiet("q1", 1, start=5000 * i + 3000)
         batches.append(batch)
-    through = Worker()
-    for batch in batches:
-        await through.processor.process(batch)
-        through.clock.advance(5)
+    through = await written_through(batches)
 
     old = Worker(flush_s=flush_s)
     await old.processor.assign([0])
-    committed = 0
-    for batch in batches[:6]:
-        await old.processor.process(batch)
-        limit = (await old.processor.settle()).get(0, batch[-1].offset + 1)
-        committed = min(batch[-1].offset + 1, limit)
-        old.clock.advance(5)
+    committed = await commit_each(old, batches[:6])
     owner = old.restarted()  # same store and alerts topic, its own memory
     await owner.processor.assign([0])
     await owner.processor.process([m for b in batches for m in b if m.offset >= committed])
@@ -277,10 +286,7 @@ async def test_a_worker_dropped_from_the_group_writes_nothing_over_the_new_owner
     await old.processor.revoke([0])
     assert old.metric("disengage_partitions_fenced_total") == 1
     assert old.processor.cache.dirty_count == 0
-    for sid in ("q0", "q1", "q2", "alerted3", "alerted6"):
-        want, got = await stored(through, sid), await stored(owner, sid)
-        assert want is not None and got is not None
-        assert got.to_bytes() == want.to_bytes(), sid
+    await assert_same_states(through, owner, ("q0", "q1", "q2", "alerted3", "alerted6"))
     alert_ids = owner.sink.alert_ids()  # the one topic, both workers' alerts
     assert len(alert_ids) == len(set(alert_ids)) == 2
     assert sorted(alert_ids) == sorted(through.sink.alert_ids())
@@ -299,28 +305,17 @@ async def test_a_claim_lost_with_redis_data_is_taken_again_and_nothing_is_lost()
     last commit. The states end as in a run without the fault."""
     feed = Feed()
     batches = [feed.quiet(f"q{i % 3}", 2, start=5000 * i) for i in range(8)]
-    through = Worker()
-    for batch in batches:
-        await through.processor.process(batch)
-        through.clock.advance(5)
+    through = await written_through(batches)
 
     worker = Worker(flush_s=FLUSH_S)
     await worker.processor.assign([0])
-    committed = 0
-    for i, batch in enumerate(batches[:6]):
-        if i == 4:
-            worker.store._epochs.clear()  # the claim is gone from the store
-        await worker.processor.process(batch)
-        limit = (await worker.processor.settle()).get(0, batch[-1].offset + 1)
-        committed = max(committed, min(batch[-1].offset + 1, limit))
-        worker.clock.advance(5)
+    committed = await commit_each(worker, batches[:4])
+    worker.store._epochs.clear()  # the claim is gone from the store
+    committed = await commit_each(worker, batches[4:6], committed)
     assert worker.processor.fenced == {0}
     await worker.processor.revoke([0])  # the rebalance the rejoin asked for
     await worker.processor.assign([0])
     assert not worker.processor.fenced
     await worker.processor.process([m for b in batches for m in b if m.offset >= committed])
     await worker.processor.flush()
-    for sid in ("q0", "q1", "q2"):
-        want, got = await stored(through, sid), await stored(worker, sid)
-        assert want is not None and got is not None
-        assert got.to_bytes() == want.to_bytes(), sid
+    await assert_same_states(through, worker, ("q0", "q1", "q2"))
