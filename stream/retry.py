@@ -111,9 +111,7 @@ async def retry_forever(
     retrying = AsyncRetrying(
         wait=wait,
         sleep=sleep,
-        retry=retry_if_exception_type(retry_on) & retry_if_not_exception_type(give_up_on)
-        if give_up_on
-        else retry_if_exception_type(retry_on),
+        retry=retry_if_exception_type(retry_on) & retry_if_not_exception_type(give_up_on),
         before_sleep=before_sleep,
         reraise=True,
     )
