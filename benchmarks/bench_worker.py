@@ -284,7 +284,7 @@ async def latency_run(
     ]
     out["model_loads_at_s"] = model_load_times(worker.log_path, before)
     out["stalls_logged_at_s"] = log_times(
-        worker.log_path, before, ("held the batch lock", "event loop was blocked", "took")
+        worker.log_path, before, ("held the batch lock", "event loop was blocked", "a batch of")
     )
     # steady state or a drift? the topic p99 per minute of the phase (a worker
     # falling behind grows minute after minute; one slow moment stays in one)
