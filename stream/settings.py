@@ -194,9 +194,9 @@ class Settings(BaseSettings):
         default=15.0,
         gt=0,
         description="The trainer publishes a new model version at most this often, when it "
-        "learned something (seconds). Publishing costs ~0.4 s of CPU once the learned models "
-        "have grown to ~13 MB (3,000 sessions of live simulated traffic): pickling 0.35 s, "
-        "zstd 0.03 s.",
+        "read new training records (seconds; a duplicate counts: the version must cover its "
+        "offset). Publishing costs ~0.4 s of CPU once the learned models have grown to "
+        "~13 MB (3,000 sessions of live simulated traffic): pickling 0.35 s, zstd 0.03 s.",
     )
     trainer_metrics_port: int = Field(
         default=9466, description="Port of the trainer's /metrics, /healthz and /readyz."

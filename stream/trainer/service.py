@@ -98,7 +98,7 @@ class TrainerService:
         self.clock = clock
         self.trainer: Trainer | None = None  # set while this one owns the partition
         self.version = 0  # the version the trainer's models are (0: none)
-        self.dirty = False  # learned since the last publish
+        self.dirty = False  # records read (learned or not) since the last publish
         self.published_at = clock()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: Any = None
@@ -162,9 +162,12 @@ class TrainerService:
         for record in records:
             status = trainer.apply(record.offset, record.value)
             self.metrics.records.labels(status).inc()
-            if status == "learned":
-                self.dirty = True
-            elif status == "invalid":
+            # a duplicate or a refused record moves the offset too: the next
+            # version must cover it, or a copy at the topic's end (a worker
+            # delivering an outbox again after a takeover) leaves the latest
+            # version short of the topic until something new closes
+            self.dirty = True
+            if status == "invalid":
                 log.warning(
                     "training record at offset %d refused: %s", record.offset, trainer.last_error
                 )

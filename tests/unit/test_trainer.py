@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from array import array
 from functools import cache
+from types import SimpleNamespace
+
+from prometheus_client import CollectorRegistry
 
 from detectors.config import DetectorConfig
 from detectors.detector import Detector
@@ -17,6 +20,9 @@ from detectors.signals import SIGNALS
 from detectors.simulation.simulator import SimConfig, Simulator
 from detectors.trainer import RECENT_IDS, Trainer
 from detectors.training import Example, example_event, example_from_event
+from stream.metrics import TrainerMetrics
+from stream.settings import Settings
+from stream.trainer.service import TrainerService
 
 CONFIG = DetectorConfig()
 
@@ -226,3 +232,26 @@ def test_the_trainer_exports_the_uplift_with_its_interval() -> None:
     assert value("disengage_uplift_sessions", {**counts, "outcome": "not_converted"}) == 36
     chat = {"dimension": "action", "value": "chat", "bound": "lower"}
     assert value("disengage_uplift", chat) is None
+
+
+def test_a_trailing_duplicate_is_covered_by_the_next_version() -> None:
+    """A copy of an example already learned (a worker delivering an outbox
+    again after a takeover) may be the last record of the training topic:
+    the trainer learns nothing from it, but its next version must cover its
+    offset, else the latest version stays short of the topic (and its lag
+    above 0) until another session closes."""
+    now = [0.0]
+    service = TrainerService(
+        Settings(),
+        registry=None,  # type: ignore[arg-type]  # _learn and _publish_due never reach it
+        metrics=TrainerMetrics(CollectorRegistry()),
+        clock=lambda: now[0],
+    )
+    service.trainer = Trainer(CONFIG)
+    values = records(simulated_examples()[:3])
+    service._learn([SimpleNamespace(offset=i, value=v) for i, v in enumerate(values)])
+    service.dirty = False  # published through offset 3
+    service._learn([SimpleNamespace(offset=3, value=values[0])])  # a copy, at the end
+    now[0] += Settings().trainer_publish_s
+    assert service.trainer.offset == 4
+    assert service._publish_due()
