@@ -20,8 +20,9 @@ sessions are produced. Printed, all from that run:
   before the goal)) on held-out sessions of another seed, of (a) the trainer's final version,
   (b) the offline replay's model, learned inline over the same input in event order, (c) the
   examples of one input partition only (each partition's model before issue 11) and (b') the
-  replay's examples in the same order with another forest seed, for each trust learner
-  (forest, linear) forced to serve. Which learner each model serves is printed too.
+  replay's examples in the same order with another forest seed, and (b'') the replay's
+  examples in a random order, for each trust learner (forest, linear) forced to serve; then
+  each model with the learner its own rolling AUCs chose (``served``), and which one that is.
 
 Expected scaling, on paper
 --------------------------
@@ -55,6 +56,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import sys
 import time
 from array import array
@@ -329,12 +331,13 @@ def quality(
     models: dict[str, DetectorModels], holdout: Sequence[Event], config: DetectorConfig
 ) -> dict[str, dict[str, Any]]:
     """Prefix AUCs of every model with each trust learner serving in turn (the
-    linear learner does not depend on the forest's seed: no (b') for it)."""
+    linear learner does not depend on the forest's seed: no (b') for it; the
+    learning order matters to both: (b'') for each)."""
     out: dict[str, dict[str, Any]] = {}
     for learner in ("forest", "linear"):
         out[learner] = {}
         for name, m in models.items():
-            if learner == "forest" or name in MODELS:
+            if learner == "forest" or name in MODELS or name == "b_replay_shuffled":
                 m.trust.serving = learner
                 out[learner][name] = prefix_auc(m, holdout, config)
     return out
@@ -381,14 +384,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     other_seed = DetectorModels(config.with_overrides(seed=config.seed + 1))
     for example in replay_examples:
         other_seed.learn(example)
+    shuffled = DetectorModels(config)
+    for example in random.Random(args.seed).sample(replay_examples, len(replay_examples)):
+        shuffled.learn(example)
     models = {
         "a_trainer": served_models,
         "b_replay": replay_models,
         "c_one_partition": trainer_over(one)[0].models,
         "b_replay_other_seed": other_seed,
+        "b_replay_shuffled": shuffled,
     }
     learners = {name: m.trust.serving for name, m in models.items()}
     aucs = quality(models, holdout, config)
+    # what each model would serve as it is (its rolling AUCs chose the learner)
+    served_aucs = {name: aucs[learner][name] for name, learner in learners.items()}
     wall["quality"] = time.perf_counter() - t
     wall["total"] = time.perf_counter() - started
 
@@ -431,6 +440,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "serving_learner": learners,
         "one_partition": args.partition,
         "prefix_auc": aucs,
+        "prefix_auc_served": served_aucs,
         "wall_times_s": {k: round(v, 1) for k, v in wall.items()},
     }
 
@@ -456,14 +466,23 @@ def projection(
 
 
 def table(figures: dict[str, Any]) -> str:
-    head = "learner  prefix  (a) trainer  (b) replay  (c) 1 partition  (a)-(b)   (b') seed+1"
+    head = (
+        "learner  prefix  (a) trainer  (b) replay  (c) 1 partition  (a)-(b)   (b') seed+1  "
+        "(b'') shuffled"
+    )
     rows = [head]
-    for learner, aucs in figures["prefix_auc"].items():
+    served = figures["prefix_auc_served"]
+    learners = figures["serving_learner"]
+    for learner, aucs in (*figures["prefix_auc"].items(), ("served", served)):
         for p in PREFIXES:
             a, b, c = (aucs[k][f"{p}"] for k in MODELS)
             b2 = aucs.get("b_replay_other_seed", {}).get(f"{p}", "-")
+            b3 = aucs.get("b_replay_shuffled", {}).get(f"{p}", "-")
             gap = f"{a - b:+.4f}" if a is not None and b is not None else "-"
-            rows.append(f"{learner:<8} {p:<7} {a!s:<12} {b!s:<11} {c!s:<16} {gap:<9} {b2}")
+            rows.append(
+                f"{learner:<8} {p:<7} {a!s:<12} {b!s:<11} {c!s:<16} {gap:<9} {b2!s:<12} {b3}"
+            )
+    rows.append("served: " + ", ".join(f"{k} {v}" for k, v in learners.items()))
     rate = figures["events_per_s"]
     rows.append(
         f"events/s: worker 1 {rate['worker_1']:,}, worker 2 {rate['worker_2']:,}, total "

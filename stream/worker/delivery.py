@@ -14,6 +14,7 @@ forever with backoff (:func:`retry`): a batch is never skipped.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -368,7 +369,8 @@ class SessionDelivery:
         for alert in hotspots:
             records.append(alert_record(alert, self.config.source, produced_at))
             kinds.append((alert.kind, alert.severity, alert.event_time))
-        if records:
+
+        async def send_alerts() -> None:
             try:
                 await self._send("alerts", records)
             except Exception:
@@ -380,17 +382,36 @@ class SessionDelivery:
             for kind, severity, event_ms in kinds:
                 self.metrics.alerts.labels(kind, severity).inc()
                 self.metrics.event_to_alert.labels(kind).observe(max(0.0, acked - event_ms / 1000))
-        if training:
+
+        async def send_training() -> None:
             # in the order their sessions closed in the input, whatever the
             # batch boundaries or a recovery's order: one partition's
             # examples reach the trainer in the same order on every run
             training.sort(key=lambda item: item[0])
             await self._send("training", [record for _, record in training])
             self.metrics.training_examples.inc(len(training))
+
+        # two topics, acknowledged at once: neither waits for the other's acks
+        sends = ([send_alerts()] if records else []) + ([send_training()] if training else [])
+        for outcome in await asyncio.gather(*sends, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome  # the outboxes stay: delivered again (deliver_pending)
         if with_outbox:
             for _, state in with_outbox:
                 state.outbox = []
-            await self._save(with_outbox)
+            if self.write_behind:
+                # written by the next write of due states (beside the next
+                # batch's produce, or the next commit's settle), not in a
+                # round trip at the end of this batch: until then the stored
+                # copies still hold the outboxes, which only a recovery reads,
+                # and it skips what the alerts topic already has (the trainer
+                # drops a copy of an example), so no commit waits for it
+                for p, state in with_outbox:
+                    if p not in self.fenced:  # (lost while producing: the new owner's)
+                        self.cache.mark_due(p, state)
+                self.metrics.dirty_states.set(self.cache.dirty_count)
+            else:
+                await self._save(with_outbox)
         return len(records)
 
     async def recover(self, partitions: Iterable[int]) -> int:

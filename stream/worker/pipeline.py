@@ -21,7 +21,9 @@ and, in this order:
    states stay dirty in the cache instead, step 5 writes those dirty for
    the flush interval, and the visits wait until their states are written
    (:meth:`~stream.worker.delivery.SessionDelivery.settle`);
-6. clears the delivered outboxes (one round trip).
+6. clears the delivered outboxes (one round trip; with write-behind, in the
+   cache: the next write of due states stores them, beside the next batch's
+   produce or at the next commit).
 
 Only then may the caller commit the batch's offsets, and with write-behind
 only below each partition's first record whose state is still dirty

@@ -26,11 +26,19 @@ them.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from detectors.session import SessionState
+
+#: The input offset of a dirty state no commit waits for: one whose only
+#: unwritten change is an outbox cleared after its delivery (the stored copy
+#: still holds it, and a recovery delivers it again, skipping the alerts the
+#: topic already has, so committing past it loses nothing).
+UNBOUNDED: Final = 2**63
 
 
 @dataclass(slots=True)
@@ -67,6 +75,17 @@ class StateCache:
     ['d']
     >>> cache.written([(1, d)]); cache.get("d") is None, cache.first_offsets()
     (True, {})
+    >>> e = SessionState("e2")
+    >>> cache.mark(1, e, since=11.0, watermark=6_000, offset=8)
+    >>> cache.mark_due(1, d)  # its outbox was delivered and cleared, say
+    >>> cache.dirty_count, cache.first_offsets()  # no commit waits for d
+    (2, {1: 8})
+    >>> [s.sid for _, s in cache.due(before=0.0, event_before={1: 0})]  # d at once
+    ['d']
+    >>> cache.mark(1, d, since=12.0, watermark=7_000, offset=9)
+    >>> cache.written([(1, e)]); cache.first_offsets()  # a change by record 9 does
+    {1: 9}
+    >>> cache.written([(1, d)])
     >>> cache.forget({0, 1}); len(cache)
     0
     """
@@ -117,8 +136,9 @@ class StateCache:
     ) -> None:
         """Remember ``state`` as changed at ``since`` (monotonic seconds,
         the partition's event-time ``watermark`` then) by the input record
-        at ``offset``, and not written yet; a state already dirty in the
-        partition keeps its first times and offset."""
+        at ``offset`` (:data:`UNBOUNDED`: by no record a commit must wait
+        for), and not written yet; a state already dirty in the partition
+        keeps its first times and the lowest offset."""
         where = self._where.setdefault(state.sid, [])
         for p in where:  # every copy is this state now (a reopened session is a new object)
             self._dirty[p][state.sid].state = state
@@ -126,10 +146,23 @@ class StateCache:
             dirty = self._dirty.setdefault(partition, OrderedDict())
             dirty[state.sid] = Dirty(state, since, watermark, offset)
             where.append(partition)
-        elif where[-1] != partition:
-            where.remove(partition)
-            where.append(partition)
+        else:
+            entry = self._dirty[partition][state.sid]
+            entry.offset = min(entry.offset, offset)
+            if where[-1] != partition:
+                where.remove(partition)
+                where.append(partition)
         self.put(partition, state)
+
+    def mark_due(self, partition: int, state: SessionState) -> None:
+        """Remember ``state`` as changed in a way no commit waits for (offset
+        :data:`UNBOUNDED`: an outbox cleared after its delivery) and due at
+        once: the next :meth:`due` returns it. A state already dirty in the
+        partition keeps its times and offset."""
+        new = partition not in self._where.get(state.sid, ())
+        self.mark(partition, state, -math.inf, -UNBOUNDED, UNBOUNDED)
+        if new:  # first in line: due() reads each partition from its oldest on
+            self._dirty[partition].move_to_end(state.sid, last=False)
 
     def due(
         self, before: float, event_before: Mapping[int, int], keep: int | None = None
@@ -171,12 +204,15 @@ class StateCache:
 
     def first_offsets(self) -> dict[int, int]:
         """Per partition with dirty states, the input offset of the earliest
-        event not yet written to the store: the offsets committed stay below it."""
-        return {
+        event not yet written to the store: the offsets committed stay below
+        it (a partition whose dirty states all have :data:`UNBOUNDED` offsets
+        is not listed)."""
+        firsts = {
             p: min(entry.offset for entry in dirty.values())
             for p, dirty in self._dirty.items()
             if dirty
         }
+        return {p: first for p, first in firsts.items() if first < UNBOUNDED}
 
     def written(self, items: Iterable[tuple[int, SessionState]]) -> None:
         """These states were written to the store: no longer dirty, unless

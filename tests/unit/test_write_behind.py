@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from detectors.session import SessionState
-from stream.records import Message
+from stream.records import Message, Record
 from tests.unit.test_batch_processor import Feed, Worker
 
 FLUSH_S = 10.0
@@ -97,13 +97,58 @@ async def test_the_commit_stays_below_the_first_event_not_written() -> None:
     assert await worker.processor.settle() == {0: 4}
 
 
+def slow_acks(worker: Worker, seconds: float = 0.01) -> None:
+    """The broker acknowledges the worker's alerts after ``seconds`` (the
+    fake sink at once), as a real one does while the batch goes on."""
+    send = worker.sink.send_alerts
+
+    async def slow(records: Sequence[Record]) -> None:
+        await asyncio.sleep(seconds)
+        await send(records)
+
+    worker.sink.send_alerts = slow  # type: ignore[method-assign]
+
+
 async def test_a_state_with_an_alert_is_written_with_its_outbox_at_once() -> None:
+    """Written with its outbox before the alert is produced; the outbox,
+    cleared once the broker acknowledged it, is written by the next write of
+    due states (here the commit's settle), not in a round trip at the end of
+    the batch, and no commit waits for that write."""
     worker, feed = Worker(flush_s=FLUSH_S), Feed()
+    writes = Writes(worker)
+    slow_acks(worker)
     await worker.processor.process(feed.pile_up("s1"))
-    assert len(worker.sink.alert_ids()) == 1
+    assert len(worker.sink.alert_ids()) == 1 and writes.sids == ["s1"]
+    state = await stored(worker, "s1")
+    assert state is not None and (state.n_events, state.n_alerts, len(state.outbox)) == (5, 1, 1)
+    cached = worker.processor.cache.get("s1")
+    assert cached is not None and (cached.n_events, cached.outbox) == (5, [])
+    assert worker.processor.cache.first_offsets() == {}  # nothing holds the commit
+    assert await worker.processor.settle() == {}
+    assert writes.sids == ["s1", "s1"]
     state = await stored(worker, "s1")
     assert state is not None and (state.n_events, state.n_alerts, state.outbox) == (5, 1, [])
     assert worker.processor.cache.dirty_count == 0
+
+
+async def test_a_crash_before_a_cleared_outbox_is_written_repeats_no_alert() -> None:
+    """A kill -9 after the alert was produced and the input committed past
+    it, but before its cleared outbox was written: the next owner delivers
+    the stored outbox again, skips the alert the topic already has, and
+    clears it; the alert is on the topic once."""
+    worker, feed = Worker(flush_s=FLUSH_S), Feed()
+    slow_acks(worker)
+    await worker.processor.process(feed.pile_up("s1"))
+    assert worker.processor.cache.first_offsets() == {}  # committed past the batch
+    state = await stored(worker, "s1")
+    assert state is not None and len(state.outbox) == 1  # the stored copy still holds it
+    restarted = worker.restarted()
+    await restarted.processor.assign([0])
+    await restarted.processor.flush()
+    assert restarted.sink.alert_ids() == worker.sink.alert_ids()
+    assert len(restarted.sink.alert_ids()) == 1
+    state = await stored(restarted, "s1")
+    assert state is not None and (state.n_events, state.outbox) == (5, [])
 
 
 async def test_a_crash_loses_no_state_the_input_is_read_again_from_the_commit() -> None:
