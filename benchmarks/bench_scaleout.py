@@ -395,6 +395,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "b_replay_shuffled": shuffled,
     }
     learners = {name: m.trust.serving for name, m in models.items()}
+    champions = {
+        name: f"{m.trust.kind}, {0 if m.arena is None else m.arena.promoted_total} promotion(s)"
+        for name, m in models.items()
+    }
     aucs = quality(models, holdout, config)
     # what each model would serve as it is (its rolling AUCs chose the learner)
     served_aucs = {name: aucs[learner][name] for name, learner in learners.items()}
@@ -438,6 +442,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "scaling": projection(n, core.models.examples, learn_rate, run),
         "sessions_learned": {name: m.examples for name, m in models.items()},
         "serving_learner": learners,
+        "trust_champion": champions,
         "one_partition": args.partition,
         "prefix_auc": aucs,
         "prefix_auc_served": served_aucs,
@@ -483,6 +488,7 @@ def table(figures: dict[str, Any]) -> str:
                 f"{learner:<8} {p:<7} {a!s:<12} {b!s:<11} {c!s:<16} {gap:<9} {b2!s:<12} {b3}"
             )
     rows.append("served: " + ", ".join(f"{k} {v}" for k, v in learners.items()))
+    rows.append("champion: " + "; ".join(f"{k} {v}" for k, v in figures["trust_champion"].items()))
     rate = figures["events_per_s"]
     rows.append(
         f"events/s: worker 1 {rate['worker_1']:,}, worker 2 {rate['worker_2']:,}, total "

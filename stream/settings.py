@@ -252,7 +252,11 @@ class Settings(BaseSettings):
         "its own visits (none found over 4 or more partitions at 4,000 sessions).",
     )
     sweep_interval_s: float = Field(
-        default=5.0, description="Session-expiry sweep period (seconds)."
+        default=5.0,
+        description="Session-expiry sweep period (seconds): of wall time, and of each "
+        "partition's event time (a batch that moves it this far past the partition's last "
+        "sweep is followed by one; in a backlog minutes of event time go by between two ticks, "
+        "and sessions would otherwise time out in one burst and reach the trainer out of order).",
     )
     state_cache_sessions: int = Field(
         default=20_000,

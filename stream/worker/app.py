@@ -142,6 +142,7 @@ class Runtime:
             feed=self.feed,
             share_hotspots=settings.hotspot_scope == "shared",
             flush_s=settings.state_flush_s,
+            sweep_interval_s=settings.sweep_interval_s,
         )
         #: the shared hotspot monitors of the owned page-visits partitions
         #: (hotspot scope ``shared``; ``None``: each partition watches its own)
@@ -473,6 +474,13 @@ async def _run_batch(runtime: Runtime, messages: list[Message], generation: int)
         stop=runtime.intake.stopping,
     )
     runtime.batches.ok()
+    # a partition whose event time moved a sweep interval on is swept now (one
+    # slice each), not at the timer's next tick: in a backlog that is minutes
+    # of event time later, and its sessions would time out in one burst
+    behind = runtime.processor.sweeps_behind()
+    if behind:
+        job = partial(runtime.processor.sweep, limit=SWEEP_SLICE, partitions=behind)
+        await _maintain(runtime, "Expiry sweep", job)
     runtime.gc.tick()  # between batches: freeze what the last collections kept
     runtime.last_batch_at = time.time()
     runtime.metrics.last_batch.set(runtime.last_batch_at)

@@ -137,6 +137,7 @@ class BatchProcessor(PartitionUpkeep):
         feed: ModelFeed | None = None,
         share_hotspots: bool = False,
         flush_s: float = 0.0,
+        sweep_interval_s: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``clock``: wall-clock seconds (epoch), for alert times, idle
@@ -145,7 +146,9 @@ class BatchProcessor(PartitionUpkeep):
         ``DISENGAGE_STATE_FLUSH_S`` (0, the default here: every batch writes
         the states it changed; else write-behind, and the caller commits the
         input's offsets below :meth:`settle`'s; ``monotonic`` times how long
-        a state has been dirty). ``feed``:
+        a state has been dirty). ``sweep_interval_s``: ``DISENGAGE_SWEEP_INTERVAL_S``,
+        of event time here (:meth:`sweeps_behind`; 0, the default here: only the
+        caller's wall-clock timer sweeps). ``feed``:
         the published model versions to serve (``None``: the models stay
         as they start, untrained). ``share_hotspots``: send page visits to
         the shared hotspot monitors (:mod:`stream.worker.hotspot_agent`)
@@ -166,6 +169,7 @@ class BatchProcessor(PartitionUpkeep):
         self.idle_grace_s = idle_grace_s
         self.partitions: dict[int, PartitionState] = {}
         self.sweep_left = False
+        self.sweep_every_ms = int(sweep_interval_s * 1000)
         self.clock_log = Throttled(log, CLOCK_LOG_INTERVAL_S)
         self.slow_log = Throttled(log, 10.0, level=logging.INFO)
 

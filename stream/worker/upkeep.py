@@ -5,7 +5,9 @@ serving a newer model version, the model gauges.
 call the model steps too.
 
 The sweep runs under the batch lock, one partition and one slice at a time
-(``stream.worker.app``'s sweep timer), so a waiting batch goes in between:
+(``stream.worker.app``'s sweep timer, and after a batch that moved a
+partition's event time a sweep interval on: :meth:`PartitionUpkeep.sweeps_behind`),
+so a waiting batch goes in between:
 
 * sessions idle past the session timeout in event time are closed (outcome
   ``timeout``), their examples and alerts delivered through the outbox as a
@@ -41,6 +43,8 @@ class PartitionState:
     #: the model's budget-suppression count already added to the metric (a
     #: warm-started model starts from its checkpoint's count)
     suppressed_reported: int = 0
+    #: the partition's event time (ms) when a sweep last went through it
+    swept_at: int = 0
 
 
 def checkpoint_name(partition: int) -> str:
@@ -59,6 +63,9 @@ class PartitionUpkeep(SessionDelivery):
     #: whether the last :meth:`sweep` stopped at its limit somewhere
     #: (sessions still due: the caller sweeps again after a batch's turn)
     sweep_left: bool
+    #: a partition is swept after a batch once its event time moved this far
+    #: since its last sweep (ms; 0: only the wall-clock timer sweeps)
+    sweep_every_ms: int
     #: the published model versions to serve (``None``: the models stay untrained)
     feed: ModelFeed | None
     #: page visits go to the shared hotspot monitors, not each partition's own
@@ -93,6 +100,22 @@ class PartitionUpkeep(SessionDelivery):
         for part in self.partitions.values():
             part.detector.models.adopt(loaded.learned, loaded.tag)
 
+    def sweeps_behind(self) -> list[int]:
+        """The owned partitions whose event time moved :attr:`sweep_every_ms`
+        or more since their last sweep (or that stopped at a slice's limit
+        then): swept after the batch, so that in a backlog, where minutes of
+        event time go by between two ticks of the wall-clock timer, sessions
+        time out in the order of event time, as in the replay, instead of in
+        bursts (the trainer then learns closes in the order they happened)."""
+        every = self.sweep_every_ms
+        if every <= 0:
+            return []
+        return [
+            p
+            for p, part in self.partitions.items()
+            if p not in self.fenced and part.clock.now and part.clock.now - part.swept_at >= every
+        ]
+
     async def sweep(self, limit: int = 1000, partitions: Iterable[int] | None = None) -> int:
         """Close sessions idle for longer than the timeout in the given
         (default: every owned) partitions, and check the quiet ones in
@@ -122,8 +145,11 @@ class PartitionUpkeep(SessionDelivery):
                 watermark += int((idle_s - self.idle_grace_s) * 1000)
                 part.clock.advance(watermark)
                 part.wall_at_watermark = now - self.idle_grace_s
+            # (a slice that stops at its limit leaves it: the next batch goes on)
+            previous, part.swept_at = part.swept_at, watermark
             if await self._tick_quiet(p, part, watermark, limit):
                 self.sweep_left = True
+                part.swept_at = previous
             due = await self._call("due", self.store.due, p, watermark - timeout, limit)
             if not due:
                 continue
@@ -147,6 +173,7 @@ class PartitionUpkeep(SessionDelivery):
                 # more may be due; a slice that untracked nothing (every entry
                 # touched since it was indexed) does not ask for another one
                 self.sweep_left = True
+                part.swept_at = previous
             await self._save(to_save + [(p, s) for s in stale])
             await self._deliver(to_save, hotspots)
             self._take_visits(part.detector, p)

@@ -51,6 +51,7 @@ class Worker:
         cache_sessions: int = DEFAULTS.state_cache_sessions,
         flush_s: float = 0.0,
         share_hotspots: bool = False,
+        sweep_interval_s: float = 0.0,
     ) -> None:
         self.clock = clock or FakeClock(T0 / 1000)
         self.store = store or RecordingStore(TTL_S, self.clock)
@@ -67,6 +68,7 @@ class Worker:
             flush_s=flush_s,
             monotonic=self.clock,
             share_hotspots=share_hotspots,
+            sweep_interval_s=sweep_interval_s,
         )
         self.flush_s = flush_s
 
@@ -313,6 +315,44 @@ async def test_the_sweep_closes_sessions_past_the_timeout_and_sends_their_exampl
     assert example.closed_ts == old.last_ts + timeout_ms and not old.outbox
     assert await worker.store.open_sessions(0) == 2
     assert await worker.processor.sweep() == 0  # closed once
+
+
+async def test_a_backlog_sweeps_a_partition_each_time_its_event_time_moved_an_interval() -> None:
+    """The wall clock stands still (a backlog drains in seconds) while event
+    time runs: a partition is due for a sweep after the batch that moved its
+    event time a sweep interval past its last sweep, so sessions time out in
+    event-time order, not all at the timer's next tick."""
+    worker, feed = Worker(sweep_interval_s=5.0), Feed()
+    processor = worker.processor
+    timeout_ms = RULES_ONLY.session_timeout_ms
+    await processor.process(feed.quiet("old", 2))  # event time 0-1 s
+    assert processor.sweeps_behind() == [0]  # never swept
+    assert await processor.sweep(partitions=[0]) == 0
+    assert processor.sweeps_behind() == []
+    await processor.process(feed.quiet("other", 3, start=2000))  # 2-4 s: < 5 s on
+    assert processor.sweeps_behind() == []
+    times = [120_000 + 300_000 * k for k in range(6)] + [1000 + timeout_ms + 1]
+    walk = [feed.event("walker", "page_view", t, 0, page=f"/blog/{t}") for t in times]
+    await processor.process(walk)
+    assert processor.sweeps_behind() == [0]
+    assert await processor.sweep(partitions=[0]) == 1  # old ("other" is 3 s younger)
+    assert (await worker.state("old")).outcome == "timeout"
+    assert processor.sweeps_behind() == []
+    # a slice that stopped at its limit leaves the partition behind
+    for i in range(2):
+        await processor.process(feed.quiet(f"q{i}", 1, start=timeout_ms + 2000 + i))
+    more = [1000 + 2 * timeout_ms + 10_000 + 300_000 * k for k in range(-6, 1)]
+    await processor.process([feed.event("walker", "page_view", t, 0) for t in more])
+    assert await processor.sweep(limit=2, partitions=[0]) == 2
+    assert processor.sweeps_behind() == [0]
+    assert await processor.sweep(limit=2, partitions=[0]) == 1
+    assert processor.sweeps_behind() == []
+
+
+async def test_without_a_sweep_interval_only_the_timer_sweeps() -> None:
+    worker, feed = Worker(), Feed()
+    await worker.processor.process(feed.quiet("a", 2))
+    assert worker.processor.sweeps_behind() == []
 
 
 async def test_an_idle_partition_lets_its_watermark_follow_the_wall_clock() -> None:
