@@ -337,7 +337,11 @@ def quality(
     for learner in ("forest", "linear"):
         out[learner] = {}
         for name, m in models.items():
-            if learner == "forest" or name in MODELS or name == "b_replay_shuffled":
+            if learner == "forest" and m.trust.forest is None:
+                # its champion is a promoted challenger without a forest
+                # (refit-linear, see trust_champion): no forest to serve
+                out[learner][name] = {f"{p}": None for p in PREFIXES}
+            elif learner == "forest" or name in MODELS or name == "b_replay_shuffled":
                 m.trust.serving = learner
                 out[learner][name] = prefix_auc(m, holdout, config)
     return out
