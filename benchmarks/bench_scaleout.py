@@ -405,7 +405,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     aucs = quality(models, holdout, config)
     # what each model would serve as it is (its rolling AUCs chose the learner)
-    served_aucs = {name: aucs[learner][name] for name, learner in learners.items()}
+    served_aucs = {name: aucs[learner].get(name) for name, learner in learners.items()}
     wall["quality"] = time.perf_counter() - t
     wall["total"] = time.perf_counter() - started
 
@@ -485,8 +485,8 @@ def table(figures: dict[str, Any]) -> str:
     for learner, aucs in (*figures["prefix_auc"].items(), ("served", served)):
         for p in PREFIXES:
             a, b, c = (aucs[k][f"{p}"] for k in MODELS)
-            b2 = aucs.get("b_replay_other_seed", {}).get(f"{p}", "-")
-            b3 = aucs.get("b_replay_shuffled", {}).get(f"{p}", "-")
+            b2 = (aucs.get("b_replay_other_seed") or {}).get(f"{p}", "-")
+            b3 = (aucs.get("b_replay_shuffled") or {}).get(f"{p}", "-")
             gap = f"{a - b:+.4f}" if a is not None and b is not None else "-"
             rows.append(
                 f"{learner:<8} {p:<7} {a!s:<12} {b!s:<11} {c!s:<16} {gap:<9} {b2!s:<12} {b3}"

@@ -387,7 +387,7 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.timer(interval=settings.sweep_interval_s)
     async def sweep() -> None:
-        if runtime.processor.store_fault.failing or not runtime.healthy or not runtime.broker.up:
+        if not _may_sweep(runtime):
             return  # Redis or Kafka is down, or batches are failing: a later tick sweeps
         closed = 0
         for p in list(runtime.processor.partitions):
@@ -475,15 +475,25 @@ async def _run_batch(runtime: Runtime, messages: list[Message], generation: int)
     )
     runtime.batches.ok()
     # a partition whose event time moved a sweep interval on is swept now (one
-    # slice each), not at the timer's next tick: in a backlog that is minutes
-    # of event time later, and its sessions would time out in one burst
-    behind = runtime.processor.sweeps_behind()
-    if behind:
-        job = partial(runtime.processor.sweep, limit=SWEEP_SLICE, partitions=behind)
+    # slice each, one partition per hold of the lock, as the timer does), not
+    # at the timer's next tick: in a backlog that is minutes of event time
+    # later, and its sessions would time out in one burst
+    for p in runtime.processor.sweeps_behind():
+        if not _may_sweep(runtime) or runtime.intake.stopping.is_set():
+            break
+        job = partial(runtime.processor.sweep, limit=SWEEP_SLICE, partitions=[p])
         await _maintain(runtime, "Expiry sweep", job)
     runtime.gc.tick()  # between batches: freeze what the last collections kept
     runtime.last_batch_at = time.time()
     runtime.metrics.last_batch.set(runtime.last_batch_at)
+
+
+def _may_sweep(runtime: Runtime) -> bool:
+    """False while Redis or Kafka is down or batches are failing: a sweep
+    would only wait for them, holding the batch lock."""
+    return not (
+        runtime.processor.store_fault.failing or not runtime.healthy or not runtime.broker.up
+    )
 
 
 async def _assigned(runtime: Runtime, parts: list[int]) -> None:

@@ -14,7 +14,6 @@ forever with backoff (:func:`retry`): a batch is never skipped.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -369,8 +368,7 @@ class SessionDelivery:
         for alert in hotspots:
             records.append(alert_record(alert, self.config.source, produced_at))
             kinds.append((alert.kind, alert.severity, alert.event_time))
-
-        async def send_alerts() -> None:
+        if records:
             try:
                 await self._send("alerts", records)
             except Exception:
@@ -382,20 +380,13 @@ class SessionDelivery:
             for kind, severity, event_ms in kinds:
                 self.metrics.alerts.labels(kind, severity).inc()
                 self.metrics.event_to_alert.labels(kind).observe(max(0.0, acked - event_ms / 1000))
-
-        async def send_training() -> None:
+        if training:
             # in the order their sessions closed in the input, whatever the
             # batch boundaries or a recovery's order: one partition's
             # examples reach the trainer in the same order on every run
             training.sort(key=lambda item: item[0])
             await self._send("training", [record for _, record in training])
             self.metrics.training_examples.inc(len(training))
-
-        # two topics, acknowledged at once: neither waits for the other's acks
-        sends = ([send_alerts()] if records else []) + ([send_training()] if training else [])
-        for outcome in await asyncio.gather(*sends, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                raise outcome  # the outboxes stay: delivered again (deliver_pending)
         if with_outbox:
             for _, state in with_outbox:
                 state.outbox = []

@@ -14,7 +14,9 @@ Two parts:
   within what each state's de-duplication ring remembers), so one write
   covers every event of the session in that time, and the input's offsets
   are committed only below the first event of a dirty state
-  (:meth:`first_offsets`). A dirty state stays here, found by :meth:`get`,
+  (:meth:`first_offsets`), except one whose only unwritten change is a
+  delivered outbox's clear (:meth:`mark_due`: written at the next chance,
+  and nothing is lost if a crash comes first). A dirty state stays here, found by :meth:`get`,
   until it is written, even when the LRU part lets it go, so a read never
   sees the store's older copy.
 

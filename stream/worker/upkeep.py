@@ -132,7 +132,6 @@ class PartitionUpkeep(SessionDelivery):
         closed = 0
         self.sweep_left = False
         now = self.clock()
-        timeout = self.config.session_timeout_ms
         wanted = None if partitions is None else set(partitions)
         for p, part in list(self.partitions.items()):
             if (wanted is not None and p not in wanted) or p in self.fenced:
@@ -145,42 +144,58 @@ class PartitionUpkeep(SessionDelivery):
                 watermark += int((idle_s - self.idle_grace_s) * 1000)
                 part.clock.advance(watermark)
                 part.wall_at_watermark = now - self.idle_grace_s
-            # (a slice that stops at its limit leaves it: the next batch goes on)
+            # (a slice that stops at its limit, or fails, leaves it: the next batch goes on)
             previous, part.swept_at = part.swept_at, watermark
-            if await self._tick_quiet(p, part, watermark, limit):
+            try:
+                done, left = await self._sweep_partition(p, part, watermark, limit)
+            except BaseException:
+                part.swept_at = previous
+                raise
+            closed += done
+            if left:
                 self.sweep_left = True
                 part.swept_at = previous
-            due = await self._call("due", self.store.due, p, watermark - timeout, limit)
-            if not due:
-                continue
-            loaded = await self._load(due)
-            hotspots: list[Alert] = []
-            to_save: list[tuple[int, SessionState]] = []
-            for sid in due:
-                state = loaded.get(sid)
-                if state is None or state.outcome is not None:
-                    continue
-                if state.last_ts + timeout > watermark:
-                    continue  # touched since it was indexed
-                hotspots += part.detector.close(state, "timeout", state.last_ts + timeout)
-                self._take_examples(part.detector.examples, state, None)
-                self.metrics.sessions_closed.labels("timeout").inc()
-                to_save.append((p, state))
-                closed += 1
-            # expired states that vanished (TTL) or closed elsewhere: untrack them
-            stale = [SessionState(sid, outcome="timeout") for sid in due if sid not in loaded]
-            if len(due) >= limit and (to_save or stale):
-                # more may be due; a slice that untracked nothing (every entry
-                # touched since it was indexed) does not ask for another one
-                self.sweep_left = True
-                part.swept_at = previous
-            await self._save(to_save + [(p, s) for s in stale])
-            await self._deliver(to_save, hotspots)
-            self._take_visits(part.detector, p)
-            if not self.write_behind:  # else at the flush, with the batches' visits
-                await self._send_visits()
         self._update_model_gauges()
         return closed
+
+    async def _sweep_partition(
+        self, p: int, part: PartitionState, watermark: int, limit: int
+    ) -> tuple[int, bool]:
+        """One slice of :meth:`sweep` in partition ``p`` at ``watermark``:
+        the quiet sessions' checks, then the timeouts. Returns the sessions
+        closed, and whether either part stopped at ``limit`` (more may be due)."""
+        closed = 0
+        timeout = self.config.session_timeout_ms
+        left = await self._tick_quiet(p, part, watermark, limit)
+        due = await self._call("due", self.store.due, p, watermark - timeout, limit)
+        if not due:
+            return 0, left
+        loaded = await self._load(due)
+        hotspots: list[Alert] = []
+        to_save: list[tuple[int, SessionState]] = []
+        for sid in due:
+            state = loaded.get(sid)
+            if state is None or state.outcome is not None:
+                continue
+            if state.last_ts + timeout > watermark:
+                continue  # touched since it was indexed
+            hotspots += part.detector.close(state, "timeout", state.last_ts + timeout)
+            self._take_examples(part.detector.examples, state, None)
+            self.metrics.sessions_closed.labels("timeout").inc()
+            to_save.append((p, state))
+            closed += 1
+        # expired states that vanished (TTL) or closed elsewhere: untrack them
+        stale = [SessionState(sid, outcome="timeout") for sid in due if sid not in loaded]
+        if len(due) >= limit and (to_save or stale):
+            # more may be due; a slice that untracked nothing (every entry
+            # touched since it was indexed) does not ask for another one
+            left = True
+        await self._save(to_save + [(p, s) for s in stale])
+        await self._deliver(to_save, hotspots)
+        self._take_visits(part.detector, p)
+        if not self.write_behind:  # else at the flush, with the batches' visits
+            await self._send_visits()
+        return closed, left
 
     async def _tick_quiet(self, p: int, part: PartitionState, watermark: int, limit: int) -> bool:
         """Check the quiet sessions of partition ``p`` whose hesitation check

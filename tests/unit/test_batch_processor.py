@@ -349,6 +349,23 @@ async def test_a_backlog_sweeps_a_partition_each_time_its_event_time_moved_an_in
     assert processor.sweeps_behind() == []
 
 
+async def test_a_sweep_that_fails_leaves_its_partition_behind() -> None:
+    worker, feed = Worker(sweep_interval_s=5.0), Feed()
+    processor = worker.processor
+    timeout_ms = RULES_ONLY.session_timeout_ms
+    await processor.process(feed.quiet("old", 2))
+    times = [120_000 + 300_000 * k for k in range(6)] + [1000 + timeout_ms + 1]
+    await processor.process([feed.event("walker", "page_view", t, 0) for t in times])
+    worker.sink.fail_training.append(ConnectionError("broker down"))
+    with pytest.raises(ConnectionError):
+        await processor.sweep(partitions=[0])
+    assert processor.sweeps_behind() == [0]  # the next batch sweeps it again
+    await processor.sweep(partitions=[0])  # delivers the closed session's outbox first
+    assert processor.sweeps_behind() == []
+    (record,) = worker.sink.training
+    assert example_from_event(record.value or b"").sid == "old"
+
+
 async def test_without_a_sweep_interval_only_the_timer_sweeps() -> None:
     worker, feed = Worker(), Feed()
     await worker.processor.process(feed.quiet("a", 2))
