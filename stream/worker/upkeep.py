@@ -144,17 +144,12 @@ class PartitionUpkeep(SessionDelivery):
                 watermark += int((idle_s - self.idle_grace_s) * 1000)
                 part.clock.advance(watermark)
                 part.wall_at_watermark = now - self.idle_grace_s
-            # (a slice that stops at its limit, or fails, leaves it: the next batch goes on)
-            previous, part.swept_at = part.swept_at, watermark
-            try:
-                done, left = await self._sweep_partition(p, part, watermark, limit)
-            except BaseException:
-                part.swept_at = previous
-                raise
+            done, left = await self._sweep_partition(p, part, watermark, limit)
             closed += done
             if left:
                 self.sweep_left = True
-                part.swept_at = previous
+            else:  # (a slice that stops at its limit, or fails, leaves it behind)
+                part.swept_at = watermark
         self._update_model_gauges()
         return closed
 
