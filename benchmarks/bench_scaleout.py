@@ -84,7 +84,7 @@ from detectors.offline.runner import OfflineRunner  # noqa: E402
 from detectors.sample_size import roc_auc  # noqa: E402
 from detectors.simulation.simulator import SimConfig, Simulator  # noqa: E402
 from detectors.trainer import Trainer  # noqa: E402
-from detectors.training import Example, example_from_event  # noqa: E402
+from detectors.training import Example, example_from_event, examples_of  # noqa: E402
 from stream.model_registry import ModelVersion  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from tests.integration.harness import (  # noqa: E402
@@ -282,12 +282,31 @@ def trust_scores(models: DetectorModels, probe: Sequence[Example]) -> list[float
     return [models.trust.predict_vector(list(v)) for e in probe for _, v in e.snapshots]
 
 
-def trainer_over(records: Sequence[Any]) -> tuple[Trainer, float]:
-    """The core's trainer over ``records`` in order, and its sessions/s."""
+def trainer_over(records: Sequence[Any]) -> tuple[Trainer, float, list[str]]:
+    """The core's trainer over ``records`` in order, its sessions/s, and the
+    ids of the examples it learned, in the order it learned them."""
     trainer, started = Trainer(DetectorConfig()), time.perf_counter()
-    for record in records:
-        trainer.apply(record.offset, record.value)
-    return trainer, trainer.models.examples / max(time.perf_counter() - started, 1e-9)
+    learned: list[str] = []
+    learn = trainer.models.learn
+
+    def record(example: Example) -> None:
+        learned.append(example.id)
+        learn(example)
+
+    trainer.models.learn = record  # type: ignore[method-assign]
+    for r in records:
+        trainer.apply(r.offset, r.value)
+    rate = trainer.models.examples / max(time.perf_counter() - started, 1e-9)
+    del trainer.models.learn
+    return trainer, rate, learned
+
+
+def first_difference(a: Sequence[str], b: Sequence[str]) -> int | None:
+    """The first index where ``a`` and ``b[: len(a)]`` differ (``None``: a prefix)."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) <= len(b) else len(b)
 
 
 def prefix_auc(
@@ -380,10 +399,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     print("trainer learning rate, (c), (b') and the held-out prefix AUCs ...", file=sys.stderr)
     t = time.perf_counter()
-    core, learn_rate = trainer_over(training)
+    covered = [r for r in training if r.offset < version.offset]
+    core, learn_rate, core_order = trainer_over(covered)
     wall["trainer_apply"] = time.perf_counter() - t
-    probe = [example_from_event(r.value) for r in training[:40]]
-    one = [r for r in training if partition_of(example_from_event(r.value).sid) == args.partition]
+    probe = examples_of([r.value for r in training[:80]])[:40]
+    one = [
+        r
+        for r in training
+        if not r.key.startswith(b"mark-")
+        and partition_of(example_from_event(r.value).sid) == args.partition
+    ]
     t = time.perf_counter()
     other_seed = DetectorModels(config.with_overrides(seed=config.seed + 1))
     for example in replay_examples:
@@ -394,7 +419,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     models = {
         "a_trainer": served_models,
         "b_replay": replay_models,
-        "c_one_partition": trainer_over(one)[0].models,
+        "c_one_partition": trainer_over(one)[0].models,  # (no marks: in topic order)
         "b_replay_other_seed": other_seed,
         "b_replay_shuffled": shuffled,
     }
@@ -410,7 +435,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     wall["total"] = time.perf_counter() - started
 
     n, s = len(raw), run["wall_s"]
-    learned = trainer_samples.get("disengage_trainer_records_total{status=learned}", 0.0)
+    statuses = {
+        status: int(trainer_samples.get(f"disengage_trainer_records_total{{status={status}}}", 0))
+        for status in ("learned", "held", "late", "mark", "duplicate", "invalid")
+    }
+    learned = float(statuses["learned"] + statuses["held"] + statuses["late"])
+    replay_order = [e.id for e in replay_examples]
     publishes = trainer_samples.get("disengage_model_publish_seconds_count{}", 0.0) or 1.0
     return {
         "generator": args.generator,
@@ -437,6 +467,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "publish_s_mean": round(
                 trainer_samples.get("disengage_model_publish_seconds_sum{}", 0.0) / publishes, 3
             ),
+            "records": statuses,
+            "held_at_end": core.held,
+            # the trainer learns in close order, as the replay: what it learned is
+            # the replay's sequence up to the slowest partition's closure mark
+            "learned_order_is_replay_prefix": first_difference(core_order, replay_order) is None,
+            "first_difference_from_replay": first_difference(core_order, replay_order),
             "served_equals_core_over_same_records": {
                 "sessions": core.models.examples,
                 "all_models": predictions(served_models, probe) == predictions(core.models, probe),
@@ -517,6 +553,10 @@ def failures(figures: dict[str, Any], max_gap: float) -> list[str]:
     versions = figures["model_version"]
     if any(v != versions["trainer"] for v in versions["workers"]):
         out.append(f"the workers serve {versions['workers']}, not v{versions['trainer']}")
+    trainer = figures["trainer"]
+    if not trainer["learned_order_is_replay_prefix"]:
+        at = trainer["first_difference_from_replay"]
+        out.append(f"the trainer's learning order leaves the replay's at session {at}")
     for p in PREFIXES:
         a, b = (figures["prefix_auc"]["linear"][k][f"{p}"] for k in MODELS[:2])
         if a is None or b is None or abs(a - b) >= max_gap:

@@ -214,9 +214,7 @@ async def latency_run(
                 marks["before"] = time.time() + warmup_s
                 marks["cpu"] = cpu_sample(pids)
 
-            await asyncio.to_thread(
-                kcat_simulation, env, rate, warmup_s + seconds, 99, first_event
-            )
+            await asyncio.to_thread(kcat_simulation, env, rate, warmup_s + seconds, 99, first_event)
             before, cpu_start = marks["before"], marks["cpu"]
         else:
             with open(os.devnull, "w") as quiet:
@@ -292,8 +290,7 @@ async def latency_run(
     for d, t, _ in slowest:
         minutes.setdefault(max(0, int(t // 60)), []).append(d)
     out["record_to_alerts_topic_p99_by_minute_s"] = [
-        round(sorted(v)[min(len(v) - 1, int(len(v) * 0.99))], 3)
-        for _, v in sorted(minutes.items())
+        round(sorted(v)[min(len(v) - 1, int(len(v) * 0.99))], 3) for _, v in sorted(minutes.items())
     ]
     for name, values in (
         ("from_event_time", lat),
@@ -483,9 +480,7 @@ def log_times(log: Path, since: float, needles: tuple[str, ...]) -> list[str]:
     ]
 
 
-def _log_lines(
-    log: Path, since: float, keep: Callable[[str], bool]
-) -> list[tuple[float, str]]:
+def _log_lines(log: Path, since: float, keep: Callable[[str], bool]) -> list[tuple[float, str]]:
     out = []
     for line in log.read_text(errors="replace").splitlines():
         if not keep(line):
@@ -587,9 +582,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "backlog_model_versions_loaded": metric_sum(
             hist, "disengage_model_loads_total", result="loaded"
         ),
-        "trainer_sessions_learned": metric_sum(
-            trained, "disengage_trainer_records_total", status="learned"
+        # read by the trainer: learned at once, held for their turn or late
+        "trainer_sessions_read": sum(
+            metric_sum(trained, "disengage_trainer_records_total", status=status)
+            for status in ("learned", "held", "late")
         ),
+        "trainer_sessions_learned": metric_sum(trained, "disengage_trainer_examples"),
         "batch_stage_share": stage_shares(hist),
         "gc": gc_pauses(hist),
         "cpu": run["cpu"],

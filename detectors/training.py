@@ -11,6 +11,15 @@ Both paths run the same learning code on the same examples.
 
 An example's :attr:`Example.id` is deterministic (the session id and the
 visit's start time), so the trainer drops a copy re-produced after a crash.
+
+Examples are learned in the order their sessions closed, ``(closed_ts, id)``,
+by the offline runner and by the trainer alike
+(:mod:`detectors.learning_order`): River's learners depend on the order they
+see examples in, and the order in which a deployment's workers produce them
+depends on how fast each drains its partitions. Workers therefore interleave
+:class:`Mark` records with the examples: input partition ``p`` has put every
+example it closed at or before ``ts`` on the topic (before the mark), so the
+trainer may learn everything the slowest partition has passed.
 :meth:`Example.to_json` / :meth:`Example.from_json` are exact: the vectors are
 float32 in the state and travel as their packed bytes (base64).
 """
@@ -29,6 +38,8 @@ from typing import Any
 EXAMPLE_FORMAT = 1
 #: The CloudEvents ``type`` of a training record.
 EXAMPLE_TYPE = "io.disengage.training.v1"
+#: The CloudEvents ``type`` of a closure mark (:class:`Mark`).
+MARK_TYPE = "io.disengage.training-mark.v1"
 
 Vectors = tuple[tuple[int, "array[float]"], ...]
 
@@ -178,13 +189,95 @@ def example_event(example: Example, source: str, produced_at: str) -> dict[str, 
 
 def example_from_event(value: bytes | str) -> Example:
     """The :class:`Example` in a training record's value."""
+    record = training_record(value)
+    if not isinstance(record, Example):
+        raise InvalidExample(f"not a {EXAMPLE_TYPE} event")
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A worker's promise about one input partition: every session of input
+    partition ``partition`` (of ``partitions``) that closed at or before
+    ``ts`` (event time, epoch ms) has its example on the training topic
+    before this record. ``ts`` is ``None`` for a partition that had no events
+    (it holds nothing back).
+
+    The worker sends the lower of the partition's last finished expiry sweep
+    and its clock less the allowed lateness (a purchase may arrive that late),
+    so an example closed at or before ``ts`` arrives after the mark only when
+    its event was later than the allowed lateness, or after a takeover
+    (``late``: the trainer learns it at once).
+
+    >>> m = Mark(3, 8, 1_700_000_000_000)
+    >>> training_record(json.dumps(mark_event(m, "test", "now"))) == m
+    True
+    """
+
+    partition: int
+    partitions: int
+    ts: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": EXAMPLE_FORMAT,
+            "partition": self.partition,
+            "partitions": self.partitions,
+            "ts": self.ts,
+        }
+
+    @staticmethod
+    def from_json(data: Any) -> Mark:
+        """Inverse of :meth:`to_json`; :class:`InvalidExample` for anything else."""
+        if not isinstance(data, dict) or data.get("format") != EXAMPLE_FORMAT:
+            raise InvalidExample(f"not a closure mark of format {EXAMPLE_FORMAT}")
+        try:
+            partition, partitions = int(data["partition"]), int(data["partitions"])
+            ts = None if data["ts"] is None else int(data["ts"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidExample(f"malformed closure mark: {exc}") from exc
+        if not 0 <= partition < partitions:
+            raise InvalidExample(f"partition {partition} is not one of {partitions}")
+        return Mark(partition, partitions, ts)
+
+
+def mark_event(mark: Mark, source: str, produced_at: str) -> dict[str, Any]:
+    """The mark as a CloudEvent (JSON form), the value of a training record."""
+    return {
+        "specversion": "1.0",
+        "id": f"mark-{mark.partition}-{mark.ts}",
+        "source": source,
+        "type": MARK_TYPE,
+        "subject": str(mark.partition),
+        "time": produced_at,
+        "datacontenttype": "application/json",
+        "data": mark.to_json(),
+    }
+
+
+def training_record(value: bytes | str) -> Example | Mark:
+    """What a training record's value holds: an :class:`Example` or a
+    :class:`Mark`; :class:`InvalidExample` for anything else."""
     try:
         event = json.loads(value)
     except ValueError as exc:
         raise InvalidExample(f"not JSON: {exc}") from exc
-    if not isinstance(event, dict) or event.get("type") != EXAMPLE_TYPE:
-        raise InvalidExample(f"not a {EXAMPLE_TYPE} event")
-    return Example.from_json(event.get("data"))
+    kind = event.get("type") if isinstance(event, dict) else None
+    if kind == EXAMPLE_TYPE:
+        return Example.from_json(event.get("data"))
+    if kind == MARK_TYPE:
+        return Mark.from_json(event.get("data"))
+    raise InvalidExample(f"not a {EXAMPLE_TYPE} or {MARK_TYPE} event")
+
+
+def examples_of(values: Sequence[bytes | str | None]) -> list[Example]:
+    """The examples among training records' values, in order (marks left out)."""
+    out = []
+    for value in values:
+        record = training_record(value or b"")
+        if isinstance(record, Example):
+            out.append(record)
+    return out
 
 
 def same_examples(a: Sequence[Example], b: Sequence[Example]) -> bool:

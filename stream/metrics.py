@@ -381,8 +381,10 @@ class TrainerMetrics:
         r = self.registry = registry if registry is not None else CollectorRegistry()
         self.records = Counter(
             "disengage_trainer_records_total",
-            "Training records read, by what the trainer did: learned, duplicate (an id "
-            "learned already) or invalid.",
+            "Training records read, by what the trainer did: learned (at once: no closure "
+            "marks yet), held (for its turn in close order), late (closed before the "
+            "watermark: learned at once), mark (a closure mark), duplicate (an id learned or "
+            "held already) or invalid.",
             ["status"],
             registry=r,
         )
@@ -394,6 +396,19 @@ class TrainerMetrics:
         self.lag = Gauge(
             "disengage_trainer_lag",
             "Training records not yet learned (end offset minus position).",
+            registry=r,
+        )
+        self.held = Gauge(
+            "disengage_trainer_held_examples",
+            "Examples held until every input partition's closure mark passes their close "
+            "(learned in close order); DISENGAGE_TRAINER_HOLD_MAX at most.",
+            registry=r,
+        )
+        self.watermark = Gauge(
+            "disengage_trainer_watermark_seconds",
+            "Event time (Unix seconds) up to which the trainer learned the closed sessions: "
+            "the slowest input partition's closure mark. time() minus it is how far learning "
+            "trails the input.",
             registry=r,
         )
         self.published = Counter(

@@ -39,6 +39,8 @@ from typing import Any
 import redis.asyncio as aioredis
 import zstandard
 
+from detectors.trainer import Position
+
 #: zstd level of the published blobs. Pickled River models barely compress:
 #: a trainer snapshot of 13.5 MB (3,000 sessions of live simulated traffic)
 #: took 346 ms with zlib at level 1 (9.9 MB), the format before, and 31 ms
@@ -108,21 +110,61 @@ class ModelVersion:
 
 @dataclass(slots=True)
 class TrainerState:
-    """Where the trainer stands: the version its models are, the next
-    training-topic offset to learn, and the ids of the examples learned most
-    recently (oldest first), against copies re-produced after a crash."""
+    """Where the trainer stands: the version its models are, and its
+    :class:`~detectors.trainer.Position`: the next training-topic offset to
+    read, the ids of the examples learned most recently (oldest first)
+    against copies re-produced after a crash, the input partitions' closure
+    marks and the release watermark, and the offsets of the examples it held
+    (read again at a restart). A state of an earlier release has no marks:
+    its trainer had learned everything it read."""
 
     version: int = 0
     offset: int = 0
     recent_ids: list[str] = field(default_factory=list)
+    marks: dict[int, int | None] = field(default_factory=dict)
+    partitions: int = 0
+    watermark: int | None = None
+    held: list[int] = field(default_factory=list)
+
+    @staticmethod
+    def at(version: int, position: Position) -> TrainerState:
+        p = position
+        return TrainerState(
+            version, p.offset, p.recent_ids, p.marks, p.partitions, p.watermark, p.held
+        )
+
+    @property
+    def position(self) -> Position:
+        return Position(
+            self.offset,
+            list(self.recent_ids),
+            dict(self.marks),
+            self.partitions,
+            self.watermark,
+            list(self.held),
+        )
 
     def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        data = asdict(self)
+        data["marks"] = {str(p): ts for p, ts in self.marks.items()}
+        return json.dumps(data, separators=(",", ":")).encode()
 
     @staticmethod
     def from_bytes(blob: bytes) -> TrainerState:
         data = json.loads(blob)
-        return TrainerState(int(data["version"]), int(data["offset"]), list(data["recent_ids"]))
+        watermark = data.get("watermark")
+        return TrainerState(
+            int(data["version"]),
+            int(data["offset"]),
+            list(data["recent_ids"]),
+            {
+                int(p): None if ts is None else int(ts)
+                for p, ts in (data.get("marks") or {}).items()
+            },
+            int(data.get("partitions") or 0),
+            None if watermark is None else int(watermark),
+            [int(o) for o in data.get("held") or ()],
+        )
 
 
 def pack_snapshot(state: TrainerState, learned: bytes) -> bytes:

@@ -40,6 +40,7 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as SourceError
 
 from detectors.config import DetectorConfig
+from detectors.learning_order import HOLD_MAX
 from stream.collector.sites import Site
 
 PREFIX = "DISENGAGE_"
@@ -198,6 +199,15 @@ class Settings(BaseSettings):
         "offset). Publishing costs ~0.4 s of CPU once the learned models have grown to "
         "~13 MB (3,000 sessions of live simulated traffic): pickling 0.35 s, zstd 0.03 s.",
     )
+    trainer_hold_max: int = Field(
+        default=HOLD_MAX,
+        ge=1,
+        description="The trainer learns examples in the order their sessions closed: it holds "
+        "each until every input partition's closure mark has passed it. At most this many are "
+        "held (~2-4 kB each); beyond it the oldest are learned without waiting. Live it holds "
+        "a sweep interval and the allowed lateness of closes; in a backlog, the gap between "
+        "the fastest and the slowest partition.",
+    )
     trainer_metrics_port: int = Field(
         default=9466, description="Port of the trainer's /metrics, /healthz and /readyz."
     )
@@ -307,7 +317,7 @@ class Settings(BaseSettings):
     collector_path_prefix: str = Field(
         default="/dg",
         pattern=r"^(/[A-Za-z0-9._~-]+)*$",
-        description="Path prefix of the event endpoints (\"\" for none). Ad blockers block "
+        description='Path prefix of the event endpoints ("" for none). Ad blockers block '
         "paths containing analytics, collect, track or stats: keep those words out of it.",
     )
     collector_sites: dict[str, Site] = Field(
@@ -330,18 +340,18 @@ class Settings(BaseSettings):
     )
     collector_tracker_file: str = Field(
         default="",
-        description="The browser tracker the collector serves at <prefix>/t.js (\"\": "
+        description='The browser tracker the collector serves at <prefix>/t.js ("": '
         "tracker/dist/disengage.min.js of this checkout, built by `npm run build` in tracker/).",
     )
     console_dir: str = Field(
         default="",
         description="The console's page and bundle that `disengage console` and the demo serve "
-        "(\"\": console/ of this checkout, built by `make console`).",
+        '("": console/ of this checkout, built by `make console`).',
     )
     collector_channel_secret: str = Field(
         default="",
         description="Key (HMAC-SHA256) of the tokens that open a session's intervention "
-        "channel (stream/collector/channel.py). \"\": a random key per collector process, "
+        'channel (stream/collector/channel.py). "": a random key per collector process, '
         "which is enough for one collector; set the same long random value on every collector "
         "behind one address, so a token issued by one opens the channel on another.",
     )

@@ -319,6 +319,16 @@ class FakeSink:
             raise self.fail_training.pop(0)
         self.training.extend(records)
 
+    @property
+    def examples(self) -> list[Record]:
+        """The training topic's examples (its closure marks left out)."""
+        return [r for r in self.training if not (r.key or b"").startswith(b"mark-")]
+
+    @property
+    def marks(self) -> list[Record]:
+        """The training topic's closure marks."""
+        return [r for r in self.training if (r.key or b"").startswith(b"mark-")]
+
     async def send_visits(self, records: Sequence[Record]) -> None:
         if self.fail_visits:
             raise self.fail_visits.pop(0)

@@ -8,6 +8,12 @@ event-time clock (:class:`~detectors.clock.StreamClock`: the newest event
 time, which one bad client clock cannot move). Closed sessions stay one more
 timeout as tombstones, so late events after a purchase do not open a new
 session.
+
+A detector that learns (``learn=True``) learns the closed sessions in the
+order they closed, ``(closed_ts, id)`` (:mod:`detectors.learning_order`):
+each is held until the clock less the allowed lateness has passed its close,
+the order a deployment's trainer learns them in, whatever its workers'
+partitions and speeds. Held sessions are learned at :meth:`OfflineRunner.finish`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from detectors.clock import StreamClock
 from detectors.config import DetectorConfig
 from detectors.detector import DEAD_LETTER_STATUSES, Detector, StepResult
 from detectors.events import Event, EventParser, InvalidEvent
+from detectors.learning_order import CloseOrder
 from detectors.session import SessionState
 
 StepHook = Callable[[Event, StepResult], None]
@@ -115,6 +122,34 @@ class OfflineRunner:
         # entry per session, whose due time is kept in _tick_due
         self._ticks: list[tuple[int, str]] = []
         self._tick_due: dict[str, int] = {}
+        # a learning detector's closed sessions, learned in the order they
+        # closed once the clock less the allowed lateness passed them
+        self._order: CloseOrder | None = None
+        if detector.learn:
+            detector.learn = False  # it keeps its examples; learned from here
+            self._order = CloseOrder(hold_max=2**62)  # (in memory: bounded by the lateness)
+
+    @property
+    def held(self) -> int:
+        """Closed sessions not learned yet (their turn comes with the clock)."""
+        return 0 if self._order is None else len(self._order)
+
+    def _learn_closed(self, watermark: int | None) -> None:
+        """Hold the sessions the detector closed since the last call, and learn
+        those closed at or before ``watermark`` (``None``: every one)."""
+        order = self._order
+        if order is None:
+            return
+        learn = self.detector.models.learn
+        for example in self.detector.examples:
+            if order.is_late(example):
+                learn(example)  # (closed before sessions already learned)
+            else:
+                order.hold(example)
+        self.detector.examples.clear()
+        released = order.drain() if watermark is None else order.release(watermark)
+        for example, _ in released:
+            learn(example)
 
     @property
     def active_sessions(self) -> int:
@@ -149,6 +184,8 @@ class OfflineRunner:
         alerts += result.alerts
         for alert in result.alerts:
             self.stats.alerts[alert.kind] += 1
+        if self._order is not None and self.detector.examples:
+            self._learn_closed(self._swept - self.config.allowed_lateness_ms)
         return alerts
 
     def sweep(self, now: int) -> list[Alert]:
@@ -175,6 +212,7 @@ class OfflineRunner:
                 heapq.heappush(self._expiry, (state.closed_ts + timeout, sid))
             elif state.closed_ts + timeout <= now:
                 del self.sessions[sid]
+        self._learn_closed(now - self.config.allowed_lateness_ms)
         return alerts
 
     def _schedule_tick(self, state: SessionState) -> None:
@@ -224,6 +262,7 @@ class OfflineRunner:
         for state in list(self.sessions.values()):
             if state.outcome is None:
                 alerts += self._timeout(state)
+        self._learn_closed(None)
         return alerts
 
 

@@ -25,13 +25,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from detectors.console_stats import ConsoleStats
-from detectors.training import InvalidExample, example_from_event
+from detectors.training import Example, InvalidExample, training_record
 from stream.kafka_io import client_options, seek_back, stop_consumer
 from stream.retry import Stopped, backoff, retry_forever
 from stream.settings import Settings
 from stream.worker.faults import Fault, Throttled
 
 log = logging.getLogger("disengage.console")
+
 
 class DeploymentSource:
     """The console's figures of a running deployment (``settings``' topics),
@@ -95,11 +96,13 @@ class DeploymentSource:
     def _take(self, topic: str, value: bytes | None) -> None:
         if topic == self.settings.topic_training:
             try:
-                self.stats.closed_example(example_from_event(value or b""))
+                record = training_record(value or b"")
             except InvalidExample:
                 self._bad.log("the training topic holds a record that is not an example: skipped")
                 return
-            self.read["training"] += 1
+            if isinstance(record, Example):  # (a closure mark is for the trainer)
+                self.stats.closed_example(record)
+                self.read["training"] += 1
             return
         try:
             alert = orjson.loads(value or b"")

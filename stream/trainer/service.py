@@ -8,9 +8,11 @@ group's session timeout, 10 s, then a rebalance).
 On taking the partition the trainer restores the newest published version
 with its resume state (:class:`~stream.model_registry.TrainerState`), from
 Redis or, when Redis lost it, from the compacted models topic, and seeks to
-the offset that version covers. It never relies on committed offsets: what it
-learned is exactly what its models say. Records are learned in order by
-:class:`~detectors.trainer.Trainer` (duplicates dropped by example id), and
+the first offset that version did not finish with (its position's first held
+example, else the offset it covers). It never relies on committed offsets:
+what it learned is exactly what its models and position say. Examples are
+learned in the order their sessions closed, behind the workers' closure marks,
+by :class:`~detectors.trainer.Trainer` (duplicates dropped by example id), and
 at most every ``DISENGAGE_TRAINER_PUBLISH_S`` a new version is published: to
 the models topic first (the durable copy), then to Redis in one transaction
 (what the workers load). A trainer that loses the partition publishes what it
@@ -73,12 +75,14 @@ def rebuild(settings: Settings, state: TrainerState | None, learned: bytes | Non
     when either is missing."""
     models = DetectorModels(settings.detector)
     if state is None or learned is None:
-        return Trainer(settings.detector, models)
+        return Trainer(settings.detector, models, hold_max=settings.trainer_hold_max)
     models.adopt(DetectorModels.loads_learned(decompress(learned)), f"v{state.version}")
     models.tag = None  # learning goes on from here
     # the challenger settings in force now, not those the version was made with
     models.arena = configure_arena(models.arena, settings.detector)
-    return Trainer(settings.detector, models, offset=state.offset, recent_ids=state.recent_ids)
+    return Trainer(
+        settings.detector, models, position=state.position, hold_max=settings.trainer_hold_max
+    )
 
 
 class TrainerService:
@@ -171,7 +175,7 @@ class TrainerService:
                 log.warning(
                     "training record at offset %d refused: %s", record.offset, trainer.last_error
                 )
-        self.metrics.examples.set(trainer.models.examples)
+        self._show_order(trainer)
         self.metrics.show_uplift(trainer.models.uplift)
         if arena is not None and arena.promoted_total > promoted:
             swap = arena.promotions[-1]
@@ -184,6 +188,14 @@ class TrainerService:
                 swap.demoted,
                 swap.demoted_auc,
             )
+
+    def _show_order(self, trainer: Trainer) -> None:
+        m = self.metrics
+        m.examples.set(trainer.models.examples)
+        m.held.set(trainer.held)
+        watermark = trainer.order.watermark
+        if watermark is not None:
+            m.watermark.set(watermark / 1000)
 
     def _publish_due(self) -> bool:
         return self.dirty and self.clock() - self.published_at >= self.settings.trainer_publish_s
@@ -208,7 +220,7 @@ class TrainerService:
         )
         latest = await self.registry.latest() or 0
         number = max(latest, self.version) + 1
-        state = TrainerState(number, trainer.offset, trainer.recent_ids)
+        state = TrainerState.at(number, trainer.position)
         trust, hazard, arena = models.trust, models.hazard, models.arena
         version = ModelVersion(
             number=number,
@@ -271,15 +283,19 @@ class TrainerService:
         self.dirty = False
         self.published_at = self.clock()
         assert self.consumer is not None
-        self.consumer.seek(self.tp, restored.trainer.offset)
+        trainer = restored.trainer
+        self.consumer.seek(self.tp, trainer.resume_offset)
         self.metrics.active.set(1)
-        self.metrics.examples.set(restored.trainer.models.examples)
-        self.metrics.show_uplift(restored.trainer.models.uplift)
+        self._show_order(trainer)
+        self.metrics.show_uplift(trainer.models.uplift)
         log.info(
-            "training partition taken: resuming from %s (version v%d, offset %d)",
+            "training partition taken: resuming from %s (version v%d, offset %d; reading "
+            "from %d for the %d example(s) it held)",
             restored.source,
             restored.version,
-            restored.trainer.offset,
+            trainer.offset,
+            trainer.resume_offset,
+            len(trainer.position.held),
         )
         return restored
 

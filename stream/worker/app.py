@@ -143,6 +143,7 @@ class Runtime:
             share_hotspots=settings.hotspot_scope == "shared",
             flush_s=settings.state_flush_s,
             sweep_interval_s=settings.sweep_interval_s,
+            input_partitions=settings.topic_partitions,
         )
         #: the shared hotspot monitors of the owned page-visits partitions
         #: (hotspot scope ``shared``; ``None``: each partition watches its own)
@@ -402,6 +403,9 @@ def create_app(settings: Settings) -> faust.App:
                     break
         if closed:
             log.info("closed %d idle session(s)", closed)
+        if _may_sweep(runtime):
+            # after the sweep: the trainer learns what every partition has passed
+            await _maintain(runtime, "Expiry sweep", runtime.processor.send_marks)
 
     @app.timer(interval=settings.checkpoint_interval_s)
     async def checkpoint() -> None:
@@ -497,6 +501,14 @@ def _may_sweep(runtime: Runtime) -> bool:
 
 
 async def _assigned(runtime: Runtime, parts: list[int]) -> None:
+    consumer = runtime.intake.consumer
+    known = (
+        None
+        if consumer is None
+        else consumer.partitions_for_topic(runtime.settings.topic_interactions)
+    )
+    if known:  # the topic's own count (it may predate DISENGAGE_TOPIC_PARTITIONS)
+        runtime.processor.input_partitions = max(known) + 1
     await runtime.processor.assign(parts)
     log.info("assigned partitions %s", parts)
 

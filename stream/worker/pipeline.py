@@ -95,9 +95,7 @@ DEAD_DETAILS = {
 SLOW_BATCH_S = 1.0
 
 
-def _lap(
-    stage: Histogram, name: str, since: float, laps: dict[str, float] | None = None
-) -> float:
+def _lap(stage: Histogram, name: str, since: float, laps: dict[str, float] | None = None) -> float:
     """Observe the time of stage ``name`` (since ``since``, perf-counter
     seconds), note it in ``laps``, and return now, the start of the next stage."""
     now = time.perf_counter()
@@ -138,6 +136,7 @@ class BatchProcessor(PartitionUpkeep):
         share_hotspots: bool = False,
         flush_s: float = 0.0,
         sweep_interval_s: float = 0.0,
+        input_partitions: int = 1,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``clock``: wall-clock seconds (epoch), for alert times, idle
@@ -148,7 +147,9 @@ class BatchProcessor(PartitionUpkeep):
         input's offsets below :meth:`settle`'s; ``monotonic`` times how long
         a state has been dirty). ``sweep_interval_s``: ``DISENGAGE_SWEEP_INTERVAL_S``,
         of event time here (:meth:`sweeps_behind`; 0, the default here: only the
-        caller's wall-clock timer sweeps). ``feed``:
+        caller's wall-clock timer sweeps). ``input_partitions``: the input
+        topic's partition count, named in the closure marks (:meth:`send_marks`;
+        the worker sets the topic's own count at each assignment). ``feed``:
         the published model versions to serve (``None``: the models stay
         as they start, untrained). ``share_hotspots``: send page visits to
         the shared hotspot monitors (:mod:`stream.worker.hotspot_agent`)
@@ -160,9 +161,7 @@ class BatchProcessor(PartitionUpkeep):
         index, and a schedule of another config would keep returning
         sessions the detector does not check."""
         store.check_at = partial(next_check, config)
-        super().__init__(
-            config, store, sink, metrics, clock, cache_sessions, flush_s, monotonic
-        )
+        super().__init__(config, store, sink, metrics, clock, cache_sessions, flush_s, monotonic)
         self.feed = feed
         self.share_hotspots = share_hotspots
         self.parser = EventParser(config)
@@ -170,6 +169,8 @@ class BatchProcessor(PartitionUpkeep):
         self.partitions: dict[int, PartitionState] = {}
         self.sweep_left = False
         self.sweep_every_ms = int(sweep_interval_s * 1000)
+        self.input_partitions = input_partitions
+        self.marked: dict[int, int | None] = {}
         self.clock_log = Throttled(log, CLOCK_LOG_INTERVAL_S)
         self.slow_log = Throttled(log, 10.0, level=logging.INFO)
 
@@ -177,8 +178,8 @@ class BatchProcessor(PartitionUpkeep):
     async def assign(self, partitions: Iterable[int]) -> None:
         """Take ownership: claim each new partition (a new ownership epoch:
         from then on a previous owner's writes to it are refused), warm-start
-        models from checkpoints, then deliver any outbox left behind by a
-        previous owner."""
+        models from checkpoints, deliver any outbox left behind by a
+        previous owner, then send the partitions' first closure marks."""
         new = [p for p in partitions if p not in self.partitions or p in self.fenced]
         self._adopt_models()
         current = self.feed.current if self.feed is not None else None
@@ -201,6 +202,13 @@ class BatchProcessor(PartitionUpkeep):
             )
         if new:
             await self.recover(new)
+            # a first mark (0) before any example of theirs: from here on the
+            # trainer holds each example for its turn (before any mark it
+            # learns them as they come, as from workers of an earlier release)
+            try:
+                await self.send_marks()
+            except Exception as exc:  # the sweep timer sends them
+                log.warning("closure marks not sent at assignment: %s", exc)
 
     async def _models(self, partition: int) -> DetectorModels:
         """Fresh models with the partition's checkpointed local state."""
@@ -228,6 +236,7 @@ class BatchProcessor(PartitionUpkeep):
             if p in self.partitions:
                 await self.checkpoint([p])
                 del self.partitions[p]
+            self.marked.pop(p, None)
             # (a lost partition stays fenced until it is assigned again: the
             # commit that follows the revocation must not move its offset)
             self.epochs.pop(p, None)
@@ -377,9 +386,7 @@ class BatchProcessor(PartitionUpkeep):
         for score in trust_scores:
             observe(score)
 
-    def _dead(
-        self, message: Message, reason: str, detail: str, now: float
-    ) -> tuple[int, Record]:
+    def _dead(self, message: Message, reason: str, detail: str, now: float) -> tuple[int, Record]:
         self.metrics.dlq.labels(reason).inc()
         return message.partition, dead_letter(message, reason, detail, now)
 

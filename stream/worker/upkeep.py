@@ -16,17 +16,26 @@ so a waiting batch goes in between:
   store's check index says they are due (:func:`~detectors.detector.next_check`);
 * a partition with no traffic lets its watermark follow the wall clock after
   ``idle_grace_s``, so its sessions still time out.
+
+After the timer's sweep the worker sends each owned partition's *closure
+mark* to the training topic when it moved (:meth:`PartitionUpkeep.send_marks`,
+:class:`~detectors.training.Mark`): every example of a session the partition
+closed at or before it is on the topic already, so the trainer can learn the
+examples in the order they closed.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from detectors.alerts import Alert
+from detectors.alerts import Alert, rfc3339
 from detectors.clock import StreamClock
 from detectors.detector import Detector
 from detectors.session import SessionState
+from detectors.training import Mark, mark_event
+from stream.records import Record
 from stream.worker.delivery import SessionDelivery
 from stream.worker.model_feed import ModelFeed
 
@@ -70,6 +79,45 @@ class PartitionUpkeep(SessionDelivery):
     feed: ModelFeed | None
     #: page visits go to the shared hotspot monitors, not each partition's own
     share_hotspots: bool
+    #: the input topic's partition count (named in the closure marks)
+    input_partitions: int
+    #: the closure mark last sent per owned partition
+    marked: dict[int, int | None]
+
+    def closure_mark(self, part: PartitionState) -> int | None:
+        """Partition ``part``'s closure mark (event time, ms): the lower of
+        its last finished sweep (every session idle past the timeout then is
+        closed) and its clock less the allowed lateness (a purchase or exit
+        closes its session when it arrives, and it may arrive that late); 0
+        before its first sweep since it was taken. ``None`` once it had no
+        event for the idle grace since it was taken (it holds nothing back)."""
+        if not part.clock.now:
+            return None if self.clock() - part.wall_at_watermark > self.idle_grace_s else 0
+        return max(0, min(part.swept_at, part.clock.now - self.config.allowed_lateness_ms))
+
+    async def send_marks(self) -> int:
+        """Produce the closure mark of each owned partition whose mark moved
+        since it was last sent, after the examples it covers (never while an
+        outbox waits for delivery: :meth:`deliver_pending` goes first).
+        Returns the number sent."""
+        await self.deliver_pending(self.partitions)
+        produced_at = rfc3339(int(self.clock() * 1000))
+        sent: dict[int, int | None] = {}
+        records = []
+        for p, part in self.partitions.items():
+            if p in self.fenced:
+                continue
+            ts = self.closure_mark(part)
+            if p in self.marked and self.marked[p] == ts:
+                continue
+            mark = Mark(p, max(self.input_partitions, p + 1), ts)
+            value = json.dumps(mark_event(mark, self.config.source, produced_at))
+            records.append(Record(f"mark-{p}".encode(), value.encode()))
+            sent[p] = ts
+        if records:
+            await self._send("training", records)
+            self.marked.update(sent)
+        return len(records)
 
     async def checkpoint(self, partitions: Iterable[int] | None = None) -> None:
         """Save the local state (hotspot monitor, alert budget; ~20 KB) of the

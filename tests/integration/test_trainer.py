@@ -31,7 +31,7 @@ from detectors.detector import Detector
 from detectors.events import EventParser
 from detectors.models import DetectorModels
 from detectors.offline.runner import OfflineRunner
-from detectors.training import Example, example_from_event
+from detectors.training import Example, Mark, examples_of, training_record
 from stream.model_registry import ModelVersion, TrainerState, compress
 from stream.settings import Settings
 
@@ -44,6 +44,7 @@ from .training import (
     offline_trainer,
     predictions,
     published_through,
+    records_through,
     registry,
     sorted_records,
     training_records,
@@ -85,36 +86,40 @@ async def test_the_trainer_learns_one_model_from_every_partition(env: Env) -> No
         worker.wait_ready(partitions=env.partitions)
         trainer.wait_ready()
         await produce(env.bootstrap, env.interactions, event_records(events))
-        records = sorted_records(await training_records(env, len(expected)))
+        records = sorted_records(await training_records(env, len(expected), settle_s=3.0))
 
         # every session's example, once each after deduplication, as the replay made it
-        got = {}
-        for record in records:
-            example = example_from_event(record.value)
-            got[example.id] = labelled(example)
+        examples = examples_of([r.value for r in records])
+        got = {example.id: labelled(example) for example in examples}
         assert got == {e.id: labelled(e) for e in expected}
+
         # with the console's trust marks and prefix; their trust changes and
         # scores depend on the version served at the time, where they were hit not
         def hit(example: Example) -> tuple[Any, ...]:
             prefix = example.prefix[1:] if example.prefix else None
             return tuple((key, n) for key, n, _, _ in example.trust_marks), prefix
 
-        marks = {e.id: hit(e) for e in map(example_from_event, (r.value for r in records))}
+        marks = {e.id: hit(e) for e in examples}
         assert marks == {e.id: hit(e) for e in expected}
         assert all(m for m, _ in marks.values()) and any(p for _, p in marks.values())
-        keys = {record.key for record in records}
+        keys = {r.key for r in records if not r.key.startswith(b"mark-")}
         assert keys == {e.sid.encode() for e in expected}  # keyed by session
+        # every input partition's closure mark, after the examples it covers
+        closure = [training_record(r.value) for r in records if r.key.startswith(b"mark-")]
+        assert {m.partition for m in closure if isinstance(m, Mark)} == set(range(env.partitions))
 
-        # one version covers every partition's examples, learned as the core learns them
+        # one version covers every partition's examples, learned as the core learns them:
+        # in the order they closed, those every partition's mark has passed
         version = await published_through(env, records[-1].offset + 1)
-        assert version.examples == len(got)
+        core = offline_trainer(await records_through(env, version.offset))
+        assert version.examples == core.models.examples > len(got) // 2
+        assert core.models.examples + core.held == len(got)
         # the trust challenger runs in the trainer; too few sessions to compare yet
         assert (version.champion, version.challenger) == ("online", "refit-linear")
         assert version.window_auc is None and version.promotions == 0
         served = await learned_models(env, version.number)
-        reference = offline_trainer(records).models
-        probe = [example_from_event(r.value) for r in records[:40]]
-        assert predictions(served, probe) == predictions(reference, probe)
+        probe = examples[:40]
+        assert predictions(served, probe) == predictions(core.models, probe)
 
         # the worker serves it, and says so
         deadline = time.monotonic() + 30
@@ -123,7 +128,14 @@ async def test_the_trainer_learns_one_model_from_every_partition(env: Env) -> No
             time.sleep(0.5)
         trainer_metrics = trainer.metrics()
         assert trainer_metrics["disengage_trainer_active{}"] == 1
-        assert trainer_metrics["disengage_trainer_records_total{status=learned}"] == len(got)
+        read = {
+            status: trainer_metrics.get(f"disengage_trainer_records_total{{status={status}}}", 0)
+            for status in ("learned", "held", "late")
+        }
+        # nothing closed before a mark arrived after it: every example in its turn
+        assert read["late"] == 0, read
+        assert sum(read.values()) == len(got)
+        assert trainer_metrics["disengage_trainer_held_examples{}"] == core.held
         assert worker.metrics()["disengage_training_examples_total{}"] >= len(got)
     finally:
         worker.stop()
@@ -159,7 +171,7 @@ async def test_kill_9_of_a_worker_and_of_the_trainer_leaves_the_same_models(
             assert time.monotonic() - killed_at < 30, "the standby did not take over in 30 s"
             time.sleep(0.2)
         takeover_s = time.monotonic() - killed_at
-        records = sorted_records(await training_records(env, len(expected)))
+        records = sorted_records(await training_records(env, len(expected), settle_s=3.0))
         version = await published_through(env, records[-1].offset + 1)
     finally:
         worker.stop()
@@ -169,14 +181,16 @@ async def test_kill_9_of_a_worker_and_of_the_trainer_leaves_the_same_models(
     print(f"trainer takeover after kill -9: {takeover_s:.1f} s")
 
     # the deduplicated labelled snapshots are those of the replay: nothing lost or doubled
-    got = {example_from_event(r.value).id: labelled(example_from_event(r.value)) for r in records}
+    examples = examples_of([r.value for r in records])
+    got = {e.id: labelled(e) for e in examples}
     assert got == {e.id: labelled(e) for e in expected}
     # and the models equal those of one trainer that never stopped, on the same records
     served = await learned_models(env, version.number)
-    uninterrupted = offline_trainer(records).models
-    probe = [example_from_event(r.value) for r in records[:40]]
-    assert predictions(served, probe) == predictions(uninterrupted, probe)
-    assert version.examples == len(got)
+    uninterrupted = offline_trainer(await records_through(env, version.offset))
+    probe = examples[:40]
+    assert predictions(served, probe) == predictions(uninterrupted.models, probe)
+    assert version.examples == uninterrupted.models.examples > len(got) // 2
+    assert uninterrupted.models.examples + uninterrupted.held == len(got)
     await flush(env)
 
 

@@ -14,7 +14,7 @@ from detectors.config import DetectorConfig
 from detectors.features import HESITATION_FEATURES
 from detectors.models import DetectorModels
 from detectors.trainer import Trainer
-from detectors.training import Example, example_from_event
+from detectors.training import Example, examples_of
 from stream.model_registry import ModelRegistry, ModelVersion, decompress
 
 from .harness import Env, consume
@@ -28,13 +28,20 @@ def labelled(example: Example) -> tuple[Any, ...]:
     return (example.outcome, example.closed_ts, snapshots, example.signal_counts)
 
 
-async def training_records(env: Env, expected: int, timeout: float = 120.0) -> list[Any]:
-    """The training topic's records, once ``expected`` distinct examples are on it."""
+async def training_records(
+    env: Env, expected: int, timeout: float = 120.0, settle_s: float | None = None
+) -> list[Any]:
+    """The training topic's records, once ``expected`` distinct examples are
+    on it; with ``settle_s``, then every record until none came for that long
+    (the closure marks that follow the last examples)."""
 
     def done(messages: list[Any]) -> bool:
-        return len({example_from_event(m.value).id for m in messages}) >= expected
+        return len({e.id for e in examples_of([m.value for m in messages])}) >= expected
 
-    return await consume(env.bootstrap, env.training, until=done, timeout=timeout)
+    got = await consume(env.bootstrap, env.training, until=done, timeout=timeout)
+    if settle_s is None:
+        return got
+    return await consume(env.bootstrap, env.training, timeout=timeout, idle=settle_s)
 
 
 def registry(env: Env) -> tuple[aioredis.Redis, ModelRegistry]:
@@ -101,10 +108,7 @@ def training_problems(env: Env, expected: Sequence[Example], records: Sequence[A
     the deduplicated labelled examples must be the replay's, and the last
     version must cover the topic and equal the core over the same records."""
     out: list[str] = []
-    got = {}
-    for record in records:
-        example = example_from_event(record.value)
-        got[example.id] = labelled(example)
+    got = {e.id: labelled(e) for e in examples_of([r.value for r in records])}
     want = {e.id: labelled(e) for e in expected}
     if missing := set(want) - set(got):
         out.append(f"{len(missing)} example(s) missing from the training topic")
@@ -120,14 +124,32 @@ def training_problems(env: Env, expected: Sequence[Example], records: Sequence[A
     except AssertionError as exc:
         return [*out, str(exc)]
     served = asyncio.run(learned_models(env, version.number))
-    reference = offline_trainer(ordered).models
-    probe = [example_from_event(r.value) for r in ordered[:40]]
-    if predictions(served, probe) != predictions(reference, probe):
+    # the records the version covers (closure marks may have come since)
+    covered = asyncio.run(records_through(env, version.offset))
+    trainer = offline_trainer(covered)
+    probe = examples_of([r.value for r in ordered[:60]])[:40]
+    if predictions(served, probe) != predictions(trainer.models, probe):
         out.append(
             f"the trainer's v{version.number} predicts otherwise than the core on the same records"
         )
-    if version.examples != len(got):
+    if version.examples != trainer.models.examples:
         out.append(
-            f"v{version.number} learned {version.examples} sessions, the topic holds {len(got)}"
+            f"v{version.number} learned {version.examples} sessions, the core "
+            f"{trainer.models.examples} of the same records"
+        )
+    if trainer.models.examples + trainer.held != len(got):
+        out.append(
+            f"the core learned {trainer.models.examples} and holds {trainer.held} examples, "
+            f"the topic holds {len(got)}"
         )
     return out
+
+
+async def records_through(env: Env, offset: int, timeout: float = 60.0) -> list[Any]:
+    """The training topic's records below ``offset``, in order."""
+
+    def done(messages: list[Any]) -> bool:
+        return any(m.offset >= offset - 1 for m in messages)
+
+    got = await consume(env.bootstrap, env.training, until=done, timeout=timeout)
+    return [m for m in sorted_records(got) if m.offset < offset]

@@ -16,7 +16,7 @@ import pytest
 
 from detectors.config import DetectorConfig
 from detectors.session import SessionState
-from detectors.training import example_from_event
+from detectors.training import Mark, example_from_event, examples_of, training_record
 from stream.metrics import Metrics
 from stream.records import Message
 from stream.settings import Settings
@@ -309,12 +309,77 @@ async def test_the_sweep_closes_sessions_past_the_timeout_and_sends_their_exampl
     assert worker.metric("disengage_sessions_closed_total", outcome="timeout") == 1
     # the worker learns nothing: the labelled example goes to the training topic
     assert worker.processor.partitions[0].detector.models.trust.closed == 0
-    (record,) = worker.sink.training
+    (record,) = worker.sink.examples
     example = example_from_event(record.value or b"")
     assert (example.sid, example.outcome, record.key) == ("old", "timeout", b"old")
     assert example.closed_ts == old.last_ts + timeout_ms and not old.outbox
     assert await worker.store.open_sessions(0) == 2
     assert await worker.processor.sweep() == 0  # closed once
+
+
+def _marks(sink: FakeSink) -> list[tuple[int, int, int | None]]:
+    out = []
+    for record in sink.marks:
+        mark = training_record(record.value or b"")
+        assert isinstance(mark, Mark)
+        out.append((mark.partition, mark.partitions, mark.ts))
+    return out
+
+
+async def test_closure_marks_follow_the_sweeps_after_the_examples_they_cover() -> None:
+    """A partition's closure mark promises the trainer that every example of
+    a session it closed at or before the mark is on the topic already: it is
+    sent at assignment (0), then after each sweep that moved it, as the lower
+    of the sweep's event time and the clock less the allowed lateness."""
+    worker, feed = Worker(), Feed()
+    worker.processor.input_partitions = 4
+    timeout_ms, lateness = RULES_ONLY.session_timeout_ms, RULES_ONLY.allowed_lateness_ms
+    await worker.processor.process(feed.quiet("old", 2))
+    assert _marks(worker.sink) == [(0, 4, 0)]  # taken: from now on, hold
+    times = [120_000 + 300_000 * k for k in range(6)] + [1000 + timeout_ms + 1]
+    await worker.processor.process([feed.event("w", "page_view", t, 0) for t in times])
+    assert await worker.processor.send_marks() == 0  # not swept yet: still 0
+    assert await worker.processor.sweep() == 1
+    assert await worker.processor.send_marks() == 1
+    clock = worker.processor.partitions[0].clock.now
+    assert _marks(worker.sink)[-1][2] == clock - lateness  # (the sweep ran at the clock)
+    (example,) = examples_of([r.value for r in worker.sink.examples])
+    assert example.closed_ts > clock - lateness  # not promised yet
+    # event time moves past the allowed lateness: the next sweep's mark covers it
+    later = 1000 + timeout_ms + lateness + 1000
+    await worker.processor.process([feed.event("w", "page_view", later, 0)])
+    assert await worker.processor.sweep() == 0
+    assert await worker.processor.send_marks() == 1
+    assert _marks(worker.sink)[-1][2] == T0 + later - lateness >= example.closed_ts
+    assert worker.sink.training[-1].key == b"mark-0"  # after the example it covers
+    assert await worker.processor.send_marks() == 0  # unchanged: not sent again
+
+
+async def test_a_partition_without_events_stops_holding_the_trainer_back_after_the_idle_grace() -> (
+    None
+):
+    worker = Worker()
+    await worker.processor.assign([0, 1])
+    assert sorted(_marks(worker.sink)) == [(0, 1, 0), (1, 2, 0)]
+    worker.clock.advance(worker.processor.idle_grace_s + 1)
+    assert await worker.processor.send_marks() == 2
+    assert _marks(worker.sink)[-2:] == [(0, 1, None), (1, 2, None)]
+
+
+async def test_no_closure_mark_goes_out_while_an_outbox_waits() -> None:
+    """A mark sent while an example waits in an outbox would promise it is
+    on the topic: the pending outboxes go first."""
+    worker, feed = Worker(), Feed()
+    await worker.processor.assign([0])
+    worker.sink.fail_training.append(ConnectionError("broker down"))
+    with pytest.raises(ConnectionError):
+        await worker.processor.process([*feed.quiet("s", 2), feed.event("s", "exit", 5000)])
+    await worker.processor.send_marks()
+    kinds = [
+        b"mark" if (r.key or b"").startswith(b"mark-") else b"example" for r in worker.sink.training
+    ]
+    assert kinds == [b"mark", b"example"] or kinds == [b"mark", b"example", b"mark"]
+    assert not (await worker.state("s")).outbox
 
 
 async def test_a_backlog_sweeps_a_partition_each_time_its_event_time_moved_an_interval() -> None:
@@ -362,7 +427,7 @@ async def test_a_sweep_that_fails_leaves_its_partition_behind() -> None:
     assert processor.sweeps_behind() == [0]  # the next batch sweeps it again
     await processor.sweep(partitions=[0])  # delivers the closed session's outbox first
     assert processor.sweeps_behind() == []
-    (record,) = worker.sink.training
+    (record,) = worker.sink.examples
     assert example_from_event(record.value or b"").sid == "old"
 
 

@@ -116,20 +116,21 @@ async def test_examples_reach_the_training_topic_in_input_order_whatever_the_bat
             messages.append(feed.event(sid, "exit", 10_000 + 1000 * i))
         for start in range(0, len(messages), cut):
             await worker.processor.process(messages[start : start + cut])
-        orders.append([example_from_event(r.value or b"").sid for r in worker.sink.training])
+        orders.append([example_from_event(r.value or b"").sid for r in worker.sink.examples])
     assert orders == [["c", "a", "e", "b", "d"]] * 4
 
 
 async def test_a_failed_training_produce_is_delivered_before_the_next_batch() -> None:
     worker, feed = Worker(), Feed()
+    await worker.processor.assign([0])  # (its first closure mark goes out)
     worker.sink.fail_training.append(ConnectionError("broker down"))
     messages = [*feed.quiet("s", 2), feed.event("s", "exit", 5000)]
     with pytest.raises(ConnectionError):
         await worker.processor.process(messages)
-    assert worker.processor.undelivered and not worker.sink.training
+    assert worker.processor.undelivered and not worker.sink.examples
     assert (await worker.state("s")).outbox  # the example waits in the outbox
     await worker.processor.process(messages)  # the batch, retried: duplicates now
-    (record,) = worker.sink.training
+    (record,) = worker.sink.examples
     assert example_from_event(record.value or b"").outcome == "exit"
     assert not (await worker.state("s")).outbox
     assert worker.metric("disengage_produce_failures_total", what="training") == 1

@@ -18,8 +18,8 @@ from detectors.models import DetectorModels
 from detectors.offline.runner import OfflineRunner
 from detectors.signals import SIGNALS
 from detectors.simulation.simulator import SimConfig, Simulator
-from detectors.trainer import RECENT_IDS, Trainer
-from detectors.training import Example, example_event, example_from_event
+from detectors.trainer import RECENT_IDS, Position, Trainer
+from detectors.training import Example, Mark, example_event, example_from_event, mark_event
 from stream.metrics import TrainerMetrics
 from stream.settings import Settings
 from stream.trainer.service import TrainerService
@@ -43,6 +43,54 @@ def records(examples: tuple[Example, ...] | list[Example]) -> list[bytes]:
     return [json.dumps(example_event(e, "test", "t")).encode() for e in examples]
 
 
+def mark(partition: int, partitions: int, ts: int | None) -> bytes:
+    return json.dumps(mark_event(Mark(partition, partitions, ts), "test", "t")).encode()
+
+
+def close_order(examples: tuple[Example, ...] | list[Example]) -> list[Example]:
+    return sorted(examples, key=lambda e: (e.closed_ts, e.id))
+
+
+def replayed(sessions: int = 400, seed: int = 5) -> DetectorModels:
+    """The models the offline replay learns (inline, in close order)."""
+    inline = Detector(CONFIG)
+    runner = OfflineRunner(inline)
+    parse = EventParser(CONFIG).parse
+    for e in Simulator(SimConfig(sessions=sessions, seed=seed)).events():
+        runner.feed(parse(e))
+    runner.finish()
+    assert runner.held == 0
+    return inline.models
+
+
+def partitioned_stream(examples: tuple[Example, ...], partitions: int, seed: int) -> list[bytes]:
+    """The training topic of ``partitions`` input partitions drained unevenly:
+    each partition's examples in the order its worker closed them, in chunks
+    of random size, the partitions' chunks interleaved at random (one
+    partition may run far ahead), each chunk followed by its partition's mark
+    as a worker sends it (nothing of the partition closed at or before it is
+    still to come); at the end, marks past every close."""
+    import random
+
+    rng = random.Random(seed)
+    own: list[list[Example]] = [[] for _ in range(partitions)]
+    for e in examples:
+        own[int(e.id, 16) % partitions].append(e)
+    start = min(e.closed_ts for e in examples) - 1
+    out = [mark(p, partitions, start) for p in range(partitions)]
+    while any(own):
+        p = rng.choice([i for i, left in enumerate(own) if left])
+        size = rng.randint(1, 40)
+        chunk = own[p][:size]
+        del own[p][:size]
+        out += records(chunk)
+        if own[p]:  # the partition's next closes are still to come
+            out.append(mark(p, partitions, min(e.closed_ts for e in own[p]) - 1))
+    end = max(e.closed_ts for e in examples)
+    out += [mark(p, partitions, end) for p in range(partitions)]
+    return out
+
+
 def probe_predictions(models: DetectorModels) -> list[float]:
     out = []
     for example in simulated_examples()[:30]:
@@ -50,6 +98,14 @@ def probe_predictions(models: DetectorModels) -> list[float]:
         out += [models.hazard.predict(list(v)) for _, v in example.moments]
     out += [mean.get() for mean in models.signal_means]
     return out
+
+
+def trust_predictions(models: DetectorModels) -> list[float]:
+    """The trust model's output on a fixed probe (the replay's hesitation
+    moments differ from a worker's: they carry the scores of the models
+    learning as it goes, a worker's those of the version it serves)."""
+    probe = [list(v) for e in simulated_examples()[:30] for _, v in e.snapshots]
+    return [models.trust.predict_vector(x) for x in probe]
 
 
 def test_a_closed_session_becomes_one_exact_example() -> None:
@@ -66,21 +122,69 @@ def test_a_closed_session_becomes_one_exact_example() -> None:
 
 def test_the_worker_learns_nothing_and_the_trainer_learns_what_it_would() -> None:
     """Learning at once (replay) and learning the examples later (the trainer)
-    run the same code: the trust model, which learns features only, ends equal."""
-    inline = Detector(CONFIG)
-    runner = OfflineRunner(inline)
-    parse = EventParser(CONFIG).parse
-    for e in Simulator(SimConfig(sessions=400, seed=5)).events():
-        runner.feed(parse(e))
-    runner.finish()
-
+    run the same code in the same order: the models end equal."""
+    inline = replayed()
     trainer = Trainer(CONFIG)
-    for offset, value in enumerate(records(simulated_examples())):
-        assert trainer.apply(offset, value) == "learned"
-    learned, served = trainer.models.trust, inline.models.trust
-    assert learned.closed == served.closed == len(simulated_examples())
-    probe = [list(v) for e in simulated_examples()[:30] for _, v in e.snapshots]
-    assert [learned.predict_vector(x) for x in probe] == [served.predict_vector(x) for x in probe]
+    for offset, value in enumerate(records(close_order(simulated_examples()))):
+        assert trainer.apply(offset, value) == "learned"  # no marks: in topic order
+    assert trainer.models.trust.closed == inline.trust.closed == len(simulated_examples())
+    assert trust_predictions(trainer.models) == trust_predictions(inline)
+
+
+def test_partitions_drained_unevenly_teach_the_trainer_the_replays_models() -> None:
+    """Whatever order the workers' partitions reach the topic in, the trainer
+    learns the examples in the order they closed, as the replay does: its
+    models equal the replay's exactly (River's forest is order-sensitive:
+    out of order, the same examples give other trees)."""
+    inline = replayed()
+    for partitions, seed in ((4, 1), (8, 2)):
+        values = partitioned_stream(simulated_examples(), partitions, seed)
+        trainer = Trainer(CONFIG)
+        statuses = [trainer.apply(offset, value) for offset, value in enumerate(values)]
+        assert statuses.count("held") == len(simulated_examples())
+        assert "late" not in statuses and "learned" not in statuses
+        assert trainer.held == 0 and trainer.models.examples == len(simulated_examples())
+        assert trust_predictions(trainer.models) == trust_predictions(inline)
+    # in topic order instead, the models differ: the order is what matters
+    topic_order = Trainer(CONFIG)
+    plain = [v for v in values if b"training-mark" not in v]
+    for offset, value in enumerate(plain):
+        topic_order.apply(offset, value)
+    assert trust_predictions(topic_order.models) != trust_predictions(inline)
+
+
+def test_a_partition_without_a_mark_holds_learning_until_the_cap() -> None:
+    examples = close_order(simulated_examples()[:30])
+    trainer = Trainer(CONFIG, hold_max=10)
+    assert trainer.apply(0, mark(0, 2, examples[-1].closed_ts)) == "mark"
+    statuses = [trainer.apply(i + 1, v) for i, v in enumerate(records(examples))]
+    assert statuses == ["held"] * 30
+    # partition 1 never sent a mark: the oldest beyond the cap are learned
+    assert trainer.held == 10 and trainer.models.examples == 20
+    assert trainer.order.watermark == examples[19].closed_ts
+    # a partition with no events holds nothing back
+    assert trainer.apply(31, mark(1, 2, None)) == "mark"
+    assert trainer.held == 0 and trainer.models.examples == 30
+
+
+def test_an_example_closed_before_the_watermark_is_learned_at_once() -> None:
+    first, second = close_order(simulated_examples()[:2])
+    trainer = Trainer(CONFIG)
+    trainer.apply(0, mark(0, 1, second.closed_ts))
+    assert trainer.apply(1, records([first])[0]) == "late"
+    assert trainer.models.examples == 1
+    assert trainer.apply(2, records([first])[0]) == "duplicate"
+
+
+def test_marks_only_move_forward_and_an_empty_partition_stops_holding_back() -> None:
+    trainer = Trainer(CONFIG)
+    trainer.apply(0, mark(0, 2, 500))
+    trainer.apply(1, mark(0, 2, 300))  # an older owner's mark, read late
+    trainer.apply(2, mark(1, 2, 400))
+    assert trainer.marks == {0: 500, 1: 400} and trainer.watermark() == 400
+    trainer.apply(3, mark(1, 2, None))  # a new owner found it without events
+    assert trainer.watermark() == 500
+    assert trainer.apply(4, b'{"type": "io.disengage.training-mark.v1", "data": {}}') == "invalid"
 
 
 def test_duplicates_and_bad_records_change_nothing() -> None:
@@ -118,10 +222,10 @@ def test_a_trainer_resumed_from_a_published_version_ends_where_one_that_never_st
     for offset, value in enumerate(values[:half]):
         first.apply(offset, value)
     # what a version carries: the learned models, the next offset, the recent ids
-    blob, offset, ids = first.models.dumps_learned(), first.offset, first.recent_ids
+    blob, position = first.models.dumps_learned(), first.position
     models = DetectorModels(CONFIG)
     models.adopt(DetectorModels.loads_learned(blob), "v1")
-    resumed = Trainer(CONFIG, models, offset=offset, recent_ids=ids)
+    resumed = Trainer(CONFIG, models, position=position)
     # the records since the version are read again, and a copy of one before it too
     assert resumed.apply(half, values[half - 1]) == "duplicate"
     for offset, value in enumerate(values[half:], start=half + 1):
@@ -130,10 +234,39 @@ def test_a_trainer_resumed_from_a_published_version_ends_where_one_that_never_st
     assert probe_predictions(resumed.models) == probe_predictions(whole.models)
 
 
+def test_a_trainer_resumed_while_it_held_examples_ends_where_one_that_never_stopped_does() -> None:
+    """A version published while examples were held records their offsets; the
+    next owner reads the topic again from the first of them, holds those
+    again and skips the rest (learned, marks, duplicates): the models end
+    equal to an uninterrupted run's, and to the replay's."""
+    values = partitioned_stream(simulated_examples(), 4, seed=3)
+    whole = Trainer(CONFIG)
+    for offset, value in enumerate(values):
+        whole.apply(offset, value)
+    for cut in (len(values) // 3, 2 * len(values) // 3):
+        first = Trainer(CONFIG)
+        for offset, value in enumerate(values[:cut]):
+            first.apply(offset, value)
+        assert first.held > 0 and first.resume_offset < first.offset
+        models = DetectorModels(CONFIG)
+        models.adopt(DetectorModels.loads_learned(first.models.dumps_learned()), "v1")
+        from stream.model_registry import TrainerState
+
+        state = TrainerState.from_bytes(TrainerState.at(1, first.position).to_bytes())
+        resumed = Trainer(CONFIG, models, position=state.position)
+        assert resumed.resume_offset == first.resume_offset
+        for offset in range(resumed.resume_offset, len(values)):
+            resumed.apply(offset, values[offset])
+        assert resumed.models.examples == whole.models.examples == len(simulated_examples())
+        assert probe_predictions(resumed.models) == probe_predictions(whole.models)
+    assert trust_predictions(whole.models) == trust_predictions(replayed())
+
+
 def test_the_recent_ids_are_bounded() -> None:
-    trainer = Trainer(CONFIG, recent_ids=[f"id{i}" for i in range(RECENT_IDS + 10)])
-    assert len(trainer.recent_ids) == RECENT_IDS
-    assert trainer.recent_ids[0] == "id10"
+    ids = [f"id{i}" for i in range(RECENT_IDS + 10)]
+    trainer = Trainer(CONFIG, position=Position(recent_ids=ids))
+    assert len(trainer.position.recent_ids) == RECENT_IDS
+    assert trainer.position.recent_ids[0] == "id10"
 
 
 def test_scoring_changes_no_learned_model() -> None:
