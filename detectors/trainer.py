@@ -31,7 +31,7 @@ from detectors.hesitation import HAZARD_FEATURES
 from detectors.learning_order import HOLD_MAX, CloseOrder
 from detectors.models import DetectorModels
 from detectors.signals import SIGNALS
-from detectors.training import Example, InvalidExample, Mark, training_record
+from detectors.training import Example, InvalidExample, Mark, read_training
 
 #: Example ids remembered against duplicates. A copy is produced only by an
 #: outbox recovery, seconds to minutes after the original, so this covers
@@ -40,9 +40,11 @@ RECENT_IDS = 20_000
 
 #: What :meth:`Trainer.apply` can say of a record: an example ``learned`` at
 #: once (no marks yet), ``held`` for its turn, ``late`` (it closed before the
-#: watermark: learned at once, out of order), a ``mark``, a ``duplicate`` or
-#: an ``invalid`` record.
-TRAINER_STATUSES = ("learned", "held", "late", "mark", "duplicate", "invalid")
+#: watermark: learned at once, out of order), ``ahead`` (it closed further
+#: ahead of the time it was produced than a client clock may be wrong,
+#: ``max_clock_skew_ms``: no mark would pass it for that long, so it is
+#: learned at once), a ``mark``, a ``duplicate`` or an ``invalid`` record.
+TRAINER_STATUSES = ("learned", "held", "late", "ahead", "mark", "duplicate", "invalid")
 
 
 @dataclass
@@ -51,7 +53,8 @@ class Position:
     on exactly. ``marks`` maps input partitions to their closure marks (event
     time, ms; ``None``: no events), ``watermark`` is the close up to which
     held examples were released, ``held`` the training-topic offsets of the
-    examples held."""
+    examples held, ``ready`` those of the examples due to be learned next,
+    in the order they will be."""
 
     offset: int = 0
     recent_ids: list[str] = field(default_factory=list)
@@ -59,10 +62,18 @@ class Position:
     partitions: int = 0
     watermark: int | None = None
     held: list[int] = field(default_factory=list)
+    ready: list[int] = field(default_factory=list)
 
 
 class Trainer:
     """Learn training records in close order, each once.
+
+    What a record makes due to be learned (a release of held examples, an
+    example learned at once) joins the *ready* queue, in order; the models
+    learn it from the front: at once (the default), or, with ``lazy``, as
+    the caller asks (:meth:`learn_ready`), so that the thousands of examples
+    one mark may release do not hold a service's event loop. The sequence
+    learned is the same either way.
 
     >>> from array import array
     >>> from detectors.training import Example, example_event, mark_event
@@ -89,9 +100,13 @@ class Trainer:
         *,
         position: Position | None = None,
         hold_max: int = HOLD_MAX,
+        lazy: bool = False,
     ) -> None:
         pos = position if position is not None else Position()
         self.models = models if models is not None else DetectorModels(config)
+        self.lazy = lazy
+        #: how far ahead of its production an example may have closed (ms)
+        self.max_ahead_ms = config.max_clock_skew_ms
         #: the next training-topic offset to read
         self.offset = pos.offset
         self._recent: deque[str] = deque(pos.recent_ids, maxlen=RECENT_IDS)
@@ -102,9 +117,15 @@ class Trainer:
         self.marks: dict[int, int | None] = dict(pos.marks)
         #: the input topic's partition count, from the marks (0: none seen yet)
         self.partitions = pos.partitions
-        # offsets below ``offset`` of examples held when the position was
-        # taken: read again, they are held again
+        # examples due to be learned, in order, with their offsets
+        self._ready: deque[tuple[Example, int]] = deque()
+        self._ready_ids: set[str] = set()
+        # offsets below ``offset`` of examples held or ready when the position
+        # was taken: read again, they are held again, or queued again in
+        # their order once all of them are read
         self._reload = set(pos.held)
+        self._reload_ready = list(pos.ready)
+        self._reloaded: dict[int, Example] = {}
         #: the reason of the last invalid record
         self.last_error = ""
 
@@ -114,10 +135,26 @@ class Trainer:
         return len(self.order)
 
     @property
+    def ready(self) -> int:
+        """Examples due to be learned (:meth:`learn_ready`)."""
+        return len(self._ready) + len(self._reload_ready)
+
+    @property
     def resume_offset(self) -> int:
-        """Where to read from to go on exactly: the first held example, or
-        the position."""
-        return min((*self._reload, *self.order.offsets(), self.offset))
+        """Where to read from to go on exactly: the first example held or
+        ready, or the position."""
+        return min(
+            (
+                *self._reload,
+                *self._reload_ready,
+                *self.order.offsets(),
+                *self._ready_offsets(),
+                self.offset,
+            )
+        )
+
+    def _ready_offsets(self) -> list[int]:
+        return [offset for _, offset in self._ready]
 
     @property
     def position(self) -> Position:
@@ -129,6 +166,7 @@ class Trainer:
             self.partitions,
             self.order.watermark,
             sorted({*self._reload, *self.order.offsets()}),
+            self._reload_ready + self._ready_offsets(),
         )
 
     def watermark(self) -> int | None:
@@ -148,21 +186,22 @@ class Trainer:
     def apply(self, offset: int, value: bytes | None) -> str:
         """Read the record at ``offset`` (one of :data:`TRAINER_STATUSES`).
         A record before :attr:`offset` was read already: ``duplicate``,
-        unless it is an example held when the position was taken."""
+        unless it is an example held or ready when the position was taken
+        (``held`` again: a restart counts those twice)."""
+        status = self._apply(offset, value)
+        if not self.lazy:
+            self.learn_ready()
+        return status
+
+    def _apply(self, offset: int, value: bytes | None) -> str:
         if offset < self.offset:
-            if offset not in self._reload:
-                return "duplicate"
-            self._reload.discard(offset)
-            reloaded = training_record(value or b"")
-            assert isinstance(reloaded, Example)  # it was held: a valid example
-            self.order.hold(reloaded, offset)
-            return "held"
+            return self._read_again(offset, value)
         self.offset = offset + 1
         if value is None:
             self.last_error = "null value"
             return "invalid"
         try:
-            record = training_record(value)
+            record, produced = read_training(value)
             if isinstance(record, Mark):
                 self._mark(record)
                 return "mark"
@@ -170,17 +209,43 @@ class Trainer:
         except InvalidExample as exc:
             self.last_error = str(exc)
             return "invalid"
-        if example.id in self._seen or example.id in self.order:
+        if example.id in self._seen or example.id in self.order or example.id in self._ready_ids:
             return "duplicate"
         if not self.partitions:
-            self._learn(example)
+            self._queue(example, offset)
             return "learned"
+        if produced is not None and example.closed_ts > produced + self.max_ahead_ms:
+            # a client clock far ahead closed it: held, it would pin the
+            # resume offset until the marks caught up (hours, or never)
+            self._queue(example, offset)
+            return "ahead"
         if self.order.is_late(example):
-            self._learn(example)
+            self._queue(example, offset)
             return "late"
         self.order.hold(example, offset)
-        for early, _ in self.order.overflow():
-            self._learn(early)
+        for early, at in self.order.overflow():
+            self._queue(early, at)
+        return "held"
+
+    def _read_again(self, offset: int, value: bytes | None) -> str:
+        """A record below the position: an example held or ready then is
+        taken again; anything else was dealt with."""
+        if offset in self._reload:
+            self._reload.discard(offset)
+            example, _ = read_training(value or b"")
+            assert isinstance(example, Example)  # it was held: a valid example
+            self.order.hold(example, offset)
+            return "held"
+        if offset not in self._reload_ready or offset in self._reloaded:
+            return "duplicate"
+        example, _ = read_training(value or b"")
+        assert isinstance(example, Example)
+        self._reloaded[offset] = example
+        if len(self._reloaded) == len(self._reload_ready):  # all read: in their order
+            again = [(self._reloaded[o], o) for o in self._reload_ready]
+            self._ready.extendleft(reversed(again))
+            self._ready_ids.update(e.id for e, _ in again)
+            self._reload_ready, self._reloaded = [], {}
         return "held"
 
     def _mark(self, mark: Mark) -> None:
@@ -192,8 +257,34 @@ class Trainer:
             self.marks[mark.partition] = max(old, mark.ts)
         watermark = self.watermark()
         if watermark is not None:
-            for example, _ in self.order.release(watermark):
-                self._learn(example)
+            released = self.order.release(watermark)
+        elif self.marks.keys() >= set(range(self.partitions)):
+            # no partition had events: nothing closes before the held ones
+            # any more, so they are learned (the watermark stays where it was)
+            released = list(self.order.drain())
+        else:
+            released = []
+        for example, offset in released:
+            self._queue(example, offset)
+
+    def _queue(self, example: Example, offset: int) -> None:
+        self._ready.append((example, offset))
+        self._ready_ids.add(example.id)
+
+    def learn_ready(self, limit: int | None = None) -> int:
+        """Learn up to ``limit`` (default: all) of the examples due, in order;
+        none while some are still to be read again after a restart. Returns
+        the number learned."""
+        if self._reload_ready:
+            return 0
+        learned = 0
+        ready = self._ready
+        while ready and (limit is None or learned < limit):
+            example, _ = ready.popleft()
+            self._ready_ids.discard(example.id)
+            self._learn(example)
+            learned += 1
+        return learned
 
     def _learn(self, example: Example) -> None:
         if len(self._recent) == self._recent.maxlen:

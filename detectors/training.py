@@ -32,6 +32,7 @@ import json
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 #: Version of the JSON form; a reader refuses another.
@@ -258,16 +259,36 @@ def mark_event(mark: Mark, source: str, produced_at: str) -> dict[str, Any]:
 def training_record(value: bytes | str) -> Example | Mark:
     """What a training record's value holds: an :class:`Example` or a
     :class:`Mark`; :class:`InvalidExample` for anything else."""
+    return read_training(value)[0]
+
+
+def read_training(value: bytes | str) -> tuple[Example | Mark, int | None]:
+    """:func:`training_record`, and when the record was produced (epoch ms of
+    its CloudEvent ``time``; ``None`` when absent or unreadable)."""
     try:
         event = json.loads(value)
     except ValueError as exc:
         raise InvalidExample(f"not JSON: {exc}") from exc
     kind = event.get("type") if isinstance(event, dict) else None
     if kind == EXAMPLE_TYPE:
-        return Example.from_json(event.get("data"))
-    if kind == MARK_TYPE:
-        return Mark.from_json(event.get("data"))
-    raise InvalidExample(f"not a {EXAMPLE_TYPE} or {MARK_TYPE} event")
+        record: Example | Mark = Example.from_json(event.get("data"))
+    elif kind == MARK_TYPE:
+        record = Mark.from_json(event.get("data"))
+    else:
+        raise InvalidExample(f"not a {EXAMPLE_TYPE} or {MARK_TYPE} event")
+    try:
+        produced: int | None = _epoch_ms(event["time"])
+    except (KeyError, TypeError, ValueError):
+        produced = None
+    return record, produced
+
+
+def _epoch_ms(text: str) -> int:
+    """Epoch ms of an RFC 3339 time (``ValueError`` otherwise)."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError("no time zone")
+    return int(moment.timestamp() * 1000)
 
 
 def examples_of(values: Sequence[bytes | str | None]) -> list[Example]:

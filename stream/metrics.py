@@ -383,8 +383,9 @@ class TrainerMetrics:
             "disengage_trainer_records_total",
             "Training records read, by what the trainer did: learned (at once: no closure "
             "marks yet), held (for its turn in close order), late (closed before the "
-            "watermark: learned at once), mark (a closure mark), duplicate (an id learned or "
-            "held already) or invalid.",
+            "watermark: learned at once), ahead (closed further ahead of its production "
+            "than max_clock_skew_ms: learned at once), mark (a closure mark), duplicate (an id "
+            "learned or held already) or invalid.",
             ["status"],
             registry=r,
         )
@@ -400,15 +401,17 @@ class TrainerMetrics:
         )
         self.held = Gauge(
             "disengage_trainer_held_examples",
-            "Examples held until every input partition's closure mark passes their close "
-            "(learned in close order); DISENGAGE_TRAINER_HOLD_MAX at most.",
+            "Examples read and not learned yet: held until every input partition's closure "
+            "mark passes their close (DISENGAGE_TRAINER_HOLD_MAX at most), or released and "
+            "due (learned in close order, 50 at a time between the consumer's heartbeats).",
             registry=r,
         )
         self.watermark = Gauge(
             "disengage_trainer_watermark_seconds",
             "Event time (Unix seconds) up to which the trainer learned the closed sessions: "
-            "the slowest input partition's closure mark. time() minus it is how far learning "
-            "trails the input.",
+            "the slowest input partition's closure mark (or the last session learned when "
+            "more than DISENGAGE_TRAINER_HOLD_MAX waited). time() minus it is how far "
+            "learning trails the input.",
             registry=r,
         )
         self.published = Counter(

@@ -125,12 +125,13 @@ class TrainerState:
     partitions: int = 0
     watermark: int | None = None
     held: list[int] = field(default_factory=list)
+    ready: list[int] = field(default_factory=list)
 
     @staticmethod
     def at(version: int, position: Position) -> TrainerState:
         p = position
         return TrainerState(
-            version, p.offset, p.recent_ids, p.marks, p.partitions, p.watermark, p.held
+            version, p.offset, p.recent_ids, p.marks, p.partitions, p.watermark, p.held, p.ready
         )
 
     @property
@@ -142,6 +143,7 @@ class TrainerState:
             self.partitions,
             self.watermark,
             list(self.held),
+            list(self.ready),
         )
 
     def to_bytes(self) -> bytes:
@@ -164,6 +166,7 @@ class TrainerState:
             int(data.get("partitions") or 0),
             None if watermark is None else int(watermark),
             [int(o) for o in data.get("held") or ()],
+            [int(o) for o in data.get("ready") or ()],
         )
 
 

@@ -55,6 +55,23 @@ log = logging.getLogger("disengage.trainer")
 #: Records taken per poll of the training topic.
 POLL_RECORDS = 500
 
+#: Examples learned between two turns of the event loop (~0.25 s at ~200
+#: sessions/s): the consumer's heartbeats go out in between, however many
+#: one closure mark released (one release of 2,000 sessions, learned in one
+#: go, once cost the trainer its group membership).
+LEARN_CHUNK = 50
+#: Seconds of learning per step before the consumer is polled again.
+LEARN_SLICE_S = 1.0
+#: With this many examples due, the training partition is paused (polled,
+#: nothing fetched) until learning catches up: read records wait on the
+#: broker, not in memory.
+READY_MAX = 5_000
+
+#: A version that only covers closure marks which released nothing (idle
+#: partitions) is published this many publish intervals after the last one
+#: (2.5 min by default), not every interval.
+MARKS_ONLY_PUBLISH_FACTOR = 10
+
 
 def _rounded(pair: tuple[float, float]) -> tuple[float, float]:
     return round(pair[0], 4), round(pair[1], 4)
@@ -75,13 +92,17 @@ def rebuild(settings: Settings, state: TrainerState | None, learned: bytes | Non
     when either is missing."""
     models = DetectorModels(settings.detector)
     if state is None or learned is None:
-        return Trainer(settings.detector, models, hold_max=settings.trainer_hold_max)
+        return Trainer(settings.detector, models, hold_max=settings.trainer_hold_max, lazy=True)
     models.adopt(DetectorModels.loads_learned(decompress(learned)), f"v{state.version}")
     models.tag = None  # learning goes on from here
     # the challenger settings in force now, not those the version was made with
     models.arena = configure_arena(models.arena, settings.detector)
     return Trainer(
-        settings.detector, models, position=state.position, hold_max=settings.trainer_hold_max
+        settings.detector,
+        models,
+        position=state.position,
+        hold_max=settings.trainer_hold_max,
+        lazy=True,
     )
 
 
@@ -103,6 +124,7 @@ class TrainerService:
         self.trainer: Trainer | None = None  # set while this one owns the partition
         self.version = 0  # the version the trainer's models are (0: none)
         self.dirty = False  # records read (learned or not) since the last publish
+        self.changed = False  # of those, any that changed the models or what is held
         self.published_at = clock()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: Any = None
@@ -149,14 +171,41 @@ class TrainerService:
 
     async def _step(self) -> None:
         assert self.consumer is not None
-        batch = await self.consumer.getmany(timeout_ms=500, max_records=POLL_RECORDS)
+        behind = self.trainer is not None and self.trainer.ready >= READY_MAX
+        if self.trainer is not None and self.tp in self.consumer.assignment():
+            if behind:
+                self.consumer.pause(self.tp)
+            else:
+                self.consumer.resume(self.tp)
+        batch = await self.consumer.getmany(
+            timeout_ms=0 if behind else 500, max_records=POLL_RECORDS
+        )
         async with self.lock:
             for tp, records in batch.items():
                 if tp == self.tp and self.trainer is not None:
                     self._learn(records)
+            await self._learn_ready()
             if self.trainer is not None and self._publish_due():
                 await self.publish()
             await self._update_lag()
+
+    async def _learn_ready(self) -> None:
+        """Learn the examples due, :data:`LEARN_CHUNK` at a time, yielding to
+        the event loop in between, for up to :data:`LEARN_SLICE_S`."""
+        trainer = self.trainer
+        if trainer is None or not trainer.ready:
+            return
+        deadline = time.perf_counter() + LEARN_SLICE_S
+        learned = 0
+        while trainer.ready and time.perf_counter() < deadline:
+            done = trainer.learn_ready(LEARN_CHUNK)
+            if not done:
+                break  # (examples still to be read again after a restart)
+            learned += done
+            await asyncio.sleep(0)
+        if learned:
+            self.changed = self.dirty = True
+            self._show_order(trainer)
 
     def _learn(self, records: list[Any]) -> None:
         trainer = self.trainer
@@ -164,6 +213,7 @@ class TrainerService:
         arena = trainer.models.arena
         promoted = 0 if arena is None else arena.promoted_total
         for record in records:
+            before = (trainer.ready, trainer.held)
             status = trainer.apply(record.offset, record.value)
             self.metrics.records.labels(status).inc()
             # a duplicate or a refused record moves the offset too: the next
@@ -171,6 +221,11 @@ class TrainerService:
             # delivering an outbox again after a takeover) leaves the latest
             # version short of the topic until something new closes
             self.dirty = True
+            # a mark that released nothing changes no model: idle partitions'
+            # marks follow the wall clock, and would publish the same models
+            # every interval (pushing the rollback history out)
+            if status != "mark" or (trainer.ready, trainer.held) != before:
+                self.changed = True
             if status == "invalid":
                 log.warning(
                     "training record at offset %d refused: %s", record.offset, trainer.last_error
@@ -192,13 +247,18 @@ class TrainerService:
     def _show_order(self, trainer: Trainer) -> None:
         m = self.metrics
         m.examples.set(trainer.models.examples)
-        m.held.set(trainer.held)
+        m.held.set(trainer.held + trainer.ready)
         watermark = trainer.order.watermark
         if watermark is not None:
             m.watermark.set(watermark / 1000)
 
     def _publish_due(self) -> bool:
-        return self.dirty and self.clock() - self.published_at >= self.settings.trainer_publish_s
+        if not self.dirty:
+            return False
+        interval = self.settings.trainer_publish_s
+        if not self.changed:  # only marks that released nothing: covered, not urgent
+            interval *= MARKS_ONLY_PUBLISH_FACTOR
+        return self.clock() - self.published_at >= interval
 
     async def _update_lag(self) -> None:
         if self.trainer is None or self.consumer is None:
@@ -246,7 +306,7 @@ class TrainerService:
             version, serving, state, self.settings.models_keep, learned=learned
         )
         self.version = number
-        self.dirty = False
+        self.dirty = self.changed = False
         self.published_at = self.clock()
         m = self.metrics
         m.published.inc()
@@ -280,7 +340,7 @@ class TrainerService:
         restored = await self.restore()
         self.trainer = restored.trainer
         self.version = restored.version
-        self.dirty = False
+        self.dirty = self.changed = False
         self.published_at = self.clock()
         assert self.consumer is not None
         trainer = restored.trainer

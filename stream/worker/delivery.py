@@ -331,6 +331,12 @@ class SessionDelivery:
             self.metrics.produce_failures.labels(what).inc()
             self.produce_fault.failed(exc, f"producing {len(records)} {what.replace('_', ' ')}")
             raise
+        except BaseException:
+            # cancelled mid-produce: the records may not have gone out, and a
+            # retried batch sees its events as duplicates (nor would a closure
+            # mark wait for them): the pending outboxes are delivered first
+            self.undelivered = True
+            raise
         self.produce_fault.ok()
 
     async def _deliver(

@@ -50,7 +50,9 @@ def registry(env: Env) -> tuple[aioredis.Redis, ModelRegistry]:
 
 
 async def published_through(env: Env, offset: int, timeout: float = 90.0) -> ModelVersion:
-    """The latest version once it covers the training topic up to ``offset``."""
+    """The latest version once it covers the training topic up to ``offset``
+    and had learned every example due (none released and waiting: the
+    trainer learns them in slices, and may publish between two)."""
     client, reg = registry(env)
     deadline = time.monotonic() + timeout
     try:
@@ -58,7 +60,9 @@ async def published_through(env: Env, offset: int, timeout: float = 90.0) -> Mod
             latest = await reg.latest()
             version = None if latest is None else await reg.version(latest)
             if version is not None and version.offset >= offset:
-                return version
+                state = await reg.trainer_state()
+                if state is not None and state.version == version.number and not state.ready:
+                    return version
             await asyncio.sleep(0.5)
         raise AssertionError(f"no version covers training offset {offset} after {timeout}s")
     finally:

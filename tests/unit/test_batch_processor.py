@@ -368,17 +368,28 @@ async def test_a_partition_without_events_stops_holding_the_trainer_back_after_t
 
 async def test_no_closure_mark_goes_out_while_an_outbox_waits() -> None:
     """A mark sent while an example waits in an outbox would promise it is
-    on the topic: the pending outboxes go first."""
+    on the topic: the pending outboxes go first, and no mark goes out while
+    they cannot."""
     worker, feed = Worker(), Feed()
-    await worker.processor.assign([0])
+    lateness = RULES_ONLY.allowed_lateness_ms
+    await worker.processor.process(feed.quiet("s", 2))
     worker.sink.fail_training.append(ConnectionError("broker down"))
+    # the exit's example stays in the outbox; event time moves past the exit
+    # and the allowed lateness
+    batch = [feed.event("s", "exit", 5000), feed.event("w", "page_view", 5000 + lateness + 1000)]
     with pytest.raises(ConnectionError):
-        await worker.processor.process([*feed.quiet("s", 2), feed.event("s", "exit", 5000)])
-    await worker.processor.send_marks()
-    kinds = [
-        b"mark" if (r.key or b"").startswith(b"mark-") else b"example" for r in worker.sink.training
-    ]
-    assert kinds == [b"mark", b"example"] or kinds == [b"mark", b"example", b"mark"]
+        await worker.processor.process(batch)
+    worker.sink.fail_training.append(ConnectionError("still down"))
+    with pytest.raises(ConnectionError):  # the pending delivery fails: no mark
+        await worker.processor.send_marks()
+    assert [r.key for r in worker.sink.training] == [b"mark-0"]  # the assignment's 0
+    assert await worker.processor.sweep() == 0
+    assert await worker.processor.send_marks() == 1
+    keys = [r.key for r in worker.sink.training]
+    assert keys == [b"mark-0", b"s", b"mark-0"]  # the example, then the mark past it
+    (example,) = examples_of([r.value for r in worker.sink.examples])
+    last = _marks(worker.sink)[-1][2]
+    assert last is not None and example.closed_ts <= last
     assert not (await worker.state("s")).outbox
 
 

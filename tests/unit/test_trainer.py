@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 from array import array
+from dataclasses import replace
 from functools import cache
 from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry
 
+from detectors.alerts import rfc3339
 from detectors.config import DetectorConfig
 from detectors.detector import Detector
 from detectors.events import EventParser
@@ -176,6 +178,63 @@ def test_an_example_closed_before_the_watermark_is_learned_at_once() -> None:
     assert trainer.apply(2, records([first])[0]) == "duplicate"
 
 
+def test_an_example_a_fast_client_clock_closed_far_ahead_is_learned_at_once() -> None:
+    """Held, an example closed an hour ahead of its production would pin the
+    trainer's resume offset until the marks caught up: learned at once."""
+    first, second = close_order(simulated_examples()[:2])
+    ahead = replace(second, closed_ts=second.closed_ts + 3_600_000)
+    produced = rfc3339(second.closed_ts)
+    trainer = Trainer(CONFIG)
+    trainer.apply(0, mark(0, 1, 0))
+    values = [json.dumps(example_event(e, "test", produced)).encode() for e in (first, ahead)]
+    assert [trainer.apply(1, values[0]), trainer.apply(2, values[1])] == ["held", "ahead"]
+    assert trainer.held == 1 and trainer.models.examples == 1 and trainer.resume_offset == 1
+
+
+def test_when_no_partition_has_events_the_held_examples_are_learned() -> None:
+    examples = close_order(simulated_examples()[:5])
+    trainer = Trainer(CONFIG)
+    trainer.apply(0, mark(0, 2, 0))
+    trainer.apply(1, mark(1, 2, 0))
+    for offset, value in enumerate(records(examples), start=2):
+        assert trainer.apply(offset, value) == "held"
+    trainer.apply(7, mark(0, 2, None))
+    assert trainer.held == 5
+    trainer.apply(8, mark(1, 2, None))
+    assert trainer.held == 0 and trainer.models.examples == 5
+    assert trainer.order.watermark == 0  # later examples are held again, not late
+
+
+def test_marks_that_release_nothing_publish_rarely() -> None:
+    """Idle partitions' marks follow the wall clock; a version that changes no
+    model is published ten intervals on, not every interval."""
+    from stream.trainer.service import MARKS_ONLY_PUBLISH_FACTOR
+
+    now = [0.0]
+    service = TrainerService(
+        Settings(),
+        registry=None,  # type: ignore[arg-type]  # _learn and _publish_due never reach it
+        metrics=TrainerMetrics(CollectorRegistry()),
+        clock=lambda: now[0],
+    )
+    service.trainer = Trainer(CONFIG)
+    interval = Settings().trainer_publish_s
+    service._learn([SimpleNamespace(offset=0, value=mark(0, 1, 1000))])
+    now[0] += interval
+    assert service.dirty and not service._publish_due()
+    now[0] += interval * (MARKS_ONLY_PUBLISH_FACTOR - 1)
+    assert service._publish_due()
+    # a mark that releases a held example changes the models: one interval
+    service.dirty = service.changed = False
+    service.published_at = now[0]
+    (example,) = close_order(simulated_examples()[:1])
+    service._learn([SimpleNamespace(offset=1, value=records([example])[0])])
+    service.dirty = service.changed = False
+    service._learn([SimpleNamespace(offset=2, value=mark(0, 1, example.closed_ts))])
+    now[0] += interval
+    assert service.trainer.models.examples == 1 and service._publish_due()
+
+
 def test_marks_only_move_forward_and_an_empty_partition_stops_holding_back() -> None:
     trainer = Trainer(CONFIG)
     trainer.apply(0, mark(0, 2, 500))
@@ -235,30 +294,44 @@ def test_a_trainer_resumed_from_a_published_version_ends_where_one_that_never_st
 
 
 def test_a_trainer_resumed_while_it_held_examples_ends_where_one_that_never_stopped_does() -> None:
-    """A version published while examples were held records their offsets; the
-    next owner reads the topic again from the first of them, holds those
-    again and skips the rest (learned, marks, duplicates): the models end
-    equal to an uninterrupted run's, and to the replay's."""
+    """A version published while examples were held, or released and not
+    learned yet (a lazy trainer learns them in slices), records their
+    offsets; the next owner reads the topic again from the first of them,
+    takes those again in their order and skips the rest (learned, marks,
+    duplicates): the models end equal to an uninterrupted run's, and to the
+    replay's."""
+    from stream.model_registry import TrainerState
+
     values = partitioned_stream(simulated_examples(), 4, seed=3)
     whole = Trainer(CONFIG)
     for offset, value in enumerate(values):
         whole.apply(offset, value)
-    for cut in (len(values) // 3, 2 * len(values) // 3):
-        first = Trainer(CONFIG)
+    for cut, lazy in (
+        (len(values) // 3, False),
+        (2 * len(values) // 3, False),
+        (len(values) // 2, True),
+    ):
+        first = Trainer(CONFIG, lazy=lazy)
         for offset, value in enumerate(values[:cut]):
             first.apply(offset, value)
+        if lazy:  # part of what was released is learned when the version is taken
+            first.learn_ready(first.ready // 2)
+            assert first.ready > 0
         assert first.held > 0 and first.resume_offset < first.offset
         models = DetectorModels(CONFIG)
         models.adopt(DetectorModels.loads_learned(first.models.dumps_learned()), "v1")
-        from stream.model_registry import TrainerState
-
         state = TrainerState.from_bytes(TrainerState.at(1, first.position).to_bytes())
-        resumed = Trainer(CONFIG, models, position=state.position)
+        assert bool(state.ready) == lazy
+        resumed = Trainer(CONFIG, models, position=state.position, lazy=lazy)
         assert resumed.resume_offset == first.resume_offset
         for offset in range(resumed.resume_offset, len(values)):
             resumed.apply(offset, values[offset])
+            if lazy and offset % 7 == 0:
+                resumed.learn_ready(3)  # slices of any size: the same sequence
+        resumed.learn_ready()
         assert resumed.models.examples == whole.models.examples == len(simulated_examples())
         assert probe_predictions(resumed.models) == probe_predictions(whole.models)
+        assert resumed.position == whole.position
     assert trust_predictions(whole.models) == trust_predictions(replayed())
 
 
