@@ -120,11 +120,16 @@ def past_stream(generator: str, sessions: int, seed: int) -> list[dict[str, Any]
     """``sessions`` arrivals of ``generator`` (``own``: the simulator, revisits
     included; ``independent``: the shop journeys of ``benchmarks/independent``),
     ending before now, in event order; sessions still running a minute ago are
-    dropped (a live stream holds no future event)."""
+    dropped (a live stream holds no future event). The stream starts at a UTC
+    midnight, so the runs of one day produce the same events
+    (the generators' traffic depends on the time of day, and the forest moves
+    with a few sessions more or less)."""
     now = int(time.time() * 1000)
+    day = 86_400_000
     if generator == "own":
         span = int(sessions / SimConfig.arrival_rate * 1000)
         start = now - span - 7 * 3600 * 1000  # revisits come back up to ~6 h later
+        start -= start % day
         events = list(Simulator(SimConfig(sessions, seed, start, incident=False)).events())
     else:
         if str(INDEPENDENT) not in sys.path:
@@ -132,7 +137,8 @@ def past_stream(generator: str, sessions: int, seed: int) -> list[dict[str, Any]
         import journeys  # type: ignore[import-not-found,unused-ignore]
 
         span = int(sessions * journeys.MEAN_ARRIVAL_GAP_S * 1000)
-        events, _ = journeys.generate("shop", sessions, seed, now - span - 3600 * 1000)
+        start = now - span - 3600 * 1000
+        events, _ = journeys.generate("shop", sessions, seed, start - start % day)
     last: dict[str, int] = {}
     for e in events:
         last[e["session_id"]] = max(e["ts"], last.get(e["session_id"], 0))
