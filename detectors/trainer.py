@@ -119,7 +119,6 @@ class Trainer:
         self.partitions = pos.partitions
         # examples due to be learned, in order, with their offsets
         self._ready: deque[tuple[Example, int]] = deque()
-        self._ready_ids: set[str] = set()
         # offsets below ``offset`` of examples held or ready when the position
         # was taken: read again, they are held again, or queued again in
         # their order once all of them are read
@@ -128,6 +127,9 @@ class Trainer:
         self._reloaded: dict[int, Example] = {}
         #: the reason of the last invalid record
         self.last_error = ""
+        #: examples held or due when the position was taken that were not
+        #: there to read again (the topic's retention removed them)
+        self.lost = 0
 
     @property
     def held(self) -> int:
@@ -138,6 +140,12 @@ class Trainer:
     def ready(self) -> int:
         """Examples due to be learned (:meth:`learn_ready`)."""
         return len(self._ready) + len(self._reload_ready)
+
+    @property
+    def reloading(self) -> bool:
+        """Whether examples due when the position was taken are still to be
+        read again (nothing is learned until they are)."""
+        return bool(self._reload_ready)
 
     @property
     def resume_offset(self) -> int:
@@ -196,6 +204,10 @@ class Trainer:
     def _apply(self, offset: int, value: bytes | None) -> str:
         if offset < self.offset:
             return self._read_again(offset, value)
+        if self._reload or self._reload_ready:  # past the position: not there to read
+            self.lost += len(self._reload)
+            self._reload = set()
+            self._end_reload()
         self.offset = offset + 1
         if value is None:
             self.last_error = "null value"
@@ -209,7 +221,7 @@ class Trainer:
         except InvalidExample as exc:
             self.last_error = str(exc)
             return "invalid"
-        if example.id in self._seen or example.id in self.order or example.id in self._ready_ids:
+        if example.id in self._seen or example.id in self.order:
             return "duplicate"
         if not self.partitions:
             self._queue(example, offset)
@@ -242,11 +254,19 @@ class Trainer:
         assert isinstance(example, Example)
         self._reloaded[offset] = example
         if len(self._reloaded) == len(self._reload_ready):  # all read: in their order
-            again = [(self._reloaded[o], o) for o in self._reload_ready]
-            self._ready.extendleft(reversed(again))
-            self._ready_ids.update(e.id for e, _ in again)
-            self._reload_ready, self._reloaded = [], {}
+            self._end_reload()
         return "held"
+
+    def _end_reload(self) -> None:
+        """The examples due when the position was taken go back to the front
+        of the queue, in their order (their ids are among the recent ones
+        already). Called when all were read again, or at the first record past
+        the position: those not read then are gone from the topic (retention)
+        and are counted in :attr:`lost`."""
+        again = [(self._reloaded[o], o) for o in self._reload_ready if o in self._reloaded]
+        self.lost += len(self._reload_ready) - len(again)
+        self._ready.extendleft(reversed(again))
+        self._reload_ready, self._reloaded = [], {}
 
     def _mark(self, mark: Mark) -> None:
         self.partitions = max(self.partitions, mark.partitions)
@@ -268,8 +288,13 @@ class Trainer:
             self._queue(example, offset)
 
     def _queue(self, example: Example, offset: int) -> None:
+        """Due to be learned: from now on a copy is a duplicate (whether the
+        models learned it yet or not, so slicing changes nothing)."""
         self._ready.append((example, offset))
-        self._ready_ids.add(example.id)
+        if len(self._recent) == self._recent.maxlen:
+            self._seen.discard(self._recent[0])
+        self._recent.append(example.id)
+        self._seen.add(example.id)
 
     def learn_ready(self, limit: int | None = None) -> int:
         """Learn up to ``limit`` (default: all) of the examples due, in order;
@@ -281,17 +306,9 @@ class Trainer:
         ready = self._ready
         while ready and (limit is None or learned < limit):
             example, _ = ready.popleft()
-            self._ready_ids.discard(example.id)
-            self._learn(example)
+            self.models.learn(example)
             learned += 1
         return learned
-
-    def _learn(self, example: Example) -> None:
-        if len(self._recent) == self._recent.maxlen:
-            self._seen.discard(self._recent[0])
-        self._recent.append(example.id)
-        self._seen.add(example.id)
-        self.models.learn(example)
 
 
 def check(example: Example) -> Example:

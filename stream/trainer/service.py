@@ -171,7 +171,9 @@ class TrainerService:
 
     async def _step(self) -> None:
         assert self.consumer is not None
-        behind = self.trainer is not None and self.trainer.ready >= READY_MAX
+        trainer = self.trainer
+        # (not while examples due are still to be read again: they must be fetched)
+        behind = trainer is not None and trainer.ready >= READY_MAX and not trainer.reloading
         if self.trainer is not None and self.tp in self.consumer.assignment():
             if behind:
                 self.consumer.pause(self.tp)
@@ -212,8 +214,10 @@ class TrainerService:
         assert trainer is not None
         arena = trainer.models.arena
         promoted = 0 if arena is None else arena.promoted_total
+        lost = trainer.lost
         for record in records:
             before = (trainer.ready, trainer.held)
+            again = record.offset < trainer.offset  # read again after a restart
             status = trainer.apply(record.offset, record.value)
             self.metrics.records.labels(status).inc()
             # a duplicate or a refused record moves the offset too: the next
@@ -224,12 +228,18 @@ class TrainerService:
             # a mark that released nothing changes no model: idle partitions'
             # marks follow the wall clock, and would publish the same models
             # every interval (pushing the rollback history out)
-            if status != "mark" or (trainer.ready, trainer.held) != before:
+            if not again and (status != "mark" or (trainer.ready, trainer.held) != before):
                 self.changed = True
             if status == "invalid":
                 log.warning(
                     "training record at offset %d refused: %s", record.offset, trainer.last_error
                 )
+        if trainer.lost > lost:
+            log.warning(
+                "%d example(s) the last version held were gone from the training topic "
+                "(retention) when read again: they are not learned",
+                trainer.lost - lost,
+            )
         self._show_order(trainer)
         self.metrics.show_uplift(trainer.models.uplift)
         if arena is not None and arena.promoted_total > promoted:

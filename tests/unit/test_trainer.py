@@ -335,6 +335,51 @@ def test_a_trainer_resumed_while_it_held_examples_ends_where_one_that_never_stop
     assert trust_predictions(whole.models) == trust_predictions(replayed())
 
 
+def test_slicing_the_learning_changes_nothing_even_with_copies_in_the_stream() -> None:
+    """A lazy trainer learns what is due in slices (between the consumer's
+    heartbeats); copies re-produced by outbox recoveries land while examples
+    wait: the sequence learned, and what is dropped, are an eager trainer's."""
+    import random
+
+    values = partitioned_stream(simulated_examples(), 4, seed=4)
+    rng = random.Random(9)
+    with_copies = list(values)
+    for i in range(len(values) - 1, 0, -37):  # copies, a few dozen records later
+        if b"training-mark" not in values[i]:
+            with_copies.insert(min(len(with_copies), i + rng.randint(1, 60)), values[i])
+    eager, lazy = Trainer(CONFIG), Trainer(CONFIG, lazy=True)
+    statuses = []
+    for offset, value in enumerate(with_copies):
+        statuses.append(eager.apply(offset, value))
+        assert lazy.apply(offset, value) == statuses[-1]
+        if rng.random() < 0.2:
+            lazy.learn_ready(rng.randint(0, 40))
+    lazy.learn_ready()
+    assert statuses.count("duplicate") > 10
+    assert lazy.position == eager.position
+    assert probe_predictions(lazy.models) == probe_predictions(eager.models)
+
+
+def test_examples_gone_from_the_topic_at_a_restart_are_counted_and_learning_goes_on() -> None:
+    values = partitioned_stream(simulated_examples(), 4, seed=3)
+    first = Trainer(CONFIG, lazy=True)
+    cut = len(values) // 2
+    for offset, value in enumerate(values[:cut]):
+        first.apply(offset, value)
+    first.learn_ready(first.ready // 2)
+    position = first.position
+    assert position.held and position.ready
+    resumed = Trainer(CONFIG, position=position)
+    # retention removed everything below the position: reading starts there
+    for offset in range(cut, len(values)):
+        resumed.apply(offset, values[offset])
+    assert resumed.lost == len(position.held) + len(position.ready)
+    assert resumed.held + resumed.ready == 0
+    # (its models start fresh here: what ``first`` learned is not in them)
+    learned = first.models.examples + resumed.models.examples
+    assert learned + resumed.lost == len(simulated_examples())
+
+
 def test_the_recent_ids_are_bounded() -> None:
     ids = [f"id{i}" for i in range(RECENT_IDS + 10)]
     trainer = Trainer(CONFIG, position=Position(recent_ids=ids))
