@@ -114,7 +114,3 @@ class CloseOrder:
     def offsets(self) -> list[int]:
         """The training-topic offsets of the held examples, ascending."""
         return sorted(item[2] for item in self._heap)
-
-    def oldest_ts(self) -> int | None:
-        """The close (ms) of the first example to be released, if any."""
-        return self._heap[0][0] if self._heap else None

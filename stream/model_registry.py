@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -129,22 +129,11 @@ class TrainerState:
 
     @staticmethod
     def at(version: int, position: Position) -> TrainerState:
-        p = position
-        return TrainerState(
-            version, p.offset, p.recent_ids, p.marks, p.partitions, p.watermark, p.held, p.ready
-        )
+        return TrainerState(version, **asdict(position))
 
     @property
     def position(self) -> Position:
-        return Position(
-            self.offset,
-            list(self.recent_ids),
-            dict(self.marks),
-            self.partitions,
-            self.watermark,
-            list(self.held),
-            list(self.ready),
-        )
+        return Position(**{f.name: getattr(self, f.name) for f in fields(Position)})
 
     def to_bytes(self) -> bytes:
         data = asdict(self)

@@ -110,6 +110,19 @@ def trust_predictions(models: DetectorModels) -> list[float]:
     return [models.trust.predict_vector(x) for x in probe]
 
 
+def service_at(now: list[float]) -> tuple[TrainerService, Trainer]:
+    """A trainer service learning with the core's trainer, on the clock ``now[0]``
+    (its ``_learn`` and ``_publish_due`` never reach the registry)."""
+    service = TrainerService(
+        Settings(),
+        registry=None,  # type: ignore[arg-type]
+        metrics=TrainerMetrics(CollectorRegistry()),
+        clock=lambda: now[0],
+    )
+    service.trainer = trainer = Trainer(CONFIG)
+    return service, trainer
+
+
 def test_a_closed_session_becomes_one_exact_example() -> None:
     examples = simulated_examples()
     assert len(examples) > 380  # every session closes, some twice (a returning visit)
@@ -211,13 +224,7 @@ def test_marks_that_release_nothing_publish_rarely() -> None:
     from stream.trainer.service import MARKS_ONLY_PUBLISH_FACTOR
 
     now = [0.0]
-    service = TrainerService(
-        Settings(),
-        registry=None,  # type: ignore[arg-type]  # _learn and _publish_due never reach it
-        metrics=TrainerMetrics(CollectorRegistry()),
-        clock=lambda: now[0],
-    )
-    service.trainer = Trainer(CONFIG)
+    service, trainer = service_at(now)
     interval = Settings().trainer_publish_s
     service._learn([SimpleNamespace(offset=0, value=mark(0, 1, 1000))])
     now[0] += interval
@@ -232,7 +239,7 @@ def test_marks_that_release_nothing_publish_rarely() -> None:
     service.dirty = service.changed = False
     service._learn([SimpleNamespace(offset=2, value=mark(0, 1, example.closed_ts))])
     now[0] += interval
-    assert service.trainer.models.examples == 1 and service._publish_due()
+    assert trainer.models.examples == 1 and service._publish_due()
 
 
 def test_marks_only_move_forward_and_an_empty_partition_stops_holding_back() -> None:
@@ -492,17 +499,11 @@ def test_a_trailing_duplicate_is_covered_by_the_next_version() -> None:
     offset, else the latest version stays short of the topic (and its lag
     above 0) until another session closes."""
     now = [0.0]
-    service = TrainerService(
-        Settings(),
-        registry=None,  # type: ignore[arg-type]  # _learn and _publish_due never reach it
-        metrics=TrainerMetrics(CollectorRegistry()),
-        clock=lambda: now[0],
-    )
-    service.trainer = Trainer(CONFIG)
+    service, trainer = service_at(now)
     values = records(simulated_examples()[:3])
     service._learn([SimpleNamespace(offset=i, value=v) for i, v in enumerate(values)])
     service.dirty = False  # published through offset 3
     service._learn([SimpleNamespace(offset=3, value=values[0])])  # a copy, at the end
     now[0] += Settings().trainer_publish_s
-    assert service.trainer.offset == 4
+    assert trainer.offset == 4
     assert service._publish_due()
