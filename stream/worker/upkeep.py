@@ -192,27 +192,32 @@ class PartitionUpkeep(SessionDelivery):
                 watermark += int((idle_s - self.idle_grace_s) * 1000)
                 part.clock.advance(watermark)
                 part.wall_at_watermark = now - self.idle_grace_s
-            done, left = await self._sweep_partition(p, part, watermark, limit)
+            done, left, finished = await self._sweep_partition(p, part, watermark, limit)
             closed += done
             if left:
                 self.sweep_left = True
-            else:  # (a slice that stops at its limit, or fails, leaves it behind)
+            if finished:  # (a slice that stops at its limit, or fails, leaves it behind)
                 part.swept_at = watermark
         self._update_model_gauges()
         return closed
 
     async def _sweep_partition(
         self, p: int, part: PartitionState, watermark: int, limit: int
-    ) -> tuple[int, bool]:
+    ) -> tuple[int, bool, bool]:
         """One slice of :meth:`sweep` in partition ``p`` at ``watermark``:
         the quiet sessions' checks, then the timeouts. Returns the sessions
-        closed, and whether either part stopped at ``limit`` (more may be due)."""
+        closed, whether another slice should follow at once (either part
+        stopped at ``limit`` having changed something: more may be due), and
+        whether the partition is swept through ``watermark`` (neither part
+        stopped at ``limit``)."""
         closed = 0
         timeout = self.config.session_timeout_ms
         left = await self._tick_quiet(p, part, watermark, limit)
         due = await self._call("due", self.store.due, p, watermark - timeout, limit)
         if not due:
-            return 0, left
+            return 0, left, not left
+        # a full slice may hide more due sessions further down the index
+        finished = not left and len(due) < limit
         loaded = await self._load(due)
         hotspots: list[Alert] = []
         to_save: list[tuple[int, SessionState]] = []
@@ -231,14 +236,17 @@ class PartitionUpkeep(SessionDelivery):
         stale = [SessionState(sid, outcome="timeout") for sid in due if sid not in loaded]
         if len(due) >= limit and (to_save or stale):
             # more may be due; a slice that untracked nothing (every entry
-            # touched since it was indexed) does not ask for another one
+            # touched since it was indexed, and not written yet) does not ask
+            # for another one, nor count as swept through: the sessions due
+            # behind those entries are not closed yet, and a closure mark
+            # past them would make their examples late
             left = True
         await self._save(to_save + [(p, s) for s in stale])
         await self._deliver(to_save, hotspots)
         self._take_visits(part.detector, p)
         if not self.write_behind:  # else at the flush, with the batches' visits
             await self._send_visits()
-        return closed, left
+        return closed, left, finished
 
     async def _tick_quiet(self, p: int, part: PartitionState, watermark: int, limit: int) -> bool:
         """Check the quiet sessions of partition ``p`` whose hesitation check

@@ -355,6 +355,40 @@ async def test_closure_marks_follow_the_sweeps_after_the_examples_they_cover() -
     assert await worker.processor.send_marks() == 0  # unchanged: not sent again
 
 
+async def test_a_sweep_slice_of_sessions_touched_since_indexed_does_not_move_the_mark() -> None:
+    """With write-behind the expiry index can list sessions whose newer events
+    are not written yet. A slice full of those closes nothing, and must not
+    count as swept through its event time either: a session due behind them
+    is still open, and a mark past its close would make its example late."""
+    worker, feed = Worker(flush_s=10.0), Feed()
+    timeout_ms, lateness = RULES_ONLY.session_timeout_ms, RULES_ONLY.allowed_lateness_ms
+    await worker.processor.process([feed.event(s, "page_view", t) for t, s in enumerate("abc")])
+    await worker.processor.flush()  # indexed at their first events
+    # event time walks on (each step within the clock's skew), and a and b come
+    # back after the timeout and the lateness, before any sweep (their new
+    # events are in the cache only); c stays idle
+    walk = [120_000 + 300_000 * k for k in range(6)]
+    await worker.processor.process([feed.event("w", "page_view", t) for t in walk])
+    back = timeout_ms + lateness + 1000
+    await worker.processor.process(
+        [feed.event("a", "page_view", back), feed.event("b", "page_view", back + 1)]
+    )
+    assert await worker.processor.sweep(limit=2) == 0  # the slice: a and b, touched
+    assert not worker.processor.sweep_left
+    c_closes = T0 + 2 + timeout_ms
+    mark = worker.processor.closure_mark(worker.processor.partitions[0])
+    assert mark is not None and mark < c_closes
+    assert await worker.processor.send_marks() == 0  # still the assignment's 0
+    await worker.processor.flush()  # a and b indexed at their new events
+    assert await worker.processor.sweep(limit=2) == 1
+    assert await worker.processor.send_marks() == 1
+    (example,) = examples_of([r.value for r in worker.sink.examples])
+    assert example.sid == "c" and example.closed_ts == c_closes
+    mark = _marks(worker.sink)[-1][2]
+    assert mark is not None and mark >= c_closes
+    assert [r.key for r in worker.sink.training][-2:] == [b"c", b"mark-0"]
+
+
 async def test_a_partition_without_events_stops_holding_the_trainer_back_after_the_idle_grace() -> (
     None
 ):
