@@ -171,6 +171,14 @@ class TrainerService:
 
     async def _step(self) -> None:
         assert self.consumer is not None
+        if self.trainer is None and self.tp in self.consumer.assignment():
+            # the partition is ours but taking it over failed at the rebalance
+            # (Redis or the models topic away): again, until it succeeds (a
+            # failure is logged once by run() and retried a second later);
+            # what was fetched meanwhile is read again from the resume offset
+            async with self.lock:
+                if self.trainer is None and self.tp in self.consumer.assignment():
+                    await self.take_over()
         trainer = self.trainer
         # (not while examples due are still to be read again: they must be fetched)
         behind = trainer is not None and trainer.ready >= READY_MAX and not trainer.reloading
@@ -442,4 +450,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Any) -> None:
         if self.service.tp in assigned:
             async with self.service.lock:
-                await self.service.take_over()
+                try:
+                    await self.service.take_over()
+                except Exception as exc:  # the training loop tries again
+                    log.warning("could not take the training partition over: %s", exc)

@@ -24,7 +24,7 @@ from detectors.trainer import RECENT_IDS, Position, Trainer
 from detectors.training import Example, Mark, example_event, example_from_event, mark_event
 from stream.metrics import TrainerMetrics
 from stream.settings import Settings
-from stream.trainer.service import TrainerService
+from stream.trainer.service import Restored, TrainerService, _Listener
 
 CONFIG = DetectorConfig()
 
@@ -507,3 +507,57 @@ def test_a_trailing_duplicate_is_covered_by_the_next_version() -> None:
     now[0] += Settings().trainer_publish_s
     assert trainer.offset == 4
     assert service._publish_due()
+
+
+class _Consumer:
+    """The part of aiokafka's consumer the trainer's step uses, owning ``assigned``."""
+
+    def __init__(self, assigned: set[object]) -> None:
+        self.assigned = assigned
+        self.seeks: list[tuple[object, int]] = []
+
+    def assignment(self) -> set[object]:
+        return self.assigned
+
+    def seek(self, tp: object, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def pause(self, tp: object) -> None:
+        pass
+
+    def resume(self, tp: object) -> None:
+        pass
+
+    async def getmany(
+        self, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[object, list[object]]:
+        return {}
+
+    def highwater(self, tp: object) -> int | None:
+        return None
+
+
+async def test_a_take_over_that_failed_at_the_rebalance_is_tried_again() -> None:
+    """Restoring the models can fail when the partition is assigned (Redis
+    or the models topic away): the partition stays assigned, so the trainer
+    must keep trying to take it over, not read on with no learner."""
+    service, _ = service_at([0.0])
+    service.trainer = None
+    consumer = _Consumer({service.tp})
+    service.consumer = consumer
+    attempts: list[int] = []
+
+    async def restore() -> Restored:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("Redis unavailable")
+        return Restored(Trainer(CONFIG, position=Position(offset=7)), 3, "redis")
+
+    service.restore = restore  # type: ignore[method-assign]
+    await _Listener(service).on_partitions_assigned({service.tp})  # logged, not raised
+    assert service.trainer is None and consumer.seeks == []
+    await service._step()
+    assert service.trainer is not None and service.version == 3
+    assert consumer.seeks == [(service.tp, 7)] and len(attempts) == 2
+    await service._step()  # owned now: not taken over again
+    assert len(attempts) == 2
