@@ -122,6 +122,9 @@ class TrainerService:
         self.metrics = metrics
         self.clock = clock
         self.trainer: Trainer | None = None  # set while this one owns the partition
+        #: the group assigned the partition here and has not revoked it (aiokafka's
+        #: assignment() still lists it between a revocation and the next assignment)
+        self.owned = False
         self.version = 0  # the version the trainer's models are (0: none)
         self.dirty = False  # records read (learned or not) since the last publish
         self.changed = False  # of those, any that changed the models or what is held
@@ -171,13 +174,13 @@ class TrainerService:
 
     async def _step(self) -> None:
         assert self.consumer is not None
-        if self.trainer is None and self.tp in self.consumer.assignment():
+        if self.owned and self.trainer is None:
             # the partition is ours but taking it over failed at the rebalance
             # (Redis or the models topic away): again, until it succeeds (a
             # failure is logged once by run() and retried a second later);
             # what was fetched meanwhile is read again from the resume offset
             async with self.lock:
-                if self.trainer is None and self.tp in self.consumer.assignment():
+                if self.owned and self.trainer is None:
                     await self.take_over()
         trainer = self.trainer
         # (not while examples due are still to be read again: they must be fetched)
@@ -443,12 +446,15 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.service = service
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        if self.service.tp in revoked and self.service.trainer is not None:
-            async with self.service.lock:
-                await self.service.hand_over()
+        if self.service.tp in revoked:
+            self.service.owned = False  # first: no retried take-over from here on
+            async with self.service.lock:  # (after a take-over in flight, if any)
+                if self.service.trainer is not None:
+                    await self.service.hand_over()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         if self.service.tp in assigned:
+            self.service.owned = True
             async with self.service.lock:
                 try:
                     await self.service.take_over()

@@ -561,3 +561,10 @@ async def test_a_take_over_that_failed_at_the_rebalance_is_tried_again() -> None
     assert consumer.seeks == [(service.tp, 7)] and len(attempts) == 2
     await service._step()  # owned now: not taken over again
     assert len(attempts) == 2
+    # revoked: handed over, and not taken again while aiokafka still lists the
+    # partition (until the next assignment) even if publishing fails meanwhile
+    service.dirty = False
+    await _Listener(service).on_partitions_revoked({service.tp})
+    assert service.trainer is None and service.tp in consumer.assignment()
+    await service._step()
+    assert service.trainer is None and len(attempts) == 2
