@@ -31,7 +31,6 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 
 from detectors.challenger import configure_arena
 from detectors.models import DetectorModels
@@ -392,7 +391,10 @@ class TrainerService:
         log.info("training partition handed over")
 
     async def restore(self) -> Restored:
-        """The newest resume state: Redis, else the models topic, else fresh."""
+        """The newest resume state: Redis, else the models topic, else fresh.
+        Raises when Redis or the broker cannot be read (the take-over is tried
+        again): starting fresh then would publish versions that learned less
+        than the last one."""
         state = await self.registry.trainer_state()
         if state is not None:
             learned = await self.registry.trainer_models()
@@ -432,8 +434,8 @@ class TrainerService:
                     if record.key == self.registry.ns.encode() and record.value is not None:
                         found = record.value
             return None if found is None else unpack_snapshot(found)
-        except (KafkaError, ValueError) as exc:
-            log.warning("could not read the models topic: %s", exc)
+        except ValueError as exc:  # unreadable: start afresh from the topic's first record
+            log.warning("the models topic's last snapshot is unreadable: %s", exc)
             return None
         finally:
             await stop_consumer(consumer)
