@@ -101,9 +101,24 @@ class FakeConsumer:
         self.on_commit: Callable[[int], None] | None = None
         self.on_idle: Callable[[], None] | None = None
         self.listener: Any = None
+        self.seeks: list[int] = []
+        self.paused: set[FakePartition] = set()
 
     def assignment(self) -> set[FakePartition]:
         return {self.tp}
+
+    def seek(self, tp: FakePartition, offset: int) -> None:
+        self.seeks.append(offset)
+        self.position = offset
+
+    def pause(self, *tps: FakePartition) -> None:
+        self.paused.update(tps)
+
+    def resume(self, *tps: FakePartition) -> None:
+        self.paused.difference_update(tps)
+
+    def highwater(self, tp: FakePartition) -> int:
+        return len(self.records)
 
     async def getmany(
         self, timeout_ms: int = 0, max_records: int | None = None

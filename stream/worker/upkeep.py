@@ -214,10 +214,10 @@ class PartitionUpkeep(SessionDelivery):
         timeout = self.config.session_timeout_ms
         left = await self._tick_quiet(p, part, watermark, limit)
         due = await self._call("due", self.store.due, p, watermark - timeout, limit)
-        if not due:
-            return 0, left, not left
         # a full slice may hide more due sessions further down the index
         finished = not left and len(due) < limit
+        if not due:
+            return 0, left, finished
         loaded = await self._load(due)
         hotspots: list[Alert] = []
         to_save: list[tuple[int, SessionState]] = []

@@ -25,6 +25,7 @@ from detectors.training import Example, Mark, example_event, example_from_event,
 from stream.metrics import TrainerMetrics
 from stream.settings import Settings
 from stream.trainer.service import Restored, TrainerService, _Listener
+from tests.fakes import FakeConsumer
 
 CONFIG = DetectorConfig()
 
@@ -509,42 +510,14 @@ def test_a_trailing_duplicate_is_covered_by_the_next_version() -> None:
     assert service._publish_due()
 
 
-class _Consumer:
-    """The part of aiokafka's consumer the trainer's step uses, owning ``assigned``."""
-
-    def __init__(self, assigned: set[object]) -> None:
-        self.assigned = assigned
-        self.seeks: list[tuple[object, int]] = []
-
-    def assignment(self) -> set[object]:
-        return self.assigned
-
-    def seek(self, tp: object, offset: int) -> None:
-        self.seeks.append((tp, offset))
-
-    def pause(self, tp: object) -> None:
-        pass
-
-    def resume(self, tp: object) -> None:
-        pass
-
-    async def getmany(
-        self, timeout_ms: int = 0, max_records: int | None = None
-    ) -> dict[object, list[object]]:
-        return {}
-
-    def highwater(self, tp: object) -> int | None:
-        return None
-
-
 async def test_a_take_over_that_failed_at_the_rebalance_is_tried_again() -> None:
     """Restoring the models can fail when the partition is assigned (Redis
     or the models topic away): the partition stays assigned, so the trainer
     must keep trying to take it over, not read on with no learner."""
     service, _ = service_at([0.0])
     service.trainer = None
-    consumer = _Consumer({service.tp})
-    service.consumer = consumer
+    consumer = FakeConsumer([], topic=service.settings.topic_training)
+    service.consumer, service.tp = consumer, consumer.tp
     attempts: list[int] = []
 
     async def restore() -> Restored:
@@ -558,11 +531,11 @@ async def test_a_take_over_that_failed_at_the_rebalance_is_tried_again() -> None
     assert service.trainer is None and consumer.seeks == []
     await service._step()
     assert service.trainer is not None and service.version == 3
-    assert consumer.seeks == [(service.tp, 7)] and len(attempts) == 2
+    assert consumer.seeks == [7] and len(attempts) == 2
     await service._step()  # owned now: not taken over again
     assert len(attempts) == 2
-    # revoked: handed over, and not taken again while aiokafka still lists the
-    # partition (until the next assignment) even if publishing fails meanwhile
+    # revoked: handed over (nothing new to publish), and not taken again while
+    # aiokafka still lists the partition (until the next assignment)
     service.dirty = False
     await _Listener(service).on_partitions_revoked({service.tp})
     assert service.trainer is None and service.tp in consumer.assignment()
