@@ -32,8 +32,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from detectors.challenger import configure_arena
-from detectors.models import DetectorModels
 from detectors.trainer import Trainer
 from stream.kafka_io import MODELS_MAX_BYTES, client_options, make_producer, stop_consumer
 from stream.metrics import TrainerMetrics
@@ -42,11 +40,10 @@ from stream.model_registry import (
     ModelVersion,
     TrainerState,
     compress,
-    decompress,
     pack_snapshot,
-    unpack_snapshot,
 )
 from stream.settings import Settings
+from stream.trainer.restore import Restored, restore
 from stream.worker.faults import Fault
 
 log = logging.getLogger("disengage.trainer")
@@ -74,35 +71,6 @@ MARKS_ONLY_PUBLISH_FACTOR = 10
 
 def _rounded(pair: tuple[float, float]) -> tuple[float, float]:
     return round(pair[0], 4), round(pair[1], 4)
-
-
-class Restored:
-    """A trainer rebuilt from a published version (or fresh)."""
-
-    def __init__(self, trainer: Trainer, version: int, source: str) -> None:
-        self.trainer = trainer
-        self.version = version
-        self.source = source  # "redis", "models topic" or "fresh"
-
-
-def rebuild(settings: Settings, state: TrainerState | None, learned: bytes | None) -> Trainer:
-    """A :class:`Trainer` with the models of ``learned`` (compressed
-    :meth:`DetectorModels.dumps_learned`) at ``state``'s position; fresh
-    when either is missing."""
-    models = DetectorModels(settings.detector)
-    if state is None or learned is None:
-        return Trainer(settings.detector, models, hold_max=settings.trainer_hold_max, lazy=True)
-    models.adopt(DetectorModels.loads_learned(decompress(learned)), f"v{state.version}")
-    models.tag = None  # learning goes on from here
-    # the challenger settings in force now, not those the version was made with
-    models.arena = configure_arena(models.arena, settings.detector)
-    return Trainer(
-        settings.detector,
-        models,
-        position=state.position,
-        hold_max=settings.trainer_hold_max,
-        lazy=True,
-    )
 
 
 class TrainerService:
@@ -391,54 +359,8 @@ class TrainerService:
         log.info("training partition handed over")
 
     async def restore(self) -> Restored:
-        """The newest resume state: Redis, else the models topic, else fresh.
-        Raises when Redis or the broker cannot be read (the take-over is tried
-        again): starting fresh then would publish versions that learned less
-        than the last one."""
-        state = await self.registry.trainer_state()
-        if state is not None:
-            learned = await self.registry.trainer_models()
-            if learned is not None:
-                trainer = await asyncio.to_thread(rebuild, self.settings, state, learned)
-                return Restored(trainer, state.version, "redis")
-            log.warning("Redis has the trainer state of v%d but not its models", state.version)
-        snapshot = await self._snapshot_from_topic()
-        if snapshot is not None:
-            state, learned = snapshot
-            trainer = await asyncio.to_thread(rebuild, self.settings, state, learned)
-            return Restored(trainer, state.version, "models topic")
-        return Restored(rebuild(self.settings, None, None), 0, "fresh")
-
-    async def _snapshot_from_topic(self) -> tuple[TrainerState, bytes] | None:
-        """The last record of this pipeline on the compacted models topic."""
-        s = self.settings
-        consumer = AIOKafkaConsumer(
-            **client_options(s),
-            group_id=None,
-            enable_auto_commit=False,
-            max_partition_fetch_bytes=MODELS_MAX_BYTES,
-            fetch_max_bytes=MODELS_MAX_BYTES,
-        )
-        await consumer.start()
-        try:
-            if s.topic_models not in await consumer.topics():
-                return None
-            tp = TopicPartition(s.topic_models, 0)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            found: bytes | None = None
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for record in batch.get(tp, []):
-                    if record.key == self.registry.ns.encode() and record.value is not None:
-                        found = record.value
-            return None if found is None else unpack_snapshot(found)
-        except ValueError as exc:  # unreadable: start afresh from the topic's first record
-            log.warning("the models topic's last snapshot is unreadable: %s", exc)
-            return None
-        finally:
-            await stop_consumer(consumer)
+        """The newest resume state (:func:`~stream.trainer.restore.restore`)."""
+        return await restore(self.settings, self.registry)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

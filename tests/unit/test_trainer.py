@@ -24,7 +24,8 @@ from detectors.trainer import RECENT_IDS, Position, Trainer
 from detectors.training import Example, Mark, example_event, example_from_event, mark_event
 from stream.metrics import TrainerMetrics
 from stream.settings import Settings
-from stream.trainer.service import Restored, TrainerService, _Listener
+from stream.trainer.restore import Restored
+from stream.trainer.service import TrainerService, _Listener
 from tests.fakes import FakeConsumer
 
 CONFIG = DetectorConfig()
